@@ -1,0 +1,11 @@
+"""latentar: VQ-VAE + autoregressive priors for likelihood-based image generation."""
+
+from latentar import heads  # noqa: F401  (registers the heads)
+from latentar.priors import Prior, PriorSpec, build_prior, list_priors
+from latentar.registry import UnknownNameError
+from latentar.saving import NotAModelError, load
+
+__version__ = "0.1.0"
+
+__all__ = ["Prior", "PriorSpec", "build_prior", "list_priors", "load", "NotAModelError",
+           "UnknownNameError", "__version__"]

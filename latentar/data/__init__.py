@@ -1,0 +1,18 @@
+"""Image datasets (offline, checksum-verified sources) for latentar.
+
+    from latentar.data import load_dataset, fetch
+    train = load_dataset("mnist", "train")   # items: (uint8 (1, 28, 28), int label)
+    print(describe_fetch(fetch("fashion_mnist")))
+
+Datasets: mnist, fashion_mnist, binarized_mnist, cifar10, image_folder
+(see ``DATASETS.names()``). Files live under `data_root()`.
+"""
+
+from latentar.data.cache import ChecksumError, CorruptFileError, SourceUnavailableError, data_root
+from latentar.data.catalog import DatasetSpec, dataset_info, describe_fetch, fetch, load_dataset
+from latentar.data.images import ImageFolderDataset, TensorImageDataset, binarize
+
+__all__ = [
+    "ChecksumError", "CorruptFileError", "DatasetSpec", "ImageFolderDataset", "SourceUnavailableError",
+    "TensorImageDataset", "binarize", "data_root", "dataset_info", "describe_fetch", "fetch", "load_dataset",
+]

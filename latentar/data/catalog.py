@@ -1,0 +1,135 @@
+"""The named image datasets: ``load_dataset(name, split)``, ``fetch(name)``, ``dataset_info(name)``.
+
+Each name in ``DATASETS`` maps to a `DatasetSpec`; ``root`` is the data root (the
+CLI's ``--data-root``, see `data_root`) except for ``image_folder``, where it is the
+folder of images itself.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Callable
+
+from torch.utils.data import Dataset
+
+from latentar.data.cifar import IMAGE_SHAPE as CIFAR_SHAPE
+from latentar.data.cifar import NUM_CLASSES as CIFAR_CLASSES
+from latentar.data.cifar import fetch_cifar10, load_cifar_split
+from latentar.data.images import (
+    BINARIZATION_SEED,
+    ImageFolderDataset,
+    TensorImageDataset,
+    binarized,
+    image_folder_split,
+)
+from latentar.data.sources import FASHION_MNIST, MNIST, IdxSource, fetch_idx, load_idx_split
+from latentar.registry import DATASETS
+
+SPLITS = ("train", "test")
+MNIST_SHAPE = (1, 28, 28)  # (C, H, W), MNIST and Fashion-MNIST
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A registered dataset: how to load and fetch it, and what its items are."""
+
+    load: Callable[..., Dataset]  # (split, root, **options) -> dataset; options keyword-only
+    fetch: Callable[[str | Path | None], dict] | None  # (root) -> report; None: nothing to fetch
+    shape: tuple[int, int, int] | None  # (C, H, W) of an item; None when an option decides it
+    num_symbols: int  # K: 256 pixel levels, 2 when binarized
+    num_classes: int | None  # None when the data decides it
+    source: str  # where the data comes from, in words
+
+
+def load_dataset(name: str, split: str, root: str | Path | None = None, **options) -> Dataset:
+    """Build the ``split`` ("train" or "test") of the dataset registered as ``name``.
+
+    Items are ``(uint8 tensor (C, H, W), int label)``; the dataset has ``shape``,
+    ``num_symbols``, ``num_classes`` and ``binarization``. Unknown names, splits or
+    options raise with the valid ones listed.
+    """
+    spec = DATASETS.get(name)
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; splits: {', '.join(SPLITS)}")
+    accepted = [p.name for p in inspect.signature(spec.load).parameters.values() if p.kind is p.KEYWORD_ONLY]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise TypeError(f"dataset {name!r} has no option {', '.join(unknown)}; "
+                        f"its options: {', '.join(accepted) or 'none'}")
+    return spec.load(split, root, **options)
+
+
+def fetch(name: str, root: str | Path | None = None) -> dict:
+    """Download (if needed) and verify dataset ``name`` under the data root; returns a report.
+
+    The report's fields: dataset, status ("fetched" or "already present"), source,
+    fetched_from, location, files, verified (how), moved_aside (bad files replaced).
+    """
+    spec = DATASETS.get(name)
+    if spec.fetch is None:
+        raise ValueError(f"dataset {name!r} has nothing to fetch: {spec.source}")
+    return spec.fetch(root)
+
+
+def describe_fetch(report: dict) -> str:
+    """A few human-readable lines for a `fetch` report."""
+    how = f"fetched from {report['fetched_from']}" if report["fetched_from"] else "already present"
+    lines = [f"{report['dataset']}: {how}",
+             f"  source:   {report['source']}",
+             f"  location: {report['location']}",
+             f"  files:    {', '.join(report['files'])}",
+             f"  verified: {report['verified']}"]
+    lines += [f"  replaced a bad file: {problem}" for problem in report["moved_aside"]]
+    return "\n".join(lines)
+
+
+def dataset_info(name: str) -> dict:
+    """What dataset ``name`` holds, without loading it: shape (C, H, W), num_symbols, num_classes, source."""
+    spec = DATASETS.get(name)
+    return {"name": name, "shape": spec.shape, "num_symbols": spec.num_symbols,
+            "num_classes": spec.num_classes, "source": spec.source}
+
+
+def _load_idx(source: IdxSource, split: str, root: str | Path | None, *,
+              download: bool = True) -> TensorImageDataset:
+    images, labels = load_idx_split(source, split, root, download=download)
+    return TensorImageDataset(images, labels, num_classes=10)
+
+
+def _load_binarized_mnist(split: str, root: str | Path | None, *, download: bool = True) -> TensorImageDataset:
+    return binarized(_load_idx(MNIST, split, root, download=download))
+
+
+def _load_cifar10(split: str, root: str | Path | None, *, download: bool = True,
+                  verify: bool = True) -> TensorImageDataset:
+    images, labels = load_cifar_split(split, root, download=download, verify=verify)
+    return TensorImageDataset(images, labels, num_classes=CIFAR_CLASSES)
+
+
+def _load_image_folder(split: str, root: str | Path | None, *, size: int = 64) -> ImageFolderDataset:
+    if root is None:
+        raise ValueError("dataset 'image_folder' needs root= the folder of images (CLI: --data-root FOLDER)")
+    return ImageFolderDataset(image_folder_split(root, split), size)
+
+
+DATASETS.register("mnist")(DatasetSpec(
+    load=partial(_load_idx, MNIST), fetch=partial(fetch_idx, MNIST),
+    shape=MNIST_SHAPE, num_symbols=256, num_classes=10, source=MNIST.origin))
+DATASETS.register("fashion_mnist")(DatasetSpec(
+    load=partial(_load_idx, FASHION_MNIST), fetch=partial(fetch_idx, FASHION_MNIST),
+    shape=MNIST_SHAPE, num_symbols=256, num_classes=10, source=FASHION_MNIST.origin))
+DATASETS.register("binarized_mnist")(DatasetSpec(
+    load=_load_binarized_mnist, fetch=partial(fetch_idx, MNIST),
+    shape=MNIST_SHAPE, num_symbols=2, num_classes=10,
+    source=f"{MNIST.origin}, binarized by bernoulli(pixel/255) with seed {BINARIZATION_SEED}"))
+DATASETS.register("cifar10")(DatasetSpec(
+    load=_load_cifar10, fetch=fetch_cifar10,
+    shape=CIFAR_SHAPE, num_symbols=256, num_classes=CIFAR_CLASSES,
+    source="torchvision's CIFAR10 download, or a copy in DATA_ROOT/cifar-10-batches-py"))
+DATASETS.register("image_folder")(DatasetSpec(
+    load=_load_image_folder, fetch=None,
+    shape=None, num_symbols=256, num_classes=None,
+    source="a folder of images you provide (root=FOLDER, option size)"))

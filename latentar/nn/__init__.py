@@ -1,0 +1,1 @@
+"""Shared layers: masked and shifted convolutions, gated units, attention, LSTM helpers."""

@@ -1,0 +1,287 @@
+"""The prior interface every architecture implements.
+
+A prior is an exact autoregressive distribution over symbol grids
+``x: LongTensor (B, C, H, W)`` with values in [0, K), in raster order over (H, W) and
+channel order inside a position. A prior = a backbone (``network``, one file per
+architecture) + a head (``latentar.heads``).
+
+    forward(x, cond=None) -> params (B, P, H, W)   one teacher-forced pass, causal
+    log_prob(x, cond=None) -> (B,)                 nats, summed over C·H·W
+    loss(x, cond=None) -> scalar                   mean nats per dimension
+    sample(n, cond=None, *, temperature, top_k, generator) -> long (n, C, H, W)
+
+``cond`` is None, a LongTensor of class labels (B,), or a dict with keys ``labels``
+(B,) and/or ``context`` (B, h, w) — a spatial code map such as VQ-VAE-2 top codes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar, NamedTuple
+
+import torch
+from torch import nn
+
+from latentar.heads import Head
+from latentar.nn.inputs import SymbolInput
+from latentar.registry import HEADS, MODELS, PRIORS
+from latentar.saving import Saveable
+
+
+@dataclass
+class PriorSpec:
+    """What a prior models, independent of its architecture."""
+
+    shape: tuple[int, int, int]  # (C, H, W) of the symbol grid
+    num_symbols: int  # K: 256 for 8-bit pixels, 2 for binarized, codebook size for codes
+    head: str = "categorical"  # registered head name
+    num_classes: int | None = None  # class-conditional when set
+    symbols: str = "pixels"  # "pixels" (ordinal, scaled to [-1, 1]) or "codes" (embedded)
+    embed_dim: int = 32  # embedding width per channel when symbols == "codes"
+    context_symbols: int | None = None  # K of a spatial context map (e.g. top codes)
+    context_shape: tuple[int, int] | None = None  # (h, w) of that map
+
+    def __post_init__(self):
+        self.shape = tuple(int(s) for s in self.shape)
+        if len(self.shape) != 3 or min(self.shape) < 1:
+            raise ValueError(f"shape must be (C, H, W) with positive sizes, got {self.shape}")
+        if self.num_symbols < 2:
+            raise ValueError(f"num_symbols must be >= 2, got {self.num_symbols}")
+        if self.num_classes is not None and self.num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1 or None, got {self.num_classes}")
+        if (self.context_symbols is None) != (self.context_shape is None):
+            raise ValueError("context_symbols and context_shape must be given together")
+        if self.context_shape is not None:
+            self.context_shape = tuple(int(s) for s in self.context_shape)
+
+
+class Condition(NamedTuple):
+    labels: torch.Tensor | None  # long (B,)
+    context: torch.Tensor | None  # long (B, h, w)
+
+
+def split_cond(cond: Any) -> Condition:
+    """Normalise ``cond`` (None, labels tensor, or dict) into a ``Condition``."""
+    if cond is None:
+        return Condition(None, None)
+    if isinstance(cond, torch.Tensor):
+        return Condition(cond, None)
+    if isinstance(cond, dict):
+        unknown = set(cond) - {"labels", "context"}
+        if unknown:
+            raise ValueError(f"unknown cond keys {sorted(unknown)}; expected 'labels' and/or 'context'")
+        return Condition(cond.get("labels"), cond.get("context"))
+    raise TypeError(f"cond must be None, a LongTensor of labels, or a dict; got {type(cond).__name__}")
+
+
+class Prior(nn.Module, Saveable):
+    """Base class. Subclasses define ``Arch`` (a dataclass), ``presets`` and ``network``."""
+
+    model_type = "prior"
+    name: ClassVar[str]
+    Arch: ClassVar[type]
+    presets: ClassVar[dict[str, dict]] = {}
+    heads: ClassVar[tuple[str, ...]] = ("categorical",)  # heads this backbone accepts
+    channel_masked: ClassVar[bool] = False  # True: the backbone masks R→G→B channel groups
+    supports_context: ClassVar[bool] = False  # accepts a spatial context map
+
+    def __init__(self, spec: PriorSpec, arch: Any):
+        super().__init__()
+        self.spec, self.arch = spec, arch
+        self._check_spec(spec)
+        C, _, _ = spec.shape
+        self.input = SymbolInput(spec.symbols, spec.num_symbols, spec.embed_dim)
+        self.head: Head = HEADS.get(spec.head)(C, spec.num_symbols, couple_channels=not self.channel_masked)
+
+    def _check_spec(self, spec: PriorSpec) -> None:
+        if spec.head not in self.heads:
+            HEADS.get(spec.head)  # unknown names raise with the known list
+            raise ValueError(f"prior {self.name!r} does not take head {spec.head!r}; "
+                             f"it takes {list(self.heads)}")
+        if spec.head == "logistic_mixture" and spec.symbols != "pixels":
+            raise ValueError("head 'logistic_mixture' models ordinal pixels; codes need 'categorical'")
+        if spec.context_shape is not None and not self.supports_context:
+            raise ValueError(f"prior {self.name!r} does not take a spatial context")
+
+    # ---- construction and saving -------------------------------------------------
+    @classmethod
+    def make_arch(cls, preset: str | None = None, **overrides) -> Any:
+        """The architecture dataclass: defaults, then the named preset, then overrides."""
+        values: dict = {}
+        if preset is not None:
+            if preset not in cls.presets:
+                raise ValueError(f"unknown preset {preset!r} for prior {cls.name!r}; "
+                                 f"known presets: {sorted(cls.presets)}")
+            values.update(cls.presets[preset])
+        known = {f.name for f in dataclasses.fields(cls.Arch)}
+        unknown = set(overrides) - known
+        if unknown:
+            raise TypeError(f"unknown argument(s) {sorted(unknown)} for prior {cls.name!r}; "
+                            f"it takes {sorted(known)}")
+        values.update(overrides)
+        return cls.Arch(**values)
+
+    def config_dict(self) -> dict:
+        return {"name": self.name, "spec": asdict(self.spec), "arch": asdict(self.arch)}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "Prior":
+        prior_cls = PRIORS.get(config["name"])
+        return prior_cls(PriorSpec(**config["spec"]), prior_cls.make_arch(**config["arch"]))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # ---- the distribution --------------------------------------------------------
+    def network(self, z: torch.Tensor, labels: torch.Tensor | None,
+                context: torch.Tensor | None) -> torch.Tensor:
+        """The backbone: floats z (B, C·E, H, W) -> params (B, P, H, W), causal in raster order."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, cond: Any = None) -> torch.Tensor:
+        """x long (B, C, H, W) -> head params (B, P, H, W)."""
+        labels, context = self.check_inputs(x, cond)
+        return self.network(self.input(x), labels, context)
+
+    def log_prob_per_symbol(self, x: torch.Tensor, cond: Any = None) -> torch.Tensor:
+        """x long (B, C, H, W) -> log p(x_{c,h,w} | everything earlier), nats (B, C, H, W)."""
+        return self.head.log_prob(self(x, cond), x)
+
+    def log_prob(self, x: torch.Tensor, cond: Any = None) -> torch.Tensor:
+        """x long (B, C, H, W) -> log p(x) in nats, (B,)."""
+        return self.log_prob_per_symbol(x, cond).flatten(1).sum(1)
+
+    def loss(self, x: torch.Tensor, cond: Any = None) -> torch.Tensor:
+        """Mean negative log-likelihood in nats per dimension (symbol), a scalar."""
+        return -self.log_prob_per_symbol(x, cond).mean()
+
+    @torch.no_grad()
+    def sample(self, n: int, cond: Any = None, *, temperature: float = 1.0, top_k: int | None = None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        """Draw n grids -> long (n, C, H, W). Fast priors override this; see ``naive_sample``."""
+        return self.naive_sample(n, cond, temperature=temperature, top_k=top_k, generator=generator)
+
+    @torch.no_grad()
+    def naive_sample(self, n: int, cond: Any = None, *, temperature: float = 1.0,
+                     top_k: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The generic sampler: one full forward pass per pixel (per channel when masked)."""
+        C, H, W = self.spec.shape
+        cond = self.expand_cond(n, cond)
+        x = torch.zeros(n, C, H, W, dtype=torch.long, device=self.device)
+        with eval_mode(self):
+            for h in range(H):
+                for w in range(W):
+                    for c in range(C if self.channel_masked else 1):
+                        params = self(x, cond)[:, :, h, w]  # (n, P)
+                        pixel = self.head.sample(params, temperature=temperature, top_k=top_k,
+                                                 generator=generator)  # (n, C)
+                        if self.channel_masked:
+                            x[:, c, h, w] = pixel[:, c]
+                        else:
+                            x[:, :, h, w] = pixel
+        return x
+
+    # ---- input checks ------------------------------------------------------------
+    def expand_cond(self, n: int, cond: Any) -> Any:
+        """Turn a single label (int) into n labels and move cond to this prior's device."""
+        if isinstance(cond, int):
+            cond = torch.full((n,), cond, dtype=torch.long)
+        labels, context = split_cond(cond)
+        out = {}
+        if labels is not None:
+            out["labels"] = labels.to(self.device)
+        if context is not None:
+            out["context"] = context.to(self.device)
+        return out or None
+
+    def check_inputs(self, x: torch.Tensor, cond: Any) -> Condition:
+        """Validate x and cond against the spec; returns the split condition."""
+        C, H, W = self.spec.shape
+        K = self.spec.num_symbols
+        if not isinstance(x, torch.Tensor) or x.dtype not in (torch.long, torch.int32, torch.int16,
+                                                              torch.uint8, torch.int8):
+            raise TypeError(f"x must be an integer tensor of symbols, got "
+                            f"{x.dtype if isinstance(x, torch.Tensor) else type(x).__name__}")
+        if x.dim() != 4 or tuple(x.shape[1:]) != (C, H, W):
+            raise ValueError(f"x must have shape (B, {C}, {H}, {W}) for this prior, got {tuple(x.shape)}")
+        if x.numel() and (int(x.min()) < 0 or int(x.max()) >= K):
+            raise ValueError(f"x has symbols in [{int(x.min())}, {int(x.max())}], expected [0, {K})")
+        labels, context = split_cond(cond)
+        check_labels(labels, self.spec.num_classes, x.shape[0])
+        if self.spec.context_shape is None:
+            if context is not None:
+                raise ValueError(f"prior {self.name!r} was built without a spatial context")
+        else:
+            check_context(context, self.spec.context_symbols, self.spec.context_shape, x.shape[0])
+        return Condition(labels.long() if labels is not None else None,
+                         context.long() if context is not None else None)
+
+
+def check_labels(labels: torch.Tensor | None, num_classes: int | None, batch: int) -> None:
+    if num_classes is None:
+        if labels is not None:
+            raise ValueError("this prior is unconditional (num_classes=None) but labels were given")
+        return
+    if labels is None:
+        raise ValueError(f"this prior is class-conditional ({num_classes} classes); pass labels (B,)")
+    if labels.shape != (batch,):
+        raise ValueError(f"labels must have shape ({batch},), got {tuple(labels.shape)}")
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise ValueError(f"labels must lie in [0, {num_classes}), got [{int(labels.min())}, "
+                         f"{int(labels.max())}]")
+
+
+def check_context(context: torch.Tensor | None, symbols: int, shape: tuple[int, int], batch: int) -> None:
+    if context is None:
+        raise ValueError(f"this prior needs a spatial context of shape (B, {shape[0]}, {shape[1]})")
+    if tuple(context.shape) != (batch, *shape):
+        raise ValueError(f"context must have shape ({batch}, {shape[0]}, {shape[1]}), "
+                         f"got {tuple(context.shape)}")
+    if context.numel() and (int(context.min()) < 0 or int(context.max()) >= symbols):
+        raise ValueError(f"context symbols must lie in [0, {symbols})")
+
+
+class eval_mode:
+    """Context manager: eval mode inside, the previous train/eval mode restored after."""
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+
+    def __enter__(self):
+        self.was_training = self.module.training
+        self.module.eval()
+        return self.module
+
+    def __exit__(self, *exc):
+        self.module.train(self.was_training)
+
+
+MODELS.register("prior")(Prior)
+
+
+def register_prior(name: str):
+    """Class decorator: register a Prior subclass under ``name`` and set its ``name``."""
+
+    def add(cls):
+        cls.name = name
+        return PRIORS.register(name)(cls)
+
+    return add
+
+
+def build_prior(name: str, shape: tuple[int, int, int], num_symbols: int, head: str = "categorical",
+                num_classes: int | None = None, *, symbols: str = "pixels", embed_dim: int = 32,
+                context_symbols: int | None = None, context_shape: tuple[int, int] | None = None,
+                preset: str | None = None, **arch_kwargs) -> Prior:
+    """Build a registered prior, e.g. ``build_prior("pixelcnn", (1, 28, 28), 2)``."""
+    cls = PRIORS.get(name)
+    spec = PriorSpec(shape=shape, num_symbols=num_symbols, head=head, num_classes=num_classes,
+                     symbols=symbols, embed_dim=embed_dim, context_symbols=context_symbols,
+                     context_shape=context_shape)
+    return cls(spec, cls.make_arch(preset, **arch_kwargs))
+
+
+def list_priors() -> list[str]:
+    return PRIORS.names()

@@ -1,0 +1,89 @@
+"""PixelCNN (van den Oord et al. 2016, "Pixel Recurrent Neural Networks", section 3.5).
+
+A 7×7 mask-A convolution, then residual blocks of mask-B convolutions
+(ReLU → 1×1 2h→h, ReLU → k×k h→h, ReLU → 1×1 h→2h, plus the input), then two
+ReLU → 1×1 mask-B layers to the head's params. Every layer groups channels R→G→B, so
+symbol (h, w, c) sees every earlier pixel and channels < c of its own pixel. Stacked
+3×3 mask-B convolutions leave a blind spot up and to the right; ``gated_pixelcnn``
+removes it. Class conditioning adds a learned per-class bias to every block's input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from latentar.nn.masked import MaskedConv2d, round_to_groups
+from latentar.priors.base import Prior, PriorSpec, register_prior
+
+
+@dataclass
+class PixelCNNArch:
+    hidden: int = 64  # h: blocks map 2h → h → h → 2h features (paper: 128)
+    num_blocks: int = 7  # residual blocks of mask-B convolutions (paper: 15 layers)
+    first_kernel: int = 7  # kernel of the mask-A input layer
+    kernel: int = 3  # kernel of the mask-B convolution inside each block
+    output_hidden: int = 256  # width of the two 1×1 output layers (paper: 1024)
+
+
+class ResidualBlock(nn.Module):
+    """(B, 2h, H, W) -> (B, 2h, H, W) through 1×1 → k×k → 1×1 mask-B convolutions."""
+
+    def __init__(self, features: int, mid: int, kernel: int, groups: int):
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.ReLU(), MaskedConv2d(features, mid, 1, "B", groups),
+            nn.ReLU(), MaskedConv2d(mid, mid, kernel, "B", groups),
+            nn.ReLU(), MaskedConv2d(mid, features, 1, "B", groups),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.layers(x)
+
+
+@register_prior("pixelcnn")
+class PixelCNN(Prior):
+    Arch = PixelCNNArch
+    presets = {
+        "tiny": dict(hidden=6, num_blocks=2, output_hidden=12),
+        "small": dict(hidden=32, num_blocks=5, output_hidden=96),
+        "default": {},
+        "paper": dict(hidden=128, num_blocks=15, output_hidden=1024),
+    }
+    heads = ("categorical", "logistic_mixture")
+    channel_masked = True
+
+    def __init__(self, spec: PriorSpec, arch: PixelCNNArch):
+        super().__init__(spec, arch)
+        C = spec.shape[0]
+        if spec.head == "logistic_mixture" and C > 1:
+            raise ValueError("pixelcnn masks R→G→B groups itself; with C > 1 use head 'categorical'")
+        features = round_to_groups(2 * arch.hidden, C)
+        mid = round_to_groups(arch.hidden, C)
+        out_hidden = round_to_groups(arch.output_hidden, C)
+        self.first = MaskedConv2d(C * self.input.dim, features, arch.first_kernel, "A", C)
+        self.blocks = nn.ModuleList(ResidualBlock(features, mid, arch.kernel, C)
+                                    for _ in range(arch.num_blocks))
+        self.class_bias = None
+        if spec.num_classes is not None:
+            self.class_bias = nn.Embedding(spec.num_classes, features * (arch.num_blocks + 1))
+            nn.init.zeros_(self.class_bias.weight)
+        self.out = nn.Sequential(
+            nn.ReLU(), MaskedConv2d(features, out_hidden, 1, "B", C),
+            nn.ReLU(), MaskedConv2d(out_hidden, self.head.num_params, 1, "B", C),
+        )
+
+    def network(self, z, labels, context):
+        h = self.first(z)  # (B, 2h, H, W)
+        biases = None
+        if self.class_bias is not None:
+            biases = self.class_bias(labels).chunk(len(self.blocks) + 1, dim=1)  # each (B, 2h)
+        for i, block in enumerate(self.blocks):
+            if biases is not None:
+                h = h + biases[i][:, :, None, None]
+            h = block(h)
+        if biases is not None:
+            h = h + biases[-1][:, :, None, None]
+        return self.out(h)  # (B, P, H, W)
