@@ -99,7 +99,8 @@ def _load_idx(source: IdxSource, split: str, root: str | Path | None, *,
     return TensorImageDataset(images, labels, num_classes=10)
 
 
-def _load_binarized_mnist(split: str, root: str | Path | None, *, download: bool = True) -> TensorImageDataset:
+def _load_binarized_mnist(split: str, root: str | Path | None, *,
+                          download: bool = True) -> TensorImageDataset:
     return binarized(_load_idx(MNIST, split, root, download=download))
 
 

@@ -31,10 +31,12 @@ from latentar.data.cache import (
     moved_aside_if_corrupt,
 )
 
-try:  # numpy >= 2 moved the pickling helper; the files name either module
+try:  # numpy >= 2 moved the pickling helpers; the files name either module
     from numpy._core.multiarray import _reconstruct
+    from numpy._core.numeric import _frombuffer
 except ImportError:  # pragma: no cover - numpy 1.x
     from numpy.core.multiarray import _reconstruct
+    from numpy.core.numeric import _frombuffer
 
 CIFAR_FOLDER = CIFAR10.base_folder  # "cifar-10-batches-py"
 SPLIT_FILES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
@@ -45,6 +47,8 @@ IMAGE_SHAPE = (3, 32, 32)  # (C, H, W)
 _ALLOWED_GLOBALS = {  # everything a CIFAR batch pickle needs, and nothing that runs code
     ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
     ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy.core.numeric", "_frombuffer"): _frombuffer,  # arrays in protocol-5 pickles
+    ("numpy._core.numeric", "_frombuffer"): _frombuffer,
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
     ("_codecs", "encode"): codecs.encode,  # bytes in protocol-2 pickles written by Python 3
@@ -75,9 +79,10 @@ def parse_cifar_batch(raw: bytes, label: str | Path) -> tuple[torch.Tensor, torc
     if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
         raise CorruptFileError(label, "not a CIFAR batch (expected a dict with b'data' and b'labels')")
     data, labels = batch[b"data"], np.asarray(batch[b"labels"])
-    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 \
-            or data.shape[1] != np.prod(IMAGE_SHAPE):
-        raise CorruptFileError(label, f"b'data' must be uint8 (N, 3072), got {getattr(data, 'shape', type(data))}")
+    if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2
+            and data.shape[1] == np.prod(IMAGE_SHAPE)):
+        found = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
+        raise CorruptFileError(label, f"b'data' must be uint8 (N, 3072), got {found}")
     if labels.shape != (len(data),) or labels.min(initial=0) < 0 or labels.max(initial=0) >= NUM_CLASSES:
         raise CorruptFileError(label, f"b'labels' must be {len(data)} ints in [0, {NUM_CLASSES})")
     images = torch.from_numpy(data.reshape(-1, *IMAGE_SHAPE).copy())  # (N, 3, 32, 32)
@@ -108,8 +113,7 @@ def fetch_cifar10(root: str | Path | None = None) -> dict:
     for name in sorted(MD5):
         if (folder / name).exists():
             try:
-                with moved_aside_if_corrupt(folder / name):
-                    check_digest((folder / name).read_bytes(), MD5[name], folder / name, algorithm="md5")
+                _read_checked(folder / name)
             except CorruptFileError as err:
                 moved_aside.append(str(err))
     fetched_from = None
@@ -133,15 +137,20 @@ def _missing(folder: Path) -> list[str]:
 
 
 def _manual_hint(folder: Path) -> str:
-    return (f"download cifar-10-python.tar.gz from {CIFAR10.url.rsplit('/', 1)[0]}/ and unpack it so that "
-            f"{folder} holds {', '.join(sorted(MD5))}")
+    return f"download {CIFAR10.url} and unpack it so that {folder} holds {', '.join(sorted(MD5))}"
+
+
+def _read_checked(path: Path) -> bytes:
+    """The bytes of a batch file after its MD5 check; moved aside if bad."""
+    with moved_aside_if_corrupt(path):
+        raw = path.read_bytes()
+        check_digest(raw, MD5[path.name], path, algorithm="md5")
+        return raw
 
 
 def _read_batch(path: Path, verify: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    raw = _read_checked(path) if verify else path.read_bytes()
     with moved_aside_if_corrupt(path):
-        raw = path.read_bytes()
-        if verify:
-            check_digest(raw, MD5[path.name], path, algorithm="md5")
         return parse_cifar_batch(raw, path)
 
 

@@ -36,14 +36,15 @@ def parse_idx(data: bytes, label: str | Path = "<bytes>", *, magic: int | None =
         raise CorruptFileError(label, f"IDX magic number {found}, expected {magic}")
     type_code, ndim = data[2], data[3]
     if type_code != UBYTE:
-        raise CorruptFileError(label, f"IDX type code {type_code:#04x}; only unsigned bytes (0x08) are supported")
+        raise CorruptFileError(label, f"IDX type code {type_code:#04x}; only unsigned bytes (0x08) are read")
     header = 4 + 4 * ndim
     if len(data) < header:
         raise CorruptFileError(label, "truncated IDX header")
     shape = struct.unpack(f">{ndim}i", data[4:header])
     expected = header + math.prod(shape)
     if len(data) != expected:
-        raise CorruptFileError(label, f"IDX header promises {expected} bytes for shape {shape}, file has {len(data)}")
+        raise CorruptFileError(label, f"IDX header promises {expected} bytes for shape {shape}, "
+                                      f"file has {len(data)}")
     values = np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
     return torch.from_numpy(values.copy())
 
@@ -52,5 +53,6 @@ def images_and_labels(images: torch.Tensor, labels: torch.Tensor,
                       label: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Turn IDX images (N, H, W) and labels (N,) into ((N, 1, H, W) uint8, (N,) int64)."""
     if images.dim() != 3 or labels.dim() != 1 or len(images) != len(labels):
-        raise CorruptFileError(label, f"IDX images {tuple(images.shape)} and labels {tuple(labels.shape)} do not pair up")
+        raise CorruptFileError(label, f"IDX images {tuple(images.shape)} and labels "
+                                      f"{tuple(labels.shape)} do not pair up")
     return images.unsqueeze(1), labels.long()  # (N, 1, H, W), (N,)

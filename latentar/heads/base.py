@@ -30,8 +30,12 @@ class Head(nn.Module):
         raise NotImplementedError
 
     def sample(self, params: torch.Tensor, *, temperature: float = 1.0, top_k: int | None = None,
-               generator: torch.Generator | None = None) -> torch.Tensor:
-        """params (B, P) at one position -> symbols long (B, C), channels drawn in order."""
+               generator: torch.Generator | None = None, channel: int | None = None) -> torch.Tensor:
+        """params (B, P) at one position -> symbols long (B, C), channels drawn in order.
+
+        With ``channel`` set (channel-masked backbones, where params block c was computed
+        after channels < c were drawn) only that channel is drawn -> long (B,).
+        """
         raise NotImplementedError
 
 

@@ -48,8 +48,12 @@ class CategoricalHead(Head):
         logits = self.logits(params, x).float()  # (B, C, H, W, K)
         return -F.cross_entropy(rearrange(logits, "b c h w k -> b k c h w"), x, reduction="none")
 
-    def sample(self, params, *, temperature=1.0, top_k=None, generator=None):
+    def sample(self, params, *, temperature=1.0, top_k=None, generator=None, channel=None):
         logits = rearrange(params, "n (c k) -> n c k", c=self.channels)
+        if channel is not None:
+            if self.coupling is not None:
+                raise ValueError("a coupled head draws whole pixels; channel must be None")
+            return sample_logits(filter_logits(logits[:, channel], temperature, top_k), generator)
         out = torch.zeros(params.shape[0], self.channels, dtype=torch.long, device=params.device)
         for c in range(self.channels):
             lc = logits[:, c]

@@ -170,17 +170,17 @@ class Prior(nn.Module, Saveable):
         C, H, W = self.spec.shape
         cond = self.expand_cond(n, cond)
         x = torch.zeros(n, C, H, W, dtype=torch.long, device=self.device)
+        draw = dict(temperature=temperature, top_k=top_k, generator=generator)
         with eval_mode(self):
             for h in range(H):
                 for w in range(W):
-                    for c in range(C if self.channel_masked else 1):
+                    if not self.channel_masked:  # the head draws the channels of a pixel
                         params = self(x, cond)[:, :, h, w]  # (n, P)
-                        pixel = self.head.sample(params, temperature=temperature, top_k=top_k,
-                                                 generator=generator)  # (n, C)
-                        if self.channel_masked:
-                            x[:, c, h, w] = pixel[:, c]
-                        else:
-                            x[:, :, h, w] = pixel
+                        x[:, :, h, w] = self.head.sample(params, channel=None, **draw)  # (n, C)
+                        continue
+                    for c in range(C):  # the backbone must see channel c-1 before drawing c
+                        params = self(x, cond)[:, :, h, w]
+                        x[:, c, h, w] = self.head.sample(params, channel=c, **draw)  # (n,)
         return x
 
     # ---- input checks ------------------------------------------------------------

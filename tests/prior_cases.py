@@ -1,0 +1,48 @@
+"""Tiny prior configurations shared by the test suites: every registered prior, every
+(head, channels, symbols) combination it accepts."""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+
+import latentar
+from latentar.registry import PRIORS
+
+
+def head_cases(name: str) -> list[tuple[str, int]]:
+    """(head, C) pairs a prior accepts in pixel mode."""
+    cls = PRIORS.get(name)
+    cases = [("categorical", 1), ("categorical", 3)]
+    if "logistic_mixture" in cls.heads:
+        cases.append(("logistic_mixture", 1))
+        if not cls.channel_masked:
+            cases.append(("logistic_mixture", 3))
+    return cases
+
+
+def all_cases() -> list[tuple[str, str, int]]:
+    return [(name, head, C) for name in latentar.list_priors() for head, C in head_cases(name)]
+
+
+def case_id(case) -> str:
+    return "-".join(str(part) for part in case)
+
+
+def tiny_prior(name: str, shape, num_symbols: int, head: str = "categorical", seed: int = 0,
+               **kwargs) -> latentar.Prior:
+    """A tiny prior with perturbed weights so that its distribution is far from uniform."""
+    torch.manual_seed(seed)
+    prior = latentar.build_prior(name, shape, num_symbols, head, preset="tiny", **kwargs)
+    with torch.no_grad():
+        for p in prior.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    return prior.eval()
+
+
+def every_grid(shape, num_symbols: int) -> torch.Tensor:
+    """All K^(C·H·W) grids of a tiny shape -> long (N, C, H, W)."""
+    C, H, W = shape
+    grids = torch.tensor(list(itertools.product(range(num_symbols), repeat=C * H * W)))
+    return grids.view(-1, C, H, W)

@@ -1,0 +1,182 @@
+"""The bar every registered prior must clear, parametrized over ``latentar.list_priors()``."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import latentar
+from latentar.registry import PRIORS
+from prior_cases import all_cases, case_id, every_grid, tiny_prior
+
+CASES = all_cases()
+NAMES = latentar.list_priors()
+
+
+def test_registry_lists_every_paper_prior():
+    assert set(NAMES) >= {"pixelcnn"}
+    assert NAMES == sorted(NAMES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_exact_normalization_pixels(case):
+    name, head, C = case
+    shape, K = ((1, 2, 2), 3) if C == 1 else ((3, 1, 1), 4)
+    prior = tiny_prior(name, shape, K, head)
+    with torch.no_grad():
+        total = prior.log_prob(every_grid(shape, K)).exp().sum().item()
+    assert abs(total - 1.0) < 1e-5
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_exact_normalization_codes_across_rows(name):
+    shape, K = (1, 2, 3), 3  # W = 3 exposes any look at the upper-right neighbour's future
+    prior = tiny_prior(name, shape, K, symbols="codes", embed_dim=4)
+    with torch.no_grad():
+        total = prior.log_prob(every_grid(shape, K)).exp().sum().item()
+    assert abs(total - 1.0) < 1e-5
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_causality_by_gradients(case):
+    """d log p(x_{c,h,w}) / d input is exactly zero at and after (h, w, c), nonzero before."""
+    name, head, C = case
+    H = W = 4
+    prior = tiny_prior(name, (C, H, W), 8, head)
+    x = torch.randint(0, 8, (2, C, H, W))
+    z = prior.input(x).detach().requires_grad_()  # (2, C·E, H, W)
+    lp = prior.head.log_prob(prior.network(z, None, None), x)  # (2, C, H, W)
+    order = torch.arange(C * H * W).view(H, W, C).permute(2, 0, 1)  # (C, H, W) raster, then channel
+    for h in range(H):
+        for w in range(W):
+            for c in range(C):
+                (grad,) = torch.autograd.grad(lp[0, c, h, w], z, retain_graph=True)
+                assert grad[1].abs().sum() == 0, "leak across the batch"
+                g = grad[0].view(C, -1, H, W).abs().sum(1)  # (C, H, W)
+                target = order[c, h, w]
+                assert g[order >= target].sum() == 0, f"symbol {(c, h, w)} sees its own future"
+                if h * W + w > 0:
+                    assert g[order < target].sum() > 0, f"symbol {(c, h, w)} sees no past"
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_samples_follow_log_prob(case):
+    name, head, C = case
+    shape, K = ((1, 2, 2), 2) if C == 1 else ((3, 1, 1), 3)
+    prior = tiny_prior(name, shape, K, head)
+    n = 4000
+    samples = prior.sample(n, generator=torch.Generator().manual_seed(0))
+    assert samples.shape == (n, *shape) and samples.dtype == torch.long
+    grids = every_grid(shape, K)
+    with torch.no_grad():
+        p = prior.log_prob(grids).exp()
+    digits = samples[0].numel()
+    index = (samples.flatten(1) * K ** torch.arange(digits - 1, -1, -1)).sum(1)  # every_grid order
+    freq = torch.bincount(index, minlength=len(grids)).float() / n
+    tv = 0.5 * (freq - p).abs().sum().item()
+    # E[TV] <= 0.5 * sum_i sqrt(p_i (1 - p_i) / n) <= 0.5 * sqrt(M / n); allow 3x that.
+    assert tv < 1.5 * math.sqrt(len(grids) / n), f"total variation {tv:.3f}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_sampling_is_reproducible_and_restores_mode(name):
+    prior = tiny_prior(name, (1, 3, 3), 4).train()
+    a = prior.sample(3, generator=torch.Generator().manual_seed(1))
+    b = prior.sample(3, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and prior.training
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_save_load_round_trip(name, tmp_path):
+    prior = tiny_prior(name, (3, 4, 4), 16)
+    x = torch.randint(0, 16, (3, 3, 4, 4))
+    prior.save(tmp_path / "m")
+    loaded = latentar.load(tmp_path / "m").eval()
+    assert type(loaded) is type(prior)
+    with torch.no_grad():
+        assert torch.equal(prior.log_prob(x), loaded.log_prob(x))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_one_step_lowers_the_loss(name):
+    prior = tiny_prior(name, (1, 4, 4), 4)
+    x = torch.randint(0, 4, (8, 1, 4, 4))
+    opt = torch.optim.Adam(prior.parameters(), lr=1e-3)
+    before = prior.loss(x)
+    before.backward()
+    opt.step()
+    with torch.no_grad():
+        assert prior.loss(x) < before
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_class_conditioning_changes_the_distribution(name):
+    prior = tiny_prior(name, (1, 3, 3), 4, num_classes=3)
+    x = torch.randint(0, 4, (4, 1, 3, 3))
+    with torch.no_grad():
+        lp0 = prior.log_prob(x, torch.zeros(4, dtype=torch.long))
+        lp1 = prior.log_prob(x, torch.ones(4, dtype=torch.long))
+    assert not torch.allclose(lp0, lp1)
+    with pytest.raises(ValueError, match="class-conditional"):
+        prior.log_prob(x)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_conditional_normalization(name):
+    shape, K = (1, 2, 2), 3
+    prior = tiny_prior(name, shape, K, num_classes=2)
+    grids = every_grid(shape, K)
+    with torch.no_grad():
+        for label in (0, 1):
+            total = prior.log_prob(grids, torch.full((len(grids),), label)).exp().sum().item()
+            assert abs(total - 1.0) < 1e-5
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if PRIORS.get(n).supports_context])
+def test_spatial_context_normalization_and_effect(name):
+    shape, K = (1, 2, 2), 3
+    prior = tiny_prior(name, shape, K, symbols="codes", embed_dim=4, context_symbols=5,
+                       context_shape=(1, 1))
+    grids = every_grid(shape, K)
+    ctx = [torch.full((len(grids), 1, 1), v) for v in (0, 4)]
+    with torch.no_grad():
+        lps = [prior.log_prob(grids, {"context": c}) for c in ctx]
+    for lp in lps:
+        assert abs(lp.exp().sum().item() - 1.0) < 1e-5
+    assert not torch.allclose(lps[0], lps[1])
+
+
+# ---- bad input -------------------------------------------------------------------------
+def test_bad_inputs_name_the_problem(tmp_path):
+    prior = tiny_prior("pixelcnn", (1, 4, 4), 4)
+    with pytest.raises(ValueError, match=r"shape \(B, 1, 4, 4\)"):
+        prior.log_prob(torch.zeros(2, 3, 4, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"symbols in \[7, 7\], expected \[0, 4\)"):
+        prior.log_prob(torch.full((2, 1, 4, 4), 7))
+    with pytest.raises(TypeError, match="integer tensor"):
+        prior.log_prob(torch.zeros(2, 1, 4, 4))
+    with pytest.raises(LookupError, match="unknown prior 'pixelcnm'.*pixelcnn"):
+        latentar.build_prior("pixelcnm", (1, 4, 4), 4)
+    with pytest.raises(LookupError, match="unknown head 'softmax'.*categorical"):
+        latentar.build_prior("pixelcnn", (1, 4, 4), 4, head="softmax")
+    with pytest.raises(TypeError, match="unknown argument.*'hiden'"):
+        latentar.build_prior("pixelcnn", (1, 4, 4), 4, hiden=3)
+    with pytest.raises(latentar.NotAModelError, match="config.json is missing"):
+        latentar.load(tmp_path)
+    with pytest.raises(latentar.NotAModelError, match="not a folder"):
+        latentar.load(tmp_path / "nothing")
+
+
+def test_damaged_or_mismatched_weights_are_rejected(tmp_path):
+    prior = tiny_prior("pixelcnn", (1, 4, 4), 4)
+    prior.save(tmp_path / "a")
+    (tmp_path / "a" / "model.safetensors").write_bytes(b"\x00" * 40)
+    with pytest.raises(latentar.NotAModelError, match="damaged"):
+        latentar.load(tmp_path / "a")
+    tiny_prior("pixelcnn", (1, 4, 4), 4).save(tmp_path / "b")
+    tiny_prior("pixelcnn", (1, 4, 4), 5).save(tmp_path / "c")
+    (tmp_path / "c" / "config.json").replace(tmp_path / "b" / "config.json")
+    with pytest.raises(latentar.NotAModelError, match="does not match"):
+        latentar.load(tmp_path / "b")
