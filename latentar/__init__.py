@@ -4,8 +4,10 @@ from latentar import heads  # noqa: F401  (registers the heads)
 from latentar.priors import Prior, PriorSpec, build_prior, list_priors
 from latentar.registry import UnknownNameError
 from latentar.saving import NotAModelError, load
+from latentar.evaluation import bits_per_dim, evaluate_prior
+from latentar.training import TrainConfig, Trainer
 
 __version__ = "0.1.0"
 
 __all__ = ["Prior", "PriorSpec", "build_prior", "list_priors", "load", "NotAModelError",
-           "UnknownNameError", "__version__"]
+           "UnknownNameError", "__version__", "bits_per_dim", "evaluate_prior", "TrainConfig", "Trainer"]

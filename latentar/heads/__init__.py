@@ -2,5 +2,6 @@
 
 from latentar.heads.base import Head, filter_logits, sample_logits
 from latentar.heads.categorical import CategoricalHead
+from latentar.heads.logistic_mixture import LogisticMixtureHead
 
-__all__ = ["Head", "CategoricalHead", "filter_logits", "sample_logits"]
+__all__ = ["Head", "CategoricalHead", "LogisticMixtureHead", "filter_logits", "sample_logits"]

@@ -17,7 +17,7 @@ architecture) + a head (``latentar.heads``).
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, NamedTuple
 
 import torch
@@ -41,6 +41,7 @@ class PriorSpec:
     embed_dim: int = 32  # embedding width per channel when symbols == "codes"
     context_symbols: int | None = None  # K of a spatial context map (e.g. top codes)
     context_shape: tuple[int, int] | None = None  # (h, w) of that map
+    head_options: dict = field(default_factory=dict)  # extra head arguments, e.g. num_mixtures
 
     def __post_init__(self):
         self.shape = tuple(int(s) for s in self.shape)
@@ -92,7 +93,8 @@ class Prior(nn.Module, Saveable):
         self._check_spec(spec)
         C, _, _ = spec.shape
         self.input = SymbolInput(spec.symbols, spec.num_symbols, spec.embed_dim)
-        self.head: Head = HEADS.get(spec.head)(C, spec.num_symbols, couple_channels=not self.channel_masked)
+        self.head: Head = HEADS.get(spec.head)(C, spec.num_symbols, couple_channels=not self.channel_masked,
+                                               **spec.head_options)
 
     def _check_spec(self, spec: PriorSpec) -> None:
         if spec.head not in self.heads:
@@ -274,12 +276,12 @@ def register_prior(name: str):
 def build_prior(name: str, shape: tuple[int, int, int], num_symbols: int, head: str = "categorical",
                 num_classes: int | None = None, *, symbols: str = "pixels", embed_dim: int = 32,
                 context_symbols: int | None = None, context_shape: tuple[int, int] | None = None,
-                preset: str | None = None, **arch_kwargs) -> Prior:
+                preset: str | None = None, head_options: dict | None = None, **arch_kwargs) -> Prior:
     """Build a registered prior, e.g. ``build_prior("pixelcnn", (1, 28, 28), 2)``."""
     cls = PRIORS.get(name)
     spec = PriorSpec(shape=shape, num_symbols=num_symbols, head=head, num_classes=num_classes,
                      symbols=symbols, embed_dim=embed_dim, context_symbols=context_symbols,
-                     context_shape=context_shape)
+                     context_shape=context_shape, head_options=dict(head_options or {}))
     return cls(spec, cls.make_arch(preset, **arch_kwargs))
 
 

@@ -1,0 +1,234 @@
+"""Speed and memory of priors, measured on random symbol grids and printed as JSON.
+
+``bench_train``: seconds per step and images/s of forward + backward + Adam step.
+``bench_sample``: seconds per image of the naive sampler (one full forward pass per
+symbol draw) and of ``prior.sample`` (the prior's fast sampler where it has one), and
+the speedup. Naive sampling of large grids is slow on a CPU, so it can be
+extrapolated: every naive step is one teacher-forced forward pass of the whole grid,
+whatever the step, so timing ``rows · W · S`` passes (S = C draws per position for
+channel-masked backbones, else 1) and scaling to ``H · W · S`` steps measures it
+without running it all. The per-step head draws (a softmax over one position) are
+left out of that estimate; the output says which method was used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+from typing import Callable
+
+import torch
+
+from latentar.priors.base import Prior, build_prior, eval_mode
+
+MIXED_PRECISION = {"no": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+# ---- building a prior from command-line arguments (shared with receptive-field) -------
+def parse_shape(text: str) -> tuple[int, int, int]:
+    """'C,H,W' -> (C, H, W) of positive ints."""
+    try:
+        shape = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"shape must be C,H,W with positive integers, got {text!r}")
+    return shape
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but no CUDA device is available")
+    return torch.device(name)
+
+
+def add_prior_arguments(p: argparse.ArgumentParser, *, default_shape: str, default_symbols: int,
+                        prior_required: bool = True) -> None:
+    """--prior --preset --shape --symbols --codes --head --classes --device."""
+    p.add_argument("--prior", required=prior_required, help="registered prior name")
+    p.add_argument("--preset", help="architecture preset (default: the architecture's defaults)")
+    p.add_argument("--shape", type=parse_shape, default=parse_shape(default_shape),
+                   help=f"C,H,W of the symbol grid (default {default_shape})")
+    p.add_argument("--symbols", type=int, default=default_symbols,
+                   help=f"number of symbols K (default {default_symbols})")
+    p.add_argument("--codes", action="store_true", help="model codes (embedded) instead of pixels")
+    p.add_argument("--head", default="categorical", help="registered head name")
+    p.add_argument("--classes", type=int, help="class-conditional with this many classes")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+
+
+def prior_from_args(args: argparse.Namespace, name: str | None = None) -> Prior:
+    """The prior the arguments describe (``name`` overrides ``--prior``), on its device."""
+    prior = build_prior(name or args.prior, args.shape, args.symbols, args.head, args.classes,
+                        symbols="codes" if args.codes else "pixels", preset=args.preset)
+    return prior.to(resolve_device(args.device))
+
+
+def random_cond(prior: Prior, n: int, generator: torch.Generator) -> dict | None:
+    """Random labels / spatial context for n grids where the prior needs them (else None)."""
+    spec, cond = prior.spec, {}
+    if spec.num_classes is not None:
+        cond["labels"] = torch.randint(0, spec.num_classes, (n,), generator=generator)
+    if spec.context_shape is not None:
+        cond["context"] = torch.randint(0, spec.context_symbols, (n, *spec.context_shape),
+                                        generator=generator)
+    return prior.expand_cond(n, cond or None)
+
+
+# ---- measurements ----------------------------------------------------------------------
+def timed(fn: Callable[[], object], device: torch.device) -> float:
+    """Wall seconds of ``fn()``, waiting for queued GPU work before and after."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def peak_memory(device: torch.device) -> dict:
+    """CUDA: max_memory_allocated since the last reset. CPU: the process's max RSS so far."""
+    if device.type == "cuda":
+        return {"peak_memory_mb": torch.cuda.max_memory_allocated(device) / 2**20,
+                "peak_memory_kind": "cuda_max_memory_allocated"}
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return {"peak_memory_mb": rss / (2**20 if sys.platform == "darwin" else 2**10),
+            "peak_memory_kind": "process_max_rss"}
+
+
+def environment(prior: Prior) -> dict:
+    C, H, W = prior.spec.shape
+    return {"prior": prior.name, "shape": [C, H, W], "num_symbols": prior.spec.num_symbols,
+            "symbols": prior.spec.symbols, "head": prior.spec.head,
+            "parameters": sum(p.numel() for p in prior.parameters()),
+            "device": str(prior.device), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
+
+
+def bench_train(prior: Prior, *, batch: int = 32, steps: int = 10, warmup: int = 2,
+                mixed_precision: str = "no", seed: int = 0) -> dict:
+    """Time ``steps`` forward + backward + Adam steps on one random batch (after ``warmup``)."""
+    if mixed_precision not in MIXED_PRECISION:
+        raise ValueError(f"mixed_precision must be one of {sorted(MIXED_PRECISION)}, got {mixed_precision!r}")
+    if batch < 1 or steps < 1 or warmup < 0:
+        raise ValueError(f"need batch >= 1, steps >= 1, warmup >= 0; got {batch}, {steps}, {warmup}")
+    device, dtype = prior.device, MIXED_PRECISION[mixed_precision]
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, prior.spec.num_symbols, (batch, *prior.spec.shape), generator=gen).to(device)
+    cond = random_cond(prior, batch, gen)
+    opt = torch.optim.Adam(prior.parameters(), lr=1e-4)
+    scaler = torch.amp.GradScaler(device.type, enabled=mixed_precision == "fp16")
+    losses = []
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            loss = prior.loss(x, cond)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        losses.append(loss.detach())
+
+    was_training = prior.training
+    prior.train()
+    for _ in range(warmup):
+        step()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    seconds = timed(lambda: [step() for _ in range(steps)], device)
+    prior.train(was_training)
+    return {"bench": "train", **environment(prior), "batch": batch, "steps": steps, "warmup": warmup,
+            "mixed_precision": mixed_precision, "seconds_per_step": seconds / steps,
+            "images_per_second": batch * steps / seconds,
+            "loss_nats_per_dim": float(losses[-1]), **peak_memory(device)}
+
+
+def has_fast_sampler(prior: Prior) -> bool:
+    """Whether the prior's class overrides the generic ``Prior.sample``."""
+    return type(prior).sample is not Prior.sample
+
+
+@torch.no_grad()
+def naive_seconds_from_rows(prior: Prior, batch: int, rows: int, cond, generator) -> float:
+    """Extrapolated seconds of ``naive_sample(batch)``: rows · W · S forward passes, scaled."""
+    C, H, W = prior.spec.shape
+    draws = C if prior.channel_masked else 1  # forward passes per position
+    x = torch.randint(0, prior.spec.num_symbols, (batch, C, H, W), generator=generator).to(prior.device)
+    passes = rows * W * draws
+    seconds = timed(lambda: [prior(x, cond) for _ in range(passes)], prior.device)
+    return seconds * (H * W * draws) / passes
+
+
+def bench_sample(prior: Prior, *, batch: int = 16, rows: int | None = None, seed: int = 0) -> dict:
+    """Seconds per image of naive and fast sampling of ``batch`` grids, and the speedup.
+
+    ``rows`` given: the naive time is extrapolated from that many rows' forward passes
+    (see the module docstring); the fast sampler always runs on the full grid.
+    """
+    _, H, _ = prior.spec.shape
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    if rows is not None and not 1 <= rows <= H:
+        raise ValueError(f"rows must lie in [1, {H}] for a grid of height {H}, got {rows}")
+    gen = torch.Generator().manual_seed(seed)
+    cond = random_cond(prior, batch, gen)
+    draw_gen = torch.Generator(prior.device).manual_seed(seed)
+    with eval_mode(prior), torch.no_grad():
+        prior(torch.zeros(batch, *prior.spec.shape, dtype=torch.long, device=prior.device), cond)  # warm-up
+        if rows is None:
+            naive = timed(lambda: prior.naive_sample(batch, cond, generator=draw_gen), prior.device)
+            naive_method = "measured: naive_sample on the full grid"
+        else:
+            naive = naive_seconds_from_rows(prior, batch, rows, cond, gen)
+            naive_method = (f"extrapolated: one full-grid forward pass per draw, timed over {rows} "
+                            f"row(s) and scaled to {H}; per-step head draws not included")
+        fast_sampler = has_fast_sampler(prior)
+        if fast_sampler:
+            fast = timed(lambda: prior.sample(batch, cond, generator=draw_gen), prior.device)
+            fast_method = "measured: prior.sample on the full grid"
+        else:
+            fast, fast_method = naive, "none: prior.sample is the naive sampler"
+    return {"bench": "sample", **environment(prior), "batch": batch, "has_fast_sampler": fast_sampler,
+            "naive_seconds_per_image": naive / batch, "fast_seconds_per_image": fast / batch,
+            "speedup": naive / fast, "naive_method": naive_method, "fast_method": fast_method,
+            "extrapolated_from_rows": rows}
+
+
+# ---- command line ----------------------------------------------------------------------
+def add_bench_command(subparsers) -> None:
+    bench = subparsers.add_parser("bench", help="measure training and sampling speed (JSON out)",
+                                  description=__doc__,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    kinds = bench.add_subparsers(dest="bench", required=True)
+    train = kinds.add_parser("train", help="forward + backward + Adam step on random data")
+    add_prior_arguments(train, default_shape="1,28,28", default_symbols=2)
+    train.add_argument("--batch", type=int, default=32)
+    train.add_argument("--steps", type=int, default=10, help="timed steps")
+    train.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    train.add_argument("--mixed-precision", default="no", choices=sorted(MIXED_PRECISION))
+    train.set_defaults(func=run_bench_train)
+    sample = kinds.add_parser("sample", help="naive vs fast sampling, seconds per image")
+    add_prior_arguments(sample, default_shape="1,28,28", default_symbols=2)
+    sample.add_argument("--batch", type=int, default=16)
+    sample.add_argument("--rows", type=int,
+                        help="extrapolate the naive time from this many rows (default: run it all)")
+    sample.set_defaults(func=run_bench_sample)
+
+
+def run_bench_train(args) -> None:
+    result = bench_train(prior_from_args(args), batch=args.batch, steps=args.steps,
+                         warmup=args.warmup, mixed_precision=args.mixed_precision)
+    print(json.dumps({"preset": args.preset, **result}, indent=2))
+
+
+def run_bench_sample(args) -> None:
+    result = bench_sample(prior_from_args(args), batch=args.batch, rows=args.rows)
+    print(json.dumps({"preset": args.preset, **result}, indent=2))
+
+
+__all__ = ["bench_train", "bench_sample", "has_fast_sampler", "add_bench_command"]

@@ -1,0 +1,157 @@
+"""The ``latentar`` command line: ``latentar <command> [options]``.
+
+Each command is registered by an ``add_<name>_command(subparsers)`` function that sets
+``func=`` to the function running it; ``main`` parses, dispatches, and turns errors a
+user causes into ``latentar: error: <message>`` with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from latentar.bench import add_bench_command
+from latentar.receptive_field import add_receptive_field_command
+from latentar.pipeline import add_run_command
+from latentar.sampling import add_complete_command, add_sample_command
+from latentar.saving import NotAModelError
+
+USER_ERRORS = (ValueError, LookupError, FileNotFoundError, NotAModelError, TypeError)
+USAGE_ERROR = 2
+
+
+def add_data_command(subparsers) -> None:
+    parser = subparsers.add_parser("data", help="manage datasets")
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    fetch = actions.add_parser("fetch", help="download or extract a dataset and verify its checksums")
+    fetch.add_argument("name", help="dataset name, e.g. mnist, fashion_mnist, cifar10")
+    fetch.add_argument("--data-root", default=None, help="where datasets live (default: the data root)")
+    fetch.set_defaults(func=run_data_fetch)
+
+
+def run_data_fetch(args) -> None:
+    from latentar.data import describe_fetch, fetch
+
+    print(describe_fetch(fetch(args.name, args.data_root)))
+
+
+def add_train_prior_command(subparsers) -> None:
+    from latentar.training import TrainConfig
+
+    default = TrainConfig()
+    parser = subparsers.add_parser("train-prior", help="train a prior on a dataset and score its test split")
+    parser.add_argument("--data", required=True, help="dataset name (see `latentar data fetch`)")
+    parser.add_argument("--prior", required=True, help="prior name, e.g. pixelcnn")
+    parser.add_argument("--preset", default=None, help="architecture preset of the prior, e.g. tiny, small, paper")
+    parser.add_argument("--head", default="categorical", help="categorical or logistic_mixture")
+    parser.add_argument("--arch", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="architecture overrides, e.g. --arch hidden=32 num_blocks=4")
+    parser.add_argument("--class-conditional", action="store_true", help="condition on the class labels")
+    parser.add_argument("--subset", type=int, default=None, help="train on the first N training images only")
+    parser.add_argument("--data-root", default=None, help="where datasets live (default: the data root)")
+    parser.add_argument("--out", required=True, help="run folder: metrics, checkpoints, model, summary.json")
+    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    parser.add_argument("--eval-batch-size", type=int, default=256)
+    for name, kind, extra in TRAIN_OPTIONS:
+        flag = "--" + name.replace("_", "-")
+        parser.add_argument(flag, type=kind, default=getattr(default, name), dest=name, **extra)
+    parser.set_defaults(func=run_train_prior)
+
+
+# TrainConfig fields the command line sets: (name, type, argparse extras).
+TRAIN_OPTIONS = [
+    ("steps", int, {}), ("batch_size", int, {}), ("lr", float, {}),
+    ("lr_schedule", str, {"choices": ["constant", "exponential", "cosine"]}), ("lr_decay", float, {}),
+    ("warmup_steps", int, {}), ("grad_clip", float, {}), ("grad_accum", int, {}),
+    ("mixed_precision", str, {"choices": ["no", "fp16", "bf16"]}), ("ema_decay", float, {}),
+    ("eval_every", int, {}), ("save_every", int, {}), ("log_every", int, {}), ("seed", int, {}),
+    ("num_workers", int, {}),
+]
+
+
+def run_train_prior(args) -> None:
+    import json
+
+    from latentar.training import TrainConfig
+    from latentar.training.prior_run import train_prior
+
+    config = TrainConfig(**{name: getattr(args, name) for name, _, _ in TRAIN_OPTIONS})
+    summary = train_prior(args.data, args.prior, args.out, config, head=args.head, preset=args.preset,
+                          arch=parse_assignments(args.arch), class_conditional=args.class_conditional,
+                          subset=args.subset, data_root=args.data_root, resume=args.resume,
+                          eval_batch_size=args.eval_batch_size)
+    print(json.dumps(summary["test"], indent=2))
+
+
+def add_eval_command(subparsers) -> None:
+    parser = subparsers.add_parser("eval", help="score a saved prior on a dataset split (JSON out)")
+    parser.add_argument("--model", required=True, help="a saved prior folder (e.g. RUN/model)")
+    parser.add_argument("--data", required=True, help="dataset name")
+    parser.add_argument("--split", default="test", choices=["train", "test"])
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--data-root", default=None, help="where datasets live (default: the data root)")
+    parser.set_defaults(func=run_eval)
+
+
+def run_eval(args) -> None:
+    import json
+
+    from latentar.evaluation import evaluate_prior
+    from latentar.priors import Prior
+    from latentar.saving import load
+    from latentar.training.prior_run import open_dataset
+
+    model = load(args.model)
+    if not isinstance(model, Prior):
+        raise ValueError(f"{args.model} holds a {type(model).__name__}; `latentar eval` scores priors")
+    dataset = open_dataset(args.data, args.split, args.data_root)
+    print(json.dumps(evaluate_prior(model, dataset, batch_size=args.batch_size), indent=2))
+
+
+def parse_assignments(items: list[str]) -> dict:
+    """["hidden=32", "dropout=0.5", "name=x"] -> {"hidden": 32, "dropout": 0.5, "name": "x"}."""
+    import ast
+
+    values = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"expected KEY=VALUE, got {item!r}")
+        literal = {"true": "True", "false": "False", "none": "None"}.get(text.lower(), text)
+        try:
+            values[key] = ast.literal_eval(literal)
+        except (ValueError, SyntaxError):
+            values[key] = text  # a plain string
+    return values
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="latentar", description="VQ-VAE + autoregressive priors.")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add_command in COMMANDS:
+        add_command(subparsers)
+    return parser
+
+
+COMMANDS = [add_data_command, add_train_prior_command, add_eval_command, add_bench_command, add_receptive_field_command,
+            add_run_command, add_sample_command, add_complete_command]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except USER_ERRORS as e:
+        print(f"{parser.prog}: error: {_message(e)}", file=sys.stderr)
+        return USAGE_ERROR
+    return 0
+
+
+def _message(error: BaseException) -> str:
+    # KeyError (a LookupError) wraps its message in quotes; show the plain text.
+    return str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,403 @@
+"""Recipes: one TOML file that names the data, the VQ-VAE, the prior(s), their training and
+the sampling of a run. TOML in (``load_recipe``), JSON out (``recipe_to_dict``).
+
+    [data]          name, root, options, train_limit, test_limit
+    [vqvae]         VQVAEConfig fields, or path = "a trained VQ-VAE folder"   (absent: pixel mode)
+    [vqvae_train]   TrainConfig fields of the VQ-VAE stage
+    [prior]         name, preset, head, head_options, class_conditional, embed_dim, arch = {...}
+    [prior_train]   TrainConfig fields of the prior stage
+    [bottom_prior], [bottom_prior_train]   VQ-VAE-2 only: the prior of the bottom codes,
+                    conditioned on the top codes (``[prior]`` then models the top codes)
+    [sampling]      n, nrow, per_class, temperature, top_k, seed, reconstructions, ...
+
+Every value is checked against its field's type when the recipe is read, and
+``--set section.key=value`` overrides are parsed by that type; errors name the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from latentar.training import TrainConfig
+from latentar.vqvae import VQVAE, VQVAEConfig
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot run; the message names the offending key."""
+
+
+@dataclass
+class DataConfig:
+    name: str = "mnist"  # a registered dataset (latentar.data.DATASETS)
+    root: str | None = None  # data root (image_folder: the folder of images); None: the default
+    options: dict = field(default_factory=dict)  # dataset options, e.g. {size = 32} for image_folder
+    train_limit: int | None = None  # use the first N training images only (quick runs)
+    test_limit: int | None = None  # evaluate on the first N test images only
+
+
+@dataclass
+class PriorConfig:
+    name: str = "pixelsnail"  # a registered prior (latentar.list_priors())
+    preset: str | None = "small"  # a preset of that prior ("tiny", "small", ..., "paper")
+    head: str = "categorical"  # "categorical" or "logistic_mixture" (pixels only)
+    head_options: dict = field(default_factory=dict)  # e.g. {num_mixtures = 10} for logistic_mixture
+    class_conditional: bool = False  # condition on the dataset's labels
+    embed_dim: int = 32  # code embedding width (code mode)
+    arch: dict = field(default_factory=dict)  # overrides of the preset's architecture fields
+
+
+@dataclass
+class SamplingConfig:
+    n: int = 64  # images in the sample grid (unconditional priors)
+    nrow: int = 8  # images per grid row
+    per_class: int = 8  # class-conditional priors: one row per class with this many images
+    temperature: float = 1.0  # softmax temperature of every draw
+    top_k: int | None = None  # keep only the k most likely symbols of each draw
+    seed: int = 0  # seed of the sampling generator
+    reconstructions: int = 32  # test images in the VQ-VAE reconstruction grid
+
+
+@dataclass
+class Recipe:
+    data: DataConfig = field(default_factory=DataConfig)
+    prior: PriorConfig = field(default_factory=PriorConfig)
+    prior_train: TrainConfig = field(default_factory=TrainConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    vqvae: VQVAEConfig | None = None  # a VQ-VAE to train; None with vqvae_path or in pixel mode
+    vqvae_path: str | None = None  # an already trained VQ-VAE folder ([vqvae] path = ...)
+    vqvae_train: TrainConfig | None = None
+    bottom_prior: PriorConfig | None = None  # VQ-VAE-2: the bottom prior, context = top codes
+    bottom_prior_train: TrainConfig | None = None
+
+    @property
+    def mode(self) -> str:
+        """"codes" (two-stage) or "pixels" (the prior models the images themselves)."""
+        return "pixels" if self.vqvae is None and self.vqvae_path is None else "codes"
+
+
+SECTIONS: dict[str, type] = {
+    "data": DataConfig, "vqvae": VQVAEConfig, "vqvae_train": TrainConfig, "prior": PriorConfig,
+    "prior_train": TrainConfig, "bottom_prior": PriorConfig, "bottom_prior_train": TrainConfig,
+    "sampling": SamplingConfig,
+}
+REQUIRED = ("data", "prior")
+PATH_KEY = "path"  # [vqvae] path = FOLDER: reuse a trained VQ-VAE
+PRESET_KEY = "preset"  # [vqvae] preset = "mnist": start from a VQ-VAE preset, fields override it
+
+
+# ---- reading -------------------------------------------------------------------------
+def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
+    """Read a recipe (``.toml``, or a resolved ``recipe.json``) and apply ``--set`` overrides."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"recipe {path} does not exist")
+    try:
+        raw = json.loads(path.read_text()) if path.suffix == ".json" else tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
+        raise RecipeError(f"recipe {path} is not valid {path.suffix[1:].upper() or 'TOML'}: {e}") from e
+    for item in overrides:
+        apply_override(raw, item)
+    return recipe_from_dict(raw)
+
+
+def recipe_from_dict(raw: dict) -> Recipe:
+    """Sections as nested dicts (the TOML layout) -> a checked `Recipe`."""
+    unknown = sorted(set(raw) - set(SECTIONS))
+    if unknown:
+        raise RecipeError(f"unknown section [{unknown[0]}]; sections: {', '.join(SECTIONS)}")
+    for name in REQUIRED:
+        if name not in raw:
+            raise RecipeError(f"the recipe has no [{name}] section")
+    sections = {}
+    for name, values in raw.items():
+        if not isinstance(values, dict):
+            raise RecipeError(f"{name} must be a section ([{name}]), got {values!r}")
+        values = dict(values)
+        if name == "vqvae" and PATH_KEY in values:
+            path = values.pop(PATH_KEY)
+            if values:
+                raise RecipeError(f"vqvae.path reuses a trained VQ-VAE; vqvae.{sorted(values)[0]} "
+                                  f"cannot change it (remove one of the two)")
+            sections["vqvae_path"] = check_value(path, str, "vqvae.path")
+            continue
+        if name == "vqvae" and PRESET_KEY in values:
+            sections[name] = vqvae_from_preset(values)
+            continue
+        sections[name] = build_section(SECTIONS[name], values, name)
+    recipe = Recipe(**sections)
+    check_sections(recipe, raw)
+    return recipe
+
+
+def check_sections(recipe: Recipe, raw: dict) -> None:
+    """Sections that belong together: a trained VQ-VAE needs its training, and so on."""
+    if recipe.mode == "pixels":
+        for name in ("vqvae_train", "bottom_prior", "bottom_prior_train"):
+            if name in raw:
+                raise RecipeError(f"[{name}] needs a [vqvae] section (a pixel-mode recipe has none)")
+    if recipe.vqvae is not None and recipe.vqvae_train is None:
+        raise RecipeError("[vqvae] trains a VQ-VAE but the recipe has no [vqvae_train] section")
+    if recipe.vqvae_path is not None and "vqvae_train" in raw:
+        raise RecipeError("[vqvae_train] has nothing to train: vqvae.path reuses a trained VQ-VAE")
+    if "prior_train" not in raw:
+        raise RecipeError("the recipe has no [prior_train] section")
+    if (recipe.bottom_prior is None) != (recipe.bottom_prior_train is None):
+        raise RecipeError("[bottom_prior] and [bottom_prior_train] go together; one is missing")
+
+
+def vqvae_from_preset(values: dict) -> VQVAEConfig:
+    """[vqvae] with ``preset``: the preset's fields, then the section's own."""
+    preset = check_value(values.pop(PRESET_KEY), str, "vqvae.preset")
+    if preset not in VQVAE.presets:
+        raise RecipeError(f"vqvae.preset {preset!r} is unknown; presets: {', '.join(VQVAE.presets)}")
+    checked = vars(build_section(VQVAEConfig, values, "vqvae"))  # types and unknown keys
+    return build_section(VQVAEConfig, {**VQVAE.presets[preset], **{k: checked[k] for k in values}}, "vqvae")
+
+
+def build_section(cls: type, values: dict, section: str):
+    """A dict of TOML values -> the dataclass ``cls``, each value checked against its field."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in values:
+        if key not in hints:
+            raise RecipeError(f"unknown key {section}.{key}; [{section}] takes: {', '.join(names)}")
+    kwargs = {key: check_value(value, hints[key], f"{section}.{key}") for key, value in values.items()}
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as e:
+        raise RecipeError(f"[{section}]: {e}") from e
+
+
+def check_value(value: Any, tp: Any, key: str) -> Any:
+    """A TOML/JSON value checked (and widened: int -> float, list -> tuple) against type ``tp``."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return check_value(value, option, key)
+            except RecipeError:
+                continue
+        raise RecipeError(f"{key} must be {type_name(tp)}, got {value!r}")
+    if origin is typing.Literal:
+        if value not in args:
+            raise RecipeError(f"{key} must be one of {list(args)}, got {value!r}")
+        return value
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise RecipeError(f"{key} must be {type_name(tp)}, got {value!r}")
+        item = args[0] if args and (origin is list or args[-1] is Ellipsis) else None
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise RecipeError(f"{key} must have {len(args)} items, got {value!r}")
+            return tuple(check_value(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        items = [v if item is None else check_value(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if tp is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise RecipeError(f"{key} must be a table ({{key = value, ...}}), got {value!r}")
+        return dict(value)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is Any:
+        return value
+    if isinstance(tp, type) and (not isinstance(value, tp) or (tp is int and isinstance(value, bool))):
+        raise RecipeError(f"{key} must be {type_name(tp)}, got {value!r} ({type(value).__name__})")
+    return value
+
+
+def type_name(tp: Any) -> str:
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return " or ".join(type_name(a) for a in args) + (" (or none)" if len(args) < len(typing.get_args(tp)) else "")
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false", dict: "a table"}
+    return names.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+# ---- validation against the data and the models ---------------------------------------
+@dataclass
+class Stage:
+    """One prior stage: where it goes, how it is trained, and the `build_prior` arguments."""
+
+    name: str  # "prior" or "bottom_prior": its section and its folder in the run
+    config: PriorConfig
+    train: TrainConfig
+    build: dict  # keyword arguments of latentar.build_prior
+
+
+@dataclass
+class Plan:
+    """What a recipe runs on, learned (cheaply) before any work starts."""
+
+    image_shape: tuple[int, int, int]  # (C, H, W) of the dataset's images
+    levels: int  # pixel levels: 256, or 2 when binarized
+    num_classes: int | None  # None: the dataset has no labels
+    grids: list[tuple[int, tuple[int, int]]]  # (K, (h, w)) of each code grid, top first; [] in pixel mode
+    stages: list[Stage]  # the prior stages in training order
+
+
+def validate(recipe: Recipe) -> Plan:
+    """Check the recipe against the data, the VQ-VAE and the priors; raise `RecipeError` naming the key.
+
+    Loads the test split header of the dataset (so a dataset that is neither here nor
+    fetchable fails now), and builds every model on the meta device (no memory, no work).
+    """
+    import torch
+
+    from latentar.data import SourceUnavailableError, load_dataset
+    from latentar.priors.base import build_prior
+    from latentar.registry import DATASETS, UnknownNameError
+    from latentar.sampling import code_grids
+    from latentar.saving import NotAModelError, read_config
+
+    data = recipe.data
+    try:
+        DATASETS.get(data.name)
+    except UnknownNameError as e:
+        raise RecipeError(f"data.name: {e}") from e
+    try:
+        test = load_dataset(data.name, "test", data.root, **data.options)
+    except TypeError as e:
+        raise RecipeError(f"data.options: {e}") from e
+    except (SourceUnavailableError, FileNotFoundError, OSError, ValueError) as e:
+        raise RecipeError(f"data.name {data.name!r} cannot be found (data.root = {data.root!r}): {e}") from e
+    shape, levels, num_classes = tuple(test.shape), test.num_symbols, test.num_classes
+    grids: list = []
+    if recipe.vqvae is not None:
+        try:
+            with torch.device("meta"):
+                grids = code_grids(VQVAE(shape, recipe.vqvae, levels=levels))
+        except (ValueError, TypeError) as e:
+            raise RecipeError(f"vqvae: {e}") from e
+    elif recipe.vqvae_path is not None:
+        try:
+            saved = read_config(recipe.vqvae_path)
+        except NotAModelError as e:
+            raise RecipeError(f"vqvae.path: {e}") from e
+        if saved["model_type"] != "vqvae":
+            raise RecipeError(f"vqvae.path {recipe.vqvae_path} holds a {saved['model_type']}, not a VQ-VAE")
+        made_for = (tuple(saved["config"]["image_shape"]), saved["config"]["levels"])
+        if made_for != (shape, levels):
+            raise RecipeError(f"vqvae.path {recipe.vqvae_path} encodes {made_for[0]} images with "
+                              f"{made_for[1]} levels, but data.name {data.name!r} has {shape} with {levels}")
+        with torch.device("meta"):
+            grids = code_grids(VQVAE.from_config(saved["config"]))
+    if recipe.mode == "codes" and (len(grids) == 2) != (recipe.bottom_prior is not None):
+        raise RecipeError("bottom_prior: a hierarchical VQ-VAE (vqvae.hierarchical = true) needs "
+                          "[bottom_prior] and [bottom_prior_train], and only it takes them")
+    stages = [Stage("prior", recipe.prior, recipe.prior_train, {})]
+    if recipe.bottom_prior is not None:
+        stages.append(Stage("bottom_prior", recipe.bottom_prior, recipe.bottom_prior_train, {}))
+    for i, stage in enumerate(stages):
+        cfg = stage.config
+        if cfg.class_conditional and not num_classes:
+            raise RecipeError(f"{stage.name}.class_conditional: data.name {data.name!r} has no labels")
+        stage.build = dict(name=cfg.name, head=cfg.head, head_options=cfg.head_options, preset=cfg.preset,
+                           num_classes=num_classes if cfg.class_conditional else None, **cfg.arch)
+        if recipe.mode == "pixels":
+            stage.build.update(shape=shape, num_symbols=levels)
+        else:
+            K, (h, w) = grids[i]
+            stage.build.update(shape=(1, h, w), num_symbols=K, symbols="codes", embed_dim=cfg.embed_dim)
+        if i == 1:
+            stage.build.update(context_symbols=grids[0][0], context_shape=grids[0][1])
+        try:
+            with torch.device("meta"):
+                build_prior(**stage.build)
+        except UnknownNameError as e:
+            raise RecipeError(f"{stage.name}: {e}") from e
+        except (ValueError, TypeError) as e:
+            raise RecipeError(f"{stage.name}: {e}" + (" (see the prior's arch keys)" if "argument" in str(e)
+                                                      else "")) from e
+    return Plan(shape, levels, num_classes, grids, stages)
+
+
+# ---- --set overrides -----------------------------------------------------------------
+def apply_override(raw: dict, item: str) -> None:
+    """Apply ``section.key=value`` (or ``section.key.subkey=value`` inside a table) to raw sections.
+
+    The text is parsed by the field's type: strings are taken as written, ``none``
+    clears an optional field, everything else is read as a TOML value (``3``, ``0.5``,
+    ``true``, ``[1, 2]``, ``{hidden = 64}``).
+    """
+    if "=" not in item:
+        raise RecipeError(f"--set expects section.key=value, got {item!r}")
+    dotted, text = (part.strip() for part in item.split("=", 1))
+    parts = dotted.split(".")
+    if len(parts) < 2 or not all(parts):
+        raise RecipeError(f"--set expects section.key=value, got {item!r}")
+    section, key, *inner = parts
+    if section not in SECTIONS:
+        raise RecipeError(f"--set {dotted}: unknown section [{section}]; sections: {', '.join(SECTIONS)}")
+    hints = {PATH_KEY: str | None, PRESET_KEY: str} if section == "vqvae" else {}
+    hints.update(typing.get_type_hints(SECTIONS[section]))
+    if key not in hints:
+        raise RecipeError(f"--set {dotted}: unknown key {section}.{key}; [{section}] takes: "
+                          f"{', '.join(hints)}")
+    tp = Any if inner else hints[key]
+    value = parse_text(text, tp)
+    target = raw.setdefault(section, {})
+    for name in [key, *inner][:-1]:
+        target = target.setdefault(name, {})
+        if not isinstance(target, dict):
+            raise RecipeError(f"--set {dotted}: {section}.{name} is not a table")
+    target[[key, *inner][-1]] = value
+
+
+def parse_text(text: str, tp: Any) -> Any:
+    """Command-line text -> a value for a field of type ``tp`` (checked later by `check_value`)."""
+    args = typing.get_args(tp)
+    if text.lower() in ("none", "null") and type(None) in args:
+        return None
+    if tp is str or str in args:
+        return text
+    try:
+        return tomllib.loads(f"value = {text}")["value"]
+    except tomllib.TOMLDecodeError:
+        return text  # not a TOML value: check_value reports the type mismatch
+
+
+# ---- writing -------------------------------------------------------------------------
+def recipe_to_dict(recipe: Recipe) -> dict:
+    """The recipe in its TOML layout (absent sections left out), ready for JSON."""
+    out = {}
+    for name in SECTIONS:
+        value = getattr(recipe, name)
+        if value is not None:
+            out[name] = jsonable(dataclasses.asdict(value))
+    if recipe.vqvae_path is not None:
+        out["vqvae"] = {PATH_KEY: recipe.vqvae_path}
+    return out
+
+
+def jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def differing_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two recipe dicts."""
+    keys = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys += differing_keys(a, b, f"{prefix}{k}.")
+        elif a != b:
+            keys.append(f"{prefix}{k}")
+    return keys

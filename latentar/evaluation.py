@@ -1,0 +1,102 @@
+"""Scores: bits per dimension, nats per image, bits per code.
+
+`bits_per_dim` is the one place where nats become bits. Scores of a split are sums of
+nats and of dimensions over every item of the split (every process included), divided
+once at the end: batch means are never averaged and no batch is dropped.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from latentar.priors.base import eval_mode
+
+LN2 = math.log(2)
+
+
+def bits_per_dim(nats: float | torch.Tensor, dims: float | torch.Tensor) -> float | torch.Tensor:
+    """Total negative log-likelihood ``nats`` over ``dims`` symbols -> bits per symbol."""
+    return nats / (dims * LN2)
+
+
+class PriorBatch(NamedTuple):
+    x: torch.Tensor  # symbols, long (B, C, H, W)
+    labels: torch.Tensor | None  # long (B,)
+    context: torch.Tensor | None  # long (B, h, w)
+
+
+def unpack_prior_batch(batch: Any) -> PriorBatch:
+    """A batch of symbol grids -> ``PriorBatch``.
+
+    Accepts ``(x, labels)`` from the image datasets, ``(x, labels, context)``, or a dict
+    with key ``x`` and optional ``labels`` / ``context`` (code datasets).
+    """
+    if isinstance(batch, dict):
+        if "x" not in batch:
+            raise ValueError(f"a dict batch needs key 'x' (symbols (B, C, H, W)); got keys {sorted(batch)}")
+        x, labels, context = batch["x"], batch.get("labels"), batch.get("context")
+    elif isinstance(batch, (tuple, list)) and len(batch) in (2, 3):
+        x, labels, context = (*batch, None)[:3]
+    else:
+        raise TypeError("a prior batch must be (x, labels), (x, labels, context) or a dict with key 'x'; "
+                        f"got {type(batch).__name__}")
+    return PriorBatch(x.long(), labels, context)
+
+
+def prior_cond(prior, labels: torch.Tensor | None, context: torch.Tensor | None) -> dict | None:
+    """The ``cond`` a prior takes: labels only when it is class-conditional, the context only
+    when it was built with one (datasets always carry labels; unconditional priors drop them)."""
+    cond = {}
+    if prior.spec.num_classes is not None:
+        cond["labels"] = labels
+    if prior.spec.context_shape is not None:
+        cond["context"] = context
+    return cond or None
+
+
+@torch.no_grad()
+def evaluate_prior(prior, data: Dataset | DataLoader, accelerator=None, *, batch_size: int = 256) -> dict:
+    """Negative log-likelihood of a whole split under ``prior`` (in eval mode, no grad).
+
+    ``data`` is a Dataset of ``(symbols (C, H, W), label)`` items (split exactly across
+    the processes of ``accelerator``: process r scores items r, r + P, ...) or a
+    DataLoader that already yields this process's share. Returns nats (total), dims,
+    count, nats_per_image and bits_per_dim — named bits_per_code for code priors — plus
+    the dataset's binarization when it has one.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    loader = data
+    if not isinstance(data, DataLoader):
+        rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
+        loader = DataLoader(Subset(data, range(rank, len(data), world)), batch_size=batch_size)
+    totals = torch.zeros(3, dtype=torch.float64, device=prior.device)  # nats, dims, count
+    with eval_mode(prior):
+        for batch in loader:
+            x, labels, context = (t.to(prior.device) if t is not None else None
+                                  for t in unpack_prior_batch(batch))
+            nats = -prior.log_prob(x, prior_cond(prior, labels, context)).double().sum()
+            totals += torch.stack([nats, nats.new_tensor(x.numel()), nats.new_tensor(x.shape[0])])
+    if accelerator is not None:
+        totals = accelerator.reduce(totals, reduction="sum")
+    nats, dims, count = totals.tolist()
+    if count == 0:
+        raise ValueError("evaluate_prior got an empty split")
+    unit = "bits_per_code" if prior.spec.symbols == "codes" else "bits_per_dim"
+    scores = {"nats": nats, "dims": int(dims), "count": int(count), "nats_per_image": nats / count,
+              unit: bits_per_dim(nats, dims)}
+    binarization = dataset_attribute(data.dataset if isinstance(data, DataLoader) else data, "binarization")
+    if binarization is not None:
+        scores["binarization"] = binarization
+    return scores
+
+
+def dataset_attribute(dataset: Dataset, name: str) -> Any:
+    """``dataset.name``, looking through ``Subset`` wrappers; None when absent."""
+    while not hasattr(dataset, name) and isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    return getattr(dataset, name, None)

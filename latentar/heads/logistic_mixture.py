@@ -1,0 +1,150 @@
+"""Discretized mixture of logistics (Salimans et al. 2017, "PixelCNN++", section 2.1).
+
+Symbol s of K sits at the centre v = 2s/(K-1) - 1 of a bin of half-width 1/(K-1) on
+[-1, 1]; the edge bins s = 0 and s = K-1 extend to -inf and +inf, so the K bins cover
+the real line and their probabilities sum to one exactly.
+
+params layout at each position, with M = ``num_mixtures`` components and C channels::
+
+    [ logits (M) | means (C·M) | log_scales (C·M) | coefficients (3·M, only C == 3 coupled) ]
+
+so P = M·(1 + 2C) + 3M·[C == 3 and couple_channels]. Blocks of C·M are channel-major
+(block c holds the M values of channel c). With coupling, component m shifts the means
+of later channels by the earlier channels' discretized values (tanh-squashed
+coefficients α, β, γ): μ_g += α·v_r, μ_b += β·v_r + γ·v_g. One mixture indicator is
+shared by all channels of a pixel, so
+
+    p(x) = Σ_m π_m Π_c p_c(x_c | m, x_<c),
+
+and ``log_prob`` returns the exact per-channel conditionals log p(x_c | x_<c) whose sum
+over c is log p(x).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+
+from latentar.heads.base import Head, filter_logits, sample_logits
+from latentar.registry import HEADS
+
+LOG_SCALE_MIN = -7.0  # scale >= e^-7 ≈ 9e-4: keeps 1/scale finite; 8-bit bins are 2/255 ≈ 8e-3 wide
+TINY_BIN = 1e-5  # standardized bin widths below this use the midpoint rule (relative error < 1e-11)
+COUPLED = 3  # coefficients per component with RGB coupling: α (g←r), β (b←r), γ (b←g)
+
+
+def discretized_logistic_log_prob(symbols: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor,
+                                  num_symbols: int) -> torch.Tensor:
+    """log P(bin ``symbols``) under Logistic(mean, e^log_scale), all arguments broadcast.
+
+    symbols long in [0, K); mean and log_scale float on the [-1, 1] scale. Every branch
+    is evaluated on clamped, finite inputs, so gradients through ``torch.where`` stay finite.
+    """
+    K = num_symbols
+    half = 1.0 / (K - 1)  # bin half-width
+    log_scale = log_scale.clamp(min=LOG_SCALE_MIN)
+    inv_scale = torch.exp(-log_scale)
+    centred = symbols.to(mean.dtype) * (2 * half) - 1.0 - mean
+    upper = inv_scale * (centred + half)  # standardized upper edge a
+    lower = inv_scale * (centred - half)  # standardized lower edge b < a
+    # σ(a) - σ(b) = σ(a)·(1 - σ(b))·(1 - e^(b-a)): no cancellation in either tail.
+    width = (2 * half) * inv_scale  # a - b > 0
+    interior = (F.logsigmoid(upper) - F.softplus(lower)
+                + torch.log(-torch.expm1(-width.clamp(min=TINY_BIN))))
+    # Tiny bins: density at the centre times the bin width, in logs, with no exp to underflow.
+    mid = inv_scale * centred
+    midpoint = mid - 2 * F.softplus(mid) - log_scale + math.log(2 * half)
+    middle = torch.where(width < TINY_BIN, midpoint, interior)
+    first = F.logsigmoid(upper)  # P(v < upper edge) for s = 0
+    last = -F.softplus(lower)  # P(v > lower edge) = 1 - σ(b) for s = K-1
+    return torch.where(symbols == 0, first, torch.where(symbols == K - 1, last, middle))
+
+
+@HEADS.register("logistic_mixture")
+class LogisticMixtureHead(Head):
+    """Mixture of ``num_mixtures`` discretized logistics per position; see the module doc.
+
+    ``sample``: temperature divides the mixture logits and each channel's K bin
+    log-probabilities; top_k keeps the top_k mixture components and the top_k bins.
+    """
+
+    def __init__(self, channels: int, num_symbols: int, couple_channels: bool, num_mixtures: int = 10):
+        super().__init__(channels, num_symbols, couple_channels)
+        if num_mixtures < 1:
+            raise ValueError(f"num_mixtures must be >= 1, got {num_mixtures}")
+        if channels not in (1, 3):
+            raise ValueError(f"head 'logistic_mixture' models 1 or 3 channels, got {channels}")
+        if channels > 1 and not couple_channels:
+            raise ValueError("head 'logistic_mixture' couples channels itself; a channel-masked backbone "
+                             f"must use it with 1 channel, got {channels}")
+        self.num_mixtures = num_mixtures  # M
+        self.coupled = channels == 3
+        self.num_params = num_mixtures * (1 + 2 * channels + (COUPLED if self.coupled else 0))
+
+    def split(self, params: torch.Tensor):
+        """params (N, P, ...) -> logits (N, M, ...), means and log_scales (N, C, M, ...),
+        coefficients tanh-squashed (N, 3, M, ...) or None."""
+        M, C = self.num_mixtures, self.channels
+        if params.shape[1] != self.num_params:
+            raise ValueError(f"params must have {self.num_params} channels, got {params.shape[1]}")
+        sizes = [M, C * M, C * M] + ([COUPLED * M] if self.coupled else [])
+        parts = params.split(sizes, dim=1)
+        means, log_scales = (p.unflatten(1, (C, M)) for p in parts[1:3])
+        coeffs = torch.tanh(parts[3].unflatten(1, (COUPLED, M))) if self.coupled else None
+        return parts[0], means, log_scales, coeffs
+
+    @staticmethod
+    def coupled_mean(means: torch.Tensor, coeffs: torch.Tensor | None, v: torch.Tensor,
+                     c: int) -> torch.Tensor:
+        """Channel c's means (N, M, ...) shifted by earlier channels' values v (N, C, 1, ...)."""
+        mean = means[:, c]
+        if coeffs is not None and c == 1:
+            mean = mean + coeffs[:, 0] * v[:, 0]  # g ← α·r
+        if coeffs is not None and c == 2:
+            mean = mean + coeffs[:, 1] * v[:, 0] + coeffs[:, 2] * v[:, 1]  # b ← β·r + γ·g
+        return mean
+
+    def log_prob(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if not params.is_floating_point() or params.dtype in (torch.float16, torch.bfloat16):
+            params = params.float()
+        logits, means, log_scales, coeffs = self.split(params)  # (B, M, H, W), (B, C, M, H, W), ...
+        x = x.long()
+        v = (x.to(params.dtype) * (2.0 / (self.num_symbols - 1)) - 1.0)[:, :, None]  # (B, C, 1, H, W)
+        joint = F.log_softmax(logits, dim=1)  # log π_m, then + log p_c for each channel c
+        before = torch.zeros_like(joint[:, 0])  # log p(x_<c) = 0 for c = 0, (B, H, W)
+        out = []
+        for c in range(self.channels):
+            mean = self.coupled_mean(means, coeffs, v, c)  # (B, M, H, W)
+            joint = joint + discretized_logistic_log_prob(x[:, c:c + 1], mean, log_scales[:, c],
+                                                          self.num_symbols)
+            upto = torch.logsumexp(joint, dim=1)  # log p(x_<=c), (B, H, W)
+            out.append(upto - before)  # log p(x_c | x_<c)
+            before = upto
+        return torch.stack(out, dim=1)  # (B, C, H, W)
+
+    def bin_log_probs(self, mean: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
+        """mean, log_scale (N,) -> log-probabilities of all K bins (N, K)."""
+        symbols = torch.arange(self.num_symbols, device=mean.device)
+        return discretized_logistic_log_prob(symbols, mean[:, None], log_scale[:, None], self.num_symbols)
+
+    def sample(self, params, *, temperature=1.0, top_k=None, generator=None, channel=None):
+        if channel is not None and (self.coupled or channel != 0):
+            raise ValueError(f"head 'logistic_mixture' draws whole pixels of {self.channels} channel(s); "
+                             f"channel must be None{' or 0' if not self.coupled else ''}, got {channel}")
+        logits, means, log_scales, coeffs = self.split(params.float())  # (N, M), (N, C, M), ...
+        m = sample_logits(filter_logits(logits, temperature, top_k), generator)  # (N,) component
+        pick = m[:, None, None].expand(-1, means.shape[1], 1)  # (N, C, 1)
+        means, log_scales = means.gather(2, pick), log_scales.gather(2, pick)  # (N, C, 1)
+        if coeffs is not None:
+            coeffs = coeffs.gather(2, m[:, None, None].expand(-1, COUPLED, 1))  # (N, 3, 1)
+        out = torch.zeros(params.shape[0], self.channels, dtype=torch.long, device=params.device)
+        v = torch.zeros(params.shape[0], self.channels, 1, device=params.device)  # drawn values
+        for c in range(self.channels):
+            mean = self.coupled_mean(means, coeffs, v, c)[:, 0]  # (N,)
+            bins = self.bin_log_probs(mean, log_scales[:, c, 0])  # (N, K)
+            out[:, c] = sample_logits(filter_logits(bins, temperature, top_k), generator)
+            v[:, c, 0] = out[:, c] * (2.0 / (self.num_symbols - 1)) - 1.0
+        return out if channel is None else out[:, 0]

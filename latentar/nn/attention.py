@@ -1,0 +1,85 @@
+"""Strictly causal multi-head self-attention over raster positions, with a KV cache.
+
+Position i = h·W + w attends to positions j < i only (PixelSNAIL, Chen et al. 2018).
+Queries and keys/values come from separate inputs so that a prior can give the keys
+and values something the query position must not see about itself (its own symbol,
+which is known for every j < i). The first position has nothing to attend to: its
+output is exactly zero, with zero gradient to every key and value.
+
+``forward`` evaluates a whole map; ``KVCache`` + ``attend_at`` / ``remember`` evaluate
+one position at a time for incremental sampling, with the same result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from einops import rearrange
+from torch import nn
+
+
+@dataclass
+class KVCache:
+    """Keys (B, n, N, dk) and values (B, n, N, dv) of the positions seen so far."""
+
+    keys: torch.Tensor
+    values: torch.Tensor
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """Masked softmax attention.
+
+    q (B, n, Nq, dk), k (B, n, Nk, dk), v (B, n, Nk, dv), allowed bool (Nq, Nk)
+    -> (B, n, Nq, dv). A query with no allowed key gets exactly zero.
+    """
+    scores = q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5  # (B, n, Nq, Nk)
+    # a finite fill: exp(fill - max) is exactly 0 where any key is allowed, and a row with
+    # none stays finite (uniform) before the zeroing below, so no NaN reaches a gradient
+    scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
+    weights = torch.softmax(scores, dim=-1) * allowed.any(-1, keepdim=True)
+    return weights @ v
+
+
+class CausalSelfAttention(nn.Module):
+    """q_in (B, Cq, H, W), kv_in (B, Ckv, H, W) -> (B, heads·value_dim, H, W)."""
+
+    def __init__(self, query_channels: int, kv_channels: int, heads: int, key_dim: int, value_dim: int):
+        super().__init__()
+        if min(heads, key_dim, value_dim) < 1:
+            raise ValueError(f"heads, key_dim and value_dim must be >= 1, got {heads}, {key_dim}, {value_dim}")
+        self.heads, self.key_dim, self.value_dim = heads, key_dim, value_dim
+        self.out_channels = heads * value_dim
+        self.query = nn.Conv2d(query_channels, heads * key_dim, 1)
+        self.key = nn.Conv2d(kv_channels, heads * key_dim, 1)
+        self.value = nn.Conv2d(kv_channels, heads * value_dim, 1)
+
+    def _split(self, t: torch.Tensor) -> torch.Tensor:
+        """(B, n·d, H, W) -> (B, n, H·W, d)."""
+        return rearrange(t, "b (n d) h w -> b n (h w) d", n=self.heads)
+
+    def forward(self, q_in: torch.Tensor, kv_in: torch.Tensor) -> torch.Tensor:
+        H, W = q_in.shape[-2:]
+        q = self._split(self.query(q_in))  # (B, n, N, dk)
+        k = self._split(self.key(kv_in))  # (B, n, N, dk)
+        v = self._split(self.value(kv_in))  # (B, n, N, dv)
+        allowed = torch.ones(H * W, H * W, dtype=torch.bool, device=q.device).tril(-1)  # j < i
+        return rearrange(attend(q, k, v, allowed), "b n (h w) d -> b (n d) h w", h=H)
+
+    # ---- one position at a time -----------------------------------------------------------
+    def new_cache(self, batch: int, positions: int, like: torch.Tensor) -> KVCache:
+        """An empty cache for ``positions`` = H·W raster positions."""
+        return KVCache(like.new_zeros(batch, self.heads, positions, self.key_dim),
+                       like.new_zeros(batch, self.heads, positions, self.value_dim))
+
+    def attend_at(self, cache: KVCache, i: int, q_in: torch.Tensor) -> torch.Tensor:
+        """The output at position i from the cached positions < i: q_in (B, Cq, 1, 1) -> (B, n·dv, 1, 1)."""
+        q = self._split(self.query(q_in))  # (B, n, 1, dk)
+        allowed = torch.ones(1, i, dtype=torch.bool, device=q.device)
+        out = attend(q, cache.keys[:, :, :i], cache.values[:, :, :i], allowed)  # (B, n, 1, dv)
+        return rearrange(out, "b n 1 d -> b (n d) 1 1")
+
+    def remember(self, cache: KVCache, i: int, kv_in: torch.Tensor) -> None:
+        """Store the key and value of position i: kv_in (B, Ckv, 1, 1)."""
+        cache.keys[:, :, i] = self._split(self.key(kv_in))[:, :, 0]
+        cache.values[:, :, i] = self._split(self.value(kv_in))[:, :, 0]

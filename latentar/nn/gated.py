@@ -1,0 +1,88 @@
+"""Gated units and the gated vertical/horizontal layer of Gated PixelCNN.
+
+Gated PixelCNN (van den Oord et al. 2016, "Conditional Image Generation with PixelCNN
+Decoders") replaces ReLUs by ``tanh(a) · σ(b)`` and splits the network into two stacks:
+
+- the *vertical* stack sees every row above the current one: each layer is a
+  (k//2+1)×k down-shifted convolution over rows h-k//2 .. h of its input, and the
+  first one is shifted down one more row, so row h of every vertical layer depends on
+  image rows < h only (the down-shift that the paper applies before the
+  vertical-to-horizontal link happens once, at the input, so no vertical feature ever
+  sees its own row and the link needs no shift);
+- the *horizontal* stack sees the current row up to the current pixel: a 1×k
+  convolution masked like ``MaskedConv2d`` (taps left of the centre see all channel
+  groups; the centre tap sees groups < g with mask A, <= g with mask B), plus a 1×1
+  link from the vertical stack, a residual connection and a skip output.
+
+Together the two stacks cover every earlier pixel: no blind spot.
+
+The layer is written once for whole maps (training) and for the one row / position
+that an incremental generation step computes (``latentar.nn.incremental``).
+"""
+
+from __future__ import annotations
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from latentar.nn.masked import MaskedConv2d
+from latentar.nn.shifted import down_shifted_conv
+
+
+def gate_tanh_sigmoid(x: torch.Tensor, groups: int = 1) -> torch.Tensor:
+    """(B, 2p, H, W) -> (B, p, H, W): ``tanh(a) · σ(b)``.
+
+    The 2p channels form ``groups`` contiguous blocks (channel group g of a masked
+    layer); each block holds its q = p/groups ``a`` channels, then its q ``b`` channels,
+    so output channel block g still depends only on what input group g may see.
+    """
+    a, b = rearrange(x, "b (g two q) h w -> two b (g q) h w", g=groups, two=2)
+    return torch.tanh(a) * torch.sigmoid(b)
+
+
+class GatedStackLayer(nn.Module):
+    """One layer of both stacks: (v, h) -> (v', h', skip).
+
+    v: (B, c, ·, W) vertical features, h: (B, c, ·, ·) horizontal features (channel
+    groups R→G→B); outputs v' and h' with ``hidden`` channels and a skip of ``hidden``
+    channels. ``first`` marks the layer that reads the image: its vertical convolution
+    is shifted down one row, its horizontal one uses mask A, and it has no residual
+    connection (the widths differ).
+
+    ``ops`` (``latentar.nn.incremental``) applies the two spatial convolutions: to whole
+    maps (``FullPass``), or to one row (vertical) / one position (horizontal) of a
+    generation step (``StepPass``); everything else is pointwise.
+    """
+
+    def __init__(self, in_channels: int, hidden: int, kernel: int, groups: int, first: bool):
+        super().__init__()
+        if kernel % 2 == 0:
+            raise ValueError(f"gated layers need an odd kernel size, got {kernel}")
+        self.groups, self.first = groups, first
+        self.vconv = down_shifted_conv(in_channels, 2 * hidden, (kernel // 2 + 1, kernel), shift=first)
+        self.link = nn.Conv2d(2 * hidden, 2 * hidden, 1)  # vertical -> horizontal, no mask needed
+        self.hconv = MaskedConv2d(in_channels, 2 * hidden, (1, kernel), "A" if first else "B", groups)
+        self.residual = None if first else MaskedConv2d(hidden, hidden, 1, "B", groups)
+        self.skip = MaskedConv2d(hidden, hidden, 1, "B", groups)
+
+    def vertical(self, v: torch.Tensor, bias: torch.Tensor | None, ops):
+        """v (B, c, R, W) -> (v' (B, p, R, W), link (B, 2p, R, W)).
+
+        R is H for a whole map, 1 in a row step; the first layer always takes the whole
+        image z (B, C·E, H, W), complete up to the rows it reads.
+        """
+        pre = ops.conv_input(self.vconv, v) if self.first else ops.conv(self.vconv, v, 0)
+        link = self.link(pre)
+        if bias is not None:
+            pre = pre + bias[:, :, None, None]
+        return gate_tanh_sigmoid(pre), link
+
+    def horizontal(self, h: torch.Tensor, link: torch.Tensor, bias: torch.Tensor | None, ops):
+        """h (B, c, R, S), link (B, 2p, R, S) -> (h' (B, p, R, S), skip (B, p, R, S))."""
+        pre = ops.conv(self.hconv, h, 0) + link  # (B, 2p, R, S)
+        if bias is not None:
+            pre = pre + bias[:, :, None, None]
+        gated = gate_tanh_sigmoid(pre, self.groups)  # (B, p, R, S)
+        out = gated if self.residual is None else h + self.residual(gated)
+        return out, self.skip(gated)

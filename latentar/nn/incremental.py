@@ -1,0 +1,209 @@
+"""Incremental evaluation of causal conv nets for fast sampling (Ramachandran et al. 2017).
+
+In a causal network the output at position p depends only on inputs before p, so
+when symbols are generated in raster order every layer can be evaluated once per
+position (or once per row, for layers that only look at rows above) from cached maps
+of its input, instead of rerunning the whole network for every symbol.
+
+Building blocks:
+
+- ``conv_parts(conv)`` -> (weight, bias, pad (left, right, top, bottom), stride) of a
+  ``PaddedConv2d``, ``MaskedConv2d`` or plain ``nn.Conv2d``;
+- ``PaddedMap``: a zero-padded cache of one layer's full input map, written one row
+  or one position at a time;
+- ``conv_window(conv, padded, row, col)``: the conv's output at one output row
+  (col None) -> (B, O, 1, W'), or at one position -> (B, O, 1, 1), read from a padded map;
+- ``conv_transpose_window(deconv, source, row, col, width)``: the same for a
+  ``CroppedConvTranspose2d`` reading its unpadded input map;
+- ``FullPass`` / ``StepPass``: how a network body written once applies its convs,
+  to whole maps (training, ``log_prob``) or to the one row or position that a
+  generation step needs. Level L is a map downsampled L times by stride 2; its
+  position (i, j) is attached to full-resolution position (i·2^L, j·2^L) and is
+  computed at the step that reaches that position.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from latentar.nn.masked import MaskedConv2d
+from latentar.nn.shifted import CroppedConvTranspose2d, PaddedConv2d
+
+
+def conv_parts(conv: nn.Conv2d) -> tuple[torch.Tensor, torch.Tensor | None, tuple[int, ...], tuple[int, int]]:
+    """(weight (O, I, kh, kw), bias (O,) or None, pad (l, r, t, b), stride (sh, sw)) of a conv."""
+    weight = conv.weight * conv.mask if isinstance(conv, MaskedConv2d) else conv.weight
+    if isinstance(conv, PaddedConv2d):
+        pad = conv.pad
+    else:
+        ph, pw = conv.padding
+        pad = (pw, pw, ph, ph)
+    return weight, conv.bias, pad, tuple(conv.stride)
+
+
+class PaddedMap:
+    """Zero-padded cache (B, C, H + t + b, W + l + r) of a layer's input map (B, C, H, W)."""
+
+    def __init__(self, batch: int, channels: int, size: tuple[int, int], pad: tuple[int, ...],
+                 like: torch.Tensor):
+        left, right, top, bottom = pad
+        self.left, self.top = left, top
+        H, W = size
+        self.data = like.new_zeros(batch, channels, H + top + bottom, W + left + right)
+
+    def write(self, values: torch.Tensor, row: int, col: int | None = None) -> None:
+        """Store input row ``row`` (values (B, C, 1, W)) or position (row, col) ((B, C, 1, 1))."""
+        r = row + self.top
+        if not 0 <= r < self.data.shape[2]:
+            return  # a cropped row: no output reads it
+        start = self.left + (0 if col is None else col)
+        stop = min(start + values.shape[3], self.data.shape[3])
+        if stop > start:
+            self.data[:, :, r, start:stop] = values[:, :, 0, :stop - start]
+
+
+def conv_window(conv: nn.Conv2d, padded: torch.Tensor, row: int, col: int | None = None) -> torch.Tensor:
+    """The conv's output at output row ``row`` -> (B, O, 1, W'), or at (row, col) -> (B, O, 1, 1).
+
+    ``padded`` is the conv's whole input map with the conv's padding applied (B, I, H+, W+).
+    """
+    weight, bias, _, (sh, sw) = conv_parts(conv)
+    kh, kw = weight.shape[2:]
+    strip = padded[:, :, row * sh:row * sh + kh]  # (B, I, kh, W+)
+    if col is None:
+        return F.conv2d(strip, weight, bias, stride=(1, sw))
+    window = strip[:, :, :, col * sw:col * sw + kw]  # (B, I, kh, kw)
+    return F.conv2d(window, weight, bias)
+
+
+def conv_transpose_window(deconv: CroppedConvTranspose2d, source: torch.Tensor, row: int,
+                          col: int | None = None, width: int | None = None) -> torch.Tensor:
+    """A cropped transposed conv's output at row ``row`` ((B, O, 1, width)) or at (row, col).
+
+    ``source`` is its whole input map (B, I, h, w); only input rows/columns that the
+    output row/position receives from are read.
+    """
+    kh, kw = deconv.weight.shape[2:]
+    (sh, sw), (top, left) = deconv.stride, deconv.crop
+    out = 0
+    for ki in range(kh):
+        i, rest = divmod(row + top - ki, sh)
+        if rest or not 0 <= i < source.shape[2]:
+            continue
+        if col is None:  # every column of the row: a 1-row transposed conv, then the crop
+            full = F.conv_transpose2d(source[:, :, i:i + 1], deconv.weight[:, :, ki:ki + 1], stride=(1, sw))
+            out = out + full[:, :, :, left:left + width]
+            continue
+        for kj in range(kw):
+            j, rest = divmod(col + left - kj, sw)
+            if not rest and 0 <= j < source.shape[3]:
+                out = out + (source[:, :, i, j] @ deconv.weight[:, :, ki, kj])[:, :, None, None]
+    return out + deconv.bias[:, None, None]
+
+
+class FullPass:
+    """Apply every conv to whole maps: the teacher-forced pass (training, ``log_prob``)."""
+
+    def __init__(self, sizes: list[tuple[int, int]]):
+        self.sizes = sizes  # (H, W) of each level
+        self.shared: dict[Any, torch.Tensor] = {}
+
+    def due(self, level: int) -> bool:
+        return True
+
+    def conv(self, conv: nn.Module, x: torch.Tensor, level: int) -> torch.Tensor:
+        return conv(x)
+
+    def conv_input(self, conv: nn.Module, z: torch.Tensor) -> torch.Tensor:
+        return conv(z)
+
+    def down(self, conv: nn.Module, x: torch.Tensor, level: int) -> torch.Tensor:
+        return conv(x)
+
+    def up(self, deconv: CroppedConvTranspose2d, x: torch.Tensor, level: int) -> torch.Tensor:
+        return deconv(x, self.sizes[level])
+
+    def share(self, key: Any, x: torch.Tensor, level: int) -> None:
+        self.shared[key] = x
+
+    def take(self, key: Any, level: int) -> torch.Tensor:
+        return self.shared[key]
+
+
+class StepCache:
+    """What a generation persists between steps: padded input maps and shared maps."""
+
+    def __init__(self, batch: int, sizes: list[tuple[int, int]]):
+        self.batch, self.sizes = batch, sizes
+        self.maps: dict[Any, Any] = {}
+
+    def padded(self, conv: nn.Module, x: torch.Tensor, level: int) -> PaddedMap:
+        if conv not in self.maps:
+            pad = conv_parts(conv)[2]
+            self.maps[conv] = PaddedMap(self.batch, x.shape[1], self.sizes[level], pad, x)
+        return self.maps[conv]
+
+    def plain(self, key: Any, x: torch.Tensor, level: int) -> torch.Tensor:
+        if key not in self.maps:
+            self.maps[key] = x.new_zeros(self.batch, x.shape[1], *self.sizes[level])
+        return self.maps[key]
+
+
+class StepPass:
+    """One generation step: every conv evaluated at one row (``col`` None) or one position.
+
+    A level is due when the step reaches a position attached to it; regions of levels
+    that are not due are not computed (``due`` tells the network body to skip them).
+    """
+
+    def __init__(self, cache: StepCache, row: int, col: int | None = None):
+        self.cache, self.row, self.col = cache, row, col
+
+    def due(self, level: int) -> bool:
+        step = 1 << level
+        return self.row % step == 0 and (self.col is None or self.col % step == 0)
+
+    def region(self, level: int) -> tuple[int, int | None]:
+        return self.row >> level, None if self.col is None else self.col >> level
+
+    def write(self, target: PaddedMap, x: torch.Tensor, level: int) -> None:
+        target.write(x, *self.region(level))
+
+    def conv(self, conv: nn.Module, x: torch.Tensor, level: int) -> torch.Tensor:
+        target = self.cache.padded(conv, x, level)
+        self.write(target, x, level)
+        return conv_window(conv, target.data, *self.region(level))
+
+    def conv_input(self, conv: nn.Module, z: torch.Tensor) -> torch.Tensor:
+        """A conv of the network input z (B, I, H, W), complete up to this step."""
+        return conv_window(conv, F.pad(z, conv_parts(conv)[2]), *self.region(0))
+
+    def down(self, conv: nn.Module, x: torch.Tensor, level: int) -> torch.Tensor | None:
+        """A strided conv from level-1 to ``level``; None when ``level`` is not due."""
+        target = self.cache.padded(conv, x, level - 1)
+        self.write(target, x, level - 1)
+        return conv_window(conv, target.data, *self.region(level)) if self.due(level) else None
+
+    def up(self, deconv: CroppedConvTranspose2d, x: torch.Tensor | None, level: int) -> torch.Tensor | None:
+        """A transposed conv from level+1 (x None when that level is not due) to ``level``."""
+        if x is not None:
+            source = self.cache.plain(deconv, x, level + 1)
+            i, j = self.region(level + 1)
+            source[:, :, i:i + 1, slice(None) if j is None else slice(j, j + 1)] = x
+        if not self.due(level):
+            return None
+        return conv_transpose_window(deconv, self.cache.maps[deconv], *self.region(level),
+                                     width=self.cache.sizes[level][1])
+
+    def share(self, key: Any, x: torch.Tensor, level: int) -> None:
+        """Keep a row-mode result so that later position steps can ``take`` it."""
+        i, _ = self.region(level)
+        self.cache.plain(key, x, level)[:, :, i:i + 1] = x
+
+    def take(self, key: Any, level: int) -> torch.Tensor:
+        i, j = self.region(level)
+        return self.cache.maps[key][:, :, i:i + 1, j:j + 1]

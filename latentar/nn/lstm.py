@@ -1,0 +1,178 @@
+"""PixelRNN building blocks: skewing, the LSTM cell, and the residual recurrent stack.
+
+Both PixelRNN layers (Row LSTM, Diagonal BiLSTM) compute their four gates as an
+input-to-state convolution of the layer input plus a state-to-state convolution of
+earlier hidden states, then run the LSTM cell update of van den Oord et al. 2016, eq. 3:
+
+    [o, f, i, g] = [σ, σ, σ, tanh](K_ss ⊛ h_prev + K_is ⊛ a)
+    c = f ⊙ c_prev + i ⊙ g,    h = o ⊙ tanh(c)
+
+Gates are laid out (group, gate, unit) so that a masked convolution's channel group g
+(image channel g, R→G→B) produces all four gates of state group g. A layer maps its
+input ``a (B, F, H, W)`` to ``a + proj(h)`` (the paper's residual connection, F = 2h
+features in, h state units, a 1×1 mask-B projection back to F).
+
+``RecurrentStack`` is the network both priors share: a mask-A input convolution, the
+residual recurrent layers, and two ReLU → 1×1 mask-B output layers. It also runs the
+layers one position at a time for exact incremental sampling: each layer keeps its
+states in a cache, ``step`` computes one position from cached earlier states, and
+``end_row`` finishes whatever a layer can only compute once a row is complete.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from latentar.nn.masked import MaskedConv2d, round_to_groups
+
+GATES = 4  # input, forget, output, content
+
+
+def skew(x: torch.Tensor) -> torch.Tensor:
+    """Shift row i right by i: (B, F, H, W) -> (B, F, H, W + H - 1), zeros elsewhere.
+
+    Column j of the result holds the diagonal {(i, j - i)}, so one step along the
+    columns advances every diagonal at once.
+    """
+    B, Fe, H, W = x.shape
+    flat = F.pad(x, (0, H)).flatten(2)  # (B, F, H·(W+H)): each row padded by H zeros
+    return flat[:, :, : H * (W + H - 1)].reshape(B, Fe, H, W + H - 1)  # row i starts i later
+
+
+def unskew(x: torch.Tensor, width: int) -> torch.Tensor:
+    """Inverse of ``skew``: (B, F, H, width + H - 1) -> (B, F, H, width)."""
+    B, Fe, H, L = x.shape
+    if L != width + H - 1:
+        raise ValueError(f"a skewed map of height {H} and width {width} has {width + H - 1} "
+                         f"columns, got {L}")
+    flat = F.pad(x.flatten(2), (0, H))  # (B, F, H·(L+1))
+    return flat.reshape(B, Fe, H, L + 1)[..., :width]
+
+
+def lstm_cell(gates: torch.Tensor, cell: torch.Tensor, groups: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """gates (B, 4·S, ...) in (group, gate, unit) order, cell (B, S, ...) -> (hidden, cell)."""
+    i, f, o, g = rearrange(gates, "b (grp q s) ... -> q b (grp s) ...", grp=groups, q=GATES)
+    cell = torch.sigmoid(f) * cell + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(cell), cell
+
+
+def conv_weight(conv: nn.Conv2d) -> torch.Tensor:
+    """The weight a convolution uses, its causal mask applied: (out, in, kh, kw)."""
+    return conv.weight * conv.mask if isinstance(conv, MaskedConv2d) else conv.weight
+
+
+def pointwise(layers: nn.Module, v: torch.Tensor) -> torch.Tensor:
+    """Apply 1×1 convolutions (a conv, or a Sequential of convs and activations) at one
+    position: (B, in) -> (B, out). A matrix product: far cheaper than a 1×1 conv2d call."""
+    for layer in layers if isinstance(layers, nn.Sequential) else [layers]:
+        if isinstance(layer, nn.Conv2d):
+            v = F.linear(v, conv_weight(layer).flatten(1), layer.bias)
+        else:
+            v = layer(v)
+    return v
+
+
+class GridBuffer:
+    """A layer input filled in one position at a time, on which a 'same'-padded
+    convolution is evaluated at single positions (its earlier taps already written).
+
+    Holds ``(B, in, H + 2·ph, W + 2·pw)`` zeros, the padding of ``conv`` included.
+    """
+
+    def __init__(self, conv: nn.Conv2d, batch: int, height: int, width: int, device: torch.device):
+        self.conv = conv
+        self.kernel = conv.kernel_size
+        self.weight = conv_weight(conv).flatten(1)  # (out, in·kh·kw), fixed while sampling
+        self.ph, self.pw = conv.padding
+        self.data = torch.zeros(batch, conv.in_channels, height + 2 * self.ph, width + 2 * self.pw,
+                                device=device)
+
+    def write(self, i: int, w: int, value: torch.Tensor) -> None:
+        """Store value (B, in) at position (i, w)."""
+        self.data[:, :, i + self.ph, w + self.pw] = value
+
+    def conv_at(self, i: int, w: int) -> torch.Tensor:
+        """The convolution's output at (i, w) -> (B, out)."""
+        kh, kw = self.kernel
+        patch = self.data[:, :, i:i + kh, w:w + kw]  # (B, in, kh, kw) centred on (i, w)
+        return F.linear(patch.flatten(1), self.weight, self.conv.bias)
+
+
+class RecurrentStack(nn.Module):
+    """z (B, C·E, H, W) -> params (B, P, H, W): mask-A conv, residual recurrent layers, output.
+
+    ``make_layer(features, state, groups)`` builds one layer; a layer has ``bias_size``
+    (class-bias entries it adds to its gates), ``forward(a, bias) -> a`` over the whole
+    grid, and the incremental interface ``start``, ``begin_row``, ``step``, ``end_row``.
+    """
+
+    def __init__(self, channels: int, embed_dim: int, hidden: int, num_layers: int, first_kernel: int,
+                 output_hidden: int, num_params: int, num_classes: int | None,
+                 make_layer: Callable[[int, int, int], nn.Module]):
+        super().__init__()
+        if num_layers < 1 or hidden < 1:
+            raise ValueError(f"need num_layers >= 1 and hidden >= 1, got {num_layers} and {hidden}")
+        features = round_to_groups(2 * hidden, channels)
+        state = round_to_groups(hidden, channels)
+        out_hidden = round_to_groups(output_hidden, channels)
+        self.first = MaskedConv2d(channels * embed_dim, features, first_kernel, "A", channels)
+        self.layers = nn.ModuleList(make_layer(features, state, channels) for _ in range(num_layers))
+        self.bias_sizes = [layer.bias_size for layer in self.layers]
+        self.class_bias = None
+        if num_classes is not None:  # a learned per-class bias on every gate
+            self.class_bias = nn.Embedding(num_classes, sum(self.bias_sizes))
+            nn.init.zeros_(self.class_bias.weight)
+        self.out = nn.Sequential(
+            nn.ReLU(), MaskedConv2d(features, out_hidden, 1, "B", channels),
+            nn.ReLU(), MaskedConv2d(out_hidden, num_params, 1, "B", channels),
+        )
+
+    def biases(self, labels: torch.Tensor | None, batch: int, device: torch.device) -> list[torch.Tensor]:
+        """Each layer's gate bias (B, bias_size): the labels' learned biases, or zeros."""
+        if self.class_bias is None:
+            return [torch.zeros(batch, size, device=device) for size in self.bias_sizes]
+        return list(self.class_bias(labels).split(self.bias_sizes, dim=1))
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        a = self.first(z)  # (B, F, H, W)
+        for layer, bias in zip(self.layers, self.biases(labels, z.shape[0], z.device)):
+            a = layer(a, bias)  # (B, F, H, W)
+        return self.out(a)  # (B, P, H, W)
+
+    # ---- one position at a time ------------------------------------------------------
+    def sample(self, embed: nn.Module, head: nn.Module, n: int, shape: tuple[int, int, int],
+               labels: torch.Tensor | None, draw: dict[str, Any]) -> torch.Tensor:
+        """Draw n grids -> long (n, C, H, W), calling ``head.sample`` exactly as the generic
+        channel-masked loop does (same params batch, channel by channel, raster order)."""
+        C, H, W = shape
+        device = self.first.weight.device
+        x = torch.zeros(n, C, H, W, dtype=torch.long, device=device)
+        inputs = GridBuffer(self.first, n, H, W, device)
+        biases = self.biases(labels, n, device)
+        caches = [layer.start(n, H, W, device) for layer in self.layers]
+        for i in range(H):
+            for layer, cache in zip(self.layers, caches):
+                layer.begin_row(cache, i)
+            for w in range(W):
+                for c in range(C):
+                    features = self._step(inputs, caches, biases, embed(x[:, :, i:i + 1, w:w + 1]), i, w)
+                    x[:, c, i, w] = head.sample(pointwise(self.out, features), channel=c, **draw)  # (n,)
+                # once more with the whole pixel: its final states feed every later position
+                self._step(inputs, caches, biases, embed(x[:, :, i:i + 1, w:w + 1]), i, w)
+            for layer, cache, bias in zip(self.layers, caches, biases):
+                layer.end_row(cache, i, bias)
+        return x
+
+    def _step(self, inputs: GridBuffer, caches: list, biases: list[torch.Tensor], z: torch.Tensor,
+              i: int, w: int) -> torch.Tensor:
+        """z (n, C·E, 1, 1) at (i, w) -> last layer's features (n, F) there; updates caches."""
+        inputs.write(i, w, z.flatten(1))
+        a = inputs.conv_at(i, w)  # (n, F)
+        for layer, cache, bias in zip(self.layers, caches, biases):
+            a = layer.step(cache, i, w, a, bias)  # (n, F)
+        return a

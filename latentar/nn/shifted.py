@@ -1,0 +1,123 @@
+"""Shifted convolutions and gated residual blocks (Salimans et al. 2017, "PixelCNN++").
+
+Causality comes from asymmetric padding, never from masks:
+
+- down-shifted conv (kh×kw): output (h, w) sees input rows h-kh+1..h, columns w±(kw-1)/2;
+- down-right-shifted conv (kh×kw): rows h-kh+1..h, columns w-kw+1..w;
+- ``shift`` moves the output one more row down (or column right), so it sees only
+  strictly earlier rows (columns): pad one more row on top, crop one at the bottom.
+
+Strided versions downsample (output (i, j) stays attached to input (2i, 2j)); the
+transposed versions upsample and crop so that output (h, w) reads input (⌊h/2⌋, ⌊w/2⌋)
+and its left/upper neighbours only. Every layer keeps its geometry in ``pad`` /
+``crop`` so that ``latentar.nn.incremental`` can evaluate it at one row or position.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class PaddedConv2d(nn.Conv2d):
+    """A conv with explicit ``pad = (left, right, top, bottom)``; negative entries crop.
+
+    x (B, in, H, W) -> (B, out, H', W').
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: tuple[int, int],
+                 pad: tuple[int, int, int, int], stride: int = 1):
+        super().__init__(in_channels, out_channels, kernel, stride=stride)
+        self.pad = tuple(pad)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(F.pad(x, self.pad), self.weight, self.bias, self.stride)
+
+
+def down_shifted_conv(in_channels: int, out_channels: int, kernel: tuple[int, int] = (2, 3),
+                      stride: int = 1, shift: bool = False) -> PaddedConv2d:
+    """Output row h sees input rows <= h (< h with ``shift``), centred columns."""
+    kh, kw = kernel
+    if kw % 2 == 0:
+        raise ValueError(f"a down-shifted conv needs an odd kernel width, got {kernel}")
+    side = (kw - 1) // 2
+    return PaddedConv2d(in_channels, out_channels, kernel, (side, side, kh - 1 + shift, -int(shift)), stride)
+
+
+def down_right_shifted_conv(in_channels: int, out_channels: int, kernel: tuple[int, int] = (2, 2),
+                            stride: int = 1, shift_right: bool = False) -> PaddedConv2d:
+    """Output (h, w) sees rows <= h and columns <= w (< w with ``shift_right``)."""
+    kh, kw = kernel
+    return PaddedConv2d(in_channels, out_channels, kernel,
+                        (kw - 1 + shift_right, -int(shift_right), kh - 1, 0), stride)
+
+
+class CroppedConvTranspose2d(nn.ConvTranspose2d):
+    """A transposed conv whose output is cropped to ``size`` from offset ``crop = (top, left)``.
+
+    x (B, in, h, w) -> (B, out, *size).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: tuple[int, int], stride: int,
+                 crop: tuple[int, int]):
+        super().__init__(in_channels, out_channels, kernel, stride=stride)
+        self.crop = tuple(crop)
+
+    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        out = F.conv_transpose2d(x, self.weight, self.bias, self.stride)
+        top, left = self.crop
+        return out[:, :, top:top + size[0], left:left + size[1]]
+
+
+def down_shifted_deconv(in_channels: int, out_channels: int, kernel: tuple[int, int] = (2, 3),
+                        stride: int = 2) -> CroppedConvTranspose2d:
+    """Upsampling that keeps 'rows above only': output row h reads input row ⌊h/stride⌋."""
+    return CroppedConvTranspose2d(in_channels, out_channels, kernel, stride, (0, (kernel[1] - 1) // 2))
+
+
+def down_right_shifted_deconv(in_channels: int, out_channels: int, kernel: tuple[int, int] = (2, 2),
+                              stride: int = 2) -> CroppedConvTranspose2d:
+    """Upsampling that keeps 'above or left': output (h, w) reads input (⌊h/s⌋, ⌊w/s⌋)."""
+    return CroppedConvTranspose2d(in_channels, out_channels, kernel, stride, (0, 0))
+
+
+def concat_elu(x: torch.Tensor) -> torch.Tensor:
+    """ELU of [x, -x] along channels: (B, F, ...) -> (B, 2F, ...)."""
+    return F.elu(torch.cat([x, -x], dim=1))
+
+
+def plain_conv(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return conv(x)
+
+
+class GatedResBlock(nn.Module):
+    """PixelCNN++'s gated residual block: x + a·σ(b) with [a, b] from two shifted convs.
+
+    x (B, F, H, W), aux (B, A, H, W) or None, bias (B, 2F) or None -> (B, F, H, W).
+    ``conv`` builds the (2F → F) and (2F → 2F) shifted convs; ``apply(conv, t)`` is how
+    a conv is evaluated (the whole map by default; an incremental pass evaluates it at
+    one row or position). Every other operation is pointwise, so the block runs
+    unchanged on any spatial slice.
+    """
+
+    def __init__(self, channels: int, conv: Callable[[int, int], nn.Module], aux_channels: int = 0,
+                 dropout: float = 0.0):
+        super().__init__()
+        self.conv_in = conv(2 * channels, channels)
+        self.aux = nn.Conv2d(2 * aux_channels, channels, 1) if aux_channels else None
+        self.dropout = nn.Dropout(dropout)
+        self.conv_out = conv(2 * channels, 2 * channels)
+
+    def forward(self, x: torch.Tensor, aux: torch.Tensor | None = None, bias: torch.Tensor | None = None,
+                apply: Callable = plain_conv) -> torch.Tensor:
+        h = apply(self.conv_in, concat_elu(x))  # (B, F, ...)
+        if self.aux is not None:
+            h = h + self.aux(concat_elu(aux))
+        h = apply(self.conv_out, self.dropout(concat_elu(h)))  # (B, 2F, ...)
+        if bias is not None:
+            h = h + bias[:, :, None, None]
+        a, b = h.chunk(2, dim=1)
+        return x + a * torch.sigmoid(b)

@@ -1,0 +1,373 @@
+"""Generation: prior samples decoded to images, class grids, and image completion.
+
+The chain needs no encoder: a prior draws symbol grids, and in code mode the VQ-VAE's
+decoder turns them into images. Pixel-mode priors draw the images themselves.
+
+    images = generate(prior, vqvae, n=64, temperature=0.9, top_k=50, seed=0).images
+    save_grid(images, "grid.png", nrow=8)
+
+Completion (the PixelRNN paper's occlusion figure) keeps the top rows of real images
+(pixel rows in pixel mode, code rows in code mode) and redraws the rest with `fill`,
+which runs the generic raster-order loop from a given row on. It relies only on the
+prior's teacher-forced ``forward`` being causal, so it is exact for every prior,
+including those whose ``sample`` is a fast override.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from einops import rearrange, repeat
+from PIL import Image
+
+from latentar.priors.base import Prior, eval_mode
+
+
+class Generation(NamedTuple):
+    images: torch.Tensor  # uint8 (n, C, H, W), in the data's levels (0/1 when binarized)
+    symbols: tuple[torch.Tensor, ...]  # what the priors drew: (n, C, h, w) each; top first
+
+
+class Completion(NamedTuple):
+    occluded: torch.Tensor  # uint8 (n, C, H, W): kept rows, the rest mid-level
+    completions: torch.Tensor  # uint8 (n, S, C, H, W)
+    originals: torch.Tensor  # uint8 (n, C, H, W)
+
+
+def make_generator(seed: int | None, device: torch.device) -> torch.Generator | None:
+    return None if seed is None else torch.Generator(device=device).manual_seed(seed)
+
+
+def expand_labels(prior: Prior, n: int, labels: int | torch.Tensor | None) -> torch.Tensor | None:
+    """Labels for n draws -> long (n,) or None; an error if they do not suit the prior."""
+    num_classes = prior.spec.num_classes
+    if num_classes is None:
+        if labels is not None:
+            raise ValueError("this prior is unconditional; it takes no class label")
+        return None
+    if labels is None:
+        raise ValueError(f"this prior is class-conditional ({num_classes} classes): pass a class in "
+                         f"[0, {num_classes}) or one label per image")
+    if isinstance(labels, int):
+        if not 0 <= labels < num_classes:
+            raise ValueError(f"class must lie in [0, {num_classes}), got {labels}")
+        return torch.full((n,), labels, dtype=torch.long)
+    return labels.long()
+
+
+def class_rows(num_classes: int, per_class: int) -> torch.Tensor:
+    """Labels for a grid with one row per class -> long (num_classes · per_class,)."""
+    return repeat(torch.arange(num_classes), "k -> (k n)", n=per_class)
+
+
+@torch.no_grad()
+def fill(prior: Prior, x: torch.Tensor, start_row: int, cond: Any = None, *, temperature: float = 1.0,
+         top_k: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Redraw every symbol of x at rows >= start_row, rows above stay as given.
+
+    x long (B, C, H, W) -> a new long (B, C, H, W). Raster order, then channel order
+    inside a position (one forward pass per channel when the backbone masks channel
+    groups, as in ``Prior.naive_sample``); exact because ``forward`` is causal.
+    """
+    C, H, W = prior.spec.shape
+    if not 0 <= start_row <= H:
+        raise ValueError(f"start_row must lie in [0, {H}], got {start_row}")
+    x = x.clone().to(prior.device)
+    prior.check_inputs(x, cond)
+    draw = dict(temperature=temperature, top_k=top_k, generator=generator)
+    with eval_mode(prior):
+        for h in range(start_row, H):
+            for w in range(W):
+                if not prior.channel_masked:
+                    x[:, :, h, w] = prior.head.sample(prior(x, cond)[:, :, h, w], **draw)  # (B, C)
+                    continue
+                for c in range(C):
+                    x[:, c, h, w] = prior.head.sample(prior(x, cond)[:, :, h, w], channel=c, **draw)
+    return x
+
+
+def _cond(labels: torch.Tensor | None, context: torch.Tensor | None) -> Any:
+    cond = {k: v for k, v in (("labels", labels), ("context", context)) if v is not None}
+    return cond or None
+
+
+def check_pair(prior: Prior, vqvae: Any | None, bottom_prior: Prior | None = None) -> None:
+    """Check that the prior(s) model what the VQ-VAE speaks (or pixels, without one)."""
+    if vqvae is None:
+        if prior.spec.symbols != "pixels":
+            raise ValueError("this prior models codes; pass the VQ-VAE that made them (--vqvae DIR)")
+        if bottom_prior is not None:
+            raise ValueError("a bottom prior needs the hierarchical VQ-VAE it was trained on")
+        return
+    if prior.spec.symbols != "codes":
+        raise ValueError("this prior models pixels; it takes no VQ-VAE")
+    grids = code_grids(vqvae)
+    priors = [prior] if bottom_prior is None else [prior, bottom_prior]
+    if len(priors) != len(grids):
+        raise ValueError(f"the VQ-VAE speaks {len(grids)} code grid(s) {grids} but {len(priors)} "
+                         f"prior(s) were given (a hierarchical VQ-VAE needs a top and a bottom prior)")
+    for which, p, (K, shape) in zip(("top", "bottom"), priors, grids):
+        if p.spec.num_symbols != K or p.spec.shape[1:] != shape or p.spec.shape[0] != 1:
+            raise ValueError(f"the {which if len(priors) > 1 else ''} prior models grids "
+                             f"{p.spec.shape} of {p.spec.num_symbols} symbols, but the VQ-VAE "
+                             f"makes (1, {shape[0]}, {shape[1]}) grids of {K} codes")
+    if bottom_prior is not None and (bottom_prior.spec.context_shape != grids[0][1]
+                                     or bottom_prior.spec.context_symbols != grids[0][0]):
+        raise ValueError(f"the bottom prior takes a context {bottom_prior.spec.context_shape} of "
+                         f"{bottom_prior.spec.context_symbols} symbols, but the top codes are "
+                         f"{grids[0][1]} of {grids[0][0]}")
+
+
+def code_levels(vqvae: Any) -> list[str]:
+    """The VQ-VAE's code levels in the order priors draw them: top first."""
+    return [level for level in ("codes", "top", "bottom") if level in vqvae.grid_shapes]
+
+
+def code_grids(vqvae: Any) -> list[tuple[int, tuple[int, int]]]:
+    """[(K, (h, w))] of each code grid the VQ-VAE makes, top first."""
+    return [(vqvae.codebook_sizes[k], tuple(vqvae.grid_shapes[k])) for k in code_levels(vqvae)]
+
+
+def decode(vqvae: Any | None, symbols: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """Prior draws, top first, each long (n, 1, h, w) -> uint8 images (n, C, H, W).
+
+    Without a VQ-VAE the draws are the pixels themselves.
+    """
+    if vqvae is None:
+        return symbols[0].to(torch.uint8)
+    codes = dict(zip(code_levels(vqvae), symbols))
+    return vqvae.decode_codes(codes["codes"] if "codes" in codes else codes).cpu()
+
+
+@torch.no_grad()
+def generate(prior: Prior, vqvae: Any | None = None, n: int = 64, labels: int | torch.Tensor | None = None,
+             *, temperature: float = 1.0, top_k: int | None = None, seed: int | None = 0,
+             bottom_prior: Prior | None = None) -> Generation:
+    """Draw n images: prior samples, decoded by the VQ-VAE when there is one.
+
+    With ``bottom_prior`` (VQ-VAE-2), ``prior`` draws the top codes and the bottom
+    prior draws the bottom codes given them as its spatial context.
+    """
+    check_pair(prior, vqvae, bottom_prior)
+    labels = expand_labels(prior, n, labels)
+    generator = make_generator(seed, prior.device)
+    draw = dict(temperature=temperature, top_k=top_k, generator=generator)
+    symbols = (prior.sample(n, _cond(labels, None), **draw),)  # (n, C, h, w)
+    if bottom_prior is not None:
+        context = rearrange(symbols[0], "n 1 h w -> n h w")
+        bottom_labels = expand_labels(bottom_prior, n, labels)
+        symbols += (bottom_prior.sample(n, _cond(bottom_labels, context), **draw),)
+    symbols = tuple(s.cpu() for s in symbols)
+    return Generation(decode(vqvae, symbols), symbols)
+
+
+@torch.no_grad()
+def complete(prior: Prior, images: torch.Tensor, keep_rows: int, samples: int = 4, *,
+             vqvae: Any | None = None, labels: torch.Tensor | None = None, temperature: float = 1.0,
+             top_k: int | None = None, seed: int | None = 0) -> Completion:
+    """Keep the top ``keep_rows`` rows of images uint8 (n, C, H, W), draw the rest ``samples`` times.
+
+    Rows are pixel rows in pixel mode and code rows in code mode (then the occluded
+    input shows the image rows those code rows cover).
+    """
+    check_pair(prior, vqvae)
+    n, S = len(images), samples
+    H_sym = prior.spec.shape[1]
+    if not 0 <= keep_rows <= H_sym:
+        raise ValueError(f"keep_rows must lie in [0, {H_sym}] ({'code' if vqvae else 'pixel'} rows), "
+                         f"got {keep_rows}")
+    if S < 1:
+        raise ValueError(f"samples must be >= 1, got {S}")
+    if vqvae is None:
+        x = images.long()  # (n, C, H, W)
+    else:
+        if vqvae.config.hierarchical:
+            raise ValueError("completion works on one code grid; this VQ-VAE is hierarchical")
+        x = rearrange(vqvae.encode(images), "n h w -> n 1 h w").cpu()  # (n, 1, h, w)
+    labels = expand_labels(prior, n, labels)
+    x = repeat(x, "n c h w -> (n s) c h w", s=S)
+    labels = None if labels is None else repeat(labels, "n -> (n s)", s=S)
+    cond = _cond(None if labels is None else labels.to(prior.device), None)
+    drawn = fill(prior, x, keep_rows, cond, temperature=temperature, top_k=top_k,
+                 generator=make_generator(seed, prior.device)).cpu()  # (n·S, C, h, w)
+    completions = rearrange(decode(vqvae, (drawn,)), "(n s) c h w -> n s c h w", s=S)
+    occluded = images.clone()
+    image_rows = keep_rows * images.shape[2] // H_sym
+    levels = 256 if vqvae is not None else prior.spec.num_symbols
+    occluded[:, :, image_rows:] = levels // 2  # gray (or 1 of {0, 1}) marks what was hidden
+    return Completion(occluded, completions, images)
+
+
+def completion_grid(result: Completion) -> tuple[torch.Tensor, int]:
+    """One row per image: occluded input, the completions, the original -> (images, nrow)."""
+    row = torch.cat([result.occluded[:, None], result.completions, result.originals[:, None]], 1)
+    return rearrange(row, "n s c h w -> (n s) c h w"), row.shape[1]
+
+
+def to_display(images: torch.Tensor, levels: int = 256) -> torch.Tensor:
+    """uint8 images with ``levels`` values (2 when binarized) -> uint8 in [0, 255]."""
+    if levels == 256:
+        return images
+    return (images.float() * (255 / (levels - 1))).round().to(torch.uint8)
+
+
+def save_grid(images: torch.Tensor, path: str | Path, nrow: int = 8, levels: int = 256) -> Path:
+    """Write uint8 images (N, C, H, W) as one PNG grid with ``nrow`` images per row."""
+    from torchvision.utils import make_grid  # torchvision is slow to import; only grids need it
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid = make_grid(to_display(images, levels), nrow=nrow, padding=2, pad_value=255)  # (3, H', W')
+    Image.fromarray(rearrange(grid, "c h w -> h w c").numpy()).save(path)
+    return path
+
+
+def save_individual(images: torch.Tensor, folder: str | Path, levels: int = 256) -> list[Path]:
+    """Write each uint8 image (N, C, H, W) as ``folder/00000.png`` ..."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, image in enumerate(to_display(images, levels)):
+        array = rearrange(image, "c h w -> h w c").numpy()
+        path = folder / f"{i:05d}.png"
+        Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(path)
+        paths.append(path)
+    return paths
+
+
+# ---- models from folders, and the command line ---------------------------------------
+CODES_SOURCE_FILE = "codes_source.json"  # in a code prior's folder: the VQ-VAE its codes came from
+
+
+def load_model(folder: str | Path, kind: type, what: str):
+    """A saved model folder, or a run's stage folder holding ``model/`` -> the model, checked to be a ``kind``."""
+    from latentar.saving import CONFIG_FILE, load
+
+    folder = Path(folder)
+    if not (folder / CONFIG_FILE).is_file() and (folder / "model" / CONFIG_FILE).is_file():
+        folder = folder / "model"
+    model = load(folder)
+    if not isinstance(model, kind):
+        raise ValueError(f"{what} {folder} holds a {type(model).__name__}, expected a {kind.__name__}")
+    return model.eval()
+
+
+def write_codes_source(prior_folder: str | Path, vqvae: Any, level: str) -> None:
+    """Record in a code prior's folder which VQ-VAE (fingerprint) and level its codes came from."""
+    from latentar.saving import atomic_write_json
+
+    atomic_write_json(Path(prior_folder) / CODES_SOURCE_FILE,
+                      {"vqvae_fingerprint": vqvae.fingerprint(), "level": level})
+
+
+def check_codes_source(prior_folder: str | Path, vqvae: Any) -> None:
+    """The VQ-VAE must be the one whose codes the prior learned (when the prior recorded it)."""
+    import json
+
+    folder = Path(prior_folder)
+    path = next((p for p in (folder / CODES_SOURCE_FILE, folder / "model" / CODES_SOURCE_FILE) if p.is_file()),
+                None)
+    if path is None:
+        return
+    expected, found = json.loads(path.read_text())["vqvae_fingerprint"], vqvae.fingerprint()
+    if expected != found:
+        raise ValueError(f"the prior in {folder} learned the codes of VQ-VAE {expected}, but --vqvae is "
+                         f"VQ-VAE {found}: decode with the VQ-VAE that made its codes")
+
+
+def add_sample_command(subparsers) -> None:
+    parser = subparsers.add_parser("sample", help="draw images from a prior (decoded by a VQ-VAE in code mode)")
+    add_model_arguments(parser)
+    parser.add_argument("-n", type=int, default=64, help="images to draw (default 64)")
+    parser.add_argument("--class", dest="label", type=int, default=None,
+                        help="class to draw; a class-conditional prior without it draws one row per class")
+    parser.add_argument("--nrow", type=int, default=8, help="images per grid row (default 8)")
+    parser.add_argument("--save-codes", action="store_true",
+                        help="also write the drawn symbol grids to OUT.codes.safetensors")
+    parser.add_argument("--save-individual", action="store_true",
+                        help="also write each image as a PNG into a folder named after OUT")
+    parser.set_defaults(func=run_sample)
+
+
+def add_complete_command(subparsers) -> None:
+    parser = subparsers.add_parser("complete", help="complete the lower part of real test images (PixelRNN fig.)")
+    add_model_arguments(parser)
+    parser.add_argument("--data", required=True, help="dataset of the real images, e.g. mnist")
+    parser.add_argument("--data-root", default=None, help="where datasets live (default: the data root)")
+    parser.add_argument("--keep-rows", type=int, required=True,
+                        help="rows kept from each image: pixel rows in pixel mode, code rows in code mode")
+    parser.add_argument("-n", type=int, default=8, help="test images, one grid row each (default 8)")
+    parser.add_argument("--samples", type=int, default=4, help="completions per image (default 4)")
+    parser.set_defaults(func=run_complete)
+
+
+def add_model_arguments(parser) -> None:
+    parser.add_argument("--prior", "--model", dest="prior", required=True,
+                        help="a saved prior folder (or a run's stage folder, e.g. runs/main/prior)")
+    parser.add_argument("--vqvae", default=None, help="the VQ-VAE that made the prior's codes (code mode)")
+    parser.add_argument("--bottom-prior", default=None,
+                        help="VQ-VAE-2: the bottom prior (--prior is then the top prior)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="softmax temperature (default 1)")
+    parser.add_argument("--top-k", type=int, default=None, help="draw among the k most likely symbols only")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the draws (default 0)")
+    parser.add_argument("--out", required=True, help="the PNG grid to write")
+
+
+def load_models(args) -> tuple[Prior, Any, Prior | None]:
+    from latentar.vqvae import VQVAE
+
+    prior = load_model(args.prior, Prior, "--prior")
+    vqvae = None if args.vqvae is None else load_model(args.vqvae, VQVAE, "--vqvae")
+    bottom = None if args.bottom_prior is None else load_model(args.bottom_prior, Prior, "--bottom-prior")
+    if vqvae is not None:
+        for folder in [args.prior] + ([args.bottom_prior] if bottom is not None else []):
+            check_codes_source(folder, vqvae)
+    check_pair(prior, vqvae, bottom)
+    return prior, vqvae, bottom
+
+
+def run_sample(args) -> None:
+    from safetensors.torch import save_file
+
+    prior, vqvae, bottom = load_models(args)
+    labels, nrow = args.label, args.nrow
+    if prior.spec.num_classes is not None and labels is None:  # one row per class
+        nrow = -(-args.n // prior.spec.num_classes)
+        labels = class_rows(prior.spec.num_classes, nrow)
+    n = args.n if not isinstance(labels, torch.Tensor) else len(labels)
+    drawn = generate(prior, vqvae, n, labels, temperature=args.temperature, top_k=args.top_k, seed=args.seed,
+                     bottom_prior=bottom)
+    levels = 256 if vqvae is not None else prior.spec.num_symbols
+    out = save_grid(drawn.images, args.out, nrow=nrow, levels=levels)
+    print(f"wrote {n} samples to {out}")
+    if args.save_codes:
+        names = code_levels(vqvae) if vqvae is not None else ["pixels"]
+        path = out.with_suffix(".codes.safetensors")
+        save_file({name: s.contiguous() for name, s in zip(names, drawn.symbols)}, str(path))
+        print(f"wrote the drawn grids ({', '.join(names)}) to {path}")
+    if args.save_individual:
+        folder = out.with_suffix("")
+        save_individual(drawn.images, folder, levels)
+        print(f"wrote {n} PNGs to {folder}/")
+
+
+def run_complete(args) -> None:
+    from latentar.data import load_dataset
+
+    prior, vqvae, bottom = load_models(args)
+    if bottom is not None:
+        raise ValueError("completion works with one prior; --bottom-prior is not supported")
+    test = load_dataset(args.data, "test", args.data_root)
+    if args.n < 1 or args.n > len(test):
+        raise ValueError(f"-n must lie in [1, {len(test)}] (the test split's size), got {args.n}")
+    items = [test[i] for i in range(args.n)]
+    images = torch.stack([image for image, _ in items])  # uint8 (n, C, H, W)
+    labels = torch.tensor([label for _, label in items])  # (n,)
+    result = complete(prior, images, args.keep_rows, args.samples, vqvae=vqvae,
+                      labels=labels if prior.spec.num_classes is not None else None,
+                      temperature=args.temperature, top_k=args.top_k, seed=args.seed)
+    grid, nrow = completion_grid(result)
+    levels = 256 if vqvae is not None else prior.spec.num_symbols
+    print(f"wrote {args.n} completions to {save_grid(grid, args.out, nrow=nrow, levels=levels)}")

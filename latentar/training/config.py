@@ -1,0 +1,56 @@
+"""``TrainConfig``: how one stage (VQ-VAE or prior) is trained. Flat, plain types, TOML-friendly."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+LR_SCHEDULES = ("constant", "exponential", "cosine")
+MIXED_PRECISION = ("no", "fp16", "bf16")
+INT_FIELDS = ("steps", "batch_size", "warmup_steps", "grad_accum", "eval_every", "save_every", "log_every",
+              "seed", "num_workers")
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000  # optimizer updates (not micro-batches, not epochs)
+    batch_size: int = 32  # examples per micro-batch on each process
+    lr: float = 1e-3  # peak Adam learning rate
+    lr_schedule: str = "constant"  # "constant" | "exponential" (lr·lr_decay^step) | "cosine"
+    lr_decay: float = 0.999995  # per-step factor of the exponential schedule (PixelCNN++)
+    warmup_steps: int = 0  # linear warm-up steps before the schedule starts
+    grad_clip: float | None = None  # max global gradient norm; None = no clipping
+    grad_accum: int = 1  # micro-batches per optimizer update
+    mixed_precision: str = "no"  # "no" | "fp16" | "bf16" autocast
+    ema_decay: float | None = None  # Polyak/EMA decay of the weights; None = no EMA
+    eval_every: int = 0  # evaluate every N updates; 0 = only at the end
+    save_every: int = 0  # checkpoint every N updates; 0 = only at the end
+    log_every: int = 50  # append a metrics line every N updates
+    seed: int = 0  # seeds the weights, the data order and dropout
+    num_workers: int = 0  # DataLoader worker processes
+
+    def __post_init__(self):
+        for name in INT_FIELDS:
+            value = getattr(self, name)
+            _check(isinstance(value, int) and not isinstance(value, bool), name, "an integer", value)
+        _check(self.steps >= 1, "steps", "an integer >= 1", self.steps)
+        _check(self.batch_size >= 1, "batch_size", "an integer >= 1", self.batch_size)
+        _check(self.lr > 0, "lr", "a positive number", self.lr)
+        _check(self.lr_schedule in LR_SCHEDULES, "lr_schedule", f"one of {LR_SCHEDULES}", self.lr_schedule)
+        _check(0 < self.lr_decay <= 1, "lr_decay", "a number in (0, 1]", self.lr_decay)
+        _check(0 <= self.warmup_steps < self.steps, "warmup_steps", f"an integer in [0, steps={self.steps})",
+               self.warmup_steps)
+        _check(self.grad_clip is None or self.grad_clip > 0, "grad_clip", "a positive number or None",
+               self.grad_clip)
+        _check(self.grad_accum >= 1, "grad_accum", "an integer >= 1", self.grad_accum)
+        _check(self.mixed_precision in MIXED_PRECISION, "mixed_precision", f"one of {MIXED_PRECISION}",
+               self.mixed_precision)
+        _check(self.ema_decay is None or 0 <= self.ema_decay < 1, "ema_decay", "a number in [0, 1) or None",
+               self.ema_decay)
+        for name in ("eval_every", "save_every", "num_workers"):
+            _check(getattr(self, name) >= 0, name, "an integer >= 0", getattr(self, name))
+        _check(self.log_every >= 1, "log_every", "an integer >= 1", self.log_every)
+
+
+def _check(ok: bool, name: str, expected: str, got) -> None:
+    if not ok:
+        raise ValueError(f"TrainConfig.{name} must be {expected}, got {got!r}")

@@ -1,0 +1,28 @@
+"""Objectives: ``objective(model, batch) -> (loss scalar, {name: float})``.
+
+The trainer calls the objective inside the (possibly DDP-wrapped) forward pass, with the
+bare model, so an objective may use any method of it (``prior.loss``, ``vqvae.loss``).
+Prior batches are read by `latentar.evaluation.unpack_prior_batch` (images with labels,
+or code grids with a spatial context).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from latentar.evaluation import bits_per_dim, prior_cond, unpack_prior_batch
+
+
+def prior_objective(prior, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
+    """Mean negative log-likelihood in nats per symbol; also reported in bits per symbol."""
+    x, labels, context = unpack_prior_batch(batch)
+    loss = prior.loss(x, prior_cond(prior, labels, context))
+    return loss, {"bits_per_dim": bits_per_dim(float(loss.detach()), 1)}
+
+
+def vqvae_objective(vqvae, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
+    """``vqvae.loss(images)`` on the images of an ``(images uint8 (B, C, H, W), labels)`` batch."""
+    images = batch[0] if isinstance(batch, (tuple, list)) else batch
+    return vqvae.loss(images)

@@ -1,0 +1,301 @@
+"""The trainer both stages share: Accelerate, Adam, a per-update LR schedule, EMA weights.
+
+    trainer = Trainer(prior, prior_objective, train_set, TrainConfig(steps=2000), "runs/prior",
+                      evaluate=lambda model, accelerator: evaluate_prior(model, test_set, accelerator))
+    result = trainer.fit(resume=True)   # continues from the newest checkpoint if there is one
+    trainer.final_model()               # the EMA (or raw) weights, as a bare model
+
+A run folder holds::
+
+    metrics.jsonl                  one JSON line per logged update (step, loss, lr, ..., eval)
+    checkpoints/step_00000500/     accelerator.save_state: weights, Adam, LR schedule, RNG
+                                   states, the update counter and the EMA (the last two kept)
+    model/                         the exported model (config.json + model.safetensors)
+    done.json                      written last: the stage finished, with its final metrics
+
+Data order is a function of (seed, epoch) only, so a resumed run sees the same batches,
+in the same order, as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState
+from accelerate.utils import send_to_device, set_seed
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from latentar.saving import atomic_write_json
+from latentar.training.config import TrainConfig
+from latentar.training.schedules import make_scheduler
+
+Objective = Callable[[nn.Module, Any], "tuple[torch.Tensor, dict[str, float]]"]
+Evaluate = Callable[[nn.Module, Accelerator], dict]
+
+CHECKPOINTS = "checkpoints"
+KEEP_CHECKPOINTS = 2
+METRICS_FILE = "metrics.jsonl"
+MODEL_DIR = "model"
+DONE_FILE = "done.json"
+
+
+class Trainer:
+    """Trains ``model`` by minimising ``objective(model, batch)`` over ``train_data``.
+
+    ``evaluate(model, accelerator) -> dict`` runs on every process every
+    ``config.eval_every`` updates and at the end, on the EMA weights when EMA is on.
+    ``config.batch_size`` is per process: one update sees batch_size · processes · grad_accum items.
+    """
+
+    def __init__(self, model: nn.Module, objective: Objective, train_data: Dataset, config: TrainConfig,
+                 out_dir: str | Path, *, evaluate: Evaluate | None = None,
+                 collate_fn: Callable | None = None):
+        self.config, self.out_dir, self.evaluate = config, Path(out_dir), evaluate
+        # Accelerate keeps one process-wide state and refuses a second stage's different mixed
+        # precision; each Trainer starts its own (the distributed setup, PartialState, is kept).
+        AcceleratorState._reset_state(reset_partial_state=False)
+        self.accelerator = Accelerator(mixed_precision=config.mixed_precision,
+                                       gradient_accumulation_steps=config.grad_accum,
+                                       project_dir=str(self.out_dir), step_scheduler_with_optimizer=False)
+        set_seed(config.seed)
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+        scheduler = make_scheduler(optimizer, config)
+        self.net, self.optimizer, self.scheduler = self.accelerator.prepare(
+            ObjectiveModule(model, objective), optimizer, scheduler)
+        self.model = self.accelerator.unwrap_model(self.net).model  # the bare model, on the device
+        self.ema = make_ema(self.model, config.ema_decay) if config.ema_decay is not None else None
+        self.progress = StepCounter()
+        self.accelerator.register_for_checkpointing(self.progress)
+        if self.ema is not None:
+            self.accelerator.register_for_checkpointing(self.ema)
+        self.batches = ShuffledBatches(train_data, config.batch_size, seed=config.seed,
+                                       num_processes=self.accelerator.num_processes,
+                                       process_index=self.accelerator.process_index,
+                                       num_workers=config.num_workers, collate_fn=collate_fn)
+
+    # ---- the loop ------------------------------------------------------------------
+    def fit(self, resume: bool = False) -> dict:
+        """Train to ``config.steps`` updates, export the final model, write done.json; returns
+        its content: step, train (the last logged metrics), eval (the final evaluation)."""
+        cfg, acc = self.config, self.accelerator
+        self._start(resume)
+        step = self.progress.step
+        data = self.batches.iterate(start=step * cfg.grad_accum)
+        window = MetricWindow()
+        bar = tqdm(total=cfg.steps, initial=step, disable=not acc.is_main_process, desc="train")
+        last_train: dict = {}
+        while step < cfg.steps:
+            self.net.train()
+            lr = self.optimizer.param_groups[0]["lr"]
+            for _ in range(cfg.grad_accum):
+                batch = send_to_device(next(data), acc.device)
+                with acc.accumulate(self.net):
+                    loss, metrics = self.net(batch)
+                    acc.backward(loss)
+                    if acc.sync_gradients and cfg.grad_clip is not None:
+                        acc.clip_grad_norm_(self.net.parameters(), cfg.grad_clip)
+                    self.optimizer.step()
+                    self.optimizer.zero_grad()
+                window.add(float(loss.detach()), metrics, cfg.batch_size)
+            self.scheduler.step()
+            if self.ema is not None:
+                update_ema(self.ema, self.model)
+            step = self.progress.step = step + 1
+            bar.update(1)
+            record: dict = {}
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                last_train = record = {**window.result(acc), "lr": lr}
+                bar.set_postfix(loss=f"{record['loss']:.4f}")
+            if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
+                record["eval"] = self.run_evaluate()
+            if record:
+                self._log({"step": step, **record})
+            if (cfg.save_every and step % cfg.save_every == 0) or step == cfg.steps:
+                self.save_checkpoint()
+        bar.close()
+        return self._finish(step, last_train)
+
+    def final_model(self) -> nn.Module:
+        """The bare model to evaluate, sample and export: the EMA copy when EMA is on."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def run_evaluate(self) -> dict:
+        return self.evaluate(self.final_model(), self.accelerator) if self.evaluate is not None else {}
+
+    # ---- checkpoints -----------------------------------------------------------------
+    def checkpoints(self) -> list[Path]:
+        """Complete checkpoint folders, oldest first."""
+        return sorted(p for p in (self.out_dir / CHECKPOINTS).glob("step_*") if p.suffix != ".partial")
+
+    def save_checkpoint(self) -> Path:
+        """``save_state`` on every process into a .partial folder, then renamed when complete."""
+        acc = self.accelerator
+        final = self.out_dir / CHECKPOINTS / f"step_{self.progress.step:08d}"
+        partial = final.with_suffix(".partial")
+        acc.save_state(str(partial))
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            shutil.rmtree(final, ignore_errors=True)
+            partial.rename(final)
+            for old in self.checkpoints()[:-KEEP_CHECKPOINTS]:
+                shutil.rmtree(old)
+        acc.wait_for_everyone()
+        return final
+
+    def _start(self, resume: bool) -> None:
+        found = self.checkpoints()
+        if found and not resume:
+            raise ValueError(f"{self.out_dir} already holds checkpoints ({found[-1].name}); "
+                             "resume from them (resume=True, CLI --resume) or choose another folder")
+        if found:
+            self.accelerator.load_state(str(found[-1]))
+            self.accelerator.print(f"resuming from {found[-1]} at update {self.progress.step}")
+        if self.accelerator.is_main_process:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            keep = read_metrics(self.out_dir, up_to=self.progress.step) if found else []
+            (self.out_dir / METRICS_FILE).write_text("".join(json.dumps(r) + "\n" for r in keep))
+        self.accelerator.wait_for_everyone()
+
+    def _log(self, record: dict) -> None:
+        if self.accelerator.is_main_process:
+            with open(self.out_dir / METRICS_FILE, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def _finish(self, step: int, last_train: dict) -> dict:
+        result = {"step": step, "train": last_train, "eval": self.run_evaluate()}
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            self.final_model().save(self.out_dir / MODEL_DIR)
+            atomic_write_json(self.out_dir / DONE_FILE, result)
+        self.accelerator.wait_for_everyone()
+        return result
+
+
+def read_done(out_dir: str | Path) -> dict | None:
+    """The final metrics of a finished stage (done.json + exported model), or None."""
+    out_dir = Path(out_dir)
+    if not (out_dir / DONE_FILE).is_file() or not (out_dir / MODEL_DIR / "config.json").is_file():
+        return None
+    return json.loads((out_dir / DONE_FILE).read_text())
+
+
+def read_metrics(out_dir: str | Path, up_to: int | None = None) -> list[dict]:
+    """The records of metrics.jsonl (those with step <= ``up_to`` when given)."""
+    path = Path(out_dir) / METRICS_FILE
+    records = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+    return [r for r in records if up_to is None or r["step"] <= up_to]
+
+
+# ---- pieces -------------------------------------------------------------------------
+class ObjectiveModule(nn.Module):
+    """Runs ``objective(model, batch)`` as its forward, so DDP and autocast see the whole loss."""
+
+    def __init__(self, model: nn.Module, objective: Objective):
+        super().__init__()
+        self.model, self.objective = model, objective
+
+    def forward(self, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        return self.objective(self.model, batch)
+
+
+class StepCounter:
+    """The number of finished updates, saved in every checkpoint."""
+
+    def __init__(self):
+        self.step = 0
+
+    def state_dict(self) -> dict:
+        return {"step": self.step}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step = int(state["step"])
+
+
+def make_ema(model: nn.Module, decay: float) -> AveragedModel:
+    """A copy of ``model`` whose parameters follow ema ← decay·ema + (1 - decay)·param."""
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=False)
+
+
+@torch.no_grad()
+def update_ema(ema: AveragedModel, model: nn.Module) -> None:
+    """One EMA step after an update (the first one copies). Buffers (masks, codebooks,
+    counters) are state rather than weights: the EMA copy takes the model's current ones."""
+    ema.update_parameters(model)
+    for mine, theirs in zip(ema.module.buffers(), model.buffers()):
+        mine.copy_(theirs)
+
+
+class MetricWindow:
+    """Sums of the micro-batch losses and metrics since the last log, averaged over every process."""
+
+    def __init__(self):
+        self._reset()
+
+    def _reset(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.count, self.items, self.started = 0, 0, time.perf_counter()
+
+    def add(self, loss: float, metrics: dict[str, float], items: int) -> None:
+        for name, value in {"loss": loss, **metrics}.items():
+            self.sums[name] = self.sums.get(name, 0.0) + float(value)
+        self.count += 1
+        self.items += items
+
+    def result(self, accelerator: Accelerator) -> dict:
+        names = sorted(self.sums)
+        totals = torch.tensor([self.sums[n] for n in names] + [self.count, self.items],
+                              dtype=torch.float64, device=accelerator.device)
+        totals = accelerator.reduce(totals, reduction="sum").tolist()
+        seconds = time.perf_counter() - self.started
+        out = {n: totals[i] / totals[-2] for i, n in enumerate(names)}
+        out["items_per_sec"] = totals[-1] / seconds
+        self._reset()
+        return out
+
+
+class ShuffledBatches:
+    """Endless micro-batches of dataset indices for one process.
+
+    Epoch e shuffles the dataset with a generator seeded by (seed, e) and cuts it into
+    global batches of ``batch_size · num_processes``; process r takes slice r of each.
+    An incomplete last global batch is dropped (drop_last).
+    """
+
+    def __init__(self, dataset: Dataset, batch_size: int, *, seed: int, num_processes: int = 1,
+                 process_index: int = 0, num_workers: int = 0, collate_fn: Callable | None = None):
+        self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
+        self.num_processes, self.process_index = num_processes, process_index
+        self.loader_options = dict(num_workers=num_workers, collate_fn=collate_fn)
+        self.per_epoch = len(dataset) // (batch_size * num_processes)  # batches per process per epoch
+        if self.per_epoch == 0:
+            raise ValueError(f"the training set has {len(dataset)} items, fewer than one batch of "
+                             f"{batch_size} per process × {num_processes} processes")
+
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        """This process's batches of epoch ``epoch`` (lists of dataset indices)."""
+        order = torch.randperm(len(self.dataset), generator=self._generator(epoch)).tolist()
+        size = self.batch_size
+        first = [(i * self.num_processes + self.process_index) * size for i in range(self.per_epoch)]
+        return [order[j:j + size] for j in first]
+
+    def iterate(self, start: int = 0):
+        """Yield batches forever, beginning with micro-batch number ``start`` (0 = the first)."""
+        epoch, skip = divmod(start, self.per_epoch)
+        while True:
+            loader = DataLoader(self.dataset, batch_sampler=self.epoch_batches(epoch)[skip:],
+                                generator=self._generator(epoch), **self.loader_options)
+            yield from loader
+            epoch, skip = epoch + 1, 0
+
+    def _generator(self, epoch: int) -> torch.Generator:
+        # Its own generator: building loaders never draws from the global RNG (dropout's).
+        return torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) % 2**63)

@@ -1,0 +1,88 @@
+"""``latentar bench``: the JSON it prints is complete and sane (no timing is asserted)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import latentar
+from latentar.bench import bench_sample, bench_train, has_fast_sampler, naive_seconds_from_rows
+from latentar.cli import main
+from prior_cases import tiny_prior
+
+NAMES = latentar.list_priors()
+COMMON = {"prior", "shape", "num_symbols", "symbols", "head", "parameters", "device", "torch",
+          "threads", "omp_num_threads", "batch", "preset"}
+
+
+def run_cli(argv, capsys) -> dict:
+    assert main(argv) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_bench_train_cli(capsys):
+    out = run_cli(["bench", "train", "--prior", "pixelcnn", "--preset", "tiny", "--shape", "1,6,6",
+                   "--batch", "4", "--steps", "2", "--warmup", "1"], capsys)
+    assert set(out) == COMMON | {"bench", "steps", "warmup", "mixed_precision", "seconds_per_step",
+                                 "images_per_second", "loss_nats_per_dim", "peak_memory_mb",
+                                 "peak_memory_kind"}
+    prior = latentar.build_prior("pixelcnn", (1, 6, 6), 2, preset="tiny")
+    assert out["parameters"] == sum(p.numel() for p in prior.parameters())
+    assert out["shape"] == [1, 6, 6] and out["num_symbols"] == 2 and out["device"] == "cpu"
+    assert out["threads"] == torch.get_num_threads() and out["torch"] == torch.__version__
+    assert out["seconds_per_step"] > 0 and out["peak_memory_mb"] > 0
+    assert out["images_per_second"] == pytest.approx(4 / out["seconds_per_step"])
+    assert out["peak_memory_kind"] == "process_max_rss"
+    assert 0 < out["loss_nats_per_dim"] < 2 * torch.log(torch.tensor(2.0)).item()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bench_train_every_prior_with_classes_and_bf16(name):
+    prior = tiny_prior(name, (1, 4, 4), 4, num_classes=3).eval()
+    out = bench_train(prior, batch=3, steps=1, warmup=0, mixed_precision="bf16")
+    assert out["mixed_precision"] == "bf16" and out["images_per_second"] > 0
+    assert torch.isfinite(torch.tensor(out["loss_nats_per_dim"]))
+    assert not prior.training, "the bench restores the prior's mode"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bench_sample_every_prior(name):
+    prior = tiny_prior(name, (1, 3, 4), 4)
+    out = bench_sample(prior, batch=2)
+    assert out["has_fast_sampler"] == has_fast_sampler(prior)
+    assert out["naive_seconds_per_image"] > 0 and out["fast_seconds_per_image"] > 0
+    assert out["speedup"] == pytest.approx(out["naive_seconds_per_image"] / out["fast_seconds_per_image"])
+    assert out["extrapolated_from_rows"] is None and out["naive_method"].startswith("measured")
+
+
+def test_bench_sample_extrapolates_from_rows(capsys):
+    """rows=2 on a channel-masked 3×4×5 grid times 2·5·3 full forward passes, scaled by 4/2."""
+    prior = tiny_prior("pixelcnn", (3, 4, 5), 8)
+    calls = []
+    handle = prior.register_forward_hook(lambda *_: calls.append(1))
+    seconds = naive_seconds_from_rows(prior, 2, 2, None, torch.Generator().manual_seed(0))
+    handle.remove()
+    assert len(calls) == 2 * 5 * 3 and seconds > 0
+    out = bench_sample(prior, batch=2, rows=2)
+    assert out["extrapolated_from_rows"] == 2 and out["naive_method"].startswith("extrapolated")
+    cli = run_cli(["bench", "sample", "--prior", "pixelcnn", "--preset", "tiny", "--shape", "1,6,6",
+                   "--symbols", "16", "--codes", "--batch", "2", "--rows", "1"], capsys)
+    assert set(cli) >= COMMON | {"naive_seconds_per_image", "fast_seconds_per_image", "speedup",
+                                 "has_fast_sampler", "naive_method", "fast_method",
+                                 "extrapolated_from_rows"}
+    assert cli["symbols"] == "codes" and cli["extrapolated_from_rows"] == 1
+
+
+def test_bench_bad_input_names_the_problem(capsys):
+    assert main(["bench", "sample", "--prior", "pixelcnn", "--preset", "tiny", "--shape", "1,4,4",
+                 "--rows", "5"]) == 2
+    assert "rows must lie in [1, 4]" in capsys.readouterr().err
+    assert main(["bench", "train", "--prior", "pixelcnm"]) == 2
+    assert "unknown prior 'pixelcnm'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["bench", "train", "--prior", "pixelcnn", "--shape", "1,28"])
+    assert "shape must be C,H,W" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="mixed_precision must be one of"):
+        bench_train(tiny_prior("pixelcnn", (1, 3, 3), 2), mixed_precision="fp8")

@@ -1,0 +1,131 @@
+"""PixelRNN layers (Row LSTM, Diagonal BiLSTM): skewing, the cell, receptive fields, and
+exact incremental sampling against the generic sampler."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from latentar.nn.lstm import lstm_cell, skew, unskew
+from latentar.priors.diagonal_bilstm import DiagonalBiLSTMLayer
+from latentar.priors.row_lstm import RowLSTMLayer
+from prior_cases import tiny_prior
+
+PIXELRNNS = ["row_lstm", "diagonal_bilstm"]
+
+
+def test_skew_shifts_row_i_right_by_i_and_unskew_inverts_it():
+    x = torch.arange(1, 7).float().view(1, 1, 2, 3)  # rows [1 2 3], [4 5 6]
+    expected = torch.tensor([[1, 2, 3, 0], [0, 4, 5, 6]]).float()
+    assert torch.equal(skew(x)[0, 0], expected)
+    y = torch.randn(2, 3, 4, 5)
+    assert torch.equal(unskew(skew(y), 5), y)
+    with pytest.raises(ValueError, match="has 8 columns, got 7"):
+        unskew(torch.zeros(1, 1, 4, 7), 5)
+
+
+def test_lstm_cell_by_hand_with_channel_groups():
+    # 2 groups of 1 unit: channels are (group 0: i f o g), (group 1: i f o g)
+    gates = torch.tensor([0.0, 0.0, 0.0, 0.0, 0.0, 100.0, -100.0, 1.0]).view(1, 8)
+    cell = torch.tensor([[2.0, 3.0]])
+    h, c = lstm_cell(gates, cell, groups=2)
+    c0 = 0.5 * 2.0 + 0.5 * torch.tanh(torch.tensor(0.0))  # i = f = o = 1/2, g = tanh(0)
+    c1 = 1.0 * 3.0 + 0.5 * torch.tanh(torch.tensor(1.0))  # f = 1 keeps the cell, o = 0 hides it
+    assert torch.allclose(c, torch.stack([c0, c1])[None])
+    assert torch.allclose(h, torch.stack([0.5 * torch.tanh(c0), torch.tensor(0.0)])[None], atol=1e-30)
+
+
+def _dependence(layer: torch.nn.Module, H: int, W: int, i: int, w: int) -> torch.Tensor:
+    """Which input positions the layer's output at (i, w) depends on -> bool (H, W)."""
+    torch.manual_seed(0)
+    for p in layer.parameters():
+        torch.nn.init.normal_(p, std=0.5)
+    a = torch.randn(1, layer.proj.out_channels, H, W, requires_grad=True)
+    out = layer(a, torch.zeros(1, layer.bias_size))
+    (grad,) = torch.autograd.grad(out[0, :, i, w].sum(), a)
+    return grad[0].abs().sum(0) > 0
+
+
+def test_row_lstm_layer_sees_a_triangle_above():
+    H, W, i, w = 4, 9, 3, 4
+    seen = _dependence(RowLSTMLayer(features=2, state=2, kernel=3, groups=1), H, W, i, w)
+    expected = torch.zeros(H, W, dtype=torch.bool)
+    expected[i, w - 1:w + 1] = True  # k×1 mask-B input-to-state: (i, w-1), (i, w)
+    for r in range(i):  # each row up widens by one on both sides
+        expected[r, max(w - (i - r) - 1, 0):w + (i - r) + 1] = True
+    assert torch.equal(seen, expected)
+
+
+def test_diagonal_bilstm_layer_sees_the_whole_past():
+    H, W, i, w = 4, 5, 2, 2
+    seen = _dependence(DiagonalBiLSTMLayer(features=2, state=2, groups=1), H, W, i, w)
+    expected = torch.zeros(H, W, dtype=torch.bool)
+    expected[:i] = True  # every earlier row, through both directions
+    expected[i, :w + 1] = True  # the row so far, through the left-to-right direction
+    assert torch.equal(seen, expected)
+
+
+def _recording(prior):
+    """Wrap the head's own sample so that every (params, channel) it is called with is kept."""
+    calls = []
+    draw = type(prior.head).sample
+
+    def record(params, **kwargs):
+        calls.append((params.clone(), kwargs["channel"]))
+        return draw(prior.head, params, **kwargs)
+
+    prior.head.sample = record
+    return calls
+
+
+@pytest.mark.parametrize("name", PIXELRNNS)
+@pytest.mark.parametrize("shape, K, kwargs", [
+    ((1, 3, 4), 4, {}),
+    ((3, 2, 3), 5, {"num_classes": 3}),
+    ((1, 3, 3), 6, {"symbols": "codes", "embed_dim": 3, "num_classes": 2}),
+    ((1, 2, 3), 16, {"head": "logistic_mixture"}),
+], ids=["gray", "rgb-classes", "codes-classes", "logistic"])
+def test_fast_sampling_equals_naive_sampling(name, shape, K, kwargs):
+    prior = tiny_prior(name, shape, K, **kwargs)
+    n = 5
+    cond = torch.arange(n) % kwargs["num_classes"] if "num_classes" in kwargs else None
+    naive_calls = _recording(prior)
+    naive = prior.naive_sample(n, cond, generator=torch.Generator().manual_seed(3))
+    fast_calls = _recording(prior)
+    fast = prior.sample(n, cond, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(fast, naive)
+    # the same draws from params that agree up to float reordering
+    assert len(fast_calls) == len(naive_calls) == shape[0] * shape[1] * shape[2]
+    for (pf, cf), (pn, cn) in zip(fast_calls, naive_calls):
+        assert cf == cn and pf.shape == pn.shape
+        assert (pf - pn).abs().max() < 1e-4
+    # and the params of the finished sample are what a teacher-forced pass computes
+    with torch.no_grad():
+        full = prior(fast, cond)  # (n, P, H, W); channel c's params were computed from channels < c
+    C, H, W = shape
+    for step, (pf, c) in enumerate(fast_calls):
+        h, w = divmod(step // C, W)
+        block = slice(None) if C == 1 else slice(c * K, (c + 1) * K)  # categorical: block c
+        assert torch.allclose(pf[:, block], full[:, block, h, w], atol=1e-4)
+
+
+@pytest.mark.parametrize("name", PIXELRNNS)
+def test_fast_sampling_with_temperature_top_k_and_single_label(name):
+    prior = tiny_prior(name, (1, 2, 3), 6, num_classes=2).train()
+    args = dict(temperature=0.7, top_k=3)
+    naive = prior.naive_sample(4, 1, generator=torch.Generator().manual_seed(5), **args)
+    fast = prior.sample(4, 1, generator=torch.Generator().manual_seed(5), **args)
+    assert torch.equal(fast, naive) and prior.training
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\)"):
+        prior.sample(2, torch.tensor([0, 2]))
+    with pytest.raises(ValueError, match="class-conditional"):
+        prior.sample(2)
+
+
+def test_bad_arguments_name_the_problem():
+    with pytest.raises(ValueError, match="must be odd, got 2"):
+        tiny_prior("row_lstm", (1, 3, 3), 4, kernel=2)
+    with pytest.raises(ValueError, match="with 1 channel, got 3"):
+        tiny_prior("diagonal_bilstm", (3, 2, 2), 4, head="logistic_mixture")
+    with pytest.raises(ValueError, match="num_layers >= 1"):
+        tiny_prior("row_lstm", (1, 3, 3), 4, num_layers=0)

@@ -1,0 +1,126 @@
+"""Receptive fields: exact against a hand-computed cone, blind spots, causality, drawing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import latentar
+from latentar.cli import main
+from latentar.receptive_field import COLOURS, draw_field, field_summary, raster_past, receptive_field
+from prior_cases import all_cases, case_id, tiny_prior
+
+NAMES = latentar.list_priors()
+FULL_CONTEXT = [n for n in ("gated_pixelcnn", "pixelsnail") if n in NAMES]
+
+MASK_B_TAPS = [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 0)]  # a 3×3 mask-B conv, single channel
+
+
+def mask_a_taps(radius: int) -> list[tuple[int, int]]:
+    rows_above = [(dr, dc) for dr in range(-radius, 0) for dc in range(-radius, radius + 1)]
+    return rows_above + [(0, dc) for dc in range(-radius, 0)]
+
+
+def cone(shape, position, first_radius: int, blocks: int) -> torch.Tensor:
+    """The inputs a mask-A conv + ``blocks`` 3×3 mask-B convs can reach -> bool (H, W).
+
+    Walks the layers from the output back to the input; a path through a position
+    outside the grid is cut (zero padding is a constant).
+    """
+    _, H, W = shape
+    reach = {position}
+    for taps in [MASK_B_TAPS] * blocks + [mask_a_taps(first_radius)]:
+        reach = {(h + dh, w + dw) for h, w in reach for dh, dw in taps
+                 if 0 <= h + dh < H and 0 <= w + dw < W}
+    field = torch.zeros(H, W, dtype=torch.bool)
+    for p in reach:
+        field[p] = True
+    return field
+
+
+@pytest.mark.parametrize("first_kernel,blocks,position", [(3, 3, (4, 4)), (5, 2, (3, 5)), (3, 1, (2, 0))])
+def test_pixelcnn_field_is_the_hand_computed_cone(first_kernel, blocks, position):
+    shape = (1, 7, 8)
+    prior = tiny_prior("pixelcnn", shape, 4, first_kernel=first_kernel, num_blocks=blocks)
+    expected = cone(shape, position, first_kernel // 2, blocks)
+    field = receptive_field(prior, position)
+    assert torch.equal(field, expected), f"measured\n{field.int()}\nexpected\n{expected.int()}"
+
+
+def test_pixelcnn_has_a_blind_spot_up_and_to_the_right():
+    shape, position = (1, 9, 9), (4, 4)
+    field = receptive_field(tiny_prior("pixelcnn", shape, 4), position)
+    missed = raster_past(shape, position) & ~field
+    rows, cols = torch.nonzero(missed, as_tuple=True)
+    assert len(rows) > 0, "a stack of mask-B convolutions must miss part of the past"
+    assert (rows < position[0]).all() and (cols > position[1]).all(), "misses lie up and to the right"
+
+
+@pytest.mark.parametrize("name", FULL_CONTEXT)
+def test_full_context_priors_reach_every_earlier_pixel(name):
+    shape, position = (1, 9, 9), (4, 4)
+    prior = latentar.build_prior(name, shape, 4, preset="small")
+    field = receptive_field(prior, position)
+    assert torch.equal(field, raster_past(shape, position)), f"{name} field\n{field.int()}"
+
+
+@pytest.mark.parametrize("case", all_cases(), ids=case_id)
+def test_no_field_reaches_the_target_or_later(case):
+    name, head, C = case
+    shape = (C, 5, 6)
+    prior = tiny_prior(name, shape, 8, head)
+    for position in [(0, 0), (0, 3), (2, 0), (2, 3), (4, 5)]:
+        field = receptive_field(prior, position)
+        past = raster_past(shape, position)
+        assert not (field & ~past).any(), f"{name} at {position} depends on itself or later"
+        assert field.any() == past.any(), f"{name} at {position} depends on nothing earlier"
+
+
+def test_threshold_keeps_the_strongest_positions():
+    prior = tiny_prior("pixelcnn", (1, 6, 6), 4)
+    full = receptive_field(prior)
+    strong = receptive_field(prior, threshold=0.5)
+    assert strong.any() and (strong & ~full).sum() == 0 and strong.sum() < full.sum()
+    with pytest.raises(ValueError, match=r"threshold .* \[0, 1\), got 1.5"):
+        receptive_field(prior, threshold=1.5)
+    with pytest.raises(ValueError, match=r"6×6 grid, got \(6, 0\)"):
+        receptive_field(prior, (6, 0))
+
+
+def test_drawing_colours_each_kind_of_position():
+    field = torch.tensor([[1, 0, 1],
+                          [1, 0, 0],
+                          [0, 1, 0]], dtype=torch.bool)
+    image = draw_field(field, (1, 1), scale=4)  # (3, 12, 12)
+    assert image.shape == (3, 12, 12)
+    expected = {(0, 0): "field", (0, 1): "blind", (1, 1): "target", (1, 2): "future", (2, 1): "leak"}
+    for (h, w), kind in expected.items():
+        cell = image[:, 4 * h:4 * h + 4, 4 * w:4 * w + 4]  # (3, 4, 4): one flat colour
+        assert torch.equal(cell, torch.tensor(COLOURS[kind])[:, None, None].expand(3, 4, 4)), (h, w)
+    assert field_summary(field, (1, 1)) == {"position": [1, 1], "field": 4, "past": 4, "blind": 1,
+                                            "leaks": 1}
+
+
+def test_cli_figure_of_every_prior(tmp_path, capsys):
+    out = tmp_path / "rf.png"
+    assert main(["receptive-field", "--all", "--preset", "tiny", "--shape", "1,6,6", "--symbols", "4",
+                 "--scale", "5", "--out", str(out)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert sorted(report["priors"]) == NAMES
+    assert all(s["leaks"] == 0 and s["past"] == 21 for s in report["priors"].values())
+    from PIL import Image
+
+    width, height = Image.open(out).size
+    assert width == 4 + len(NAMES) * (6 * 5 + 4) and height > 6 * 5
+
+
+def test_cli_single_prior_from_a_saved_model(tmp_path, capsys):
+    tiny_prior("pixelcnn", (1, 5, 5), 4).save(tmp_path / "m")
+    assert main(["receptive-field", "--model", str(tmp_path / "m"), "--position", "2,2",
+                 "--out", str(tmp_path / "rf.png")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["priors"]["pixelcnn"]["position"] == [2, 2] and (tmp_path / "rf.png").is_file()
+    assert main(["receptive-field", "--prior", "pixelcnn", "--all", "--out", str(tmp_path / "x.png")]) == 2
+    assert "exactly one of --prior, --model, --all" in capsys.readouterr().err

@@ -1,0 +1,141 @@
+"""Generation: the completion loop's conditional distribution, the prior→decoder chain,
+class grids and PNG output."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import latentar
+from latentar.sampling import (class_rows, complete, completion_grid, fill, generate, save_grid,
+                               save_individual)
+from prior_cases import every_grid, tiny_prior
+
+NAMES = latentar.list_priors()
+
+
+def grid_index(x: torch.Tensor, K: int) -> torch.Tensor:
+    """long (N, C, H, W) -> index of each grid in `every_grid` order (N,)."""
+    digits = x[0].numel()
+    return (x.flatten(1) * K ** torch.arange(digits - 1, -1, -1)).sum(1)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("shape", [(1, 2, 2), (3, 2, 1)], ids=["C1", "C3"])
+def test_fill_draws_the_rest_from_the_conditional(name, shape):
+    """Kept rows never change; the redrawn rows follow p(rest | kept rows) by brute force."""
+    K, n = 2, 4000
+    prior = tiny_prior(name, shape, K)
+    grids = every_grid(shape, K)
+    with torch.no_grad():
+        p = prior.log_prob(grids).exp()  # (M,)
+    kept = grids[-1:, :, :1]  # the first row of the last grid: all ones
+    x = torch.zeros(n, *shape, dtype=torch.long)
+    x[:, :, :1] = kept
+    out = fill(prior, x, 1, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(out[:, :, :1], x[:, :, :1])
+    match = (grids[:, :, :1] == kept).flatten(1).all(1)  # grids that keep the row
+    target = torch.where(match, p, torch.zeros_like(p))
+    target = target / target.sum()
+    freq = torch.bincount(grid_index(out, K), minlength=len(grids)).float() / n
+    tv = 0.5 * (freq - target).abs().sum().item()
+    assert tv < 1.5 * math.sqrt(int(match.sum()) / n), f"total variation {tv:.3f}"
+
+
+def test_fill_checks_its_arguments():
+    prior = tiny_prior("pixelcnn", (1, 3, 3), 4)
+    with pytest.raises(ValueError, match=r"start_row must lie in \[0, 3\], got 4"):
+        fill(prior, torch.zeros(1, 1, 3, 3, dtype=torch.long), 4)
+    with pytest.raises(ValueError, match=r"shape \(B, 1, 3, 3\)"):
+        fill(prior, torch.zeros(1, 1, 2, 3, dtype=torch.long), 1)
+
+
+def test_generate_pixel_mode_is_reproducible_and_class_rows_condition():
+    prior = tiny_prior("pixelcnn", (1, 4, 4), 2, num_classes=3)
+    labels = class_rows(3, 2)
+    assert labels.tolist() == [0, 0, 1, 1, 2, 2]
+    a = generate(prior, n=6, labels=labels, seed=3)
+    b = generate(prior, n=6, labels=labels, seed=3)
+    assert a.images.dtype == torch.uint8 and a.images.shape == (6, 1, 4, 4)
+    assert torch.equal(a.images, b.images) and int(a.images.max()) <= 1
+    assert torch.equal(a.symbols[0], a.images.long())
+    with pytest.raises(ValueError, match="class-conditional"):
+        generate(prior, n=2)
+    with pytest.raises(ValueError, match=r"class must lie in \[0, 3\), got 5"):
+        generate(prior, n=2, labels=5)
+    with pytest.raises(ValueError, match="models pixels; it takes no VQ-VAE"):
+        generate(prior, vqvae=object(), n=2, labels=0)
+
+
+def test_code_prior_without_vqvae_is_an_error():
+    prior = tiny_prior("pixelcnn", (1, 3, 3), 8, symbols="codes", embed_dim=4)
+    with pytest.raises(ValueError, match="models codes; pass the VQ-VAE"):
+        generate(prior, n=2)
+
+
+def test_completion_keeps_rows_and_draws_each_row(tmp_path):
+    prior = tiny_prior("pixelcnn", (1, 6, 5), 2)
+    images = torch.randint(0, 2, (3, 1, 6, 5), dtype=torch.uint8)
+    result = complete(prior, images, keep_rows=2, samples=4, seed=0)
+    assert result.completions.shape == (3, 4, 1, 6, 5)
+    kept = result.completions[:, :, :, :2]
+    assert torch.equal(kept, images[:, None, :, :2].expand_as(kept))
+    assert torch.equal(result.originals, images)
+    assert torch.equal(result.occluded[:, :, :2], images[:, :, :2])
+    assert (result.occluded[:, :, 2:] == 1).all()  # the mid level of {0, 1}
+    grid, nrow = completion_grid(result)
+    assert nrow == 6 and grid.shape == (18, 1, 6, 5)
+    assert torch.equal(grid[0], result.occluded[0]) and torch.equal(grid[5], images[0])
+    path = save_grid(grid, tmp_path / "c.png", nrow=nrow, levels=2)
+    with Image.open(path) as png:
+        assert png.size == (6 * (5 + 2) + 2, 3 * (6 + 2) + 2)
+        assert set(np.unique(np.asarray(png.convert("L")))) <= {0, 255}
+    with pytest.raises(ValueError, match=r"keep_rows must lie in \[0, 6\] \(pixel rows\), got 7"):
+        complete(prior, images, keep_rows=7)
+
+
+def test_save_individual_writes_one_png_per_image(tmp_path):
+    images = torch.randint(0, 256, (3, 3, 4, 5), dtype=torch.uint8)
+    paths = save_individual(images, tmp_path / "each")
+    assert [p.name for p in paths] == ["00000.png", "00001.png", "00002.png"]
+    with Image.open(paths[1]) as png:
+        assert png.size == (5, 4)
+        assert torch.equal(torch.from_numpy(np.array(png)), images[1].permute(1, 2, 0))
+
+
+def test_generate_decodes_codes_and_checks_the_vqvae():
+    from latentar.vqvae import VQVAE
+
+    torch.manual_seed(0)
+    vqvae = VQVAE((3, 8, 8), preset="tiny").eval()  # 4×4 grids of 8 codes
+    prior = tiny_prior("pixelcnn", (1, 4, 4), 8, symbols="codes", embed_dim=4)
+    drawn = generate(prior, vqvae, n=5, seed=1)
+    assert drawn.images.shape == (5, 3, 8, 8) and drawn.images.dtype == torch.uint8
+    assert torch.equal(drawn.images, vqvae.decode_codes(drawn.symbols[0][:, 0]))
+    wrong = tiny_prior("pixelcnn", (1, 4, 4), 9, symbols="codes", embed_dim=4)
+    with pytest.raises(ValueError, match=r"models grids \(1, 4, 4\) of 9 symbols, but the VQ-VAE makes "
+                                         r"\(1, 4, 4\) grids of 8 codes"):
+        generate(wrong, vqvae, n=2)
+
+
+def test_generate_chains_top_and_bottom_priors_of_a_hierarchical_vqvae():
+    from latentar.vqvae import VQVAE
+
+    torch.manual_seed(0)
+    vqvae = VQVAE((3, 8, 8), preset="tiny", hierarchical=True).eval()  # top 2×2, bottom 4×4
+    top = tiny_prior("pixelsnail", (1, 2, 2), 8, symbols="codes", embed_dim=4)
+    bottom = tiny_prior("pixelsnail", (1, 4, 4), 8, symbols="codes", embed_dim=4, context_symbols=8,
+                        context_shape=(2, 2))
+    drawn = generate(top, vqvae, n=3, seed=0, bottom_prior=bottom)
+    top_codes, bottom_codes = drawn.symbols
+    assert top_codes.shape == (3, 1, 2, 2) and bottom_codes.shape == (3, 1, 4, 4)
+    decoded = vqvae.decode_codes({"top": top_codes[:, 0], "bottom": bottom_codes[:, 0]})
+    assert torch.equal(drawn.images, decoded)
+    again = generate(top, vqvae, n=3, seed=0, bottom_prior=bottom)
+    assert torch.equal(again.images, drawn.images)
+    with pytest.raises(ValueError, match=r"speaks 2 code grid\(s\).* but 1 prior\(s\)"):
+        generate(top, vqvae, n=2)

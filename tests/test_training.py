@@ -1,0 +1,230 @@
+"""The trainer: per-update LR schedules, EMA, metrics, checkpoints, exact resume, export,
+gradient accumulation, and a two-process run scored like a one-process one."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import Subset, TensorDataset
+
+import latentar
+from latentar.evaluation import evaluate_prior
+from latentar.training import (TrainConfig, Trainer, lr_factor, make_ema, make_scheduler, prior_objective,
+                               read_done, read_metrics, update_ema)
+
+LR, DECAY = 1e-2, 0.98
+
+
+def striped_grids(n: int, seed: int = 0) -> TensorDataset:
+    """Binary 1×4×4 grids: horizontal stripes, each grid inverted with probability 1/2
+    (so the data carries exactly 1 bit per grid: 1/16 bit per dimension)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.zeros(n, 1, 4, 4, dtype=torch.uint8)
+    x[:, :, ::2] = 1
+    flip = torch.rand(n, generator=g) < 0.5
+    x[flip] = 1 - x[flip]
+    return TensorDataset(x, torch.zeros(n, dtype=torch.long))
+
+
+def tiny_pixelcnn() -> latentar.Prior:
+    torch.manual_seed(0)
+    return latentar.build_prior("pixelcnn", (1, 4, 4), 2, preset="tiny")
+
+
+def config(**overrides) -> TrainConfig:
+    values = dict(steps=40, batch_size=16, lr=LR, lr_schedule="exponential", lr_decay=DECAY,
+                  ema_decay=0.9, save_every=10, log_every=1)
+    return TrainConfig(**{**values, **overrides})
+
+
+def train(out: Path, resume: bool = False, **overrides) -> Trainer:
+    data = striped_grids(64)
+    trainer = Trainer(tiny_pixelcnn(), prior_objective, data, config(**overrides), out,
+                      evaluate=lambda model, acc: evaluate_prior(model, data, acc))
+    trainer.fit(resume=resume)
+    return trainer
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory) -> tuple[Trainer, Path]:
+    out = tmp_path_factory.mktemp("full")
+    return train(out), out
+
+
+# ---- schedules and EMA -------------------------------------------------------------
+def test_lr_factors_match_hand_computed_values():
+    assert [lr_factor("constant", steps=4)(k) for k in range(4)] == [1.0] * 4
+    assert [lr_factor("exponential", steps=4, lr_decay=0.5)(k) for k in range(4)] == [1, 0.5, 0.25, 0.125]
+    cosine = lr_factor("cosine", steps=6, warmup_steps=2)  # warm-up 1/2, 1; then 4 cosine updates
+    expected = [0.5, 1.0, 1.0, (1 + math.cos(math.pi / 4)) / 2, 0.5, (1 + math.cos(3 * math.pi / 4)) / 2]
+    assert [cosine(k) for k in range(6)] == pytest.approx(expected, abs=1e-12)
+
+
+def test_scheduler_steps_the_optimizer_lr_per_update():
+    optimizer = torch.optim.Adam([nn.Parameter(torch.zeros(1))], lr=0.1)
+    scheduler = make_scheduler(optimizer, TrainConfig(steps=5, lr=0.1, lr_schedule="exponential", lr_decay=0.5))
+    seen = []
+    for _ in range(3):
+        seen.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert seen == pytest.approx([0.1, 0.05, 0.025])
+
+
+def test_ema_matches_hand_computed_average_and_copies_buffers():
+    model = nn.Linear(1, 1, bias=False)
+    model.register_buffer("counter", torch.zeros(1))
+    ema = make_ema(model, decay=0.75)
+    expected = {2.0: 2.0, 6.0: 0.75 * 2 + 0.25 * 6, 10.0: 0.75 * 3 + 0.25 * 10}  # the first update copies
+    for value, average in expected.items():
+        with torch.no_grad():
+            model.weight.fill_(value)
+            model.counter.add_(1)
+        update_ema(ema, model)
+        assert ema.module.weight.item() == pytest.approx(average)
+        assert torch.equal(ema.module.counter, model.counter)
+
+
+BAD_CONFIGS = [("steps", dict(steps=0)), ("lr", dict(lr=0.0)), ("lr_schedule", dict(lr_schedule="linear")),
+               ("grad_accum", dict(grad_accum=0)), ("mixed_precision", dict(mixed_precision="fp8")),
+               ("ema_decay", dict(ema_decay=1.0)), ("warmup_steps", dict(warmup_steps=5, steps=5)),
+               ("batch_size", dict(batch_size=2.5)), ("log_every", dict(log_every=0))]
+
+
+@pytest.mark.parametrize("field, bad", BAD_CONFIGS)
+def test_train_config_rejects_bad_values(field, bad):
+    with pytest.raises(ValueError, match=f"TrainConfig.{field} must be"):
+        TrainConfig(**bad)
+
+
+# ---- one tiny run ------------------------------------------------------------------
+def test_training_lowers_the_loss_and_logs_every_update(full_run):
+    _, out = full_run
+    records = read_metrics(out)
+    assert [r["step"] for r in records] == list(range(1, 41))
+    first = sum(r["loss"] for r in records[:5]) / 5
+    last = sum(r["loss"] for r in records[-5:]) / 5
+    assert last < 0.5 * first
+    assert records[-1]["bits_per_dim"] == pytest.approx(records[-1]["loss"] / math.log(2))
+    # the LR decays once per update, not per epoch (an epoch here is 4 updates)
+    assert [r["lr"] for r in records] == pytest.approx([LR * DECAY ** k for k in range(40)])
+
+
+def test_run_keeps_the_last_two_checkpoints_and_marks_itself_done(full_run):
+    trainer, out = full_run
+    assert [p.name for p in trainer.checkpoints()] == ["step_00000030", "step_00000040"]
+    assert not list((out / "checkpoints").glob("*.partial"))
+    done = read_done(out)
+    assert done["step"] == 40
+    assert done["eval"]["bits_per_dim"] < 0.2  # the data holds 1/16 bit per dimension
+    with pytest.raises(ValueError, match="already holds checkpoints"):
+        train(out)
+
+
+def test_exported_model_is_the_ema_model(full_run):
+    trainer, out = full_run
+    loaded = latentar.load(out / "model")
+    x = striped_grids(64).tensors[0].long()
+    ema = trainer.final_model().eval()
+    assert ema is not trainer.model
+    assert torch.equal(loaded.log_prob(x), ema.log_prob(x))
+    assert not torch.equal(loaded.log_prob(x), trainer.model.eval().log_prob(x))
+    assert read_done(out)["eval"]["nats"] == pytest.approx(-ema.log_prob(x).sum().item(), rel=1e-6)
+
+
+def test_resume_mid_epoch_continues_exactly(full_run, tmp_path):
+    full, full_out = full_run
+    train(tmp_path, steps=22)  # stops after 5.5 epochs; its last checkpoint is step 22
+    resumed = train(tmp_path, resume=True, steps=40)
+    for a, b in [(resumed.model, full.model), (resumed.final_model(), full.final_model())]:
+        for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+            assert torch.equal(p, q), name
+    assert [r["step"] for r in read_metrics(tmp_path)] == list(range(1, 41))
+    losses = [r["loss"] for r in read_metrics(tmp_path)]
+    assert losses == pytest.approx([r["loss"] for r in read_metrics(full_out)], abs=1e-6)
+
+
+def test_gradient_accumulation_equals_one_big_batch(tmp_path):
+    # two micro-batches of 8 are the two halves of the batch of 16 (same shuffle), and the
+    # loss is a mean, so accumulating them gives the same updates
+    big = train(tmp_path / "big", steps=4, batch_size=16, save_every=0)
+    accumulated = train(tmp_path / "acc", steps=4, batch_size=8, grad_accum=2, save_every=0)
+    for p, q in zip(big.model.parameters(), accumulated.model.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6)
+    assert [r["step"] for r in read_metrics(tmp_path / "acc")] == [1, 2, 3, 4]
+
+
+def test_stages_with_different_mixed_precision_run_in_one_process(tmp_path):
+    bf16 = train(tmp_path / "bf16", steps=3, mixed_precision="bf16", save_every=0)
+    assert bf16.accelerator.mixed_precision == "bf16"
+    assert math.isfinite(read_done(tmp_path / "bf16")["train"]["loss"])
+    full = train(tmp_path / "fp32", steps=3, save_every=0)
+    assert full.accelerator.mixed_precision == "no"
+
+
+def test_a_too_small_training_set_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        Trainer(tiny_pixelcnn(), prior_objective, striped_grids(8), config(), tmp_path)
+
+
+# ---- two processes -----------------------------------------------------------------
+TWO_PROCESS_TEST_SET = dict(n=13, seed=1)  # 13 items: the processes score 7 and 6
+
+
+def two_process_worker(rank: int, port: int, out: str) -> None:
+    """One of two forked processes: a rank of a gloo group, as torchrun would set it up."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port), ACCELERATE_USE_CPU="true")
+    AcceleratorState._reset_state(reset_partial_state=True)  # forget the parent's one-process state
+    GradientState._reset_state()
+    torch.set_num_threads(1)
+    test = striped_grids(**TWO_PROCESS_TEST_SET)
+    trainer = Trainer(tiny_pixelcnn(), prior_objective, striped_grids(64), TrainConfig(steps=3, batch_size=8, lr=1e-2),
+                      out, evaluate=lambda model, acc: evaluate_prior(model, test, acc, batch_size=4))
+    result = trainer.fit()
+    if trainer.accelerator.is_main_process:
+        result = dict(result["eval"], processes=trainer.accelerator.num_processes)
+        Path(out, "result.json").write_text(json.dumps(result))
+    torch.distributed.destroy_process_group()
+
+
+def test_two_processes_score_like_one(tmp_path):
+    # forked processes start without re-importing torch; `accelerate launch` or torchrun
+    # would set up the same environment variables
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "run"
+    torch.multiprocessing.start_processes(two_process_worker, args=(port, str(out)), nprocs=2,
+                                          start_method="fork")
+    result = json.loads((out / "result.json").read_text())
+    assert result["processes"] == 2 and result["count"] == 13
+    single = evaluate_prior(latentar.load(out / "model"), striped_grids(**TWO_PROCESS_TEST_SET), batch_size=5)
+    assert result["bits_per_dim"] == pytest.approx(single["bits_per_dim"], abs=1e-5)
+    assert result["dims"] == single["dims"] == 13 * 16
+
+
+# ---- real data ---------------------------------------------------------------------
+@pytest.mark.network
+def test_short_run_on_binarized_mnist_lowers_the_loss(tmp_path):
+    from latentar.data import SourceUnavailableError, load_dataset
+
+    try:
+        mnist = load_dataset("binarized_mnist", "train")
+    except SourceUnavailableError as e:
+        pytest.skip(f"MNIST cannot be fetched: {e}")
+    prior = latentar.build_prior("pixelcnn", mnist.shape, mnist.num_symbols, preset="tiny")
+    trainer = Trainer(prior, prior_objective, Subset(mnist, range(256)),
+                      TrainConfig(steps=20, batch_size=16, lr=1e-2, log_every=5), tmp_path)
+    trainer.fit()
+    losses = [r["loss"] for r in read_metrics(tmp_path)]
+    assert losses[-1] < 0.7 * losses[0]
