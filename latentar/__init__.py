@@ -6,8 +6,10 @@ from latentar.registry import UnknownNameError
 from latentar.saving import NotAModelError, load
 from latentar.evaluation import bits_per_dim, evaluate_prior
 from latentar.training import TrainConfig, Trainer
+from latentar.vqvae import VQVAE, VQVAEConfig
 
 __version__ = "0.1.0"
 
 __all__ = ["Prior", "PriorSpec", "build_prior", "list_priors", "load", "NotAModelError",
-           "UnknownNameError", "__version__", "bits_per_dim", "evaluate_prior", "TrainConfig", "Trainer"]
+           "UnknownNameError", "__version__", "bits_per_dim", "evaluate_prior", "TrainConfig", "Trainer",
+           "VQVAE", "VQVAEConfig"]

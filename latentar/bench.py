@@ -19,6 +19,7 @@ import os
 import resource
 import sys
 import time
+from dataclasses import asdict
 from typing import Callable
 
 import torch
@@ -80,12 +81,14 @@ def random_cond(prior: Prior, n: int, generator: torch.Generator) -> dict | None
 
 
 # ---- measurements ----------------------------------------------------------------------
-def timed(fn: Callable[[], object], device: torch.device) -> float:
-    """Wall seconds of ``fn()``, waiting for queued GPU work before and after."""
+def timed(fn: Callable[[], object], device: torch.device, times: int = 1) -> float:
+    """Wall seconds of calling ``fn()`` ``times`` times (results dropped at once), waiting
+    for queued GPU work before and after."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     start = time.perf_counter()
-    fn()
+    for _ in range(times):
+        fn()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter() - start
@@ -103,11 +106,12 @@ def peak_memory(device: torch.device) -> dict:
 
 def environment(prior: Prior) -> dict:
     C, H, W = prior.spec.shape
-    return {"prior": prior.name, "shape": [C, H, W], "num_symbols": prior.spec.num_symbols,
-            "symbols": prior.spec.symbols, "head": prior.spec.head,
+    return {"prior": prior.name, "arch": asdict(prior.arch), "shape": [C, H, W],
+            "num_symbols": prior.spec.num_symbols, "symbols": prior.spec.symbols, "head": prior.spec.head,
             "parameters": sum(p.numel() for p in prior.parameters()),
             "device": str(prior.device), "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+            "load_average_1min": os.getloadavg()[0]}  # a busy machine slows every timing
 
 
 def bench_train(prior: Prior, *, batch: int = 32, steps: int = 10, warmup: int = 2,
@@ -140,7 +144,7 @@ def bench_train(prior: Prior, *, batch: int = 32, steps: int = 10, warmup: int =
         step()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    seconds = timed(lambda: [step() for _ in range(steps)], device)
+    seconds = timed(step, device, times=steps)
     prior.train(was_training)
     return {"bench": "train", **environment(prior), "batch": batch, "steps": steps, "warmup": warmup,
             "mixed_precision": mixed_precision, "seconds_per_step": seconds / steps,
@@ -160,7 +164,7 @@ def naive_seconds_from_rows(prior: Prior, batch: int, rows: int, cond, generator
     draws = C if prior.channel_masked else 1  # forward passes per position
     x = torch.randint(0, prior.spec.num_symbols, (batch, C, H, W), generator=generator).to(prior.device)
     passes = rows * W * draws
-    seconds = timed(lambda: [prior(x, cond) for _ in range(passes)], prior.device)
+    seconds = timed(lambda: prior(x, cond), prior.device, times=passes)
     return seconds * (H * W * draws) / passes
 
 

@@ -8,13 +8,24 @@ user causes into ``latentar: error: <message>`` with exit status 2.
 from __future__ import annotations
 
 import argparse
+import ast
+import json
 import sys
 
+from accelerate import PartialState
+
+from latentar import data
 from latentar.bench import add_bench_command
-from latentar.receptive_field import add_receptive_field_command
+from latentar.evaluation import evaluate_prior
 from latentar.pipeline import add_run_command
+from latentar.receptive_field import add_receptive_field_command
+from latentar.priors import Prior
 from latentar.sampling import add_complete_command, add_sample_command
-from latentar.saving import NotAModelError
+from latentar.saving import NotAModelError, load
+from latentar.training import TrainConfig
+from latentar.training.config import LR_SCHEDULES, MIXED_PRECISION
+from latentar.training.prior_run import open_dataset, train_prior
+from latentar.vqvae.train import add_encode_command, add_train_vqvae_command
 
 USER_ERRORS = (ValueError, LookupError, FileNotFoundError, NotAModelError, TypeError)
 USAGE_ERROR = 2
@@ -30,14 +41,10 @@ def add_data_command(subparsers) -> None:
 
 
 def run_data_fetch(args) -> None:
-    from latentar.data import describe_fetch, fetch
-
-    print(describe_fetch(fetch(args.name, args.data_root)))
+    print(data.describe_fetch(data.fetch(args.name, args.data_root)))
 
 
 def add_train_prior_command(subparsers) -> None:
-    from latentar.training import TrainConfig
-
     default = TrainConfig()
     parser = subparsers.add_parser("train-prior", help="train a prior on a dataset and score its test split")
     parser.add_argument("--data", required=True, help="dataset name (see `latentar data fetch`)")
@@ -48,6 +55,8 @@ def add_train_prior_command(subparsers) -> None:
                         help="architecture overrides, e.g. --arch hidden=32 num_blocks=4")
     parser.add_argument("--class-conditional", action="store_true", help="condition on the class labels")
     parser.add_argument("--subset", type=int, default=None, help="train on the first N training images only")
+    parser.add_argument("--level", default=None, choices=["top", "bottom"],
+                        help="with --data CODES_DIR of a VQ-VAE-2: the code level (bottom is conditioned on top)")
     parser.add_argument("--data-root", default=None, help="where datasets live (default: the data root)")
     parser.add_argument("--out", required=True, help="run folder: metrics, checkpoints, model, summary.json")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
@@ -61,26 +70,22 @@ def add_train_prior_command(subparsers) -> None:
 # TrainConfig fields the command line sets: (name, type, argparse extras).
 TRAIN_OPTIONS = [
     ("steps", int, {}), ("batch_size", int, {}), ("lr", float, {}),
-    ("lr_schedule", str, {"choices": ["constant", "exponential", "cosine"]}), ("lr_decay", float, {}),
+    ("lr_schedule", str, {"choices": LR_SCHEDULES}), ("lr_decay", float, {}),
     ("warmup_steps", int, {}), ("grad_clip", float, {}), ("grad_accum", int, {}),
-    ("mixed_precision", str, {"choices": ["no", "fp16", "bf16"]}), ("ema_decay", float, {}),
+    ("mixed_precision", str, {"choices": MIXED_PRECISION}), ("ema_decay", float, {}),
     ("eval_every", int, {}), ("save_every", int, {}), ("log_every", int, {}), ("seed", int, {}),
     ("num_workers", int, {}),
 ]
 
 
 def run_train_prior(args) -> None:
-    import json
-
-    from latentar.training import TrainConfig
-    from latentar.training.prior_run import train_prior
-
     config = TrainConfig(**{name: getattr(args, name) for name, _, _ in TRAIN_OPTIONS})
     summary = train_prior(args.data, args.prior, args.out, config, head=args.head, preset=args.preset,
                           arch=parse_assignments(args.arch), class_conditional=args.class_conditional,
                           subset=args.subset, data_root=args.data_root, resume=args.resume,
-                          eval_batch_size=args.eval_batch_size)
-    print(json.dumps(summary["test"], indent=2))
+                          eval_batch_size=args.eval_batch_size, level=args.level)
+    if PartialState().is_main_process:  # once, also under `accelerate launch` / torchrun
+        print(json.dumps(summary["test"], indent=2))
 
 
 def add_eval_command(subparsers) -> None:
@@ -94,13 +99,6 @@ def add_eval_command(subparsers) -> None:
 
 
 def run_eval(args) -> None:
-    import json
-
-    from latentar.evaluation import evaluate_prior
-    from latentar.priors import Prior
-    from latentar.saving import load
-    from latentar.training.prior_run import open_dataset
-
     model = load(args.model)
     if not isinstance(model, Prior):
         raise ValueError(f"{args.model} holds a {type(model).__name__}; `latentar eval` scores priors")
@@ -110,8 +108,6 @@ def run_eval(args) -> None:
 
 def parse_assignments(items: list[str]) -> dict:
     """["hidden=32", "dropout=0.5", "name=x"] -> {"hidden": 32, "dropout": 0.5, "name": "x"}."""
-    import ast
-
     values = {}
     for item in items:
         key, sep, text = item.partition("=")
@@ -133,8 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = [add_data_command, add_train_prior_command, add_eval_command, add_bench_command, add_receptive_field_command,
-            add_run_command, add_sample_command, add_complete_command]
+COMMANDS = [add_data_command, add_train_prior_command, add_eval_command, add_bench_command,
+            add_receptive_field_command, add_run_command, add_sample_command, add_complete_command,
+            add_train_vqvae_command, add_encode_command]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,6 +14,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from latentar.priors.base import eval_mode
+from latentar.quantizers import CodeUsage
+from latentar.vqvae.model import psnr
 
 LN2 = math.log(2)
 
@@ -68,12 +70,7 @@ def evaluate_prior(prior, data: Dataset | DataLoader, accelerator=None, *, batch
     count, nats_per_image and bits_per_dim — named bits_per_code for code priors — plus
     the dataset's binarization when it has one.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    loader = data
-    if not isinstance(data, DataLoader):
-        rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
-        loader = DataLoader(Subset(data, range(rank, len(data), world)), batch_size=batch_size)
+    loader = process_share(data, accelerator, batch_size)
     totals = torch.zeros(3, dtype=torch.float64, device=prior.device)  # nats, dims, count
     with eval_mode(prior):
         for batch in loader:
@@ -92,6 +89,51 @@ def evaluate_prior(prior, data: Dataset | DataLoader, accelerator=None, *, batch
     binarization = dataset_attribute(data.dataset if isinstance(data, DataLoader) else data, "binarization")
     if binarization is not None:
         scores["binarization"] = binarization
+    return scores
+
+
+def process_share(data: Dataset | DataLoader, accelerator=None, batch_size: int = 256) -> DataLoader:
+    """This process's share of a split: items r, r + P, ... of a Dataset (P processes), in
+    batches; a DataLoader is taken to yield this process's share already."""
+    if isinstance(data, DataLoader):
+        return data
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
+    return DataLoader(Subset(data, range(rank, len(data), world)), batch_size=batch_size)
+
+
+@torch.no_grad()
+def evaluate_vqvae(vqvae, data: Dataset | DataLoader, accelerator=None, *, batch_size: int = 256) -> dict:
+    """Reconstruction and code usage of a VQ-VAE over a whole split of (uint8 images, label) items.
+
+    Returns ``mse`` (mean squared error per pixel in the [-1, 1] scale), ``psnr`` (dB, from
+    that total MSE; the same as with peak 1 in the [0, 1] scale) and ``count``, and per code
+    level ``perplexity`` and ``codes_used`` (the fraction of the codebook used at least
+    once), prefixed ``bottom_`` / ``top_`` for a hierarchical VQ-VAE. Sums run over every
+    item and process and are divided once.
+    """
+    loader = process_share(data, accelerator, batch_size)
+    totals = torch.zeros(3, dtype=torch.float64, device=vqvae.device)  # squared error, pixels, images
+    usage = {level: CodeUsage(K, vqvae.device) for level, K in vqvae.codebook_sizes.items()}
+    with eval_mode(vqvae):
+        for images, *_ in loader:
+            recon, codes, _ = vqvae(images)  # floats (B, C, H, W) in the [-1, 1] scale, codes
+            squared = (recon - vqvae.to_float(images)).double().pow(2).sum()
+            totals += torch.stack([squared, squared.new_tensor(recon.numel()), squared.new_tensor(len(recon))])
+            for level, grid in (codes.items() if isinstance(codes, dict) else [("codes", codes)]):
+                usage[level].update(grid)
+    if accelerator is not None:
+        totals = accelerator.reduce(totals, reduction="sum")
+    squared, pixels, count = totals.tolist()
+    if count == 0:
+        raise ValueError("evaluate_vqvae got an empty split")
+    scores = {"mse": squared / pixels, "psnr": psnr(squared / pixels), "count": int(count)}
+    for level, counter in usage.items():
+        prefix = "" if level == "codes" else f"{level}_"
+        counter.all_reduce()
+        scores[f"{prefix}perplexity"] = counter.perplexity()
+        scores[f"{prefix}codes_used"] = counter.fraction_used()
     return scores
 
 

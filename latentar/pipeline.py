@@ -29,10 +29,10 @@ from pathlib import Path
 
 import torch
 from accelerate import PartialState
-from accelerate.utils import set_seed
+from accelerate.utils import parse_flag_from_env, set_seed
 from einops import rearrange
 from PIL import Image, ImageDraw
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from latentar.config import Plan, Recipe, RecipeError, Stage, differing_keys, recipe_to_dict, validate
 from latentar.data import load_dataset
@@ -43,7 +43,9 @@ from latentar.saving import atomic_write_json, load
 from latentar.training import TrainConfig
 from latentar.training.objectives import prior_objective, vqvae_objective
 from latentar.training.trainer import MODEL_DIR, Trainer, read_done, read_metrics
-from latentar.vqvae import VQVAE
+from latentar.priors.base import eval_mode
+from latentar.quantizers import CodeUsage
+from latentar.vqvae import VQVAE, psnr
 
 RECIPE_FILE = "recipe.json"
 SUMMARY_FILE = "summary.json"
@@ -54,7 +56,7 @@ CODES_DIR = "codes"
 def run_recipe(recipe: Recipe, out_dir: str | Path) -> dict:
     """Run every stage of ``recipe`` into ``out_dir`` (reusing finished ones); returns the summary."""
     plan = validate(recipe)
-    state = PartialState()
+    state = process_state()
     out = Path(out_dir)
     check_previous_run(out, recipe)
     if state.is_main_process:
@@ -67,7 +69,7 @@ def run_recipe(recipe: Recipe, out_dir: str | Path) -> dict:
     vqvae, symbols = None, {stage.name: (train, test) for stage in plan.stages}
     if recipe.mode == "codes":
         vqvae, summary["vqvae"] = vqvae_stage(recipe, plan, train, test, out)
-        symbols, summary["codes"] = codes_stage(vqvae, train, test, plan, out, state)
+        symbols, summary["codes"] = codes_stage(vqvae, train, test, plan, out, state, recipe.data.name)
     priors = {}
     for stage, level in zip(plan.stages, code_levels(vqvae) if vqvae is not None else [None]):
         priors[stage.name], summary[stage.name] = prior_stage(stage, *symbols[stage.name], out / stage.name,
@@ -88,16 +90,29 @@ def run_recipe(recipe: Recipe, out_dir: str | Path) -> dict:
     return summary
 
 
+def process_state() -> PartialState:
+    """This run's processes, as the trainer's Accelerator sees them: on a machine without
+    CUDA (or with ``--cpu``), processes started by ``accelerate launch`` form a gloo group."""
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
+
+
+# the recipe sections each stage's output depends on
+STAGE_INPUTS = {"vqvae": ("data", "vqvae", "vqvae_train"), CODES_DIR: ("data", "vqvae", "vqvae_train"),
+                "prior": ("data", "vqvae", "vqvae_train", "prior", "prior_train")}
+STAGE_INPUTS["bottom_prior"] = STAGE_INPUTS["prior"] + ("bottom_prior", "bottom_prior_train")
+
+
 def check_previous_run(out: Path, recipe: Recipe) -> None:
-    """A folder may only be reused by the same recipe (sampling settings aside)."""
+    """A stage already (partly) in ``out`` may only be reused if its inputs are unchanged."""
     path = out / RECIPE_FILE
     if not path.is_file():
         return
-    changed = [k for k in differing_keys(json.loads(path.read_text()), recipe_to_dict(recipe))
-               if not k.startswith("sampling.")]
-    if changed:
-        raise RecipeError(f"{out} holds a run of another recipe (changed: {', '.join(changed[:4])}); "
-                          f"choose another --out, or delete the folder to start over")
+    changed = differing_keys(json.loads(path.read_text()), recipe_to_dict(recipe))
+    for stage, inputs in STAGE_INPUTS.items():
+        keys = [k for k in changed if k.split(".")[0] in inputs]
+        if keys and (out / stage).exists():
+            raise RecipeError(f"{out / stage} was made by another recipe (changed: {', '.join(keys[:4])}); "
+                              f"choose another --out, or delete {out / stage} to redo that stage")
 
 
 def limit(dataset: Dataset, n: int | None) -> Dataset:
@@ -122,10 +137,35 @@ def train_stage(folder: Path, build, objective, train: Dataset, config: TrainCon
     return model, {**result["eval"], "steps": result["step"], "reused": False, **timing}
 
 
+@torch.no_grad()
+def evaluate_vqvae(vqvae: VQVAE, data: Dataset, accelerator=None, *, batch_size: int = 256) -> dict:
+    """Test MSE (in the [-1, 1] scale) and PSNR, and per code level the perplexity and the
+    fraction of codes used, over the whole split (process r takes items r, r + P, ...)."""
+    rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
+    loader = DataLoader(Subset(data, range(rank, len(data), world)), batch_size=batch_size)
+    squared = torch.zeros(2, dtype=torch.float64, device=vqvae.device)  # sum of squared errors, count
+    usage = {level: CodeUsage(K) for level, K in vqvae.codebook_sizes.items()}
+    with eval_mode(vqvae):
+        for images, _ in loader:
+            recon, codes, _ = vqvae(images.to(vqvae.device))  # floats (B, C, H, W), codes
+            target = vqvae.to_float(images)
+            squared += torch.stack([(recon - target).double().pow(2).sum(), squared.new_tensor(target.numel())])
+            for level, grid in (codes.items() if isinstance(codes, dict) else [("codes", codes)]):
+                usage[level].update(grid)
+    if accelerator is not None:
+        squared = accelerator.reduce(squared, reduction="sum")
+    mse = float(squared[0] / squared[1])
+    scores = {"mse": mse, "psnr": psnr(mse)}
+    for level, counter in usage.items():
+        counter.all_reduce()
+        prefix = "" if level == "codes" else f"{level}_"
+        scores[f"{prefix}perplexity"] = counter.perplexity()
+        scores[f"{prefix}codes_used"] = counter.fraction_used()
+    return scores
+
+
 def vqvae_stage(recipe: Recipe, plan: Plan, train: Dataset, test: Dataset, out: Path):
     """The trained VQ-VAE (from ``vqvae.path``, a finished stage, or training) and its test scores."""
-    from latentar.evaluation import evaluate_vqvae
-
     def evaluate(model, accelerator):
         return evaluate_vqvae(model, test, accelerator)
 
@@ -136,7 +176,8 @@ def vqvae_stage(recipe: Recipe, plan: Plan, train: Dataset, test: Dataset, out: 
     return train_stage(out / "vqvae", build, vqvae_objective, train, recipe.vqvae_train, evaluate)
 
 
-def codes_stage(vqvae: VQVAE, train: Dataset, test: Dataset, plan: Plan, out: Path, state: PartialState):
+def codes_stage(vqvae: VQVAE, train: Dataset, test: Dataset, plan: Plan, out: Path, state: PartialState,
+                source: str):
     """Encode both splits (main process; reused when the manifest matches) -> prior datasets per stage."""
     from latentar.data.codes import CodeDataset, encode_dataset
 
@@ -144,7 +185,7 @@ def codes_stage(vqvae: VQVAE, train: Dataset, test: Dataset, plan: Plan, out: Pa
     tic = time.perf_counter()
     if state.is_main_process:
         for split, data in (("train", train), ("test", test)):
-            encode_dataset(vqvae, data, folder, split)
+            encode_dataset(vqvae, data, folder, split, source=source)
     state.wait_for_everyone()
     sets = {}
     for stage, level in zip(plan.stages, code_levels(vqvae)):
@@ -256,6 +297,6 @@ def run_command(args) -> None:
     recipe = load_recipe(args.recipe, overrides)
     out = Path(args.out) if args.out else Path("runs") / Path(args.recipe).stem
     summary = run_recipe(recipe, out)
-    if PartialState().is_main_process:
+    if process_state().is_main_process:
         print(json.dumps(summary, indent=2))
         print(f"wrote {out}/: summary.json, samples.png, curves.png, and one folder per stage")

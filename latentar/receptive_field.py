@@ -3,14 +3,14 @@
 The field of the symbol at ``position`` (its first channel, so that the pixel's own
 channels play no part) is the set of positions whose input moves its log-prob: the
 log-prob is differentiated with respect to the float input ``prior.input(x)``
-(B, C·E, H, W) for a few random grids, the gradient magnitudes are summed over
+(B, C·E, H, W) for 16 random grids, the gradient magnitudes are summed over
 grids and input channels, and a position belongs to the field when its sum exceeds
 ``threshold`` times the largest one. An exact prior's field lies inside the strict
 raster past of the position; a stack of plain mask-B convolutions (``pixelcnn``)
 leaves a blind spot up and to the right, which ``gated_pixelcnn`` and ``pixelsnail``
-do not.
+do not; ``row_lstm``'s field is a triangle that misses the same region.
 
-Colours of a drawn field: the target symbol red, positions in the field white,
+Colours of a drawn field: the target symbol red, positions in the field light blue,
 earlier positions outside it (a blind spot) amber, later positions dark grey, and a
 later position inside the field (a causality leak, never seen in an exact prior)
 magenta.
@@ -33,7 +33,7 @@ from latentar.bench import add_prior_arguments, prior_from_args, random_cond
 
 COLOURS = {  # RGB in [0, 1]
     "target": (0.90, 0.10, 0.10),
-    "field": (1.00, 1.00, 1.00),
+    "field": (0.45, 0.75, 1.00),
     "blind": (0.95, 0.65, 0.10),
     "future": (0.15, 0.15, 0.15),
     "leak": (0.90, 0.10, 0.90),

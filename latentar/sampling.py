@@ -31,7 +31,7 @@ class Generation(NamedTuple):
 
 
 class Completion(NamedTuple):
-    occluded: torch.Tensor  # uint8 (n, C, H, W): kept rows, the rest mid-level
+    occluded: torch.Tensor  # uint8 (n, C, H, W): kept rows, the rest gray (0 when binary)
     completions: torch.Tensor  # uint8 (n, S, C, H, W)
     originals: torch.Tensor  # uint8 (n, C, H, W)
 
@@ -196,7 +196,7 @@ def complete(prior: Prior, images: torch.Tensor, keep_rows: int, samples: int = 
     occluded = images.clone()
     image_rows = keep_rows * images.shape[2] // H_sym
     levels = 256 if vqvae is not None else prior.spec.num_symbols
-    occluded[:, :, image_rows:] = levels // 2  # gray (or 1 of {0, 1}) marks what was hidden
+    occluded[:, :, image_rows:] = levels // 2 if levels > 2 else 0  # gray (black when binary): hidden
     return Completion(occluded, completions, images)
 
 
@@ -296,6 +296,8 @@ def add_complete_command(subparsers) -> None:
     add_model_arguments(parser)
     parser.add_argument("--data", required=True, help="dataset of the real images, e.g. mnist")
     parser.add_argument("--data-root", default=None, help="where datasets live (default: the data root)")
+    parser.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="a dataset option, e.g. --data-option size=32 for image_folder (repeatable)")
     parser.add_argument("--keep-rows", type=int, required=True,
                         help="rows kept from each image: pixel rows in pixel mode, code rows in code mode")
     parser.add_argument("-n", type=int, default=8, help="test images, one grid row each (default 8)")
@@ -353,13 +355,26 @@ def run_sample(args) -> None:
         print(f"wrote {n} PNGs to {folder}/")
 
 
+def parse_options(items: list[str]) -> dict:
+    """["size=32"] -> {"size": 32}: each value read as a TOML value, else kept as text."""
+    from latentar.config import parse_text
+
+    options = {}
+    for item in items:
+        key, sep, text = (part.strip() for part in item.partition("="))
+        if not sep or not key:
+            raise ValueError(f"--data-option expects KEY=VALUE, got {item!r}")
+        options[key] = parse_text(text, Any)
+    return options
+
+
 def run_complete(args) -> None:
     from latentar.data import load_dataset
 
     prior, vqvae, bottom = load_models(args)
     if bottom is not None:
         raise ValueError("completion works with one prior; --bottom-prior is not supported")
-    test = load_dataset(args.data, "test", args.data_root)
+    test = load_dataset(args.data, "test", args.data_root, **parse_options(args.data_option))
     if args.n < 1 or args.n > len(test):
         raise ValueError(f"-n must lie in [1, {len(test)}] (the test split's size), got {args.n}")
     items = [test[i] for i in range(args.n)]

@@ -13,8 +13,8 @@ from latentar.cli import main
 from prior_cases import tiny_prior
 
 NAMES = latentar.list_priors()
-COMMON = {"prior", "shape", "num_symbols", "symbols", "head", "parameters", "device", "torch",
-          "threads", "omp_num_threads", "batch", "preset"}
+COMMON = {"prior", "arch", "shape", "num_symbols", "symbols", "head", "parameters", "device", "torch",
+          "threads", "omp_num_threads", "load_average_1min", "batch", "preset"}
 
 
 def run_cli(argv, capsys) -> dict:
@@ -31,6 +31,7 @@ def test_bench_train_cli(capsys):
     prior = latentar.build_prior("pixelcnn", (1, 6, 6), 2, preset="tiny")
     assert out["parameters"] == sum(p.numel() for p in prior.parameters())
     assert out["shape"] == [1, 6, 6] and out["num_symbols"] == 2 and out["device"] == "cpu"
+    assert out["arch"] == dict(vars(prior.arch)) and out["load_average_1min"] >= 0
     assert out["threads"] == torch.get_num_threads() and out["torch"] == torch.__version__
     assert out["seconds_per_step"] > 0 and out["peak_memory_mb"] > 0
     assert out["images_per_second"] == pytest.approx(4 / out["seconds_per_step"])

@@ -79,11 +79,9 @@ def test_eval_rejects_a_folder_without_a_model(capsys, tmp_path):
 
 
 def test_data_fetch_prints_the_report(capsys, monkeypatch, tmp_path):
-    import latentar.data
-
     calls = []
-    monkeypatch.setattr(latentar.data, "fetch", lambda name, root: calls.append((name, root)) or {"name": name})
-    monkeypatch.setattr(latentar.data, "describe_fetch", lambda report: f"fetched {report['name']}")
+    monkeypatch.setattr(cli.data, "fetch", lambda name, root: calls.append((name, root)) or {"name": name})
+    monkeypatch.setattr(cli.data, "describe_fetch", lambda report: f"fetched {report['name']}")
     code, printed, _ = run(capsys, "data", "fetch", "mnist", "--data-root", tmp_path)
     assert code == 0 and printed.strip() == "fetched mnist" and calls == [("mnist", str(tmp_path))]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import latentar
 from prior_cases import tiny_prior
 from test_fast_sampling import assert_same_draws
 
@@ -40,13 +41,22 @@ def test_receptive_field_has_no_blind_spot():
     ((1, 5, 6), 4, dict(symbols="codes", embed_dim=3, num_layers=4, first_kernel=7, kernel=5)),
     ((3, 3, 4), 8, dict(num_layers=3, first_kernel=5, kernel=3)),
 ], ids=["codes-wide-kernels", "rgb-three-layers"])
-def test_fast_sampling_matches_naive(shape, K, kwargs, monkeypatch):
+def test_fast_sampling_matches_naive(shape, K, kwargs):
     """Beyond the shared suite's cases: wider kernels and several layers."""
     prior = tiny_prior("gated_pixelcnn", shape, K, **kwargs)
-    assert_same_draws(prior, monkeypatch, 5, None)
+    assert_same_draws(prior, 5, None)
 
 
-def test_fast_sampling_matches_naive_rgb_with_classes(monkeypatch):
+def test_fast_sampling_matches_naive_rgb_with_classes():
     prior = tiny_prior("gated_pixelcnn", (3, 3, 3), 6, num_classes=4, num_layers=3)
-    assert_same_draws(prior, monkeypatch, 4, torch.tensor([0, 1, 2, 3]))
-    assert_same_draws(prior, monkeypatch, 3, 2)
+    assert_same_draws(prior, 4, torch.tensor([0, 1, 2, 3]))
+    assert_same_draws(prior, 3, 2)
+
+
+def test_bad_architecture_names_the_problem():
+    with pytest.raises(ValueError, match="odd kernel size, got 4"):
+        latentar.build_prior("gated_pixelcnn", (1, 4, 4), 4, kernel=4)
+    with pytest.raises(ValueError, match="num_layers must be >= 1, got 0"):
+        latentar.build_prior("gated_pixelcnn", (1, 4, 4), 4, num_layers=0)
+    with pytest.raises(ValueError, match="channel-masked backbone must use it with 1 channel"):
+        latentar.build_prior("gated_pixelcnn", (3, 4, 4), 256, head="logistic_mixture")

@@ -116,15 +116,17 @@ def test_two_stage_run_leaves_every_output_and_reuses_finished_stages(tmp_path, 
     assert again["vqvae"]["reused"] and again["prior"]["reused"]
     assert again["prior"]["bits_per_code"] == summary["prior"]["bits_per_code"]
     assert (out / "samples.png").read_bytes() == samples  # same models, same seed
-    with pytest.raises(RecipeError, match=r"holds a run of another recipe \(changed: prior_train.steps\)"):
+    with pytest.raises(RecipeError, match=r"prior was made by another recipe \(changed: prior_train.steps\)"):
         run_recipe(load_recipe(recipe, ["prior_train.steps=5"]), out)
+    with pytest.raises(RecipeError, match=r"vqvae was made by another recipe \(changed: vqvae.beta\)"):
+        run_recipe(load_recipe(recipe, ["vqvae.beta=0.5"]), out)
 
     prior_dir, vqvae_dir = str(out / "prior"), str(out / "vqvae")
     assert main(["sample", "--prior", prior_dir, "--vqvae", vqvae_dir, "-n", "4", "--save-codes",
                  "--out", str(tmp_path / "s.png")]) == 0
     assert (tmp_path / "s.codes.safetensors").is_file()
     assert main(["complete", "--prior", prior_dir, "--vqvae", vqvae_dir, "--data", "image_folder",
-                 "--data-root", str(image_folder), "--keep-rows", "2", "-n", "2", "--samples", "2",
+                 "--data-root", str(image_folder), "--data-option", "size=8", "--keep-rows", "2", "-n", "2", "--samples", "2",
                  "--out", str(tmp_path / "c.png")]) == 0
     other = tmp_path / "other_vq"
     latentar.load(out / "vqvae" / "model").save(other)
@@ -194,7 +196,9 @@ def test_two_processes_write_once_and_summarise_like_one(tmp_path, image_folder)
     recipe = write(tmp_path, CODES, image_folder)
     one = run_recipe(load_recipe(recipe), tmp_path / "one")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu",
+    # on a machine without CUDA, `--multi_gpu` starts 2 processes that form a gloo group
+    # (`--cpu` alone starts one process unless MPI is installed)
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                "-m", "latentar", "run", str(recipe), "--out", str(tmp_path / "two")]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import latentar
-from latentar.nn.incremental import conv_transpose_window, conv_window, conv_parts
+from latentar.nn.incremental import conv_parts, conv_transpose_window, conv_window
 from latentar.nn.shifted import (down_right_shifted_conv, down_right_shifted_deconv, down_shifted_conv,
                                  down_shifted_deconv)
 from prior_cases import tiny_prior
-
-import torch.nn.functional as F
 
 CONFIGS = [  # (shape, K, head, extra build arguments)
     ((3, 4, 4), 256, "logistic_mixture", dict(head_options={"num_mixtures": 3})),
@@ -51,9 +50,11 @@ def test_transposed_windows_match_the_whole_map(make):
     full = deconv(x, size)
     assert full.shape == (2, 4, *size)
     for i in range(size[0]):
-        assert torch.allclose(conv_transpose_window(deconv, x, i, width=size[1]), full[:, :, i:i + 1], atol=1e-6)
+        row = conv_transpose_window(deconv, x, i, width=size[1])
+        assert torch.allclose(row, full[:, :, i:i + 1], atol=1e-6)
         for j in range(size[1]):
-            assert torch.allclose(conv_transpose_window(deconv, x, i, j), full[:, :, i:i + 1, j:j + 1], atol=1e-6)
+            at = conv_transpose_window(deconv, x, i, j)
+            assert torch.allclose(at, full[:, :, i:i + 1, j:j + 1], atol=1e-6)
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{c[0]}-{c[2]}")

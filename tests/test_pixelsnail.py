@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+import latentar
 from latentar.nn.attention import CausalSelfAttention
 from prior_cases import tiny_prior
 from test_fast_sampling import assert_same_draws
@@ -100,17 +101,17 @@ def test_context_is_used_non_causally():
             assert not torch.allclose(lp[:, :, 0, 0], base[:, :, 0, 0]), f"top code {(r, c)} unused at (0, 0)"
 
 
-def test_fast_sampling_with_classes_and_context(monkeypatch):
+def test_fast_sampling_with_classes_and_context():
     prior = context_prior(num_classes=3, num_blocks=2, res_units=2)
     g = torch.Generator().manual_seed(1)
     cond = {"labels": torch.tensor([0, 1, 2, 1]), "context": torch.randint(0, 3, (4, 2, 2), generator=g)}
-    assert_same_draws(prior, monkeypatch, 4, cond)
+    assert_same_draws(prior, 4, cond)
 
 
 @pytest.mark.parametrize("shape, K, head", [((3, 3, 3), 6, "categorical"), ((3, 3, 4), 16, "logistic_mixture")])
-def test_fast_sampling_rgb(shape, K, head, monkeypatch):
+def test_fast_sampling_rgb(shape, K, head):
     prior = tiny_prior("pixelsnail", shape, K, head, num_blocks=2)
-    assert_same_draws(prior, monkeypatch, 3, None)
+    assert_same_draws(prior, 3, None)
 
 
 def test_bad_context_names_the_problem():
@@ -120,3 +121,11 @@ def test_bad_context_names_the_problem():
         prior.log_prob(x)
     with pytest.raises(ValueError, match=r"context must have shape \(2, 2, 2\)"):
         prior.log_prob(x, {"context": torch.zeros(2, 3, 3, dtype=torch.long)})
+
+
+def test_bad_architecture_names_the_problem():
+    with pytest.raises(ValueError, match="num_blocks >= 1"):
+        latentar.build_prior("pixelsnail", (1, 4, 4), 4, num_blocks=0)
+    with pytest.raises(ValueError, match="does not take a spatial context"):
+        latentar.build_prior("gated_pixelcnn", (1, 4, 4), 4, symbols="codes", context_symbols=3,
+                             context_shape=(2, 2))

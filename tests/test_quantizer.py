@@ -139,14 +139,14 @@ def _train_on_rank(rank: int, world: int, port: int, folder: str) -> None:
     try:
         torch.manual_seed(0)  # the same initial weights on both ranks ...
         model = VQVAE((1, 8, 8), preset="tiny", hierarchical=True, restart_threshold=2.0)
-        optimizer = torch.optim.Adam(model.parameters(), 1e-2)
         data = torch.Generator().manual_seed(100 + rank)  # ... but different data
         for _ in range(4):
             images = torch.randint(0, 256, (3, 1, 8, 8), dtype=torch.uint8, generator=data)
             loss, _ = model.loss(images)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+            gradients = torch.autograd.grad(loss, list(model.parameters()))
+            with torch.no_grad():  # plain SGD (torch.optim's first use imports torch._dynamo: slow)
+                for p, g in zip(model.parameters(), gradients):
+                    p -= 0.05 * g
         usage = CodeUsage(8)
         usage.update(torch.full((rank + 1,), rank))  # rank 0 uses code 0 once, rank 1 code 1 twice
         usage.all_reduce()

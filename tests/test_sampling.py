@@ -86,7 +86,7 @@ def test_completion_keeps_rows_and_draws_each_row(tmp_path):
     assert torch.equal(kept, images[:, None, :, :2].expand_as(kept))
     assert torch.equal(result.originals, images)
     assert torch.equal(result.occluded[:, :, :2], images[:, :, :2])
-    assert (result.occluded[:, :, 2:] == 1).all()  # the mid level of {0, 1}
+    assert (result.occluded[:, :, 2:] == 0).all()  # binary images: hidden rows are black
     grid, nrow = completion_grid(result)
     assert nrow == 6 and grid.shape == (18, 1, 6, 5)
     assert torch.equal(grid[0], result.occluded[0]) and torch.equal(grid[5], images[0])

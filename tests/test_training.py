@@ -147,6 +147,10 @@ def test_resume_mid_epoch_continues_exactly(full_run, tmp_path):
         for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
             assert torch.equal(p, q), name
     assert [r["step"] for r in read_metrics(tmp_path)] == list(range(1, 41))
+    again = train(tmp_path, resume=True, steps=40)  # a finished run: nothing to train, same export
+    for key in ("loss", "lr"):
+        assert read_done(tmp_path)["train"][key] == pytest.approx(read_done(full_out)["train"][key], abs=1e-6)
+    assert torch.equal(again.model.first.weight, full.model.first.weight)
     losses = [r["loss"] for r in read_metrics(tmp_path)]
     assert losses == pytest.approx([r["loss"] for r in read_metrics(full_out)], abs=1e-6)
 

@@ -26,7 +26,6 @@ import math
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 
 from latentar.heads.base import Head, filter_logits, sample_logits
 from latentar.registry import HEADS

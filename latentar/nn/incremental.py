@@ -77,7 +77,7 @@ def conv_window(conv: nn.Conv2d, padded: torch.Tensor, row: int, col: int | None
     if col is None:
         return F.conv2d(strip, weight, bias, stride=(1, sw))
     window = strip[:, :, :, col * sw:col * sw + kw]  # (B, I, kh, kw)
-    return F.conv2d(window, weight, bias)
+    return F.linear(window.flatten(1), weight.flatten(1), bias)[:, :, None, None]  # (B, O, 1, 1)
 
 
 def conv_transpose_window(deconv: CroppedConvTranspose2d, source: torch.Tensor, row: int,

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from latentar.nn.incremental import PaddedMap, conv_parts, conv_window
 from latentar.nn.masked import MaskedConv2d, round_to_groups
 
 GATES = 4  # input, forget, output, content
@@ -61,46 +62,15 @@ def lstm_cell(gates: torch.Tensor, cell: torch.Tensor, groups: int) -> tuple[tor
     return torch.sigmoid(o) * torch.tanh(cell), cell
 
 
-def conv_weight(conv: nn.Conv2d) -> torch.Tensor:
-    """The weight a convolution uses, its causal mask applied: (out, in, kh, kw)."""
-    return conv.weight * conv.mask if isinstance(conv, MaskedConv2d) else conv.weight
-
-
 def pointwise(layers: nn.Module, v: torch.Tensor) -> torch.Tensor:
     """Apply 1×1 convolutions (a conv, or a Sequential of convs and activations) at one
     position: (B, in) -> (B, out). A matrix product: far cheaper than a 1×1 conv2d call."""
     for layer in layers if isinstance(layers, nn.Sequential) else [layers]:
         if isinstance(layer, nn.Conv2d):
-            v = F.linear(v, conv_weight(layer).flatten(1), layer.bias)
+            v = F.linear(v, conv_parts(layer)[0].flatten(1), layer.bias)
         else:
             v = layer(v)
     return v
-
-
-class GridBuffer:
-    """A layer input filled in one position at a time, on which a 'same'-padded
-    convolution is evaluated at single positions (its earlier taps already written).
-
-    Holds ``(B, in, H + 2·ph, W + 2·pw)`` zeros, the padding of ``conv`` included.
-    """
-
-    def __init__(self, conv: nn.Conv2d, batch: int, height: int, width: int, device: torch.device):
-        self.conv = conv
-        self.kernel = conv.kernel_size
-        self.weight = conv_weight(conv).flatten(1)  # (out, in·kh·kw), fixed while sampling
-        self.ph, self.pw = conv.padding
-        self.data = torch.zeros(batch, conv.in_channels, height + 2 * self.ph, width + 2 * self.pw,
-                                device=device)
-
-    def write(self, i: int, w: int, value: torch.Tensor) -> None:
-        """Store value (B, in) at position (i, w)."""
-        self.data[:, :, i + self.ph, w + self.pw] = value
-
-    def conv_at(self, i: int, w: int) -> torch.Tensor:
-        """The convolution's output at (i, w) -> (B, out)."""
-        kh, kw = self.kernel
-        patch = self.data[:, :, i:i + kh, w:w + kw]  # (B, in, kh, kw) centred on (i, w)
-        return F.linear(patch.flatten(1), self.weight, self.conv.bias)
 
 
 class RecurrentStack(nn.Module):
@@ -152,7 +122,7 @@ class RecurrentStack(nn.Module):
         C, H, W = shape
         device = self.first.weight.device
         x = torch.zeros(n, C, H, W, dtype=torch.long, device=device)
-        inputs = GridBuffer(self.first, n, H, W, device)
+        inputs = PaddedMap(n, self.first.in_channels, (H, W), conv_parts(self.first)[2], self.first.weight)
         biases = self.biases(labels, n, device)
         caches = [layer.start(n, H, W, device) for layer in self.layers]
         for i in range(H):
@@ -168,11 +138,11 @@ class RecurrentStack(nn.Module):
                 layer.end_row(cache, i, bias)
         return x
 
-    def _step(self, inputs: GridBuffer, caches: list, biases: list[torch.Tensor], z: torch.Tensor,
+    def _step(self, inputs: PaddedMap, caches: list, biases: list[torch.Tensor], z: torch.Tensor,
               i: int, w: int) -> torch.Tensor:
         """z (n, C·E, 1, 1) at (i, w) -> last layer's features (n, F) there; updates caches."""
-        inputs.write(i, w, z.flatten(1))
-        a = inputs.conv_at(i, w)  # (n, F)
+        inputs.write(z, i, w)
+        a = conv_window(self.first, inputs.data, i, w).flatten(1)  # (n, F)
         for layer, cache, bias in zip(self.layers, caches, biases):
             a = layer.step(cache, i, w, a, bias)  # (n, F)
         return a

@@ -19,6 +19,7 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 
 
@@ -84,6 +85,18 @@ def down_right_shifted_deconv(in_channels: int, out_channels: int, kernel: tuple
     return CroppedConvTranspose2d(in_channels, out_channels, kernel, stride, (0, 0))
 
 
+class Nin(nn.Linear):
+    """A 1×1 conv ("network in network") as a matmul over channels: (B, in, ...) -> (B, out, ...).
+
+    Unlike ``nn.Conv2d`` it costs one small matmul on a single position, which is what
+    incremental generation evaluates.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.linear(rearrange(x, "b c h w -> b h w c"), self.weight, self.bias)  # (B, H, W, out)
+        return rearrange(out, "b h w c -> b c h w")
+
+
 def concat_elu(x: torch.Tensor) -> torch.Tensor:
     """ELU of [x, -x] along channels: (B, F, ...) -> (B, 2F, ...)."""
     return F.elu(torch.cat([x, -x], dim=1))
@@ -107,7 +120,7 @@ class GatedResBlock(nn.Module):
                  dropout: float = 0.0):
         super().__init__()
         self.conv_in = conv(2 * channels, channels)
-        self.aux = nn.Conv2d(2 * aux_channels, channels, 1) if aux_channels else None
+        self.aux = Nin(2 * aux_channels, channels) if aux_channels else None
         self.dropout = nn.Dropout(dropout)
         self.conv_out = conv(2 * channels, 2 * channels)
 

@@ -51,8 +51,6 @@ class GatedPixelCNN(Prior):
     def __init__(self, spec: PriorSpec, arch: GatedPixelCNNArch):
         super().__init__(spec, arch)
         C = spec.shape[0]
-        if spec.head == "logistic_mixture" and C > 1:
-            raise ValueError("gated_pixelcnn masks R→G→B groups itself; with C > 1 use head 'categorical'")
         if arch.num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {arch.num_layers}")
         hidden = round_to_groups(arch.hidden, C)

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from latentar.nn.incremental import FullPass, StepCache, StepPass
-from latentar.nn.shifted import (GatedResBlock, down_right_shifted_conv, down_right_shifted_deconv,
+from latentar.nn.shifted import (GatedResBlock, Nin, down_right_shifted_conv, down_right_shifted_deconv,
                                  down_shifted_conv, down_shifted_deconv)
 from latentar.priors.base import Prior, PriorSpec, eval_mode, register_prior
 
@@ -89,13 +89,13 @@ class PixelCNNpp(Prior):
                         down_shifted_deconv, aux_up=0, aux_down=F_)
         self.ul = Stream(arch, partial(down_right_shifted_conv, kernel=(2, 2)), down_right_shifted_conv,
                          down_right_shifted_deconv, aux_up=F_, aux_down=2 * F_)
-        self.gated = [block for stream in (self.u, self.ul) for stage in (*stream.up_blocks, *stream.down_blocks)
-                      for block in stage]
+        self.gated = [block for stream in (self.u, self.ul)  # every gated block, in a fixed order
+                      for stage in (*stream.up_blocks, *stream.down_blocks) for block in stage]
         self.class_bias = None
         if spec.num_classes is not None:
             self.class_bias = nn.Embedding(spec.num_classes, 2 * F_ * len(self.gated))
             nn.init.zeros_(self.class_bias.weight)
-        self.out = nn.Conv2d(F_, self.head.num_params, 1)
+        self.out = Nin(F_, self.head.num_params)
 
     # ---- the network, written once for whole maps and for generation steps ----------
     def biases(self, labels: torch.Tensor | None) -> dict:

@@ -18,6 +18,7 @@ to every gated unit. The context is known in full, so it may be used non-causall
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -34,8 +35,8 @@ BACKGROUND = 2  # positional channels: row and column coordinates in [-1, 1]
 
 @dataclass
 class PixelSNAILArch:
-    hidden: int = 128  # F: feature channels
-    num_blocks: int = 4  # blocks of gated residual units, each closed by attention
+    hidden: int = 64  # F: feature channels (paper: 256)
+    num_blocks: int = 4  # blocks of gated residual units, each closed by attention (paper: 12)
     res_units: int = 2  # gated residual units per block (paper: 4)
     heads: int = 2  # attention heads
     key_dim: int = 16  # key/query width per head (paper: 16)
@@ -78,6 +79,11 @@ class ContextNet(nn.Module):
         return F.interpolate(c, size=size, mode="nearest")  # (B, F_c, H, W)
 
 
+def at(t: torch.Tensor | None, row: int, col: int) -> torch.Tensor | None:
+    """One position of a map: (B, c, H, W) -> (B, c, 1, 1); None stays None."""
+    return None if t is None else t[:, :, row:row + 1, col:col + 1]
+
+
 def join(*maps: torch.Tensor | None) -> torch.Tensor:
     """Concatenate the given maps along channels, skipping Nones."""
     return torch.cat([m for m in maps if m is not None], dim=1)
@@ -86,14 +92,15 @@ def join(*maps: torch.Tensor | None) -> torch.Tensor:
 class SnailBlock(nn.Module):
     """Gated residual units, causal attention, and a 1×1 gated unit taking its output.
 
-    h (B, F, H, W), z (B, C·E, H, W) the input symbols, bg (B, 2, H, W), ctx (B, F_c, H, W)
-    or None -> (B, F, H, W).
+    h (B, F, H, W), zb (B, C·E + 2, H, W) the input symbols and the background channels,
+    ctx (B, F_c, H, W) or None -> (B, F, H, W).
     """
 
     def __init__(self, hidden: int, in_channels: int, arch: PixelSNAILArch, context_channels: int):
         super().__init__()
         self.units = nn.ModuleList(GatedResBlock(hidden, causal_conv, context_channels, arch.dropout)
                                    for _ in range(arch.res_units))
+        # queries: features + background; keys/values: features + symbols + background
         self.attention = CausalSelfAttention(hidden + BACKGROUND, hidden + in_channels + BACKGROUND,
                                              arch.heads, arch.key_dim, arch.value_dim)
         self.post = GatedResBlock(hidden, pointwise_conv, self.attention.out_channels + context_channels,
@@ -107,9 +114,9 @@ class SnailBlock(nn.Module):
     def combine(self, h, attended, ctx, bias, apply=plain_conv):
         return self.post(h, join(attended, ctx), bias, apply)
 
-    def forward(self, h, z, bg, ctx, biases):
+    def forward(self, h, zb, ctx, biases):
         h = self.residual(h, ctx, biases)
-        attended = self.attention(join(h, bg), join(h, z, bg))  # (B, n·dv, H, W)
+        attended = self.attention(join(h, zb[:, -BACKGROUND:]), join(h, zb))  # (B, n·dv, H, W)
         return self.combine(h, attended, ctx, biases[-1])
 
 
@@ -119,10 +126,12 @@ class PixelSNAIL(Prior):
     presets = {
         "tiny": dict(hidden=8, num_blocks=1, res_units=1, heads=2, key_dim=4, value_dim=4,
                      context_hidden=4, context_blocks=1),
-        "small": dict(hidden=64, num_blocks=2, res_units=2, heads=2, key_dim=16, value_dim=32,
+        # 7×7 / 8×8 code grids on a CPU: ~140k parameters, a few minutes of training
+        "small": dict(hidden=32, num_blocks=3, res_units=1, heads=2, key_dim=16, value_dim=32,
                       context_hidden=32),
         "default": {},
-        # CIFAR-10: 12 blocks of 4 residual units with 256 filters, one head, keys 16, values 128
+        # the paper's CIFAR-10 model: 12 blocks of 4 residual units with 256 filters,
+        # attention keys of 16 and values of 128
         "paper": dict(hidden=256, num_blocks=12, res_units=4, heads=1, key_dim=16, value_dim=128,
                       dropout=0.5, context_hidden=128),
     }
@@ -164,12 +173,11 @@ class PixelSNAIL(Prior):
 
     def network(self, z, labels, context):
         B, _, H, W = z.shape
-        bg = background(H, W, z).expand(B, -1, -1, -1)  # (B, 2, H, W)
+        zb = join(z, background(H, W, z).expand(B, -1, -1, -1))  # (B, C·E + 2, H, W)
         ctx = self._context(context, (H, W))  # (B, F_c, H, W) or None
-        zb = join(z, bg)
         h = self.first_above(zb) + self.first_left(zb)  # (B, F, H, W)
         for block, biases in zip(self.blocks, self._biases(labels)):
-            h = block(h, z, bg, ctx, biases)
+            h = block(h, zb, ctx, biases)
         return self.out(F.elu(h))  # (B, P, H, W)
 
     @torch.no_grad()
@@ -187,34 +195,31 @@ class PixelSNAIL(Prior):
         labels, context = self.check_inputs(x, cond)
         draw = dict(temperature=temperature, top_k=top_k, generator=generator)
         with eval_mode(self):
-            z = self.input(x)  # (n, C·E, H, W), filled in as symbols are drawn
-            bg = background(H, W, z).expand(n, -1, -1, -1)  # (n, 2, H, W)
-            zb = join(z, bg)  # (n, C·E + 2, H, W), the input layer's map
+            z = self.input(x)  # (n, C·E, H, W)
+            zb = join(z, background(H, W, z).expand(n, -1, -1, -1))  # (n, C·E + 2, H, W), filled in as drawn
             ctx = self._context(context, (H, W))  # (n, F_c, H, W) or None
             biases = self._biases(labels)
             cache = StepCache(n, [(H, W)])
             kv = [block.attention.new_cache(n, H * W, z) for block in self.blocks]
             for i in range(H * W):
                 row, col = divmod(i, W)
-                ops = StepPass(cache, row, col)
-
-                def apply(conv, t):
-                    return ops.conv(conv, t, 0)
-
-                def at(t):
-                    return None if t is None else t[:, :, row:row + 1, col:col + 1]
-
-                h = ops.conv_input(self.first_above, zb) + ops.conv_input(self.first_left, zb)  # (n, F, 1, 1)
-                block_inputs = []
-                for block, block_biases, cache_b in zip(self.blocks, biases, kv):
-                    h = block.residual(h, at(ctx), block_biases, apply)
-                    block_inputs.append(h)
-                    attended = block.attention.attend_at(cache_b, i, join(h, at(bg)))  # (n, n·dv, 1, 1)
-                    h = block.combine(h, attended, at(ctx), block_biases[-1])  # 1×1 convs: pointwise
-                params = self.out(F.elu(h))[:, :, 0, 0]  # (n, P)
+                params, block_inputs = self._step(zb, ctx, biases, cache, kv, row, col)  # (n, P)
                 x[:, :, row, col] = self.head.sample(params, channel=None, **draw)
-                z[:, :, row, col] = self.input(x[:, :, row:row + 1, col:col + 1])[:, :, 0, 0]
-                zb[:, :z.shape[1], row, col] = z[:, :, row, col]
+                zb[:, :z.shape[1], row, col] = self.input(x[:, :, row:row + 1, col:col + 1])[:, :, 0, 0]
                 for block, h_in, cache_b in zip(self.blocks, block_inputs, kv):
-                    block.attention.remember(cache_b, i, join(h_in, at(z), at(bg)))
+                    block.attention.remember(cache_b, i, join(h_in, at(zb, row, col)))
         return x
+
+    def _step(self, zb, ctx, biases, cache, kv, row, col):
+        """Every layer at (row, col) from the caches -> (params (n, P), block inputs [(n, F, 1, 1)])."""
+        ops = StepPass(cache, row, col)
+        apply = partial(ops.conv, level=0)
+        ctx_at, bg_at = at(ctx, row, col), at(zb, row, col)[:, -BACKGROUND:]
+        h = ops.conv_input(self.first_above, zb) + ops.conv_input(self.first_left, zb)  # (n, F, 1, 1)
+        block_inputs = []
+        for block, block_biases, cache_b in zip(self.blocks, biases, kv):
+            h = block.residual(h, ctx_at, block_biases, apply)
+            block_inputs.append(h)
+            attended = block.attention.attend_at(cache_b, row * zb.shape[-1] + col, join(h, bg_at))
+            h = block.combine(h, attended, ctx_at, block_biases[-1])  # its convs are 1×1: pointwise
+        return self.out(F.elu(h))[:, :, 0, 0], block_inputs

@@ -157,28 +157,27 @@ class CodeUsage:
     processes, then read the metrics; never average per-batch values.
     """
 
-    def __init__(self, num_codes: int):
+    def __init__(self, num_codes: int, device: torch.device | str | None = None):
         self.num_codes = num_codes
-        self.counts: torch.Tensor | None = None  # int64 (K,), on the device of the indices
+        self.counts = torch.zeros(num_codes, dtype=torch.long, device=device)  # (K,) uses per code
 
     def update(self, indices: torch.Tensor) -> None:
         """indices long (...) in [0, K)."""
         counts = torch.bincount(indices.flatten().long(), minlength=self.num_codes)
         if counts.numel() != self.num_codes:
             raise ValueError(f"indices exceed the codebook size {self.num_codes}")
-        self.counts = counts if self.counts is None else self.counts + counts.to(self.counts.device)
+        self.counts += counts.to(self.counts.device)
 
     def all_reduce(self) -> "CodeUsage":
         """Sum the counts over processes (a collective: every rank must call it)."""
-        if self.counts is None:
-            raise ValueError("all_reduce before any update: every rank must see at least one batch")
         all_reduce_sum_(self.counts)
         return self
 
     def _probs(self) -> torch.Tensor:
-        if self.counts is None or int(self.counts.sum()) == 0:
+        total = int(self.counts.sum())
+        if total == 0:
             raise ValueError("no codes counted yet; call update(indices) first")
-        return self.counts.double() / self.counts.sum()  # (K,)
+        return self.counts.double() / total  # (K,)
 
     def perplexity(self) -> float:
         """exp of the entropy of the code frequencies: K when uniform, 1 when one code."""

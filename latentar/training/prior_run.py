@@ -13,21 +13,31 @@ from accelerate.utils import set_seed
 from torch.utils.data import Dataset, Subset
 
 from latentar.data import load_dataset
+from latentar.data.codes import MANIFEST, CodeDataset
 from latentar.evaluation import evaluate_prior
 from latentar.priors import Prior, build_prior
 from latentar.registry import DATASETS, PRIORS
 from latentar.saving import atomic_write_json
 from latentar.training.config import TrainConfig
 from latentar.training.objectives import prior_objective
-from latentar.training.trainer import Trainer
+from latentar.sampling import CODES_SOURCE_FILE
+from latentar.training.trainer import MODEL_DIR, Trainer
 
 SUMMARY_FILE = "summary.json"
 
 
-def open_dataset(data: str, split: str, data_root: str | Path | None = None) -> Dataset:
-    """A split of the dataset registered as ``data`` (see ``latentar.data``)."""
+def open_dataset(data: str, split: str, data_root: str | Path | None = None, *,
+                 level: str | None = None) -> Dataset:
+    """A split of the dataset registered as ``data`` (see ``latentar.data``), or of the code
+    grids in folder ``data`` (made by ``latentar encode``): ``level`` picks a VQ-VAE-2 level,
+    and the bottom level comes with the top codes as its spatial context."""
     if data not in DATASETS and Path(data).is_dir():
-        raise ValueError(f"{data} is a folder, not a dataset name; known datasets: {', '.join(DATASETS.names())}")
+        if (Path(data) / MANIFEST).is_file():
+            return CodeDataset(data, split, level, context="top" if level == "bottom" else None)
+        raise ValueError(f"{data} is a folder without {MANIFEST}, so neither code grids nor a dataset name; "
+                         f"known datasets: {', '.join(DATASETS.names())}")
+    if level is not None:
+        raise ValueError(f"level={level!r} picks a level of code grids, but {data} is an image dataset")
     return load_dataset(data, split, data_root)
 
 
@@ -49,15 +59,18 @@ def prior_for(dataset: Dataset, name: str, *, head: str = "categorical", preset:
 def train_prior(data: str, prior: str, out_dir: str | Path, config: TrainConfig, *,
                 head: str = "categorical", preset: str | None = None, arch: dict | None = None,
                 class_conditional: bool = False, subset: int | None = None,
-                data_root: str | Path | None = None, resume: bool = False, eval_batch_size: int = 256) -> dict:
+                data_root: str | Path | None = None, resume: bool = False, eval_batch_size: int = 256,
+                level: str | None = None) -> dict:
     """Train, evaluate the test split, write ``out_dir/summary.json`` and return the summary.
 
     ``subset`` keeps the first N training images (quick runs). The test split is scored
-    every ``config.eval_every`` updates and at the end.
+    every ``config.eval_every`` updates and at the end. With code grids (``data`` a code
+    folder, ``level`` for VQ-VAE-2), the exported model records the VQ-VAE that made them.
     """
     PRIORS.get(prior)  # an unknown name fails before any data is read
     set_seed(config.seed)  # the initial weights
-    train, test = open_dataset(data, "train", data_root), open_dataset(data, "test", data_root)
+    train, test = (open_dataset(data, split, data_root, level=level) for split in ("train", "test"))
+    source = {"vqvae_fingerprint": train.fingerprint, "level": train.level} if isinstance(train, CodeDataset) else None
     model = prior_for(train, prior, head=head, preset=preset, class_conditional=class_conditional, arch=arch)
     if subset is not None:
         if not 1 <= subset <= len(train):
@@ -75,4 +88,6 @@ def train_prior(data: str, prior: str, out_dir: str | Path, config: TrainConfig,
                "ema": config.ema_decay is not None, "train": result["train"], "test": result["eval"]}
     if trainer.accelerator.is_main_process:
         atomic_write_json(Path(out_dir) / SUMMARY_FILE, summary)
+        if source is not None:  # lets sampling refuse a VQ-VAE that did not make these codes
+            atomic_write_json(Path(out_dir) / MODEL_DIR / CODES_SOURCE_FILE, source)
     return summary

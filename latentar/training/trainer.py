@@ -14,7 +14,11 @@ A run folder holds::
     done.json                      written last: the stage finished, with its final metrics
 
 Data order is a function of (seed, epoch) only, so a resumed run sees the same batches,
-in the same order, as an uninterrupted one.
+in the same order, as an uninterrupted one, and ends with the same weights.
+
+Checkpoints are for resuming one's own runs: Accelerate stores Adam, the schedule, the RNG
+states and the registered objects with ``torch.save`` and reads them back by unpickling.
+What leaves a run is ``model/``: JSON + safetensors, loaded without unpickling.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from latentar.saving import atomic_write_json
 from latentar.training.config import TrainConfig
 from latentar.training.schedules import make_scheduler
 
-Objective = Callable[[nn.Module, Any], "tuple[torch.Tensor, dict[str, float]]"]
+Objective = Callable[[nn.Module, Any], tuple[torch.Tensor, dict[str, float]]]
 Evaluate = Callable[[nn.Module, Accelerator], dict]
 
 CHECKPOINTS = "checkpoints"
@@ -92,7 +96,9 @@ class Trainer:
         data = self.batches.iterate(start=step * cfg.grad_accum)
         window = MetricWindow()
         bar = tqdm(total=cfg.steps, initial=step, disable=not acc.is_main_process, desc="train")
-        last_train: dict = {}
+        # the last logged training metrics (a resumed run that has nothing left to do keeps them)
+        last_train = next(({k: v for k, v in r.items() if k not in ("step", "eval")}
+                           for r in reversed(read_metrics(self.out_dir)) if "loss" in r), {})
         while step < cfg.steps:
             self.net.train()
             lr = self.optimizer.param_groups[0]["lr"]
@@ -161,6 +167,8 @@ class Trainer:
             self.accelerator.print(f"resuming from {found[-1]} at update {self.progress.step}")
         if self.accelerator.is_main_process:
             self.out_dir.mkdir(parents=True, exist_ok=True)
+            for unfinished in (self.out_dir / CHECKPOINTS).glob("*.partial"):  # left by a crash
+                shutil.rmtree(unfinished)
             keep = read_metrics(self.out_dir, up_to=self.progress.step) if found else []
             (self.out_dir / METRICS_FILE).write_text("".join(json.dumps(r) + "\n" for r in keep))
         self.accelerator.wait_for_everyone()

@@ -26,6 +26,7 @@ from torch import nn
 
 from latentar.priors.base import eval_mode
 from latentar.quantizers import VectorQuantizer
+from latentar.quantizers.vector_quantizer import UPDATES
 from latentar.registry import MODELS
 from latentar.saving import Saveable
 from latentar.vqvae.networks import Decoder, Encoder
@@ -57,6 +58,8 @@ class VQVAEConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.res_blocks < 0:
             raise ValueError(f"res_blocks must be >= 0, got {self.res_blocks}")
+        if self.codebook_update not in UPDATES:
+            raise ValueError(f"codebook_update must be one of {UPDATES}, got {self.codebook_update!r}")
         for name in ("codebook_size", "top_codebook_size"):
             value = getattr(self, name)
             if value is not None and not 2 <= value <= 65536:

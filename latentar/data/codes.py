@@ -1,0 +1,202 @@
+"""Code grids on disk: a dataset encoded by a VQ-VAE, read back memory-mapped for priors.
+
+    encode_dataset(vqvae, load_dataset("mnist", "train"), "runs/codes", "train", source="mnist")
+    codes = CodeDataset("runs/codes", "train")          # items: (long (1, 7, 7), label)
+    bottom = CodeDataset(folder, "train", level="bottom", context="top")   # VQ-VAE-2
+                                                        # items: (long (1, hb, wb), label, long (ht, wt))
+
+A folder holds, per split and code level, ``{split}_{level}.npy`` (uint16 (N, h, w)),
+``{split}_labels.npy`` (int64 (N,)) and one ``manifest.json``::
+
+    {"format_version": 1, "vqvae_fingerprint": "...", "vqvae": {VQ-VAE config},
+     "grids": {"codes": {"num_symbols": K, "shape": [h, w]}},     # or "bottom" + "top"
+     "num_classes": 10,
+     "splits": {"train": {"count": N, "source": "mnist", "labels": "train_labels.npy",
+                          "files": {"codes": "train_codes.npy"}}, "test": {...}}}
+
+The level of a flat VQ-VAE is ``"codes"``; a hierarchical one has ``"bottom"`` and ``"top"``.
+Every split of a folder comes from the same VQ-VAE (the fingerprint says which).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from latentar.evaluation import dataset_attribute
+from latentar.saving import atomic_write_json
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+CODE_DTYPE = np.uint16  # codebooks hold at most 65536 codes
+
+
+class CodesMismatchError(ValueError):
+    """Codes used with a VQ-VAE or a prior that did not make them, or cannot model them."""
+
+
+def read_manifest(folder: str | os.PathLike) -> dict:
+    """The parsed ``manifest.json`` of a code folder."""
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder} holds no code grids: {MANIFEST} is missing "
+                                f"(make them with `latentar encode --vqvae DIR --data NAME --out {folder}`)")
+    manifest = json.loads(path.read_text())
+    for key in ("vqvae_fingerprint", "grids", "splits"):
+        if key not in manifest:
+            raise ValueError(f"{path} has no {key!r} entry; it is not a latentar code manifest")
+    return manifest
+
+
+def check_codes_match(vqvae: Any, manifest: dict) -> None:
+    """Raise unless ``vqvae`` is the VQ-VAE that made the codes of ``manifest``."""
+    found, expected = vqvae.fingerprint(), manifest["vqvae_fingerprint"]
+    if found != expected:
+        raise CodesMismatchError(f"these codes were made by VQ-VAE {expected}, but the given VQ-VAE is "
+                                 f"{found}: decode (and encode) them with the VQ-VAE that made them")
+
+
+def encode_dataset(vqvae: Any, dataset: Dataset, out_dir: str | os.PathLike, split: str, *,
+                   source: str | None = None, batch_size: int = 256, progress: bool = True) -> dict:
+    """Encode every item of ``dataset`` ((uint8 (C, H, W), label) items) into ``out_dir``.
+
+    Writes the split's code grids and labels and records it in the manifest; returns the
+    manifest. A split already encoded by this VQ-VAE with as many items is kept as it is.
+    A folder holding another VQ-VAE's codes is an error (choose another folder).
+    """
+    out = Path(out_dir)
+    grids, fingerprint = _grids(vqvae), vqvae.fingerprint()
+    manifest = read_manifest(out) if (out / MANIFEST).is_file() else None
+    if manifest is not None:
+        check_codes_match(vqvae, manifest)
+        done = manifest["splits"].get(split)
+        if done and done["count"] == len(dataset) and all((out / f).is_file() for f in _files(done)):
+            return manifest
+    _check_images(vqvae, dataset)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {level: f"{split}_{level}.npy" for level in grids}
+    arrays = {level: np.lib.format.open_memmap(out / f".{name}.tmp", mode="w+", dtype=CODE_DTYPE,
+                                               shape=(len(dataset), *grids[level]["shape"]))
+              for level, name in files.items()}  # each (N, h, w)
+    labels = np.zeros(len(dataset), dtype=np.int64)  # (N,)
+    start = 0
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    for images, batch_labels in tqdm(loader, desc=f"encode {split}", disable=not progress):
+        codes = vqvae.encode(images)  # long (B, h, w), or {level: (B, h, w)}
+        codes = codes if isinstance(codes, dict) else {"codes": codes}
+        for level, array in arrays.items():
+            array[start:start + len(images)] = codes[level].cpu().numpy().astype(CODE_DTYPE)
+        labels[start:start + len(images)] = torch.as_tensor(batch_labels).numpy()
+        start += len(images)
+    for array in arrays.values():
+        array.flush()
+    arrays.clear()  # close the memory maps before the files take their final names
+    for name in files.values():
+        os.replace(out / f".{name}.tmp", out / name)
+    np.save(out / f"{split}_labels.npy", labels)
+    if manifest is None:
+        manifest = {"format_version": FORMAT_VERSION, "vqvae_fingerprint": fingerprint,
+                    "vqvae": vqvae.config_dict(), "grids": grids, "splits": {}}
+    manifest["num_classes"] = dataset_attribute(dataset, "num_classes")
+    manifest["splits"][split] = {"count": len(dataset), "source": source, "labels": f"{split}_labels.npy",
+                                 "files": files}
+    atomic_write_json(out / MANIFEST, manifest)
+    return manifest
+
+
+def _grids(vqvae: Any) -> dict:
+    return {level: {"num_symbols": vqvae.codebook_sizes[level], "shape": list(shape)}
+            for level, shape in vqvae.grid_shapes.items()}
+
+
+def _files(split_entry: dict) -> list[str]:
+    return [split_entry["labels"], *split_entry["files"].values()]
+
+
+def _check_images(vqvae: Any, dataset: Dataset) -> None:
+    shape, levels = dataset_attribute(dataset, "shape"), dataset_attribute(dataset, "num_symbols")
+    if shape is not None and tuple(shape) != tuple(vqvae.image_shape):
+        raise ValueError(f"the dataset's images are {tuple(shape)} but the VQ-VAE takes {vqvae.image_shape}")
+    if levels is not None and levels != vqvae.levels:
+        raise ValueError(f"the dataset's images have {levels} levels but the VQ-VAE takes {vqvae.levels}")
+
+
+class CodeDataset(Dataset):
+    """One split and level of a code folder, read memory-mapped.
+
+    Items are ``(codes long (1, h, w), label)``; with ``context`` (a level name, e.g.
+    ``"top"`` for the bottom level of a VQ-VAE-2) they are ``(codes, label, context
+    long (h', w'))``, the spatial context a prior conditions on. ``level`` may be left
+    out for a flat VQ-VAE's codes. With ``vqvae``, the folder must hold its codes.
+
+    Attributes: ``shape`` (1, h, w), ``num_symbols``, ``num_classes``, ``symbols`` =
+    "codes", ``fingerprint``, ``level``, and ``context_symbols`` / ``context_shape``
+    (None without a context) — what `latentar.build_prior` needs to model the codes.
+    """
+
+    symbols = "codes"
+
+    def __init__(self, folder: str | os.PathLike, split: str, level: str | None = None,
+                 context: str | None = None, vqvae: Any | None = None):
+        self.folder = Path(folder)
+        self.manifest = read_manifest(self.folder)
+        if vqvae is not None:
+            check_codes_match(vqvae, self.manifest)
+        grids, splits = self.manifest["grids"], self.manifest["splits"]
+        if split not in splits:
+            raise ValueError(f"{self.folder} has no {split!r} codes; it has {sorted(splits)}")
+        if level is None:
+            if len(grids) != 1:
+                raise ValueError(f"{self.folder} holds the levels {sorted(grids)} of a hierarchical VQ-VAE; "
+                                 f"choose one (level='top', or level='bottom' with context='top')")
+            level = next(iter(grids))
+        for name, what in ((level, "level"), (context, "context")):
+            if name is not None and name not in grids:
+                raise ValueError(f"unknown {what} {name!r}; {self.folder} holds {sorted(grids)}")
+        if context == level:
+            raise ValueError(f"level {level!r} cannot be its own context")
+        entry = splits[split]
+        self.split, self.level, self.context_level = split, level, context
+        self.fingerprint = self.manifest["vqvae_fingerprint"]
+        self.num_classes = self.manifest.get("num_classes")
+        self.num_symbols = grids[level]["num_symbols"]
+        self.shape = (1, *grids[level]["shape"])  # (1, h, w)
+        self.codes = np.load(self.folder / entry["files"][level], mmap_mode="r")  # uint16 (N, h, w)
+        self.labels = np.load(self.folder / entry["labels"], mmap_mode="r")  # int64 (N,)
+        self.context_symbols = self.context_shape = self.contexts = None
+        if context is not None:
+            self.context_symbols = grids[context]["num_symbols"]
+            self.context_shape = tuple(grids[context]["shape"])  # (h', w')
+            self.contexts = np.load(self.folder / entry["files"][context], mmap_mode="r")  # (N, h', w')
+        if len(self.codes) != entry["count"] or len(self.labels) != entry["count"]:
+            raise ValueError(f"{self.folder}: the {split} files do not hold the {entry['count']} items "
+                             f"the manifest promises; encode the split again")
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def __getitem__(self, index: int):
+        codes = torch.from_numpy(self.codes[index].astype(np.int64))[None]  # (1, h, w)
+        label = int(self.labels[index])
+        if self.contexts is None:
+            return codes, label
+        return codes, label, torch.from_numpy(self.contexts[index].astype(np.int64))  # (h', w')
+
+    def check_prior(self, prior: Any) -> None:
+        """Raise unless ``prior`` models this level's grids (shape, symbols, context)."""
+        spec = prior.spec
+        if spec.symbols != "codes" or tuple(spec.shape) != self.shape or spec.num_symbols != self.num_symbols:
+            raise CodesMismatchError(
+                f"the prior models {spec.symbols} {tuple(spec.shape)} of {spec.num_symbols} symbols, but "
+                f"{self.folder} ({self.level}) holds codes {self.shape} of {self.num_symbols} symbols")
+        context = (spec.context_symbols, spec.context_shape and tuple(spec.context_shape))
+        if context != (self.context_symbols, self.context_shape):
+            raise CodesMismatchError(f"the prior takes the context {context[1]} of {context[0]} symbols, but "
+                                     f"the codes give {self.context_shape} of {self.context_symbols}")
