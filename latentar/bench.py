@@ -1,5 +1,8 @@
 """Speed and memory of priors, measured on random symbol grids and printed as JSON.
 
+Every time is reported twice: wall seconds, and CPU seconds of this process (all
+threads; on a CPU shared with other jobs the steadier number, on a GPU host time only).
+
 ``bench_train``: seconds per step and images/s of forward + backward + Adam step.
 ``bench_sample``: seconds per image of the naive sampler (one full forward pass per
 symbol draw) and of ``prior.sample`` (the prior's fast sampler where it has one), and
@@ -20,7 +23,7 @@ import resource
 import sys
 import time
 from dataclasses import asdict
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 
@@ -81,17 +84,25 @@ def random_cond(prior: Prior, n: int, generator: torch.Generator) -> dict | None
 
 
 # ---- measurements ----------------------------------------------------------------------
-def timed(fn: Callable[[], object], device: torch.device, times: int = 1) -> float:
-    """Wall seconds of calling ``fn()`` ``times`` times (results dropped at once), waiting
-    for queued GPU work before and after."""
+class Timing(NamedTuple):
+    wall: float  # seconds on the clock
+    cpu: float  # seconds of this process's CPU time, all threads: steadier on a shared CPU
+
+    def scale(self, factor: float) -> "Timing":
+        return Timing(self.wall * factor, self.cpu * factor)
+
+
+def timed(fn: Callable[[], object], device: torch.device, times: int = 1) -> Timing:
+    """Seconds of calling ``fn()`` ``times`` times (results dropped at once), waiting for
+    queued GPU work before and after."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    start = time.perf_counter()
+    wall, cpu = time.perf_counter(), time.process_time()
     for _ in range(times):
         fn()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return time.perf_counter() - start
+    return Timing(time.perf_counter() - wall, time.process_time() - cpu)
 
 
 def peak_memory(device: torch.device) -> dict:
@@ -147,8 +158,8 @@ def bench_train(prior: Prior, *, batch: int = 32, steps: int = 10, warmup: int =
     seconds = timed(step, device, times=steps)
     prior.train(was_training)
     return {"bench": "train", **environment(prior), "batch": batch, "steps": steps, "warmup": warmup,
-            "mixed_precision": mixed_precision, "seconds_per_step": seconds / steps,
-            "images_per_second": batch * steps / seconds,
+            "mixed_precision": mixed_precision, "seconds_per_step": seconds.wall / steps,
+            "cpu_seconds_per_step": seconds.cpu / steps, "images_per_second": batch * steps / seconds.wall,
             "loss_nats_per_dim": float(losses[-1]), **peak_memory(device)}
 
 
@@ -158,14 +169,13 @@ def has_fast_sampler(prior: Prior) -> bool:
 
 
 @torch.no_grad()
-def naive_seconds_from_rows(prior: Prior, batch: int, rows: int, cond, generator) -> float:
+def naive_seconds_from_rows(prior: Prior, batch: int, rows: int, cond, generator) -> Timing:
     """Extrapolated seconds of ``naive_sample(batch)``: rows · W · S forward passes, scaled."""
     C, H, W = prior.spec.shape
     draws = C if prior.channel_masked else 1  # forward passes per position
     x = torch.randint(0, prior.spec.num_symbols, (batch, C, H, W), generator=generator).to(prior.device)
     passes = rows * W * draws
-    seconds = timed(lambda: prior(x, cond), prior.device, times=passes)
-    return seconds * (H * W * draws) / passes
+    return timed(lambda: prior(x, cond), prior.device, times=passes).scale(H * W * draws / passes)
 
 
 def bench_sample(prior: Prior, *, batch: int = 16, rows: int | None = None, seed: int = 0) -> dict:
@@ -198,9 +208,10 @@ def bench_sample(prior: Prior, *, batch: int = 16, rows: int | None = None, seed
         else:
             fast, fast_method = naive, "none: prior.sample is the naive sampler"
     return {"bench": "sample", **environment(prior), "batch": batch, "has_fast_sampler": fast_sampler,
-            "naive_seconds_per_image": naive / batch, "fast_seconds_per_image": fast / batch,
-            "speedup": naive / fast, "naive_method": naive_method, "fast_method": fast_method,
-            "extrapolated_from_rows": rows}
+            "naive_seconds_per_image": naive.wall / batch, "fast_seconds_per_image": fast.wall / batch,
+            "speedup": naive.wall / fast.wall, "naive_cpu_seconds_per_image": naive.cpu / batch,
+            "fast_cpu_seconds_per_image": fast.cpu / batch, "cpu_speedup": naive.cpu / fast.cpu,
+            "naive_method": naive_method, "fast_method": fast_method, "extrapolated_from_rows": rows}
 
 
 # ---- command line ----------------------------------------------------------------------

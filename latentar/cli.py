@@ -47,7 +47,8 @@ def run_data_fetch(args) -> None:
 def add_train_prior_command(subparsers) -> None:
     default = TrainConfig()
     parser = subparsers.add_parser("train-prior", help="train a prior on a dataset and score its test split")
-    parser.add_argument("--data", required=True, help="dataset name (see `latentar data fetch`)")
+    parser.add_argument("--data", required=True,
+                        help="dataset name (see `latentar data fetch`), or a code folder made by `latentar encode`")
     parser.add_argument("--prior", required=True, help="prior name, e.g. pixelcnn")
     parser.add_argument("--preset", default=None, help="architecture preset of the prior, e.g. tiny, small, paper")
     parser.add_argument("--head", default="categorical", help="categorical or logistic_mixture")

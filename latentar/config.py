@@ -92,7 +92,7 @@ SECTIONS: dict[str, type] = {
     "prior_train": TrainConfig, "bottom_prior": PriorConfig, "bottom_prior_train": TrainConfig,
     "sampling": SamplingConfig,
 }
-REQUIRED = ("data", "prior")
+REQUIRED = ("data", "prior", "prior_train")
 PATH_KEY = "path"  # [vqvae] path = FOLDER: reuse a trained VQ-VAE
 PRESET_KEY = "preset"  # [vqvae] preset = "mnist": start from a VQ-VAE preset, fields override it
 
@@ -151,8 +151,6 @@ def check_sections(recipe: Recipe, raw: dict) -> None:
         raise RecipeError("[vqvae] trains a VQ-VAE but the recipe has no [vqvae_train] section")
     if recipe.vqvae_path is not None and "vqvae_train" in raw:
         raise RecipeError("[vqvae_train] has nothing to train: vqvae.path reuses a trained VQ-VAE")
-    if "prior_train" not in raw:
-        raise RecipeError("the recipe has no [prior_train] section")
     if (recipe.bottom_prior is None) != (recipe.bottom_prior_train is None):
         raise RecipeError("[bottom_prior] and [bottom_prior_train] go together; one is missing")
 

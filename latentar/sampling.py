@@ -110,7 +110,7 @@ def check_pair(prior: Prior, vqvae: Any | None, bottom_prior: Prior | None = Non
                          f"prior(s) were given (a hierarchical VQ-VAE needs a top and a bottom prior)")
     for which, p, (K, shape) in zip(("top", "bottom"), priors, grids):
         if p.spec.num_symbols != K or p.spec.shape[1:] != shape or p.spec.shape[0] != 1:
-            raise ValueError(f"the {which if len(priors) > 1 else ''} prior models grids "
+            raise ValueError(f"the {which + ' ' if len(priors) > 1 else ''}prior models grids "
                              f"{p.spec.shape} of {p.spec.num_symbols} symbols, but the VQ-VAE "
                              f"makes (1, {shape[0]}, {shape[1]}) grids of {K} codes")
     if bottom_prior is not None and (bottom_prior.spec.context_shape != grids[0][1]

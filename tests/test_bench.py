@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
 import torch
 
 import latentar
-from latentar.bench import bench_sample, bench_train, has_fast_sampler, naive_seconds_from_rows
+from latentar import bench
+from latentar.bench import bench_sample, bench_train, has_fast_sampler
 from latentar.cli import main
 from prior_cases import tiny_prior
 
@@ -26,14 +28,14 @@ def test_bench_train_cli(capsys):
     out = run_cli(["bench", "train", "--prior", "pixelcnn", "--preset", "tiny", "--shape", "1,6,6",
                    "--batch", "4", "--steps", "2", "--warmup", "1"], capsys)
     assert set(out) == COMMON | {"bench", "steps", "warmup", "mixed_precision", "seconds_per_step",
-                                 "images_per_second", "loss_nats_per_dim", "peak_memory_mb",
+                                 "cpu_seconds_per_step", "images_per_second", "loss_nats_per_dim", "peak_memory_mb",
                                  "peak_memory_kind"}
     prior = latentar.build_prior("pixelcnn", (1, 6, 6), 2, preset="tiny")
     assert out["parameters"] == sum(p.numel() for p in prior.parameters())
     assert out["shape"] == [1, 6, 6] and out["num_symbols"] == 2 and out["device"] == "cpu"
     assert out["arch"] == dict(vars(prior.arch)) and out["load_average_1min"] >= 0
     assert out["threads"] == torch.get_num_threads() and out["torch"] == torch.__version__
-    assert out["seconds_per_step"] > 0 and out["peak_memory_mb"] > 0
+    assert out["seconds_per_step"] > 0 and out["cpu_seconds_per_step"] > 0 and out["peak_memory_mb"] > 0
     assert out["images_per_second"] == pytest.approx(4 / out["seconds_per_step"])
     assert out["peak_memory_kind"] == "process_max_rss"
     assert 0 < out["loss_nats_per_dim"] < 2 * torch.log(torch.tensor(2.0)).item()
@@ -55,23 +57,29 @@ def test_bench_sample_every_prior(name):
     assert out["has_fast_sampler"] == has_fast_sampler(prior)
     assert out["naive_seconds_per_image"] > 0 and out["fast_seconds_per_image"] > 0
     assert out["speedup"] == pytest.approx(out["naive_seconds_per_image"] / out["fast_seconds_per_image"])
+    assert out["cpu_speedup"] == pytest.approx(out["naive_cpu_seconds_per_image"]
+                                               / out["fast_cpu_seconds_per_image"])
     assert out["extrapolated_from_rows"] is None and out["naive_method"].startswith("measured")
 
 
-def test_bench_sample_extrapolates_from_rows(capsys):
+def test_bench_sample_extrapolates_from_rows(capsys, monkeypatch):
     """rows=2 on a channel-masked 3×4×5 grid times 2·5·3 full forward passes, scaled by 4/2."""
     prior = tiny_prior("pixelcnn", (3, 4, 5), 8)
     calls = []
     handle = prior.register_forward_hook(lambda *_: calls.append(1))
-    seconds = naive_seconds_from_rows(prior, 2, 2, None, torch.Generator().manual_seed(0))
+    with monkeypatch.context() as m:
+        m.setattr(bench.time, "perf_counter", itertools.count().__next__)  # every timing: 1 s wall
+        m.setattr(bench.time, "process_time", itertools.count(0, 3).__next__)  # and 3 s CPU
+        seconds = bench.naive_seconds_from_rows(prior, 2, 2, None, torch.Generator().manual_seed(0))
     handle.remove()
-    assert len(calls) == 2 * 5 * 3 and seconds > 0
+    assert len(calls) == 2 * 5 * 3 and seconds == (2.0, 6.0)
     out = bench_sample(prior, batch=2, rows=2)
     assert out["extrapolated_from_rows"] == 2 and out["naive_method"].startswith("extrapolated")
     cli = run_cli(["bench", "sample", "--prior", "pixelcnn", "--preset", "tiny", "--shape", "1,6,6",
                    "--symbols", "16", "--codes", "--batch", "2", "--rows", "1"], capsys)
-    assert set(cli) >= COMMON | {"naive_seconds_per_image", "fast_seconds_per_image", "speedup",
-                                 "has_fast_sampler", "naive_method", "fast_method",
+    assert set(cli) == COMMON | {"bench", "naive_seconds_per_image", "fast_seconds_per_image", "speedup",
+                                 "naive_cpu_seconds_per_image", "fast_cpu_seconds_per_image",
+                                 "cpu_speedup", "has_fast_sampler", "naive_method", "fast_method",
                                  "extrapolated_from_rows"}
     assert cli["symbols"] == "codes" and cli["extrapolated_from_rows"] == 1
 

@@ -126,3 +126,38 @@ def test_bad_folders_and_datasets(tmp_path):
     model = fitted()
     with pytest.raises(ValueError, match=r"\(1, 16, 16\) but the VQ-VAE takes \(1, 8, 8\)"):
         encode_dataset(model, image_set(2, seed=0, shape=(1, 16, 16)), tmp_path, "train", progress=False)
+
+
+def test_command_line_chain(tmp_path, capsys):
+    """train-vqvae -> encode -> train-prior on the codes, on a folder of 16×16 images."""
+    from PIL import Image
+
+    from latentar.cli import main
+
+    g = torch.Generator().manual_seed(0)
+    for split, n in (("train", 8), ("test", 4)):
+        (tmp_path / "images" / split).mkdir(parents=True)
+        for i in range(n):
+            pixels = torch.randint(0, 256, (16, 16, 3), dtype=torch.uint8, generator=g).numpy()
+            Image.fromarray(pixels).save(tmp_path / "images" / split / f"{i}.png")
+    common = ["--data-root", str(tmp_path / "images"), "--steps", "2", "--batch-size", "4"]
+    run, codes, prior = tmp_path / "vq", tmp_path / "codes", tmp_path / "prior"
+    assert main(["train-vqvae", "--data", "image_folder", "--out", str(run), "--preset", "tiny",
+                 "--codebook-size", "6", "--arch", "hidden=4", *common]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["vqvae"]["codebook_size"] == 6 and summary["vqvae"]["hidden"] == 4
+    assert {"mse", "psnr", "perplexity", "codes_used"} <= set(summary["test"])
+    assert (run / "reconstructions.png").is_file()
+    assert main(["encode", "--vqvae", str(run), "--data", "image_folder", "--out", str(codes),
+                 "--data-root", str(tmp_path / "images")]) == 0
+    manifest = read_manifest(codes)
+    assert manifest["vqvae_fingerprint"] == summary["fingerprint"] == VQVAE.from_pretrained(run / "model").fingerprint()
+    assert manifest["splits"]["test"]["count"] == 4 and manifest["grids"]["codes"]["shape"] == [32, 32]
+    capsys.readouterr()
+    assert main(["train-prior", "--data", str(codes), "--prior", "pixelcnn", "--preset", "tiny",
+                 "--out", str(prior), "--steps", "1", "--batch-size", "4"]) == 0
+    assert "bits_per_code" in json.loads(capsys.readouterr().out)
+    source = json.loads((prior / "model" / "codes_source.json").read_text())
+    assert source == {"vqvae_fingerprint": summary["fingerprint"], "level": "codes"}
+    assert main(["train-prior", "--data", str(tmp_path), "--prior", "pixelcnn", "--out", str(prior)]) == 2
+    assert "without manifest.json" in capsys.readouterr().err

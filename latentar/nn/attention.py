@@ -18,6 +18,8 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from latentar.nn.shifted import Nin
+
 
 @dataclass
 class KVCache:
@@ -50,9 +52,9 @@ class CausalSelfAttention(nn.Module):
             raise ValueError(f"heads, key_dim and value_dim must be >= 1, got {heads}, {key_dim}, {value_dim}")
         self.heads, self.key_dim, self.value_dim = heads, key_dim, value_dim
         self.out_channels = heads * value_dim
-        self.query = nn.Conv2d(query_channels, heads * key_dim, 1)
-        self.key = nn.Conv2d(kv_channels, heads * key_dim, 1)
-        self.value = nn.Conv2d(kv_channels, heads * value_dim, 1)
+        self.query = Nin(query_channels, heads * key_dim)  # 1×1 projections
+        self.key = Nin(kv_channels, heads * key_dim)
+        self.value = Nin(kv_channels, heads * value_dim)
 
     def _split(self, t: torch.Tensor) -> torch.Tensor:
         """(B, n·d, H, W) -> (B, n, H·W, d)."""

@@ -26,6 +26,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from latentar.nn.lstm import pointwise
 from latentar.nn.masked import MaskedConv2d
 from latentar.nn.shifted import down_shifted_conv
 
@@ -39,6 +40,13 @@ def gate_tanh_sigmoid(x: torch.Tensor, groups: int = 1) -> torch.Tensor:
     """
     a, b = rearrange(x, "b (g two q) h w -> two b (g q) h w", g=groups, two=2)
     return torch.tanh(a) * torch.sigmoid(b)
+
+
+def conv1x1(layers: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """1×1 convolutions (masked or not; one, or a Sequential with activations) as matrix
+    products over channels: (B, in, H, W) -> (B, out, H, W). On the single position of a
+    generation step this is far cheaper than a conv2d call."""
+    return rearrange(pointwise(layers, rearrange(x, "b c h w -> b h w c")), "b h w c -> b c h w")
 
 
 class GatedStackLayer(nn.Module):
@@ -73,7 +81,7 @@ class GatedStackLayer(nn.Module):
         image z (B, C·E, H, W), complete up to the rows it reads.
         """
         pre = ops.conv_input(self.vconv, v) if self.first else ops.conv(self.vconv, v, 0)
-        link = self.link(pre)
+        link = conv1x1(self.link, pre)
         if bias is not None:
             pre = pre + bias[:, :, None, None]
         return gate_tanh_sigmoid(pre), link
@@ -84,5 +92,5 @@ class GatedStackLayer(nn.Module):
         if bias is not None:
             pre = pre + bias[:, :, None, None]
         gated = gate_tanh_sigmoid(pre, self.groups)  # (B, p, R, S)
-        out = gated if self.residual is None else h + self.residual(gated)
-        return out, self.skip(gated)
+        out = gated if self.residual is None else h + conv1x1(self.residual, gated)
+        return out, conv1x1(self.skip, gated)

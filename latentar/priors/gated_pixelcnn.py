@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from latentar.nn.gated import GatedStackLayer
+from latentar.nn.gated import GatedStackLayer, conv1x1
 from latentar.nn.incremental import FullPass, StepCache, StepPass
 from latentar.nn.masked import MaskedConv2d, round_to_groups
 from latentar.priors.base import Prior, PriorSpec, eval_mode, register_prior
@@ -93,7 +93,7 @@ class GatedPixelCNN(Prior):
                 link = links[i]
             h, skip = layer.horizontal(h, link, bias_h, ops)
             skips = skips + skip
-        return self.out(skips)  # (B, P, ·, ·)
+        return conv1x1(self.out, skips)  # (B, P, ·, ·)
 
     @torch.no_grad()
     def sample(self, n, cond=None, *, temperature=1.0, top_k=None, generator=None):

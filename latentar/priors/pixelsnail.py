@@ -27,7 +27,7 @@ from torch import nn
 
 from latentar.nn.attention import CausalSelfAttention
 from latentar.nn.incremental import StepCache, StepPass
-from latentar.nn.shifted import GatedResBlock, down_right_shifted_conv, down_shifted_conv, plain_conv
+from latentar.nn.shifted import GatedResBlock, Nin, down_right_shifted_conv, down_shifted_conv, plain_conv
 from latentar.priors.base import Prior, PriorSpec, eval_mode, register_prior
 
 BACKGROUND = 2  # positional channels: row and column coordinates in [-1, 1]
@@ -58,7 +58,7 @@ def causal_conv(in_channels: int, out_channels: int) -> nn.Module:
 
 
 def pointwise_conv(in_channels: int, out_channels: int) -> nn.Module:
-    return nn.Conv2d(in_channels, out_channels, 1)
+    return Nin(in_channels, out_channels)
 
 
 class ContextNet(nn.Module):
@@ -158,7 +158,7 @@ class PixelSNAIL(Prior):
         if spec.num_classes is not None:  # a (2F) gate bias per gated unit
             self.class_bias = nn.Embedding(spec.num_classes, arch.num_blocks * self.units_per_block * 2 * width)
             nn.init.zeros_(self.class_bias.weight)
-        self.out = nn.Conv2d(width, self.head.num_params, 1)
+        self.out = Nin(width, self.head.num_params)
 
     def _biases(self, labels: torch.Tensor | None) -> list[list]:
         """Per block, per gated unit: a class bias (B, 2F), or None."""

@@ -71,17 +71,18 @@ class VectorQuantizer(nn.Module):
         if z.dim() != 4 or z.shape[1] != self.dim or not z.is_floating_point():
             raise ValueError(f"z must be floats (B, {self.dim}, H, W), got {z.dtype} {tuple(z.shape)}")
         B, _, H, W = z.shape
-        flat = rearrange(z, "b d h w -> (b h w) d")  # (N, D)
-        if self.training and not bool(self.initialized):
-            self._init_from_data(flat.detach())
-        indices = squared_distances(flat.detach(), self.codebook.detach()).argmin(1)  # (N,)
-        chosen = self.codebook[indices]  # (N, D); carries the codebook's gradient in "loss" mode
-        loss = self.beta * F.mse_loss(flat, chosen.detach())
-        if self.update == "loss":
-            loss = loss + F.mse_loss(chosen, flat.detach())
-        if self.training:
-            self._update(flat.detach(), indices)
-        quantized = chosen.detach() + (flat - flat.detach())  # exactly e, with d quantized / d z = I
+        with torch.autocast(z.device.type, enabled=False):  # distances and statistics in float32
+            flat = rearrange(z.float(), "b d h w -> (b h w) d")  # (N, D)
+            if self.training and not bool(self.initialized):
+                self._init_from_data(flat.detach())
+            indices = squared_distances(flat.detach(), self.codebook.detach()).argmin(1)  # (N,)
+            chosen = self.codebook[indices]  # (N, D); carries the codebook's gradient in "loss" mode
+            loss = self.beta * F.mse_loss(flat, chosen.detach())
+            if self.update == "loss":
+                loss = loss + F.mse_loss(chosen, flat.detach())
+            if self.training:
+                self._update(flat.detach(), indices)
+            quantized = chosen.detach() + (flat - flat.detach())  # exactly e, with d quantized / d z = I
         quantized = rearrange(quantized, "(b h w) d -> b d h w", b=B, h=H, w=W)
         return quantized, indices.view(B, H, W), loss
 
