@@ -49,7 +49,8 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, query_channels: int, kv_channels: int, heads: int, key_dim: int, value_dim: int):
         super().__init__()
         if min(heads, key_dim, value_dim) < 1:
-            raise ValueError(f"heads, key_dim and value_dim must be >= 1, got {heads}, {key_dim}, {value_dim}")
+            raise ValueError(f"heads, key_dim and value_dim must be >= 1, "
+                             f"got {heads}, {key_dim}, {value_dim}")
         self.heads, self.key_dim, self.value_dim = heads, key_dim, value_dim
         self.out_channels = heads * value_dim
         self.query = Nin(query_channels, heads * key_dim)  # 1×1 projections
@@ -75,7 +76,7 @@ class CausalSelfAttention(nn.Module):
                        like.new_zeros(batch, self.heads, positions, self.value_dim))
 
     def attend_at(self, cache: KVCache, i: int, q_in: torch.Tensor) -> torch.Tensor:
-        """The output at position i from the cached positions < i: q_in (B, Cq, 1, 1) -> (B, n·dv, 1, 1)."""
+        """Output at position i from the cached positions < i: q_in (B, Cq, 1, 1) -> (B, n·dv, 1, 1)."""
         q = self._split(self.query(q_in))  # (B, n, 1, dk)
         allowed = torch.ones(1, i, dtype=torch.bool, device=q.device)
         out = attend(q, cache.keys[:, :, :i], cache.values[:, :, :i], allowed)  # (B, n, 1, dv)

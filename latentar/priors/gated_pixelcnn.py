@@ -124,5 +124,6 @@ class GatedPixelCNN(Prior):
                         x[:, c, row, col] = self.head.sample(params, channel=c, **draw)
                         z[:, :, row, col] = self.input(x[:, :, row:row + 1, col:col + 1])[:, :, 0, 0]
                     # the first horizontal conv cached this pixel before its last draw
-                    cache.maps[self.layers[0].hconv].write(z[:, :, row:row + 1, col:col + 1], row, col)
+                    pixel = z[:, :, row:row + 1, col:col + 1]
+                    cache.padded(self.layers[0].hconv, pixel, 0).write(pixel, row, col)
         return x

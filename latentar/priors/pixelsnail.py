@@ -141,7 +141,8 @@ class PixelSNAIL(Prior):
     def __init__(self, spec: PriorSpec, arch: PixelSNAILArch):
         super().__init__(spec, arch)
         if arch.num_blocks < 1 or arch.res_units < 0:
-            raise ValueError(f"need num_blocks >= 1 and res_units >= 0, got {arch.num_blocks}, {arch.res_units}")
+            raise ValueError(f"need num_blocks >= 1 and res_units >= 0, "
+                             f"got {arch.num_blocks}, {arch.res_units}")
         width, in_channels = arch.hidden, spec.shape[0] * self.input.dim
         self.context = None
         context_channels = 0
@@ -150,13 +151,15 @@ class PixelSNAIL(Prior):
             context_channels = arch.context_hidden
         # strictly causal input: the row above (3 columns) + the pixel to the left
         self.first_above = down_shifted_conv(in_channels + BACKGROUND, width, (1, 3), shift=True)
-        self.first_left = down_right_shifted_conv(in_channels + BACKGROUND, width, (2, 1), shift_right=True)
+        self.first_left = down_right_shifted_conv(in_channels + BACKGROUND, width, (2, 1),
+                                                  shift_right=True)
         self.blocks = nn.ModuleList(SnailBlock(width, in_channels, arch, context_channels)
                                     for _ in range(arch.num_blocks))
         self.units_per_block = arch.res_units + 1
         self.class_bias = None
         if spec.num_classes is not None:  # a (2F) gate bias per gated unit
-            self.class_bias = nn.Embedding(spec.num_classes, arch.num_blocks * self.units_per_block * 2 * width)
+            units = arch.num_blocks * self.units_per_block
+            self.class_bias = nn.Embedding(spec.num_classes, units * 2 * width)
             nn.init.zeros_(self.class_bias.weight)
         self.out = Nin(width, self.head.num_params)
 
@@ -196,7 +199,8 @@ class PixelSNAIL(Prior):
         draw = dict(temperature=temperature, top_k=top_k, generator=generator)
         with eval_mode(self):
             z = self.input(x)  # (n, C·E, H, W)
-            zb = join(z, background(H, W, z).expand(n, -1, -1, -1))  # (n, C·E + 2, H, W), filled in as drawn
+            # (n, C·E + 2, H, W): symbols (filled in as drawn) and background channels
+            zb = join(z, background(H, W, z).expand(n, -1, -1, -1))
             ctx = self._context(context, (H, W))  # (n, F_c, H, W) or None
             biases = self._biases(labels)
             cache = StepCache(n, [(H, W)])

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from latentar.quantizers.kmeans import all_reduce_sum_, broadcast_, is_main_rank, kmeans, squared_distances, world_size
+from latentar.quantizers.kmeans import all_reduce_sum_, broadcast_, is_main_rank, kmeans, squared_distances
 
 UPDATES = ("ema", "loss")
 
@@ -99,17 +99,20 @@ class VectorQuantizer(nn.Module):
     # ---- codebook updates (training only) ---------------------------------------
     @torch.no_grad()
     def _init_from_data(self, flat: torch.Tensor) -> None:
-        """k-means on rank 0's batch, broadcast; EMA statistics start at the k-means clusters."""
-        state = torch.zeros(self.num_codes, self.dim + 1, device=flat.device)  # (K, D + 1)
+        """k-means on rank 0's batch, broadcast to every rank.
+
+        The EMA statistics restart at one vector per code (its centre), as at construction:
+        a centre that the moving encoder abandons falls below the restart threshold within
+        steps, not after the hundreds a full cluster's count would take to decay.
+        """
+        centers = torch.zeros(self.num_codes, self.dim, device=flat.device)  # (K, D)
         if is_main_rank():
-            centers, counts = kmeans(flat, self.num_codes, self.kmeans_iters)
-            state[:, :-1], state[:, -1] = centers, counts * world_size()  # counts are summed over ranks
-        broadcast_(state)
-        centers, counts = state[:, :-1], state[:, -1]
+            centers = kmeans(flat, self.num_codes, self.kmeans_iters)[0]
+        broadcast_(centers)
         self.codebook.data.copy_(centers)
-        self.cluster_size.copy_(counts)
+        self.cluster_size.fill_(1.0)
         if self.update == "ema":
-            self.embed_sum.copy_(centers * counts[:, None])
+            self.embed_sum.copy_(centers)
         self.initialized.fill_(True)
 
     @torch.no_grad()
