@@ -7,7 +7,7 @@ decoder turns them into images. Pixel-mode priors draw the images themselves.
     save_grid(images, "grid.png", nrow=8)
 
 Completion (the PixelRNN paper's occlusion figure) keeps the top rows of real images
-(pixel rows in pixel mode, code rows in code mode) and redraws the rest with `fill`,
+(pixel rows in pixel mode, code rows in code mode) and redraws the rest with `Prior.redraw`,
 which runs the generic raster-order loop from a given row on. It relies only on the
 prior's teacher-forced ``forward`` being causal, so it is exact for every prior,
 including those whose ``sample`` is a fast override.
@@ -22,7 +22,7 @@ import torch
 from einops import rearrange, repeat
 from PIL import Image
 
-from latentar.priors.base import Prior, eval_mode
+from latentar.priors.base import Prior
 
 
 class Generation(NamedTuple):
@@ -63,31 +63,6 @@ def class_rows(num_classes: int, per_class: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def fill(prior: Prior, x: torch.Tensor, start_row: int, cond: Any = None, *, temperature: float = 1.0,
-         top_k: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Redraw every symbol of x at rows >= start_row, rows above stay as given.
-
-    x long (B, C, H, W) -> a new long (B, C, H, W). Raster order, then channel order
-    inside a position (one forward pass per channel when the backbone masks channel
-    groups, as in ``Prior.naive_sample``); exact because ``forward`` is causal.
-    """
-    C, H, W = prior.spec.shape
-    if not 0 <= start_row <= H:
-        raise ValueError(f"start_row must lie in [0, {H}], got {start_row}")
-    x = x.clone().to(prior.device)
-    prior.check_inputs(x, cond)
-    draw = dict(temperature=temperature, top_k=top_k, generator=generator)
-    with eval_mode(prior):
-        for h in range(start_row, H):
-            for w in range(W):
-                if not prior.channel_masked:
-                    x[:, :, h, w] = prior.head.sample(prior(x, cond)[:, :, h, w], **draw)  # (B, C)
-                    continue
-                for c in range(C):
-                    x[:, c, h, w] = prior.head.sample(prior(x, cond)[:, :, h, w], channel=c, **draw)
-    return x
-
-
 def _cond(labels: torch.Tensor | None, context: torch.Tensor | None) -> Any:
     cond = {k: v for k, v in (("labels", labels), ("context", context)) if v is not None}
     return cond or None
@@ -190,8 +165,8 @@ def complete(prior: Prior, images: torch.Tensor, keep_rows: int, samples: int = 
     x = repeat(x, "n c h w -> (n s) c h w", s=S)
     labels = None if labels is None else repeat(labels, "n -> (n s)", s=S)
     cond = _cond(None if labels is None else labels.to(prior.device), None)
-    drawn = fill(prior, x, keep_rows, cond, temperature=temperature, top_k=top_k,
-                 generator=make_generator(seed, prior.device)).cpu()  # (n·S, C, h, w)
+    drawn = prior.redraw(x, keep_rows, cond, temperature=temperature, top_k=top_k,
+                         generator=make_generator(seed, prior.device)).cpu()  # (n·S, C, h, w)
     completions = rearrange(decode(vqvae, (drawn,)), "(n s) c h w -> n s c h w", s=S)
     occluded = images.clone()
     image_rows = keep_rows * images.shape[2] // H_sym

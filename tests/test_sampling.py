@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 import latentar
-from latentar.sampling import (class_rows, complete, completion_grid, fill, generate, save_grid,
+from latentar.sampling import (class_rows, complete, completion_grid, generate, save_grid,
                                save_individual)
 from prior_cases import every_grid, tiny_prior
 
@@ -26,7 +26,7 @@ def grid_index(x: torch.Tensor, K: int) -> torch.Tensor:
 
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("shape", [(1, 2, 2), (3, 2, 1)], ids=["C1", "C3"])
-def test_fill_draws_the_rest_from_the_conditional(name, shape):
+def test_redraw_draws_the_rest_from_the_conditional(name, shape):
     """Kept rows never change; the redrawn rows follow p(rest | kept rows) by brute force."""
     K, n = 2, 4000
     prior = tiny_prior(name, shape, K)
@@ -36,7 +36,7 @@ def test_fill_draws_the_rest_from_the_conditional(name, shape):
     kept = grids[-1:, :, :1]  # the first row of the last grid: all ones
     x = torch.zeros(n, *shape, dtype=torch.long)
     x[:, :, :1] = kept
-    out = fill(prior, x, 1, generator=torch.Generator().manual_seed(0))
+    out = prior.redraw(x, 1, generator=torch.Generator().manual_seed(0))
     assert torch.equal(out[:, :, :1], x[:, :, :1])
     match = (grids[:, :, :1] == kept).flatten(1).all(1)  # grids that keep the row
     target = torch.where(match, p, torch.zeros_like(p))
@@ -46,12 +46,12 @@ def test_fill_draws_the_rest_from_the_conditional(name, shape):
     assert tv < 1.5 * math.sqrt(int(match.sum()) / n), f"total variation {tv:.3f}"
 
 
-def test_fill_checks_its_arguments():
+def test_redraw_checks_its_arguments():
     prior = tiny_prior("pixelcnn", (1, 3, 3), 4)
     with pytest.raises(ValueError, match=r"start_row must lie in \[0, 3\], got 4"):
-        fill(prior, torch.zeros(1, 1, 3, 3, dtype=torch.long), 4)
+        prior.redraw(torch.zeros(1, 1, 3, 3, dtype=torch.long), 4)
     with pytest.raises(ValueError, match=r"shape \(B, 1, 3, 3\)"):
-        fill(prior, torch.zeros(1, 1, 2, 3, dtype=torch.long), 1)
+        prior.redraw(torch.zeros(1, 1, 2, 3, dtype=torch.long), 1)
 
 
 def test_generate_pixel_mode_is_reproducible_and_class_rows_condition():

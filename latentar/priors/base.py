@@ -169,20 +169,34 @@ class Prior(nn.Module, Saveable):
     def naive_sample(self, n: int, cond: Any = None, *, temperature: float = 1.0,
                      top_k: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
         """The generic sampler: one full forward pass per pixel (per channel when masked)."""
+        x = torch.zeros(n, *self.spec.shape, dtype=torch.long, device=self.device)
+        return self.redraw(x, 0, self.expand_cond(n, cond), temperature=temperature, top_k=top_k,
+                           generator=generator)
+
+    @torch.no_grad()
+    def redraw(self, x: torch.Tensor, start_row: int, cond: Any = None, *, temperature: float = 1.0,
+               top_k: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Redraw every symbol of x at rows >= start_row given the rows above.
+
+        x long (B, C, H, W) -> a new long (B, C, H, W). Raster order, then channel order
+        inside a position; exact for every prior because ``forward`` is causal.
+        """
         C, H, W = self.spec.shape
-        cond = self.expand_cond(n, cond)
-        x = torch.zeros(n, C, H, W, dtype=torch.long, device=self.device)
+        if not 0 <= start_row <= H:
+            raise ValueError(f"start_row must lie in [0, {H}], got {start_row}")
+        x = x.clone().to(self.device)
+        self.check_inputs(x, cond)
         draw = dict(temperature=temperature, top_k=top_k, generator=generator)
         with eval_mode(self):
-            for h in range(H):
+            for h in range(start_row, H):
                 for w in range(W):
                     if not self.channel_masked:  # the head draws the channels of a pixel
-                        params = self(x, cond)[:, :, h, w]  # (n, P)
-                        x[:, :, h, w] = self.head.sample(params, channel=None, **draw)  # (n, C)
+                        params = self(x, cond)[:, :, h, w]  # (B, P)
+                        x[:, :, h, w] = self.head.sample(params, channel=None, **draw)  # (B, C)
                         continue
                     for c in range(C):  # the backbone must see channel c-1 before drawing c
                         params = self(x, cond)[:, :, h, w]
-                        x[:, c, h, w] = self.head.sample(params, channel=c, **draw)  # (n,)
+                        x[:, c, h, w] = self.head.sample(params, channel=c, **draw)  # (B,)
         return x
 
     # ---- input checks ------------------------------------------------------------
