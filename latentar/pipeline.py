@@ -30,22 +30,20 @@ from pathlib import Path
 import torch
 from accelerate import PartialState
 from accelerate.utils import parse_flag_from_env, set_seed
-from einops import rearrange
 from PIL import Image, ImageDraw
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import Dataset, Subset
 
 from latentar.config import Plan, Recipe, RecipeError, Stage, differing_keys, recipe_to_dict, validate
 from latentar.data import load_dataset
-from latentar.evaluation import evaluate_prior
+from latentar.evaluation import evaluate_prior, evaluate_vqvae
 from latentar.priors.base import build_prior
 from latentar.sampling import class_rows, code_levels, generate, save_grid, write_codes_source
 from latentar.saving import atomic_write_json, load
 from latentar.training import TrainConfig
 from latentar.training.objectives import prior_objective, vqvae_objective
 from latentar.training.trainer import MODEL_DIR, Trainer, read_done, read_metrics
-from latentar.priors.base import eval_mode
-from latentar.quantizers import CodeUsage
-from latentar.vqvae import VQVAE, psnr
+from latentar.vqvae import VQVAE
+from latentar.vqvae.train import save_reconstructions
 
 RECIPE_FILE = "recipe.json"
 SUMMARY_FILE = "summary.json"
@@ -137,33 +135,6 @@ def train_stage(folder: Path, build, objective, train: Dataset, config: TrainCon
     return model, {**result["eval"], "steps": result["step"], "reused": False, **timing}
 
 
-@torch.no_grad()
-def evaluate_vqvae(vqvae: VQVAE, data: Dataset, accelerator=None, *, batch_size: int = 256) -> dict:
-    """Test MSE (in the [-1, 1] scale) and PSNR, and per code level the perplexity and the
-    fraction of codes used, over the whole split (process r takes items r, r + P, ...)."""
-    rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
-    loader = DataLoader(Subset(data, range(rank, len(data), world)), batch_size=batch_size)
-    squared = torch.zeros(2, dtype=torch.float64, device=vqvae.device)  # sum of squared errors, count
-    usage = {level: CodeUsage(K) for level, K in vqvae.codebook_sizes.items()}
-    with eval_mode(vqvae):
-        for images, _ in loader:
-            recon, codes, _ = vqvae(images.to(vqvae.device))  # floats (B, C, H, W), codes
-            target = vqvae.to_float(images)
-            squared += torch.stack([(recon - target).double().pow(2).sum(), squared.new_tensor(target.numel())])
-            for level, grid in (codes.items() if isinstance(codes, dict) else [("codes", codes)]):
-                usage[level].update(grid)
-    if accelerator is not None:
-        squared = accelerator.reduce(squared, reduction="sum")
-    mse = float(squared[0] / squared[1])
-    scores = {"mse": mse, "psnr": psnr(mse)}
-    for level, counter in usage.items():
-        counter.all_reduce()
-        prefix = "" if level == "codes" else f"{level}_"
-        scores[f"{prefix}perplexity"] = counter.perplexity()
-        scores[f"{prefix}codes_used"] = counter.fraction_used()
-    return scores
-
-
 def vqvae_stage(recipe: Recipe, plan: Plan, train: Dataset, test: Dataset, out: Path):
     """The trained VQ-VAE (from ``vqvae.path``, a finished stage, or training) and its test scores."""
     def evaluate(model, accelerator):
@@ -204,7 +175,7 @@ def prior_stage(stage: Stage, train: Dataset, test: Dataset, folder: Path, vqvae
     prior, record = train_stage(folder, lambda: build_prior(**stage.build), prior_objective, train,
                                 stage.train, evaluate)
     if vqvae is not None and state.is_main_process:
-        write_codes_source(folder / MODEL_DIR, vqvae, level)
+        write_codes_source(folder / MODEL_DIR, vqvae.fingerprint(), level)
     return prior, record
 
 
@@ -220,17 +191,11 @@ def write_images(recipe: Recipe, plan: Plan, priors: dict, vqvae: VQVAE | None, 
     n = cfg.n if labels is None else len(labels)
     drawn = generate(prior, vqvae, n, labels, temperature=cfg.temperature, top_k=cfg.top_k, seed=cfg.seed,
                      bottom_prior=priors.get("bottom_prior"))
-    levels = plan.levels
-    paths = {"samples": str(save_grid(drawn.images, out / "samples.png", nrow=nrow, levels=levels))}
+    paths = {"samples": str(save_grid(drawn.images, out / "samples.png", nrow=nrow, levels=plan.levels))}
     if vqvae is not None and cfg.reconstructions > 0:
-        count = min(cfg.reconstructions, len(test))
-        originals = torch.stack([test[i][0] for i in range(count)])  # (n, C, H, W)
-        both = torch.stack([originals, vqvae.reconstruct(originals).cpu()])  # (2, n, C, H, W)
-        rows = -(-count // cfg.nrow) * cfg.nrow  # pad to whole rows so originals sit above their twins
-        both = torch.cat([both, both.new_full((2, rows - count, *both.shape[2:]), levels - 1)], 1)
-        grid = rearrange(both, "two (r k) c h w -> (r two k) c h w", k=cfg.nrow)
-        paths["reconstructions"] = str(save_grid(grid, out / "reconstructions.png", nrow=cfg.nrow,
-                                                 levels=levels))
+        originals = torch.stack([test[i][0] for i in range(min(cfg.reconstructions, len(test)))])  # (n, C, H, W)
+        paths["reconstructions"] = str(save_reconstructions(vqvae, originals, out / "reconstructions.png",
+                                                            nrow=cfg.nrow))
     return paths
 
 

@@ -229,12 +229,13 @@ def load_model(folder: str | Path, kind: type, what: str):
     return model.eval()
 
 
-def write_codes_source(prior_folder: str | Path, vqvae: Any, level: str) -> None:
-    """Record in a code prior's folder which VQ-VAE (fingerprint) and level its codes came from."""
+def write_codes_source(prior_folder: str | Path, vqvae_fingerprint: str, level: str) -> None:
+    """Record in a code prior's folder which VQ-VAE (its fingerprint) and level its codes came
+    from, so that sampling can refuse a VQ-VAE that did not make them."""
     from latentar.saving import atomic_write_json
 
     atomic_write_json(Path(prior_folder) / CODES_SOURCE_FILE,
-                      {"vqvae_fingerprint": vqvae.fingerprint(), "level": level})
+                      {"vqvae_fingerprint": vqvae_fingerprint, "level": level})
 
 
 def check_codes_source(prior_folder: str | Path, vqvae: Any) -> None:

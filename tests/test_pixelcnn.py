@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from prior_cases import tiny_prior
+from test_fast_sampling import assert_same_draws
 
 CONFIGS = [  # (shape, K, head, extra build arguments)
     ((3, 3, 4), 5, "categorical", {}),
@@ -34,6 +35,4 @@ def test_fast_sampling_equals_naive_sampling(config):
     prior = tiny_prior("pixelcnn", shape, K, head, **extra)
     cond = 1 if extra.get("num_classes") else None
     for draw in (dict(), dict(temperature=0.7, top_k=3)):
-        fast = prior.sample(5, cond, generator=torch.Generator().manual_seed(0), **draw)
-        naive = prior.naive_sample(5, cond, generator=torch.Generator().manual_seed(0), **draw)
-        assert torch.equal(fast, naive)
+        assert_same_draws(prior, 5, cond, **draw)

@@ -11,6 +11,7 @@ from latentar.nn.incremental import conv_parts, conv_transpose_window, conv_wind
 from latentar.nn.shifted import (down_right_shifted_conv, down_right_shifted_deconv, down_shifted_conv,
                                  down_shifted_deconv)
 from prior_cases import tiny_prior
+from test_fast_sampling import assert_same_draws
 
 CONFIGS = [  # (shape, K, head, extra build arguments)
     ((3, 4, 4), 256, "logistic_mixture", dict(head_options={"num_mixtures": 3})),
@@ -18,10 +19,6 @@ CONFIGS = [  # (shape, K, head, extra build arguments)
     ((3, 3, 5), 4, "categorical", dict(num_classes=2, stages=3)),
     ((1, 1, 1), 4, "logistic_mixture", dict(stages=3)),
 ]
-
-
-def g(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 @pytest.mark.parametrize("make", [
@@ -34,11 +31,12 @@ def test_conv_windows_match_the_whole_map(make):
     conv = make()
     x = torch.randn(2, 3, 5, 7)
     full = conv(x)  # (2, 4, H', W')
-    padded = F.pad(x, conv_parts(conv)[2])
+    parts = conv_parts(conv)
+    padded = F.pad(x, parts.pad)
     for i in range(full.shape[2]):
-        assert torch.allclose(conv_window(conv, padded, i), full[:, :, i:i + 1], atol=1e-6)
+        assert torch.allclose(conv_window(parts, padded, i), full[:, :, i:i + 1], atol=1e-6)
         for j in range(full.shape[3]):
-            assert torch.allclose(conv_window(conv, padded, i, j), full[:, :, i:i + 1, j:j + 1], atol=1e-6)
+            assert torch.allclose(conv_window(parts, padded, i, j), full[:, :, i:i + 1, j:j + 1], atol=1e-6)
 
 
 @pytest.mark.parametrize("make", [down_shifted_deconv, down_right_shifted_deconv])
@@ -79,9 +77,7 @@ def test_fast_sampling_equals_naive_sampling(config):
     prior = tiny_prior("pixelcnn_pp", shape, K, head, **extra)
     cond = 1 if extra.get("num_classes") else None
     for draw in (dict(), dict(temperature=0.7, top_k=3)):
-        fast = prior.sample(5, cond, generator=g(0), **draw)
-        naive = prior.naive_sample(5, cond, generator=g(0), **draw)
-        assert torch.equal(fast, naive)
+        assert_same_draws(prior, 5, cond, **draw)
 
 
 def test_receptive_field_covers_the_whole_past():

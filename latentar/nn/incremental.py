@@ -7,11 +7,12 @@ of its input, instead of rerunning the whole network for every symbol.
 
 Building blocks:
 
-- ``conv_parts(conv)`` -> (weight, bias, pad (left, right, top, bottom), stride) of a
-  ``PaddedConv2d``, ``MaskedConv2d`` or plain ``nn.Conv2d``;
+- ``conv_parts(conv)`` -> ``ConvParts`` (weight, its matrix, bias, pad (left, right, top,
+  bottom), stride) of a ``PaddedConv2d``, ``MaskedConv2d`` or plain ``nn.Conv2d``, computed
+  once per generation by ``StepCache.parts``;
 - ``PaddedMap``: a zero-padded cache of one layer's full input map, written one row
   or one position at a time;
-- ``conv_window(conv, padded, row, col)``: the conv's output at one output row
+- ``conv_window(parts, padded, row, col)``: the conv's output at one output row
   (col None) -> (B, O, 1, W'), or at one position -> (B, O, 1, 1), read from a padded map;
 - ``conv_transpose_window(deconv, source, row, col, width)``: the same for a
   ``CroppedConvTranspose2d`` reading its unpadded input map;
@@ -24,7 +25,7 @@ Building blocks:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -34,26 +35,42 @@ from latentar.nn.masked import MaskedConv2d
 from latentar.nn.shifted import CroppedConvTranspose2d, PaddedConv2d
 
 
-def conv_parts(conv: nn.Conv2d) -> tuple[torch.Tensor, torch.Tensor | None, tuple[int, ...], tuple[int, int]]:
-    """(weight (O, I, kh, kw), bias (O,) or None, pad (l, r, t, b), stride (sh, sw)) of a conv."""
+class ConvParts(NamedTuple):
+    """What evaluating a conv at one row or position needs."""
+
+    weight: torch.Tensor  # (O, I, kh, kw), masked for a MaskedConv2d
+    matrix: torch.Tensor  # (O, kh·kw·I): the weight as a matrix over flattened (kh, kw, I) windows
+    bias: torch.Tensor | None  # (O,)
+    pad: tuple[int, ...]  # (left, right, top, bottom)
+    stride: tuple[int, int]
+
+
+def conv_parts(conv: nn.Conv2d) -> ConvParts:
+    """The ``ConvParts`` of a ``PaddedConv2d``, ``MaskedConv2d`` or plain ``nn.Conv2d``."""
     weight = conv.weight * conv.mask if isinstance(conv, MaskedConv2d) else conv.weight
     if isinstance(conv, PaddedConv2d):
         pad = conv.pad
     else:
         ph, pw = conv.padding
         pad = (pw, pw, ph, ph)
-    return weight, conv.bias, pad, tuple(conv.stride)
+    matrix = weight.permute(0, 2, 3, 1).flatten(1)  # (O, kh·kw·I): windows flatten channels last
+    return ConvParts(weight, matrix, conv.bias, pad, tuple(conv.stride))
 
 
 class PaddedMap:
-    """Zero-padded cache (B, C, H + t + b, W + l + r) of a layer's input map (B, C, H, W)."""
+    """Zero-padded cache (B, C, H + t + b, W + l + r) of a layer's input map (B, C, H, W).
+
+    Stored channels last, so that a window's channels at each tap are contiguous and a
+    position's window gathers in a few block copies.
+    """
 
     def __init__(self, batch: int, channels: int, size: tuple[int, int], pad: tuple[int, ...],
                  like: torch.Tensor):
         left, right, top, bottom = pad
         self.left, self.top = left, top
         H, W = size
-        self.data = like.new_zeros(batch, channels, H + top + bottom, W + left + right)
+        stored = like.new_zeros(batch, H + top + bottom, W + left + right, channels)
+        self.data = stored.permute(0, 3, 1, 2)  # (B, C, H+, W+), channels-last strides
 
     def write(self, values: torch.Tensor, row: int, col: int | None = None) -> None:
         """Store input row ``row`` (values (B, C, 1, W)) or position (row, col) ((B, C, 1, 1))."""
@@ -66,18 +83,19 @@ class PaddedMap:
             self.data[:, :, r, start:stop] = values[:, :, 0, :stop - start]
 
 
-def conv_window(conv: nn.Conv2d, padded: torch.Tensor, row: int, col: int | None = None) -> torch.Tensor:
-    """The conv's output at output row ``row`` -> (B, O, 1, W'), or at (row, col) -> (B, O, 1, 1).
+def conv_window(parts: ConvParts, padded: torch.Tensor, row: int, col: int | None = None) -> torch.Tensor:
+    """A conv's output at output row ``row`` -> (B, O, 1, W'), or at (row, col) -> (B, O, 1, 1).
 
-    ``padded`` is the conv's whole input map with the conv's padding applied (B, I, H+, W+).
+    ``parts`` are the conv's ``ConvParts``; ``padded`` is its whole input map with its
+    padding applied (B, I, H+, W+).
     """
-    weight, bias, _, (sh, sw) = conv_parts(conv)
+    weight, matrix, bias, _, (sh, sw) = parts
     kh, kw = weight.shape[2:]
     strip = padded[:, :, row * sh:row * sh + kh]  # (B, I, kh, W+)
     if col is None:
         return F.conv2d(strip, weight, bias, stride=(1, sw))
-    window = strip[:, :, :, col * sw:col * sw + kw]  # (B, I, kh, kw)
-    return F.linear(window.flatten(1), weight.flatten(1), bias)[:, :, None, None]  # (B, O, 1, 1)
+    window = strip[:, :, :, col * sw:col * sw + kw].permute(0, 2, 3, 1)  # (B, kh, kw, I)
+    return F.linear(window.flatten(1), matrix, bias)[:, :, None, None]  # (B, O, 1, 1)
 
 
 def conv_transpose_window(deconv: CroppedConvTranspose2d, source: torch.Tensor, row: int,
@@ -135,16 +153,22 @@ class FullPass:
 
 
 class StepCache:
-    """What a generation persists between steps: padded input maps and shared maps."""
+    """What a generation persists between steps: conv parts, padded input maps and shared maps."""
 
     def __init__(self, batch: int, sizes: list[tuple[int, int]]):
         self.batch, self.sizes = batch, sizes
         self.maps: dict[Any, Any] = {}
+        self.convs: dict[nn.Module, ConvParts] = {}
+
+    def parts(self, conv: nn.Module) -> ConvParts:
+        """The conv's ``ConvParts``, computed once per generation (the weights do not change)."""
+        if conv not in self.convs:
+            self.convs[conv] = conv_parts(conv)
+        return self.convs[conv]
 
     def padded(self, conv: nn.Module, x: torch.Tensor, level: int) -> PaddedMap:
         if conv not in self.maps:
-            pad = conv_parts(conv)[2]
-            self.maps[conv] = PaddedMap(self.batch, x.shape[1], self.sizes[level], pad, x)
+            self.maps[conv] = PaddedMap(self.batch, x.shape[1], self.sizes[level], self.parts(conv).pad, x)
         return self.maps[conv]
 
     def plain(self, key: Any, x: torch.Tensor, level: int) -> torch.Tensor:
@@ -176,17 +200,18 @@ class StepPass:
     def conv(self, conv: nn.Module, x: torch.Tensor, level: int) -> torch.Tensor:
         target = self.cache.padded(conv, x, level)
         self.write(target, x, level)
-        return conv_window(conv, target.data, *self.region(level))
+        return conv_window(self.cache.parts(conv), target.data, *self.region(level))
 
     def conv_input(self, conv: nn.Module, z: torch.Tensor) -> torch.Tensor:
         """A conv of the network input z (B, I, H, W), complete up to this step."""
-        return conv_window(conv, F.pad(z, conv_parts(conv)[2]), *self.region(0))
+        parts = self.cache.parts(conv)
+        return conv_window(parts, F.pad(z, parts.pad), *self.region(0))
 
     def down(self, conv: nn.Module, x: torch.Tensor, level: int) -> torch.Tensor | None:
         """A strided conv from level-1 to ``level``; None when ``level`` is not due."""
         target = self.cache.padded(conv, x, level - 1)
         self.write(target, x, level - 1)
-        return conv_window(conv, target.data, *self.region(level)) if self.due(level) else None
+        return conv_window(self.cache.parts(conv), target.data, *self.region(level)) if self.due(level) else None
 
     def up(self, deconv: CroppedConvTranspose2d, x: torch.Tensor | None, level: int) -> torch.Tensor | None:
         """A transposed conv from level+1 (x None when that level is not due) to ``level``."""

@@ -28,8 +28,9 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from latentar.nn.incremental import PaddedMap, conv_parts, conv_window
-from latentar.nn.masked import MaskedConv2d, round_to_groups
+from latentar.nn.conditioning import class_bias_table
+from latentar.nn.incremental import ConvParts, PaddedMap, conv_parts, conv_window
+from latentar.nn.masked import MaskedConv2d, masked_output, round_to_groups
 
 GATES = 4  # input, forget, output, content
 
@@ -67,7 +68,7 @@ def pointwise(layers: nn.Module, v: torch.Tensor) -> torch.Tensor:
     position: (B, in) -> (B, out). A matrix product: far cheaper than a 1×1 conv2d call."""
     for layer in layers if isinstance(layers, nn.Sequential) else [layers]:
         if isinstance(layer, nn.Conv2d):
-            v = F.linear(v, conv_parts(layer)[0].flatten(1), layer.bias)
+            v = F.linear(v, conv_parts(layer).matrix, layer.bias)
         else:
             v = layer(v)
     return v
@@ -93,14 +94,8 @@ class RecurrentStack(nn.Module):
         self.first = MaskedConv2d(channels * embed_dim, features, first_kernel, "A", channels)
         self.layers = nn.ModuleList(make_layer(features, state, channels) for _ in range(num_layers))
         self.bias_sizes = [layer.bias_size for layer in self.layers]
-        self.class_bias = None
-        if num_classes is not None:  # a learned per-class bias on every gate
-            self.class_bias = nn.Embedding(num_classes, sum(self.bias_sizes))
-            nn.init.zeros_(self.class_bias.weight)
-        self.out = nn.Sequential(
-            nn.ReLU(), MaskedConv2d(features, out_hidden, 1, "B", channels),
-            nn.ReLU(), MaskedConv2d(out_hidden, num_params, 1, "B", channels),
-        )
+        self.class_bias = class_bias_table(num_classes, sum(self.bias_sizes))  # a bias on every gate
+        self.out = masked_output(features, out_hidden, num_params, channels)
 
     def biases(self, labels: torch.Tensor | None, batch: int, device: torch.device) -> list[torch.Tensor]:
         """Each layer's gate bias (B, bias_size): the labels' learned biases, or zeros."""
@@ -122,7 +117,8 @@ class RecurrentStack(nn.Module):
         C, H, W = shape
         device = self.first.weight.device
         x = torch.zeros(n, C, H, W, dtype=torch.long, device=device)
-        inputs = PaddedMap(n, self.first.in_channels, (H, W), conv_parts(self.first)[2], self.first.weight)
+        first = conv_parts(self.first)
+        inputs = PaddedMap(n, self.first.in_channels, (H, W), first.pad, self.first.weight)
         biases = self.biases(labels, n, device)
         caches = [layer.start(n, H, W, device) for layer in self.layers]
         for i in range(H):
@@ -130,19 +126,21 @@ class RecurrentStack(nn.Module):
                 layer.begin_row(cache, i)
             for w in range(W):
                 for c in range(C):
-                    features = self._step(inputs, caches, biases, embed(x[:, :, i:i + 1, w:w + 1]), i, w)
+                    features = self._step(first, inputs, caches, biases, embed(x[:, :, i:i + 1, w:w + 1]), i, w)
                     x[:, c, i, w] = head.sample(pointwise(self.out, features), channel=c, **draw)  # (n,)
                 # once more with the whole pixel: its final states feed every later position
-                self._step(inputs, caches, biases, embed(x[:, :, i:i + 1, w:w + 1]), i, w)
+                self._step(first, inputs, caches, biases, embed(x[:, :, i:i + 1, w:w + 1]), i, w)
             for layer, cache, bias in zip(self.layers, caches, biases):
                 layer.end_row(cache, i, bias)
         return x
 
-    def _step(self, inputs: PaddedMap, caches: list, biases: list[torch.Tensor], z: torch.Tensor,
-              i: int, w: int) -> torch.Tensor:
-        """z (n, C·E, 1, 1) at (i, w) -> last layer's features (n, F) there; updates caches."""
+    def _step(self, first: ConvParts, inputs: PaddedMap, caches: list, biases: list[torch.Tensor],
+              z: torch.Tensor, i: int, w: int) -> torch.Tensor:
+        """z (n, C·E, 1, 1) at (i, w) -> last layer's features (n, F) there; updates caches.
+
+        ``first`` holds the parts of the input conv, ``inputs`` its padded input map."""
         inputs.write(z, i, w)
-        a = conv_window(self.first, inputs.data, i, w).flatten(1)  # (n, F)
+        a = conv_window(first, inputs.data, i, w).flatten(1)  # (n, F)
         for layer, cache, bias in zip(self.layers, caches, biases):
             a = layer.step(cache, i, w, a, bias)  # (n, F)
         return a

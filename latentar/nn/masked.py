@@ -64,3 +64,12 @@ class MaskedConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(x, self.weight * self.mask, self.bias, self.stride, self.padding)
+
+
+def masked_output(features: int, hidden: int, num_params: int, groups: int) -> nn.Sequential:
+    """The output layers of the channel-masked priors: (B, features, H, W) -> (B, num_params, H, W)
+    through ReLU → 1×1 mask-B conv → ReLU → 1×1 mask-B conv, keeping the channel groups."""
+    return nn.Sequential(
+        nn.ReLU(), MaskedConv2d(features, hidden, 1, "B", groups),
+        nn.ReLU(), MaskedConv2d(hidden, num_params, 1, "B", groups),
+    )

@@ -19,7 +19,6 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch import nn
 
 
@@ -93,8 +92,8 @@ class Nin(nn.Linear):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.linear(rearrange(x, "b c h w -> b h w c"), self.weight, self.bias)  # (B, H, W, out)
-        return rearrange(out, "b h w c -> b c h w")
+        # movedim, not an einops pattern: this runs at every generation step
+        return F.linear(x.movedim(1, -1), self.weight, self.bias).movedim(-1, 1)  # (B, out, H, W)
 
 
 def concat_elu(x: torch.Tensor) -> torch.Tensor:

@@ -20,9 +20,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from latentar.nn.conditioning import class_bias_table
 from latentar.nn.gated import GatedStackLayer, conv1x1
 from latentar.nn.incremental import FullPass, StepCache, StepPass
-from latentar.nn.masked import MaskedConv2d, round_to_groups
+from latentar.nn.masked import masked_output, round_to_groups
 from latentar.priors.base import Prior, PriorSpec, eval_mode, register_prior
 
 
@@ -60,14 +61,9 @@ class GatedPixelCNN(Prior):
             GatedStackLayer(in_channels if i == 0 else hidden, hidden,
                             arch.first_kernel if i == 0 else arch.kernel, C, first=i == 0)
             for i in range(arch.num_layers))
-        self.class_bias = None
-        if spec.num_classes is not None:  # per layer: 2p for the vertical gate, 2p for the horizontal
-            self.class_bias = nn.Embedding(spec.num_classes, arch.num_layers * 4 * hidden)
-            nn.init.zeros_(self.class_bias.weight)
-        self.out = nn.Sequential(
-            nn.ReLU(), MaskedConv2d(hidden, out_hidden, 1, "B", C),
-            nn.ReLU(), MaskedConv2d(out_hidden, self.head.num_params, 1, "B", C),
-        )
+        # per layer: 2p for the vertical gate, 2p for the horizontal
+        self.class_bias = class_bias_table(spec.num_classes, arch.num_layers * 4 * hidden)
+        self.out = masked_output(hidden, out_hidden, self.head.num_params, C)
 
     def _biases(self, labels: torch.Tensor | None) -> list[tuple]:
         """Per layer (vertical bias (B, 2p), horizontal bias (B, 2p)), or Nones."""

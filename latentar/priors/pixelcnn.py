@@ -21,8 +21,9 @@ from functools import partial
 import torch
 from torch import nn
 
+from latentar.nn.conditioning import class_bias_table
 from latentar.nn.incremental import FullPass, StepCache, StepPass
-from latentar.nn.masked import MaskedConv2d, round_to_groups
+from latentar.nn.masked import MaskedConv2d, masked_output, round_to_groups
 from latentar.nn.shifted import plain_conv
 from latentar.priors.base import Prior, PriorSpec, eval_mode, register_prior
 
@@ -77,14 +78,8 @@ class PixelCNN(Prior):
         self.first = MaskedConv2d(C * self.input.dim, features, arch.first_kernel, "A", C)
         self.blocks = nn.ModuleList(ResidualBlock(features, mid, arch.kernel, C)
                                     for _ in range(arch.num_blocks))
-        self.class_bias = None
-        if spec.num_classes is not None:
-            self.class_bias = nn.Embedding(spec.num_classes, features * (arch.num_blocks + 1))
-            nn.init.zeros_(self.class_bias.weight)
-        self.out = nn.Sequential(
-            nn.ReLU(), MaskedConv2d(features, out_hidden, 1, "B", C),
-            nn.ReLU(), MaskedConv2d(out_hidden, self.head.num_params, 1, "B", C),
-        )
+        self.class_bias = class_bias_table(spec.num_classes, features * (arch.num_blocks + 1))
+        self.out = masked_output(features, out_hidden, self.head.num_params, C)
 
     def network(self, z, labels, context):
         return self.body(FullPass([tuple(z.shape[2:])]), z, labels)

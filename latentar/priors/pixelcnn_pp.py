@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from latentar.nn.conditioning import class_bias_table
 from latentar.nn.incremental import FullPass, StepCache, StepPass
 from latentar.nn.shifted import (GatedResBlock, Nin, down_right_shifted_conv, down_right_shifted_deconv,
                                  down_shifted_conv, down_shifted_deconv)
@@ -91,10 +92,7 @@ class PixelCNNpp(Prior):
                          down_right_shifted_deconv, aux_up=F_, aux_down=2 * F_)
         self.gated = [block for stream in (self.u, self.ul)  # every gated block, in a fixed order
                       for stage in (*stream.up_blocks, *stream.down_blocks) for block in stage]
-        self.class_bias = None
-        if spec.num_classes is not None:
-            self.class_bias = nn.Embedding(spec.num_classes, 2 * F_ * len(self.gated))
-            nn.init.zeros_(self.class_bias.weight)
+        self.class_bias = class_bias_table(spec.num_classes, 2 * F_ * len(self.gated))
         self.out = Nin(F_, self.head.num_params)
 
     # ---- the network, written once for whole maps and for generation steps ----------

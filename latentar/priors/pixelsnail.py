@@ -26,6 +26,7 @@ from einops import rearrange
 from torch import nn
 
 from latentar.nn.attention import CausalSelfAttention
+from latentar.nn.conditioning import class_bias_table
 from latentar.nn.incremental import StepCache, StepPass
 from latentar.nn.shifted import GatedResBlock, Nin, down_right_shifted_conv, down_shifted_conv, plain_conv
 from latentar.priors.base import Prior, PriorSpec, eval_mode, register_prior
@@ -156,11 +157,8 @@ class PixelSNAIL(Prior):
         self.blocks = nn.ModuleList(SnailBlock(width, in_channels, arch, context_channels)
                                     for _ in range(arch.num_blocks))
         self.units_per_block = arch.res_units + 1
-        self.class_bias = None
-        if spec.num_classes is not None:  # a (2F) gate bias per gated unit
-            units = arch.num_blocks * self.units_per_block
-            self.class_bias = nn.Embedding(spec.num_classes, units * 2 * width)
-            nn.init.zeros_(self.class_bias.weight)
+        # a (2F) gate bias per gated unit
+        self.class_bias = class_bias_table(spec.num_classes, arch.num_blocks * self.units_per_block * 2 * width)
         self.out = Nin(width, self.head.num_params)
 
     def _biases(self, labels: torch.Tensor | None) -> list[list]:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from latentar.nn.incremental import PaddedMap, conv_parts, conv_window
+from latentar.nn.incremental import ConvParts, PaddedMap, conv_parts, conv_window
 from latentar.nn.lstm import GATES, RecurrentStack, lstm_cell, pointwise
 from latentar.nn.masked import MaskedConv2d
 from latentar.priors.base import Prior, PriorSpec, eval_mode, register_prior
@@ -45,6 +45,7 @@ class RowLSTMArch:
 class RowCache:
     """One layer's state during incremental sampling."""
 
+    input_to_state: ConvParts  # the input-to-state conv, masked once per generation
     inputs: PaddedMap  # the layer input (n, F, H, W + k - 1), written one position at a time
     hidden: torch.Tensor  # (n, S, H+1, W): row i's states at index i+1, zeros on top
     cell: torch.Tensor  # (n, S, H+1, W)
@@ -77,9 +78,9 @@ class RowLSTMLayer(nn.Module):
     # ---- incremental sampling ----------------------------------------------------------
     def start(self, n: int, H: int, W: int, device: torch.device) -> RowCache:
         states = torch.zeros(n, self.state, H + 1, W, device=device)
-        inputs = PaddedMap(n, self.input_to_state.in_channels, (H, W), conv_parts(self.input_to_state)[2],
-                           states)
-        return RowCache(inputs, states, states.clone())
+        parts = conv_parts(self.input_to_state)
+        inputs = PaddedMap(n, self.input_to_state.in_channels, (H, W), parts.pad, states)
+        return RowCache(parts, inputs, states, states.clone())
 
     def begin_row(self, cache: RowCache, i: int) -> None:
         cache.recurrent = self.state_to_state(cache.hidden[:, :, i])  # row i-1 is complete
@@ -87,7 +88,7 @@ class RowLSTMLayer(nn.Module):
     def step(self, cache: RowCache, i: int, w: int, a: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         """The layer at (i, w) from a (n, F) there -> (n, F); stores the states at (i, w)."""
         cache.inputs.write(a[:, :, None, None], i, w)
-        gates = conv_window(self.input_to_state, cache.inputs.data, i, w).flatten(1)  # (n, 4S)
+        gates = conv_window(cache.input_to_state, cache.inputs.data, i, w).flatten(1)  # (n, 4S)
         gates = gates + bias + cache.recurrent[:, :, w]
         hidden, cell = lstm_cell(gates, cache.cell[:, :, i, w], self.groups)  # (n, S) each
         cache.hidden[:, :, i + 1, w], cache.cell[:, :, i + 1, w] = hidden, cell

@@ -20,7 +20,7 @@ from latentar.registry import DATASETS, PRIORS
 from latentar.saving import atomic_write_json
 from latentar.training.config import TrainConfig
 from latentar.training.objectives import prior_objective
-from latentar.sampling import CODES_SOURCE_FILE
+from latentar.sampling import write_codes_source
 from latentar.training.trainer import MODEL_DIR, Trainer
 
 SUMMARY_FILE = "summary.json"
@@ -39,6 +39,15 @@ def open_dataset(data: str, split: str, data_root: str | Path | None = None, *,
     if level is not None:
         raise ValueError(f"level={level!r} picks a level of code grids, but {data} is an image dataset")
     return load_dataset(data, split, data_root)
+
+
+def first_items(dataset: Dataset, subset: int | None) -> Dataset:
+    """The first ``subset`` items of ``dataset`` (all of it for None); quick runs train on these."""
+    if subset is None:
+        return dataset
+    if not 1 <= subset <= len(dataset):
+        raise ValueError(f"subset must be in [1, {len(dataset)}] (the training set's size), got {subset}")
+    return Subset(dataset, range(subset))
 
 
 def prior_for(dataset: Dataset, name: str, *, head: str = "categorical", preset: str | None = None,
@@ -70,12 +79,9 @@ def train_prior(data: str, prior: str, out_dir: str | Path, config: TrainConfig,
     PRIORS.get(prior)  # an unknown name fails before any data is read
     set_seed(config.seed)  # the initial weights
     train, test = (open_dataset(data, split, data_root, level=level) for split in ("train", "test"))
-    source = {"vqvae_fingerprint": train.fingerprint, "level": train.level} if isinstance(train, CodeDataset) else None
+    source = (train.fingerprint, train.level) if isinstance(train, CodeDataset) else None  # the VQ-VAE, its level
     model = prior_for(train, prior, head=head, preset=preset, class_conditional=class_conditional, arch=arch)
-    if subset is not None:
-        if not 1 <= subset <= len(train):
-            raise ValueError(f"subset must be in [1, {len(train)}] (the training set's size), got {subset}")
-        train = Subset(train, range(subset))
+    train = first_items(train, subset)
 
     def evaluate(model, accelerator):
         return evaluate_prior(model, test, accelerator, batch_size=eval_batch_size)
@@ -88,6 +94,6 @@ def train_prior(data: str, prior: str, out_dir: str | Path, config: TrainConfig,
                "ema": config.ema_decay is not None, "train": result["train"], "test": result["eval"]}
     if trainer.accelerator.is_main_process:
         atomic_write_json(Path(out_dir) / SUMMARY_FILE, summary)
-        if source is not None:  # lets sampling refuse a VQ-VAE that did not make these codes
-            atomic_write_json(Path(out_dir) / MODEL_DIR / CODES_SOURCE_FILE, source)
+        if source is not None:
+            write_codes_source(Path(out_dir) / MODEL_DIR, *source)
     return summary

@@ -20,14 +20,13 @@ import torch
 from accelerate import PartialState
 from accelerate.utils import set_seed
 from einops import rearrange
-from torch.utils.data import Subset
 
 from latentar.data.codes import encode_dataset
 from latentar.evaluation import evaluate_vqvae
 from latentar.saving import atomic_write_json
 from latentar.training import TrainConfig, Trainer, vqvae_objective
 from latentar.training.trainer import MODEL_DIR
-from latentar.training.prior_run import open_dataset
+from latentar.training.prior_run import first_items, open_dataset
 from latentar.vqvae.model import VQVAE, VQVAEConfig
 
 SUMMARY_FILE = "summary.json"
@@ -44,10 +43,7 @@ def train_vqvae(data: str, out_dir: str | Path, config: TrainConfig, vqvae: VQVA
     set_seed(config.seed)  # the initial weights
     train, test = open_dataset(data, "train", data_root), open_dataset(data, "test", data_root)
     model = VQVAE(train.shape, vqvae, levels=train.num_symbols)
-    if subset is not None:
-        if not 1 <= subset <= len(train):
-            raise ValueError(f"subset must be in [1, {len(train)}] (the training set's size), got {subset}")
-        train = Subset(train, range(subset))
+    train = first_items(train, subset)
 
     def evaluate(model, accelerator):
         return evaluate_vqvae(model, test, accelerator, batch_size=eval_batch_size)
