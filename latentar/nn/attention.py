@@ -77,12 +77,15 @@ class CausalSelfAttention(nn.Module):
 
     def attend_at(self, cache: KVCache, i: int, q_in: torch.Tensor) -> torch.Tensor:
         """Output at position i from the cached positions < i: q_in (B, Cq, 1, 1) -> (B, n·dv, 1, 1)."""
-        q = self._split(self.query(q_in))  # (B, n, 1, dk)
-        allowed = torch.ones(1, i, dtype=torch.bool, device=q.device)
-        out = attend(q, cache.keys[:, :, :i], cache.values[:, :, :i], allowed)  # (B, n, 1, dv)
-        return rearrange(out, "b n 1 d -> b (n d) 1 1")
+        if i == 0:  # nothing to attend to
+            return q_in.new_zeros(q_in.shape[0], self.out_channels, 1, 1)
+        q = self.query(q_in).view(-1, self.heads, 1, self.key_dim)  # (B, n, 1, dk)
+        # every cached position is allowed: ``attend`` without its (no-op) masking
+        scores = q @ cache.keys[:, :, :i].transpose(-1, -2) * self.key_dim ** -0.5  # (B, n, 1, i)
+        out = torch.softmax(scores, dim=-1) @ cache.values[:, :, :i]  # (B, n, 1, dv)
+        return out.view(-1, self.out_channels, 1, 1)
 
     def remember(self, cache: KVCache, i: int, kv_in: torch.Tensor) -> None:
         """Store the key and value of position i: kv_in (B, Ckv, 1, 1)."""
-        cache.keys[:, :, i] = self._split(self.key(kv_in))[:, :, 0]
-        cache.values[:, :, i] = self._split(self.value(kv_in))[:, :, 0]
+        cache.keys[:, :, i] = self.key(kv_in).view(-1, self.heads, self.key_dim)
+        cache.values[:, :, i] = self.value(kv_in).view(-1, self.heads, self.value_dim)

@@ -7,6 +7,7 @@ of its input, instead of rerunning the whole network for every symbol.
 
 Building blocks:
 
+- ``incremental_sampler``: the decorator of every prior's incremental ``sample``;
 - ``conv_parts(conv)`` -> ``ConvParts`` (weight, its matrix, bias, pad (left, right, top,
   bottom), stride) of a ``PaddedConv2d``, ``MaskedConv2d`` or plain ``nn.Conv2d``, computed
   once per generation by ``StepCache.parts``;
@@ -25,7 +26,8 @@ Building blocks:
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+import functools
+from typing import Any, Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +45,20 @@ class ConvParts(NamedTuple):
     bias: torch.Tensor | None  # (O,)
     pad: tuple[int, ...]  # (left, right, top, bottom)
     stride: tuple[int, int]
+
+
+def incremental_sampler(sample: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """Decorator for a prior's incremental ``sample``: runs it under ``torch.inference_mode``
+    (less overhead than ``no_grad`` on each of the many small ops of a step) and returns an
+    ordinary tensor, which later autograd code may use like any other."""
+
+    @functools.wraps(sample)
+    def run(*args, **kwargs) -> torch.Tensor:
+        with torch.inference_mode():
+            x = sample(*args, **kwargs)
+        return x.clone()
+
+    return run
 
 
 def conv_parts(conv: nn.Conv2d) -> ConvParts:
@@ -211,7 +227,9 @@ class StepPass:
         """A strided conv from level-1 to ``level``; None when ``level`` is not due."""
         target = self.cache.padded(conv, x, level - 1)
         self.write(target, x, level - 1)
-        return conv_window(self.cache.parts(conv), target.data, *self.region(level)) if self.due(level) else None
+        if not self.due(level):
+            return None
+        return conv_window(self.cache.parts(conv), target.data, *self.region(level))
 
     def up(self, deconv: CroppedConvTranspose2d, x: torch.Tensor | None, level: int) -> torch.Tensor | None:
         """A transposed conv from level+1 (x None when that level is not due) to ``level``."""

@@ -126,7 +126,8 @@ class RecurrentStack(nn.Module):
                 layer.begin_row(cache, i)
             for w in range(W):
                 for c in range(C):
-                    features = self._step(first, inputs, caches, biases, embed(x[:, :, i:i + 1, w:w + 1]), i, w)
+                    z = embed(x[:, :, i:i + 1, w:w + 1])  # (n, C·E, 1, 1), channels < c drawn
+                    features = self._step(first, inputs, caches, biases, z, i, w)
                     x[:, c, i, w] = head.sample(pointwise(self.out, features), channel=c, **draw)  # (n,)
                 # once more with the whole pixel: its final states feed every later position
                 self._step(first, inputs, caches, biases, embed(x[:, :, i:i + 1, w:w + 1]), i, w)

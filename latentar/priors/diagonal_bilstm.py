@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from latentar.nn.lstm import GATES, RecurrentStack, lstm_cell, pointwise, skew, unskew
+from latentar.nn.incremental import incremental_sampler
 from latentar.nn.masked import MaskedConv2d
 from latentar.priors.base import Prior, PriorSpec, eval_mode, register_prior
 
@@ -174,7 +175,7 @@ class DiagonalBiLSTM(Prior):
     def network(self, z, labels, context):
         return self.body(z, labels)  # (B, P, H, W)
 
-    @torch.no_grad()
+    @incremental_sampler
     def sample(self, n: int, cond=None, *, temperature: float = 1.0, top_k: int | None = None,
                generator: torch.Generator | None = None) -> torch.Tensor:
         """Exact incremental generation -> long (n, C, H, W).

@@ -22,7 +22,7 @@ from torch import nn
 
 from latentar.nn.conditioning import class_bias_table
 from latentar.nn.gated import GatedStackLayer, conv1x1
-from latentar.nn.incremental import FullPass, StepCache, StepPass
+from latentar.nn.incremental import FullPass, StepCache, StepPass, incremental_sampler
 from latentar.nn.masked import masked_output, round_to_groups
 from latentar.priors.base import Prior, PriorSpec, eval_mode, register_prior
 
@@ -91,7 +91,7 @@ class GatedPixelCNN(Prior):
             skips = skips + skip
         return conv1x1(self.out, skips)  # (B, P, ·, ·)
 
-    @torch.no_grad()
+    @incremental_sampler
     def sample(self, n, cond=None, *, temperature=1.0, top_k=None, generator=None):
         """Exact incremental sampling; same draws, in the same order, as ``naive_sample``.
 

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from latentar.nn.conditioning import class_bias_table
-from latentar.nn.incremental import FullPass, StepCache, StepPass
+from latentar.nn.incremental import FullPass, StepCache, StepPass, incremental_sampler
 from latentar.nn.masked import MaskedConv2d, masked_output, round_to_groups
 from latentar.nn.shifted import plain_conv
 from latentar.priors.base import Prior, PriorSpec, eval_mode, register_prior
@@ -111,7 +111,7 @@ class PixelCNN(Prior):
                 for c in range(C):  # channel c's block of params sees channels < c of (h, w)
                     yield h, w, c, self.body(StepPass(cache, h, w), self.input(x), labels)[:, :, 0, 0]
 
-    @torch.no_grad()
+    @incremental_sampler
     def sample(self, n, cond=None, *, temperature=1.0, top_k=None, generator=None):
         """Incremental generation; draws exactly what ``naive_sample`` draws."""
         C, H, W = self.spec.shape

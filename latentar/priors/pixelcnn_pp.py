@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from latentar.nn.conditioning import class_bias_table
-from latentar.nn.incremental import FullPass, StepCache, StepPass
+from latentar.nn.incremental import FullPass, StepCache, StepPass, incremental_sampler
 from latentar.nn.shifted import (GatedResBlock, Nin, down_right_shifted_conv, down_right_shifted_deconv,
                                  down_shifted_conv, down_shifted_deconv)
 from latentar.priors.base import Prior, PriorSpec, eval_mode, register_prior
@@ -175,7 +175,7 @@ class PixelCNNpp(Prior):
                 z = self.with_ones(self.input(x))  # (B, C·E + 1, H, W)
                 yield h, w, self.ul_stream(StepPass(cache, h, w), z, biases)[:, :, 0, 0]
 
-    @torch.no_grad()
+    @incremental_sampler
     def sample(self, n, cond=None, *, temperature=1.0, top_k=None, generator=None):
         """Incremental generation; draws exactly what ``naive_sample`` draws."""
         C, H, W = self.spec.shape

@@ -27,7 +27,7 @@ from torch import nn
 
 from latentar.nn.attention import CausalSelfAttention
 from latentar.nn.conditioning import class_bias_table
-from latentar.nn.incremental import StepCache, StepPass
+from latentar.nn.incremental import StepCache, StepPass, incremental_sampler
 from latentar.nn.shifted import GatedResBlock, Nin, down_right_shifted_conv, down_shifted_conv, plain_conv
 from latentar.priors.base import Prior, PriorSpec, eval_mode, register_prior
 
@@ -181,7 +181,7 @@ class PixelSNAIL(Prior):
             h = block(h, zb, ctx, biases)
         return self.out(F.elu(h))  # (B, P, H, W)
 
-    @torch.no_grad()
+    @incremental_sampler
     def sample(self, n, cond=None, *, temperature=1.0, top_k=None, generator=None):
         """Exact incremental sampling; same draws, in the same order, as ``naive_sample``.
 

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from latentar.nn.incremental import ConvParts, PaddedMap, conv_parts, conv_window
+from latentar.nn.incremental import (ConvParts, PaddedMap, conv_parts, conv_window,
+                                     incremental_sampler)
 from latentar.nn.lstm import GATES, RecurrentStack, lstm_cell, pointwise
 from latentar.nn.masked import MaskedConv2d
 from latentar.priors.base import Prior, PriorSpec, eval_mode, register_prior
@@ -120,7 +121,7 @@ class RowLSTM(Prior):
     def network(self, z, labels, context):
         return self.body(z, labels)  # (B, P, H, W)
 
-    @torch.no_grad()
+    @incremental_sampler
     def sample(self, n: int, cond=None, *, temperature: float = 1.0, top_k: int | None = None,
                generator: torch.Generator | None = None) -> torch.Tensor:
         """Exact incremental generation -> long (n, C, H, W).
