@@ -7,9 +7,11 @@ from latentar.saving import NotAModelError, load
 from latentar.evaluation import bits_per_dim, evaluate_prior
 from latentar.training import TrainConfig, Trainer
 from latentar.vqvae import VQVAE, VQVAEConfig
+from latentar.receptive_field import receptive_field
+from latentar.sampling import generate
 
 __version__ = "0.1.0"
 
 __all__ = ["Prior", "PriorSpec", "build_prior", "list_priors", "load", "NotAModelError",
            "UnknownNameError", "__version__", "bits_per_dim", "evaluate_prior", "TrainConfig", "Trainer",
-           "VQVAE", "VQVAEConfig"]
+           "VQVAE", "VQVAEConfig", "receptive_field", "generate"]
