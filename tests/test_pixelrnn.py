@@ -6,9 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+import latentar
 from latentar.nn.lstm import lstm_cell, skew, unskew
 from latentar.priors.diagonal_bilstm import DiagonalBiLSTMLayer
 from latentar.priors.row_lstm import RowLSTMLayer
+from latentar.receptive_field import raster_past, receptive_field
 from prior_cases import tiny_prior
 
 PIXELRNNS = ["row_lstm", "diagonal_bilstm"]
@@ -35,13 +37,15 @@ def test_lstm_cell_by_hand_with_channel_groups():
     assert torch.allclose(h, torch.stack([0.5 * torch.tanh(c0), torch.tensor(0.0)])[None], atol=1e-30)
 
 
-def _dependence(layer: torch.nn.Module, H: int, W: int, i: int, w: int) -> torch.Tensor:
-    """Which input positions the layer's output at (i, w) depends on -> bool (H, W)."""
+def _dependence(layer: torch.nn.Module, H: int, W: int, i: int, w: int,
+                *extra: torch.Tensor) -> torch.Tensor:
+    """Which positions of the layer input a the output at (i, w) depends on -> bool (H, W);
+    ``extra`` are further inputs passed after the bias."""
     torch.manual_seed(0)
     for p in layer.parameters():
         torch.nn.init.normal_(p, std=0.5)
     a = torch.randn(1, layer.proj.out_channels, H, W, requires_grad=True)
-    out = layer(a, torch.zeros(1, layer.bias_size))
+    out = layer(a, torch.zeros(1, layer.bias_size), *extra)
     (grad,) = torch.autograd.grad(out[0, :, i, w].sum(), a)
     return grad[0].abs().sum(0) > 0
 
@@ -58,11 +62,33 @@ def test_row_lstm_layer_sees_a_triangle_above():
 
 def test_diagonal_bilstm_layer_sees_the_whole_past():
     H, W, i, w = 4, 5, 2, 2
-    seen = _dependence(DiagonalBiLSTMLayer(features=2, state=2, groups=1), H, W, i, w)
+    layer = DiagonalBiLSTMLayer(features=2, state=2, groups=1, raw=1)
+    seen = _dependence(layer, H, W, i, w, torch.randn(1, 1, H, W))
     expected = torch.zeros(H, W, dtype=torch.bool)
     expected[:i] = True  # every earlier row, through both directions
     expected[i, :w + 1] = True  # the row so far, through the left-to-right direction
     assert torch.equal(seen, expected)
+    # the raw input z enters only the right-to-left direction, shifted down one row: the
+    # quadrant above and to the right, corner (i-1, W-1) included
+    z = torch.randn(1, 1, H, W, requires_grad=True)
+    out = layer(torch.randn(1, 2, H, W), torch.zeros(1, layer.bias_size), z)
+    (grad,) = torch.autograd.grad(out[0, :, i, w].sum(), z)
+    expected = torch.zeros(H, W, dtype=torch.bool)
+    expected[:i, w:] = True
+    assert torch.equal(grad[0].abs().sum(0) > 0, expected)
+
+
+@pytest.mark.parametrize("preset", ["tiny", "small"])
+@pytest.mark.parametrize("C", [1, 3])
+def test_diagonal_bilstm_prior_sees_every_earlier_pixel(C, preset):
+    # the corner x(h-1, W-1) lies beyond the mask-A conv's reach of row h: only the
+    # right-to-left direction's raw input brings it in
+    shape = (C, 9, 9)
+    torch.manual_seed(0)
+    prior = latentar.build_prior("diagonal_bilstm", shape, 4, preset=preset)
+    for position in [(4, 4), (4, 0), (1, 0), (1, 1), (0, 5), (8, 8), (3, 8)]:
+        field = receptive_field(prior, position)
+        assert torch.equal(field, raster_past(shape, position)), f"{position}\n{field.int()}"
 
 
 def _recording(prior):

@@ -13,7 +13,7 @@ from latentar.receptive_field import COLOURS, draw_field, field_summary, raster_
 from prior_cases import all_cases, case_id, tiny_prior
 
 NAMES = latentar.list_priors()
-FULL_CONTEXT = [n for n in ("gated_pixelcnn", "pixelsnail") if n in NAMES]
+FULL_CONTEXT = [n for n in ("gated_pixelcnn", "pixelsnail", "diagonal_bilstm") if n in NAMES]
 
 MASK_B_TAPS = [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 0)]  # a 3×3 mask-B conv, single channel
 

@@ -12,9 +12,20 @@ mask-B layers to the head's params. One layer runs two diagonal LSTMs over its i
   sees {i' <= i, w' >= w}, which includes the future of row i, so its output map is
   shifted down one row before the two directions are summed: position (i, w) takes the
   right-to-left state of (i-1, w), which sees only rows above. Because of that shift its
-  input-to-state convolution needs no mask.
+  input-to-state convolution needs no mask, and its input is the layer input
+  concatenated with the raw input z (the embedded symbols, every channel).
 
-Together the two cover every earlier pixel. The state-to-state convolutions need no
+Why the raw input: the layer input comes from the mask-A convolution, in which the
+last pixel of a row, x(i, W-1), appears only at later positions (row i+1 and below);
+the right-to-left state of row i would never see it, and the left-to-right stream at
+(i+1, w) sees row i+1 only up to w, so for w < W-1 - first_kernel//2 the pixel
+x(i, W-1) would be a blind spot. With z, the right-to-left state at (i, w) reads every
+pixel {i' <= i, w' >= w} of the input itself. All channels of those rows precede every
+channel of row i+1, so z needs no channel mask either. Every layer reads z (the first
+alone would close the blind spot; reading it everywhere keeps the layers alike for a
+few parameters each).
+
+Together the two directions cover every earlier pixel. The state-to-state convolutions need no
 channel mask: they read states of strictly earlier positions only, so every state
 group may feed every gate group; the groups at (i, w) itself are kept apart by the
 mask-B input-to-state convolution and the elementwise cell update. Class conditioning
@@ -36,7 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from latentar.nn.lstm import GATES, RecurrentStack, lstm_cell, pointwise, skew, unskew
-from latentar.nn.incremental import incremental_sampler
+from latentar.nn.incremental import ConvParts, PaddedMap, incremental_sampler
 from latentar.nn.masked import MaskedConv2d
 from latentar.priors.base import Prior, PriorSpec, eval_mode, register_prior
 
@@ -63,6 +74,7 @@ class BiCache:
     ltr: DirectionCache
     rtl: DirectionCache  # kept in flipped columns: image column w at W-1-w
     inputs: torch.Tensor  # the layer input (n, F, H, W)
+    raw: torch.Tensor  # the raw input z (n, C·E, H, W)
 
 
 class DiagonalLSTM(nn.Module):
@@ -107,21 +119,22 @@ class DiagonalLSTM(nn.Module):
 
 
 class DiagonalBiLSTMLayer(nn.Module):
-    """a (B, F, H, W) -> a + proj(left-to-right + right-to-left shifted down) (B, F, H, W)."""
+    """a (B, F, H, W), z (B, R, H, W) -> a + proj(left-to-right on a + right-to-left on
+    [a, z] shifted down) (B, F, H, W); R = C·E raw input channels."""
 
-    def __init__(self, features: int, state: int, groups: int):
+    def __init__(self, features: int, state: int, groups: int, raw: int):
         super().__init__()
-        self.state = state
+        self.state, self.raw = state, raw
         self.bias_size = 2 * GATES * state  # both directions
         self.ltr = DiagonalLSTM(features, state, groups, masked=True)
-        self.rtl = DiagonalLSTM(features, state, groups, masked=False)
+        self.rtl = DiagonalLSTM(features + raw, state, groups, masked=False)
         self.proj = MaskedConv2d(state, features, 1, "B", groups)
 
-    def forward(self, a: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    def forward(self, a: torch.Tensor, bias: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         H = a.shape[2]
         ltr_bias, rtl_bias = bias.chunk(2, dim=1)
         ltr = self.ltr(a, ltr_bias)  # (B, S, H, W)
-        rtl = self.rtl(a.flip(-1), rtl_bias).flip(-1)  # (B, S, H, W)
+        rtl = self.rtl(torch.cat([a, z], dim=1).flip(-1), rtl_bias).flip(-1)  # (B, S, H, W)
         rtl = F.pad(rtl, (0, 0, 1, 0))[:, :, :H]  # (i, w) takes (i-1, w): no look at row i
         return a + self.proj(ltr + rtl)
 
@@ -132,7 +145,7 @@ class DiagonalBiLSTMLayer(nn.Module):
             return DirectionCache(states, states.clone())
 
         inputs = torch.zeros(n, self.proj.out_channels, H, W, device=device)
-        return BiCache(direction(), direction(), inputs)
+        return BiCache(direction(), direction(), inputs, torch.zeros(n, self.raw, H, W, device=device))
 
     def begin_row(self, cache: BiCache, i: int) -> None:
         """Nothing to prepare: the right-to-left states of row i-1 were finished by ``end_row``."""
@@ -149,8 +162,26 @@ class DiagonalBiLSTMLayer(nn.Module):
         """Row i is complete: run the right-to-left direction along it (used from row i+1)."""
         W = cache.inputs.shape[-1]
         rtl_bias = bias.chunk(2, dim=1)[1]
+        row = torch.cat([cache.inputs[:, :, i], cache.raw[:, :, i]], dim=1)  # (n, F + R, W)
         for w in range(W):  # flipped column w is image column W-1-w
-            self.rtl.step(cache.rtl, i, w, cache.inputs[:, :, i, W - 1 - w], rtl_bias)
+            self.rtl.step(cache.rtl, i, w, row[..., W - 1 - w], rtl_bias)
+
+
+class DiagonalBiLSTMStack(RecurrentStack):
+    """``RecurrentStack`` whose layers also read the raw input z (B, C·E, H, W)."""
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        a = self.first(z)  # (B, F, H, W)
+        for layer, bias in zip(self.layers, self.biases(labels, z.shape[0], z.device)):
+            a = layer(a, bias, z)  # (B, F, H, W)
+        return self.out(a)  # (B, P, H, W)
+
+    def _step(self, first: ConvParts, inputs: PaddedMap, caches: list, biases: list[torch.Tensor],
+              z: torch.Tensor, i: int, w: int) -> torch.Tensor:
+        """As ``RecurrentStack._step``, first storing z (n, C·E, 1, 1) at (i, w) for ``end_row``."""
+        for cache in caches:
+            cache.raw[:, :, i, w] = z.flatten(1)
+        return super()._step(first, inputs, caches, biases, z, i, w)
 
 
 @register_prior("diagonal_bilstm")
@@ -168,9 +199,11 @@ class DiagonalBiLSTM(Prior):
 
     def __init__(self, spec: PriorSpec, arch: DiagonalBiLSTMArch):
         super().__init__(spec, arch)
-        self.body = RecurrentStack(
+        raw = spec.shape[0] * self.input.dim  # C·E
+        self.body = DiagonalBiLSTMStack(
             spec.shape[0], self.input.dim, arch.hidden, arch.num_layers, arch.first_kernel,
-            arch.output_hidden, self.head.num_params, spec.num_classes, DiagonalBiLSTMLayer)
+            arch.output_hidden, self.head.num_params, spec.num_classes,
+            lambda features, state, groups: DiagonalBiLSTMLayer(features, state, groups, raw))
 
     def network(self, z, labels, context):
         return self.body(z, labels)  # (B, P, H, W)
