@@ -35,7 +35,7 @@ The paper's binarized-MNIST model (79.20 nats) is a 7-layer Diagonal BiLSTM with
 ("paper_mnist", with 64-wide output layers of our choosing); on CIFAR-10 it trains 12
 layers with h = 128 and two 1024-wide output layers ("paper").
 
-Sampling is exact and incremental (``DiagonalBiLSTM.sample``).
+Sampling is exact and incremental (the ``DiagonalBiLSTM`` docstring says how).
 """
 
 from __future__ import annotations
@@ -47,9 +47,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from latentar.nn.lstm import GATES, RecurrentStack, lstm_cell, pointwise, skew, unskew
-from latentar.nn.incremental import ConvParts, PaddedMap, incremental_sampler
+from latentar.nn.incremental import ConvParts, PaddedMap
 from latentar.nn.masked import MaskedConv2d
-from latentar.priors.base import Prior, PriorSpec, eval_mode, register_prior
+from latentar.priors.base import PriorSpec, register_prior
+from latentar.priors.recurrent import RecurrentPrior
 
 
 @dataclass
@@ -185,7 +186,19 @@ class DiagonalBiLSTMStack(RecurrentStack):
 
 
 @register_prior("diagonal_bilstm")
-class DiagonalBiLSTM(Prior):
+class DiagonalBiLSTM(RecurrentPrior):
+    """Incremental sampling (``RecurrentPrior.sample``):
+
+    The left-to-right state at (i, w) needs only the states above and to the left and
+    the layer input at (i, w), so it is computed when pixel (i, w) is drawn. The
+    right-to-left state at (i, w) needs all of row i, but is first used at (i+1, w)
+    (the one-row shift), so it is computed once per finished row, right to left.
+    Per pixel this costs C + 1 one-position passes through the layers plus one
+    right-to-left cell step per layer: O(L) per symbol instead of a whole-grid pass,
+    O(H·W·L·(C + 2)) for a whole grid instead of O((H·W)²·L·C). Draws match
+    ``naive_sample`` exactly for the same generator.
+    """
+
     Arch = DiagonalBiLSTMArch
     presets = {
         "tiny": dict(hidden=6, num_layers=2, output_hidden=12),
@@ -194,8 +207,6 @@ class DiagonalBiLSTM(Prior):
         "paper_mnist": dict(hidden=16, num_layers=7, output_hidden=64),
         "paper": dict(hidden=128, num_layers=12, output_hidden=1024),
     }
-    heads = ("categorical", "logistic_mixture")
-    channel_masked = True
 
     def __init__(self, spec: PriorSpec, arch: DiagonalBiLSTMArch):
         super().__init__(spec, arch)
@@ -204,26 +215,3 @@ class DiagonalBiLSTM(Prior):
             spec.shape[0], self.input.dim, arch.hidden, arch.num_layers, arch.first_kernel,
             arch.output_hidden, self.head.num_params, spec.num_classes,
             lambda features, state, groups: DiagonalBiLSTMLayer(features, state, groups, raw))
-
-    def network(self, z, labels, context):
-        return self.body(z, labels)  # (B, P, H, W)
-
-    @incremental_sampler
-    def sample(self, n: int, cond=None, *, temperature: float = 1.0, top_k: int | None = None,
-               generator: torch.Generator | None = None) -> torch.Tensor:
-        """Exact incremental generation -> long (n, C, H, W).
-
-        The left-to-right state at (i, w) needs only the states above and to the left and
-        the layer input at (i, w), so it is computed when pixel (i, w) is drawn. The
-        right-to-left state at (i, w) needs all of row i, but is first used at (i+1, w)
-        (the one-row shift), so it is computed once per finished row, right to left.
-        Per pixel this costs C + 1 one-position passes through the layers plus one
-        right-to-left cell step per layer: O(L) per symbol instead of a whole-grid pass,
-        O(H·W·L·(C + 2)) for a whole grid instead of O((H·W)²·L·C). Draws match
-        ``naive_sample`` exactly for the same generator.
-        """
-        cond = self.expand_cond(n, cond)
-        labels = self.check_inputs(torch.zeros(n, *self.spec.shape, dtype=torch.long), cond).labels
-        draw = dict(temperature=temperature, top_k=top_k, generator=generator)
-        with eval_mode(self):
-            return self.body.sample(self.input, self.head, n, self.spec.shape, labels, draw)

@@ -16,7 +16,7 @@ conditioning adds a learned per-class bias to every layer's gates.
 The paper trains a 12-layer Row LSTM with h = 128 on CIFAR-10 (two 1024-wide output
 layers): the "paper" preset. "small" is sized for binarized 28×28 MNIST on a CPU.
 
-Sampling is exact and incremental (``RowLSTM.sample``).
+Sampling is exact and incremental (the ``RowLSTM`` docstring says how).
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from latentar.nn.incremental import (ConvParts, PaddedMap, conv_parts, conv_window,
-                                     incremental_sampler)
+from latentar.nn.incremental import ConvParts, PaddedMap, conv_parts, conv_window
 from latentar.nn.lstm import GATES, RecurrentStack, lstm_cell, pointwise
 from latentar.nn.masked import MaskedConv2d
-from latentar.priors.base import Prior, PriorSpec, eval_mode, register_prior
+from latentar.priors.base import PriorSpec, register_prior
+from latentar.priors.recurrent import RecurrentPrior
 
 
 @dataclass
@@ -100,7 +100,16 @@ class RowLSTMLayer(nn.Module):
 
 
 @register_prior("row_lstm")
-class RowLSTM(Prior):
+class RowLSTM(RecurrentPrior):
+    """Incremental sampling (``RecurrentPrior.sample``):
+
+    A state at (i, w) depends only on row i-1's states and the layer input at
+    (i, w-1..w), so each row starts by convolving the finished row above once and then
+    computes one position per step: per symbol, O(layers) work on one position
+    instead of a whole-grid pass (C + 1 position evaluations per pixel). Draws match
+    ``naive_sample`` exactly for the same generator.
+    """
+
     Arch = RowLSTMArch
     presets = {
         "tiny": dict(hidden=6, num_layers=2, output_hidden=12),
@@ -108,8 +117,6 @@ class RowLSTM(Prior):
         "default": {},
         "paper": dict(hidden=128, num_layers=12, output_hidden=1024),
     }
-    heads = ("categorical", "logistic_mixture")
-    channel_masked = True
 
     def __init__(self, spec: PriorSpec, arch: RowLSTMArch):
         super().__init__(spec, arch)
@@ -117,23 +124,3 @@ class RowLSTM(Prior):
             spec.shape[0], self.input.dim, arch.hidden, arch.num_layers, arch.first_kernel,
             arch.output_hidden, self.head.num_params, spec.num_classes,
             lambda features, state, groups: RowLSTMLayer(features, state, arch.kernel, groups))
-
-    def network(self, z, labels, context):
-        return self.body(z, labels)  # (B, P, H, W)
-
-    @incremental_sampler
-    def sample(self, n: int, cond=None, *, temperature: float = 1.0, top_k: int | None = None,
-               generator: torch.Generator | None = None) -> torch.Tensor:
-        """Exact incremental generation -> long (n, C, H, W).
-
-        A state at (i, w) depends only on row i-1's states and the layer input at
-        (i, w-1..w), so each row starts by convolving the finished row above once and then
-        computes one position per step: per symbol, O(layers) work on one position
-        instead of a whole-grid pass (C + 1 position evaluations per pixel). Draws match
-        ``naive_sample`` exactly for the same generator.
-        """
-        cond = self.expand_cond(n, cond)
-        labels = self.check_inputs(torch.zeros(n, *self.spec.shape, dtype=torch.long), cond).labels
-        draw = dict(temperature=temperature, top_k=top_k, generator=generator)
-        with eval_mode(self):
-            return self.body.sample(self.input, self.head, n, self.spec.shape, labels, draw)
