@@ -160,9 +160,9 @@ def _train_on_rank(rank: int, world: int, port: int, folder: str) -> None:
 
 
 def test_two_processes_hold_identical_codebooks(tmp_path):
-    # fork: the children inherit the imported modules instead of importing torch again
+    # spawn, not fork: a fork after torch's thread pool started can hang in the child
     mp.start_processes(_train_on_rank, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True,
-                       start_method="fork")
+                       start_method="spawn")
     a, b = (torch.load(tmp_path / f"rank{r}.pt") for r in range(2))
     assert not torch.equal(a.pop("encoder_weight"), b.pop("encoder_weight")), "ranks saw the same data"
     assert a["usage"].tolist() == [1, 2, 0, 0, 0, 0, 0, 0]

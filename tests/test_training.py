@@ -183,7 +183,7 @@ TWO_PROCESS_TEST_SET = dict(n=13, seed=1)  # 13 items: the processes score 7 and
 
 
 def two_process_worker(rank: int, port: int, out: str) -> None:
-    """One of two forked processes: a rank of a gloo group, as torchrun would set it up."""
+    """One of two spawned processes: a rank of a gloo group, as torchrun would set it up."""
     from accelerate.state import AcceleratorState, GradientState
 
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
@@ -202,14 +202,14 @@ def two_process_worker(rank: int, port: int, out: str) -> None:
 
 
 def test_two_processes_score_like_one(tmp_path):
-    # forked processes start without re-importing torch; `accelerate launch` or torchrun
-    # would set up the same environment variables
+    # spawned, not forked: a fork after torch's thread pool started can hang in the child;
+    # `accelerate launch` or torchrun would set up the same environment variables
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     out = tmp_path / "run"
     torch.multiprocessing.start_processes(two_process_worker, args=(port, str(out)), nprocs=2,
-                                          start_method="fork")
+                                          start_method="spawn")
     result = json.loads((out / "result.json").read_text())
     assert result["processes"] == 2 and result["count"] == 13
     single = evaluate_prior(latentar.load(out / "model"), striped_grids(**TWO_PROCESS_TEST_SET), batch_size=5)
