@@ -173,6 +173,12 @@ class Prior(nn.Module, Saveable):
         return self.redraw(x, 0, self.expand_cond(n, cond), temperature=temperature, top_k=top_k,
                            generator=generator)
 
+    def blank_grids(self, n: int, cond: Any = None) -> tuple[torch.Tensor, Condition]:
+        """Start of a sampler: zeros long (n, C, H, W) on this prior's device, and ``cond``
+        for n grids (an int label repeated), checked against the spec."""
+        x = torch.zeros(n, *self.spec.shape, dtype=torch.long, device=self.device)
+        return x, self.check_inputs(x, self.expand_cond(n, cond))
+
     @torch.no_grad()
     def redraw(self, x: torch.Tensor, start_row: int, cond: Any = None, *, temperature: float = 1.0,
                top_k: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:

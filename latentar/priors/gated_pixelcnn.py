@@ -99,9 +99,7 @@ class GatedPixelCNN(Prior):
         stack runs at the current position, once per channel, from cached input maps.
         """
         C, H, W = self.spec.shape
-        cond = self.expand_cond(n, cond)
-        x = torch.zeros(n, C, H, W, dtype=torch.long, device=self.device)
-        labels, _ = self.check_inputs(x, cond)
+        x, (labels, _) = self.blank_grids(n, cond)
         draw = dict(temperature=temperature, top_k=top_k, generator=generator)
         with eval_mode(self):
             z = self.input(x)  # (n, C·E, H, W), filled in as symbols are drawn

@@ -114,10 +114,7 @@ class PixelCNN(Prior):
     @incremental_sampler
     def sample(self, n, cond=None, *, temperature=1.0, top_k=None, generator=None):
         """Incremental generation; draws exactly what ``naive_sample`` draws."""
-        C, H, W = self.spec.shape
-        cond = self.expand_cond(n, cond)
-        x = torch.zeros(n, C, H, W, dtype=torch.long, device=self.device)
-        labels, _ = self.check_inputs(x, cond)
+        x, (labels, _) = self.blank_grids(n, cond)
         with eval_mode(self):
             for h, w, c, params in self.incremental_params(x, labels):
                 x[:, c, h, w] = self.head.sample(params, channel=c, temperature=temperature, top_k=top_k,

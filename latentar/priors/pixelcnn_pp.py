@@ -178,10 +178,7 @@ class PixelCNNpp(Prior):
     @incremental_sampler
     def sample(self, n, cond=None, *, temperature=1.0, top_k=None, generator=None):
         """Incremental generation; draws exactly what ``naive_sample`` draws."""
-        C, H, W = self.spec.shape
-        cond = self.expand_cond(n, cond)
-        x = torch.zeros(n, C, H, W, dtype=torch.long, device=self.device)
-        labels, _ = self.check_inputs(x, cond)
+        x, (labels, _) = self.blank_grids(n, cond)
         with eval_mode(self):
             for h, w, params in self.incremental_params(x, labels):
                 x[:, :, h, w] = self.head.sample(params, temperature=temperature, top_k=top_k,

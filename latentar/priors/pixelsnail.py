@@ -191,9 +191,7 @@ class PixelSNAIL(Prior):
         after it is drawn.
         """
         C, H, W = self.spec.shape
-        cond = self.expand_cond(n, cond)
-        x = torch.zeros(n, C, H, W, dtype=torch.long, device=self.device)
-        labels, context = self.check_inputs(x, cond)
+        x, (labels, context) = self.blank_grids(n, cond)
         draw = dict(temperature=temperature, top_k=top_k, generator=generator)
         with eval_mode(self):
             z = self.input(x)  # (n, C·E, H, W)

@@ -29,8 +29,7 @@ class RecurrentPrior(Prior):
                generator: torch.Generator | None = None) -> torch.Tensor:
         """Exact incremental generation -> long (n, C, H, W); draws match ``naive_sample``
         exactly for the same generator (see the subclass for the scheme and its cost)."""
-        cond = self.expand_cond(n, cond)
-        labels = self.check_inputs(torch.zeros(n, *self.spec.shape, dtype=torch.long), cond).labels
+        labels = self.blank_grids(n, cond)[1].labels
         draw = dict(temperature=temperature, top_k=top_k, generator=generator)
         with eval_mode(self):
             return self.body.sample(self.input, self.head, n, self.spec.shape, labels, draw)
