@@ -3,12 +3,25 @@
 Each command is registered by an ``add_<name>_command(subparsers)`` function that sets
 ``func=`` to the function running it; ``main`` parses, dispatches, and turns errors a
 user causes into ``latentar: error: <message>`` with exit status 2.
+
+Which errors a user causes:
+
+- ``USER_ERRORS``: a bad value (ValueError, TypeError), an unknown name (LookupError), a
+  missing file (FileNotFoundError) or a folder that holds no model (NotAModelError). The
+  code raises these for bad input only, with a message naming what was expected and got.
+- an ``OSError`` whose errno is in ``USER_ERRNOS``: a path the user named cannot be
+  used (no permission, read-only, a file where a folder belongs or the reverse, disk
+  full). The message is the system's reason and the path.
+
+Everything else (any other OSError, RuntimeError, ...) is a bug or a broken machine and
+keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import errno
 import json
 import sys
 
@@ -28,6 +41,8 @@ from latentar.training.prior_run import open_dataset, train_prior
 from latentar.vqvae.train import add_encode_command, add_train_vqvae_command
 
 USER_ERRORS = (ValueError, LookupError, FileNotFoundError, NotAModelError, TypeError)
+USER_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.EEXIST, errno.ENOTDIR, errno.EISDIR,
+                         errno.ENOENT, errno.ENAMETOOLONG, errno.ENOSPC, errno.EDQUOT})
 USAGE_ERROR = 2
 
 
@@ -61,6 +76,7 @@ def add_train_prior_command(subparsers) -> None:
     parser.add_argument("--data-root", default=None, help="where datasets live (default: the data root)")
     parser.add_argument("--out", required=True, help="run folder: metrics, checkpoints, model, summary.json")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    parser.add_argument("--overwrite", action="store_true", help="replace the earlier run's outputs in --out")
     parser.add_argument("--eval-batch-size", type=int, default=256)
     for name, kind, extra in TRAIN_OPTIONS:
         flag = "--" + name.replace("_", "-")
@@ -75,16 +91,17 @@ TRAIN_OPTIONS = [
     ("warmup_steps", int, {}), ("grad_clip", float, {}), ("grad_accum", int, {}),
     ("mixed_precision", str, {"choices": MIXED_PRECISION}), ("ema_decay", float, {}),
     ("eval_every", int, {}), ("save_every", int, {}), ("log_every", int, {}), ("seed", int, {}),
-    ("num_workers", int, {}),
+    ("num_workers", int, {}), ("max_nonfinite", int, {}),
 ]
 
 
 def run_train_prior(args) -> None:
     config = TrainConfig(**{name: getattr(args, name) for name, _, _ in TRAIN_OPTIONS})
+    check_positive(args.eval_batch_size, "--eval-batch-size")  # used only after training: checked now
     summary = train_prior(args.data, args.prior, args.out, config, head=args.head, preset=args.preset,
                           arch=parse_assignments(args.arch), class_conditional=args.class_conditional,
                           subset=args.subset, data_root=args.data_root, resume=args.resume,
-                          eval_batch_size=args.eval_batch_size, level=args.level)
+                          overwrite=args.overwrite, eval_batch_size=args.eval_batch_size, level=args.level)
     if PartialState().is_main_process:  # once, also under `accelerate launch` / torchrun
         print(json.dumps(summary["test"], indent=2))
 
@@ -100,11 +117,18 @@ def add_eval_command(subparsers) -> None:
 
 
 def run_eval(args) -> None:
+    check_positive(args.batch_size, "--batch-size")
     model = load(args.model)
     if not isinstance(model, Prior):
         raise ValueError(f"{args.model} holds a {type(model).__name__}; `latentar eval` scores priors")
     dataset = open_dataset(args.data, args.split, args.data_root)
     print(json.dumps(evaluate_prior(model, dataset, batch_size=args.batch_size), indent=2))
+
+
+def check_positive(value: int, flag: str) -> None:
+    """A count given on the command line must be >= 1; checked before the work that uses it."""
+    if value < 1:
+        raise ValueError(f"{flag} must be an integer >= 1, got {value}")
 
 
 def parse_assignments(items: list[str]) -> dict:
@@ -140,15 +164,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         args.func(args)
-    except USER_ERRORS as e:
+    except (*USER_ERRORS, OSError) as e:
+        if isinstance(e, OSError) and not isinstance(e, USER_ERRORS) and e.errno not in USER_ERRNOS:
+            raise
         print(f"{parser.prog}: error: {_message(e)}", file=sys.stderr)
         return USAGE_ERROR
     return 0
 
 
 def _message(error: BaseException) -> str:
-    # KeyError (a LookupError) wraps its message in quotes; show the plain text.
-    return str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+    if isinstance(error, KeyError) and error.args:  # KeyError wraps its message in quotes
+        return str(error.args[0])
+    if isinstance(error, OSError) and error.strerror and error.filename is not None:
+        paths = " -> ".join(str(f) for f in (error.filename, error.filename2) if f is not None)
+        return f"{error.strerror}: {paths}"  # e.g. "Permission denied: runs/x/.lock"
+    return str(error)
 
 
 if __name__ == "__main__":

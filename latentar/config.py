@@ -10,8 +10,10 @@ the sampling of a run. TOML in (``load_recipe``), JSON out (``recipe_to_dict``).
                     conditioned on the top codes (``[prior]`` then models the top codes)
     [sampling]      n, nrow, per_class, temperature, top_k, seed, reconstructions, ...
 
-Every value is checked against its field's type when the recipe is read, and
+Every value is checked against its field's type and range when the recipe is read, and
 ``--set section.key=value`` overrides are parsed by that type; errors name the key.
+`validate` then checks the recipe against the data, the models and the device, so a
+recipe that cannot run fails before any work starts.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from latentar.checks import COUNT, Checked, FieldError
 from latentar.training import TrainConfig
 from latentar.vqvae import VQVAE, VQVAEConfig
 
@@ -39,7 +42,9 @@ class RecipeError(ValueError):
 
 
 @dataclass
-class DataConfig:
+class DataConfig(Checked):
+    label = "data"
+
     name: str = "mnist"  # a registered dataset (latentar.data.DATASETS)
     root: str | None = None  # data root (image_folder: the folder of images); None: the default
     options: dict = field(default_factory=dict)  # dataset options, e.g. {size = 32} for image_folder
@@ -48,7 +53,9 @@ class DataConfig:
 
 
 @dataclass
-class PriorConfig:
+class PriorConfig(Checked):
+    label = "prior"
+
     name: str = "pixelsnail"  # a registered prior (latentar.list_priors())
     preset: str | None = "small"  # a preset of that prior ("tiny", "small", ..., "paper")
     head: str = "categorical"  # "categorical" or "logistic_mixture" (pixels only)
@@ -59,7 +66,10 @@ class PriorConfig:
 
 
 @dataclass
-class SamplingConfig:
+class SamplingConfig(Checked):
+    label = "sampling"
+    bounds = {"seed": COUNT, "reconstructions": COUNT}
+
     n: int = 64  # images in the sample grid (unconditional priors)
     nrow: int = 8  # images per grid row
     per_class: int = 8  # class-conditional priors: one row per class with this many images
@@ -67,6 +77,11 @@ class SamplingConfig:
     top_k: int | None = None  # keep only the k most likely symbols of each draw
     seed: int = 0  # seed of the sampling generator
     reconstructions: int = 32  # test images in the VQ-VAE reconstruction grid
+
+    def __post_init__(self):
+        super().__post_init__()  # types, sizes >= 1, finite numbers
+        if self.temperature <= 0:
+            raise FieldError(f"sampling.temperature must be a finite number > 0, got {self.temperature!r}")
 
 
 @dataclass
@@ -166,16 +181,31 @@ def vqvae_from_preset(values: dict) -> VQVAEConfig:
 
 def build_section(cls: type, values: dict, section: str):
     """A dict of TOML values -> the dataclass ``cls``, each value checked against its field."""
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    hints = field_types(cls)
     for key in values:
         if key not in hints:
-            raise RecipeError(f"unknown key {section}.{key}; [{section}] takes: {', '.join(names)}")
+            raise RecipeError(f"unknown key {section}.{key}; [{section}] takes: {', '.join(hints)}")
     kwargs = {key: check_value(value, hints[key], f"{section}.{key}") for key, value in values.items()}
     try:
         return cls(**kwargs)
     except (ValueError, TypeError) as e:
-        raise RecipeError(f"[{section}]: {e}") from e
+        raise section_error(e, cls, section) from e
+
+
+def section_error(error: Exception, cls: type, section: str) -> RecipeError:
+    """The error of building ``cls`` from [section], naming the key: a checked field calls
+    itself ``<label>.<field>`` (e.g. ``prior.embed_dim`` for [bottom_prior]), which becomes
+    ``<section>.<field>``; any other message gets the section in front."""
+    text, label = str(error), getattr(cls, "label", None)
+    if label and text.startswith(f"{label}."):
+        return RecipeError(section + text[len(label):])
+    return RecipeError(f"[{section}]: {text}")
+
+
+def field_types(cls: type) -> dict[str, Any]:
+    """{field name: its type} of a dataclass, in field order (class variables left out)."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
 def check_value(value: Any, tp: Any, key: str) -> Any:
@@ -225,104 +255,6 @@ def type_name(tp: Any) -> str:
     return names.get(tp, getattr(tp, "__name__", str(tp)))
 
 
-# ---- validation against the data and the models ---------------------------------------
-@dataclass
-class Stage:
-    """One prior stage: where it goes, how it is trained, and the `build_prior` arguments."""
-
-    name: str  # "prior" or "bottom_prior": its section and its folder in the run
-    config: PriorConfig
-    train: TrainConfig
-    build: dict  # keyword arguments of latentar.build_prior
-
-
-@dataclass
-class Plan:
-    """What a recipe runs on, learned (cheaply) before any work starts."""
-
-    image_shape: tuple[int, int, int]  # (C, H, W) of the dataset's images
-    levels: int  # pixel levels: 256, or 2 when binarized
-    num_classes: int | None  # None: the dataset has no labels
-    grids: list[tuple[int, tuple[int, int]]]  # (K, (h, w)) of each code grid, top first; [] in pixel mode
-    stages: list[Stage]  # the prior stages in training order
-
-
-def validate(recipe: Recipe) -> Plan:
-    """Check the recipe against the data, the VQ-VAE and the priors; raise `RecipeError` naming the key.
-
-    Loads the test split header of the dataset (so a dataset that is neither here nor
-    fetchable fails now), and builds every model on the meta device (no memory, no work).
-    """
-    import torch
-
-    from latentar.data import SourceUnavailableError, load_dataset
-    from latentar.priors.base import build_prior
-    from latentar.registry import DATASETS, UnknownNameError
-    from latentar.sampling import code_grids
-    from latentar.saving import NotAModelError, read_config
-
-    data = recipe.data
-    try:
-        DATASETS.get(data.name)
-    except UnknownNameError as e:
-        raise RecipeError(f"data.name: {e}") from e
-    try:
-        test = load_dataset(data.name, "test", data.root, **data.options)
-    except TypeError as e:
-        raise RecipeError(f"data.options: {e}") from e
-    except (SourceUnavailableError, FileNotFoundError, OSError, ValueError) as e:
-        raise RecipeError(f"data.name {data.name!r} cannot be found (data.root = {data.root!r}): {e}") from e
-    shape, levels, num_classes = tuple(test.shape), test.num_symbols, test.num_classes
-    grids: list = []
-    if recipe.vqvae is not None:
-        try:
-            with torch.device("meta"):
-                grids = code_grids(VQVAE(shape, recipe.vqvae, levels=levels))
-        except (ValueError, TypeError) as e:
-            raise RecipeError(f"vqvae: {e}") from e
-    elif recipe.vqvae_path is not None:
-        try:
-            saved = read_config(recipe.vqvae_path)
-        except NotAModelError as e:
-            raise RecipeError(f"vqvae.path: {e}") from e
-        if saved["model_type"] != "vqvae":
-            raise RecipeError(f"vqvae.path {recipe.vqvae_path} holds a {saved['model_type']}, not a VQ-VAE")
-        made_for = (tuple(saved["config"]["image_shape"]), saved["config"]["levels"])
-        if made_for != (shape, levels):
-            raise RecipeError(f"vqvae.path {recipe.vqvae_path} encodes {made_for[0]} images with "
-                              f"{made_for[1]} levels, but data.name {data.name!r} has {shape} with {levels}")
-        with torch.device("meta"):
-            grids = code_grids(VQVAE.from_config(saved["config"]))
-    if recipe.mode == "codes" and (len(grids) == 2) != (recipe.bottom_prior is not None):
-        raise RecipeError("bottom_prior: a hierarchical VQ-VAE (vqvae.hierarchical = true) needs "
-                          "[bottom_prior] and [bottom_prior_train], and only it takes them")
-    stages = [Stage("prior", recipe.prior, recipe.prior_train, {})]
-    if recipe.bottom_prior is not None:
-        stages.append(Stage("bottom_prior", recipe.bottom_prior, recipe.bottom_prior_train, {}))
-    for i, stage in enumerate(stages):
-        cfg = stage.config
-        if cfg.class_conditional and not num_classes:
-            raise RecipeError(f"{stage.name}.class_conditional: data.name {data.name!r} has no labels")
-        stage.build = dict(name=cfg.name, head=cfg.head, head_options=cfg.head_options, preset=cfg.preset,
-                           num_classes=num_classes if cfg.class_conditional else None, **cfg.arch)
-        if recipe.mode == "pixels":
-            stage.build.update(shape=shape, num_symbols=levels)
-        else:
-            K, (h, w) = grids[i]
-            stage.build.update(shape=(1, h, w), num_symbols=K, symbols="codes", embed_dim=cfg.embed_dim)
-        if i == 1:
-            stage.build.update(context_symbols=grids[0][0], context_shape=grids[0][1])
-        try:
-            with torch.device("meta"):
-                build_prior(**stage.build)
-        except UnknownNameError as e:
-            raise RecipeError(f"{stage.name}: {e}") from e
-        except (ValueError, TypeError) as e:
-            raise RecipeError(f"{stage.name}: {e}" + (" (see the prior's arch keys)" if "argument" in str(e)
-                                                      else "")) from e
-    return Plan(shape, levels, num_classes, grids, stages)
-
-
 # ---- --set overrides -----------------------------------------------------------------
 def apply_override(raw: dict, item: str) -> None:
     """Apply ``section.key=value`` (or ``section.key.subkey=value`` inside a table) to raw sections.
@@ -341,7 +273,7 @@ def apply_override(raw: dict, item: str) -> None:
     if section not in SECTIONS:
         raise RecipeError(f"--set {dotted}: unknown section [{section}]; sections: {', '.join(SECTIONS)}")
     hints = {PATH_KEY: str | None, PRESET_KEY: str} if section == "vqvae" else {}
-    hints.update(typing.get_type_hints(SECTIONS[section]))
+    hints.update(field_types(SECTIONS[section]))
     if key not in hints:
         raise RecipeError(f"--set {dotted}: unknown key {section}.{key}; [{section}] takes: "
                           f"{', '.join(hints)}")
@@ -387,15 +319,3 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [jsonable(v) for v in value]
     return value
-
-
-def differing_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two recipe dicts."""
-    keys = []
-    for k in sorted(set(old) | set(new)):
-        a, b = old.get(k), new.get(k)
-        if isinstance(a, dict) and isinstance(b, dict):
-            keys += differing_keys(a, b, f"{prefix}{k}.")
-        elif a != b:
-            keys.append(f"{prefix}{k}")
-    return keys

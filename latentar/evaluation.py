@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from latentar.priors.base import eval_mode
+from latentar.priors.base import check_integer_tensor, eval_mode
 from latentar.quantizers import CodeUsage
 from latentar.vqvae.model import psnr
 
@@ -46,6 +46,7 @@ def unpack_prior_batch(batch: Any) -> PriorBatch:
     else:
         raise TypeError("a prior batch must be (x, labels), (x, labels, context) or a dict with key 'x'; "
                         f"got {type(batch).__name__}")
+    check_integer_tensor(x, "a batch's x", "(B, C, H, W) of symbols")
     return PriorBatch(x.long(), labels, context)
 
 

@@ -17,7 +17,8 @@ The run folder::
 A stage whose ``done.json`` is in the folder is reused; a stage with checkpoints but no
 ``done.json`` resumes from its newest checkpoint. Pixel-mode recipes (no ``[vqvae]``)
 run the prior stage only. Under ``accelerate launch`` every process trains, and only the
-main process encodes, samples and writes the report.
+main process encodes, samples and writes the report. A live run holds the folder's
+``.lock``; ``overwrite`` starts the folder afresh.
 """
 
 from __future__ import annotations
@@ -25,22 +26,25 @@ from __future__ import annotations
 import json
 import math
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
 from accelerate import PartialState
-from accelerate.utils import parse_flag_from_env, set_seed
+from accelerate.utils import set_seed
 from PIL import Image, ImageDraw
 from torch.utils.data import Dataset, Subset
 
-from latentar.config import Plan, Recipe, RecipeError, Stage, differing_keys, recipe_to_dict, validate
+from latentar.config import Recipe, RecipeError, recipe_to_dict
 from latentar.data import load_dataset
 from latentar.evaluation import evaluate_prior, evaluate_vqvae
+from latentar.plan import Plan, Stage, run_device, validate
 from latentar.priors.base import build_prior
 from latentar.sampling import class_rows, code_levels, generate, save_grid, write_codes_source
 from latentar.saving import atomic_write_json, load
 from latentar.training import TrainConfig
 from latentar.training.objectives import prior_objective, vqvae_objective
+from latentar.training.run_folder import differing_keys, hold, remove
 from latentar.training.trainer import MODEL_DIR, Trainer, read_done, read_metrics
 from latentar.vqvae import VQVAE
 from latentar.vqvae.train import save_reconstructions
@@ -51,11 +55,23 @@ TIMING_FILE = "timing.json"  # in a stage folder: the wall time of the run that 
 CODES_DIR = "codes"
 
 
-def run_recipe(recipe: Recipe, out_dir: str | Path) -> dict:
-    """Run every stage of ``recipe`` into ``out_dir`` (reusing finished ones); returns the summary."""
+def run_recipe(recipe: Recipe, out_dir: str | Path, *, overwrite: bool = False) -> dict:
+    """Run every stage of ``recipe`` into ``out_dir`` (reusing finished ones); returns the summary.
+
+    ``out_dir`` is locked for the whole run, so a second run into it is refused while this one
+    lives; ``overwrite`` first removes what an earlier run wrote there (``RUN_OUTPUTS``)."""
     plan = validate(recipe)
     state = process_state()
     out = Path(out_dir)
+    lock = hold(out, state, partial(remove, names=list(RUN_OUTPUTS)) if overwrite else None)
+    try:
+        return run_stages(recipe, plan, out, state)
+    finally:
+        lock.release()
+
+
+def run_stages(recipe: Recipe, plan: Plan, out: Path, state: PartialState) -> dict:
+    """``run_recipe`` in the run folder it holds."""
     check_previous_run(out, recipe)
     if state.is_main_process:
         atomic_write_json(out / RECIPE_FILE, recipe_to_dict(recipe))
@@ -91,13 +107,15 @@ def run_recipe(recipe: Recipe, out_dir: str | Path) -> dict:
 def process_state() -> PartialState:
     """This run's processes, as the trainer's Accelerator sees them: on a machine without
     CUDA (or with ``--cpu``), processes started by ``accelerate launch`` form a gloo group."""
-    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
+    return PartialState(cpu=run_device().type == "cpu")
 
 
 # the recipe sections each stage's output depends on
 STAGE_INPUTS = {"vqvae": ("data", "vqvae", "vqvae_train"), CODES_DIR: ("data", "vqvae", "vqvae_train"),
                 "prior": ("data", "vqvae", "vqvae_train", "prior", "prior_train")}
 STAGE_INPUTS["bottom_prior"] = STAGE_INPUTS["prior"] + ("bottom_prior", "bottom_prior_train")
+# what a run writes into its folder (`latentar run --overwrite` removes these)
+RUN_OUTPUTS = (RECIPE_FILE, SUMMARY_FILE, *STAGE_INPUTS, "reconstructions.png", "samples.png", "curves.png")
 
 
 def check_previous_run(out: Path, recipe: Recipe) -> None:
@@ -252,6 +270,8 @@ def add_run_command(subparsers) -> None:
                         help="override a recipe value, e.g. --set prior_train.steps=500 (repeatable)")
     parser.add_argument("--out", default=None, help="the run folder (default: runs/RECIPE_NAME)")
     parser.add_argument("--data-root", default=None, help="where datasets live (sets data.root)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start the run folder afresh: remove the stages, codes and report of an earlier run")
     parser.set_defaults(func=run_command)
 
 
@@ -261,7 +281,7 @@ def run_command(args) -> None:
     overrides = [*args.overrides, *([f"data.root={args.data_root}"] if args.data_root else [])]
     recipe = load_recipe(args.recipe, overrides)
     out = Path(args.out) if args.out else Path("runs") / Path(args.recipe).stem
-    summary = run_recipe(recipe, out)
+    summary = run_recipe(recipe, out, overwrite=args.overwrite)
     if process_state().is_main_process:
         print(json.dumps(summary, indent=2))
         print(f"wrote {out}/: summary.json, samples.png, curves.png, and one folder per stage")

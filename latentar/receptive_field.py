@@ -167,6 +167,11 @@ def add_receptive_field_command(subparsers) -> None:
 
 
 def run_receptive_field(args) -> None:
+    from latentar.sampling import check_image_path
+
+    check_image_path(args.out)
+    if args.scale < 1:
+        raise ValueError(f"--scale (pixels per grid cell) must be an integer >= 1, got {args.scale}")
     chosen = [flag for flag, value in (("--prior", args.prior), ("--model", args.model),
                                        ("--all", args.all)) if value]
     if len(chosen) != 1:

@@ -15,6 +15,7 @@ including those whose ``sample`` is a fast override.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -22,7 +23,7 @@ import torch
 from einops import rearrange, repeat
 from PIL import Image
 
-from latentar.priors.base import Prior
+from latentar.priors.base import Prior, check_labels, check_num_samples, is_integer
 
 
 class Generation(NamedTuple):
@@ -41,7 +42,8 @@ def make_generator(seed: int | None, device: torch.device) -> torch.Generator | 
 
 
 def expand_labels(prior: Prior, n: int, labels: int | torch.Tensor | None) -> torch.Tensor | None:
-    """Labels for n draws -> long (n,) or None; an error if they do not suit the prior."""
+    """Labels for n draws (one int class, or an integer tensor (n,)) -> long (n,) or None;
+    an error if they do not suit the prior."""
     num_classes = prior.spec.num_classes
     if num_classes is None:
         if labels is not None:
@@ -50,10 +52,11 @@ def expand_labels(prior: Prior, n: int, labels: int | torch.Tensor | None) -> to
     if labels is None:
         raise ValueError(f"this prior is class-conditional ({num_classes} classes): pass a class in "
                          f"[0, {num_classes}) or one label per image")
-    if isinstance(labels, int):
+    if is_integer(labels):
         if not 0 <= labels < num_classes:
             raise ValueError(f"class must lie in [0, {num_classes}), got {labels}")
-        return torch.full((n,), labels, dtype=torch.long)
+        return torch.full((n,), int(labels), dtype=torch.long)
+    check_labels(labels, num_classes, n)
     return labels.long()
 
 
@@ -125,6 +128,7 @@ def generate(prior: Prior, vqvae: Any | None = None, n: int = 64, labels: int | 
     With ``bottom_prior`` (VQ-VAE-2), ``prior`` draws the top codes and the bottom
     prior draws the bottom codes given them as its spatial context.
     """
+    n = check_num_samples(n)
     check_pair(prior, vqvae, bottom_prior)
     labels = expand_labels(prior, n, labels)
     generator = make_generator(seed, prior.device)
@@ -192,11 +196,36 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int = 8, levels: int
     """Write uint8 images (N, C, H, W) as one PNG grid with ``nrow`` images per row."""
     from torchvision.utils import make_grid  # torchvision is slow to import; only grids need it
 
-    path = Path(path)
+    path, nrow = check_image_path(path), check_nrow(nrow)
     path.parent.mkdir(parents=True, exist_ok=True)
     grid = make_grid(to_display(images, levels), nrow=nrow, padding=2, pad_value=255)  # (3, H', W')
     Image.fromarray(rearrange(grid, "c h w -> h w c").numpy()).save(path)
     return path
+
+
+def check_image_path(path: str | Path) -> Path:
+    """An image file about to be written: its extension names a format PIL writes, it is not
+    a folder, and its nearest existing parent is a writable folder. Checked before any work."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; expected an image file name, e.g. {path / 'grid.png'}")
+    Image.init()
+    if Image.registered_extensions().get(path.suffix.lower()) not in Image.SAVE:
+        got = f"the extension {path.suffix!r}" if path.suffix else "no extension"
+        raise ValueError(f"{path}: expected an image file name ending in .png (or .jpg, .bmp, ...), got {got}")
+    parent = next(p for p in path.absolute().parents if p.exists())
+    if not parent.is_dir():
+        raise ValueError(f"cannot write {path}: {parent} is a file, expected a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot write {path}: the folder {parent} is not writable")
+    return path
+
+
+def check_nrow(nrow: Any) -> int:
+    """Images per row of a grid: an integer >= 1."""
+    if not is_integer(nrow) or nrow < 1:
+        raise ValueError(f"nrow (images per grid row) must be an integer >= 1, got {nrow!r}")
+    return int(nrow)
 
 
 def save_individual(images: torch.Tensor, folder: str | Path, levels: int = 256) -> list[Path]:
@@ -309,6 +338,9 @@ def load_models(args) -> tuple[Prior, Any, Prior | None]:
 def run_sample(args) -> None:
     from safetensors.torch import save_file
 
+    check_image_path(args.out)  # the arguments first, before any work
+    check_num_samples(args.n)
+    check_nrow(args.nrow)
     prior, vqvae, bottom = load_models(args)
     labels, nrow = args.label, args.nrow
     if prior.spec.num_classes is not None and labels is None:  # one row per class
@@ -347,6 +379,7 @@ def parse_options(items: list[str]) -> dict:
 def run_complete(args) -> None:
     from latentar.data import load_dataset
 
+    check_image_path(args.out)  # before any work
     prior, vqvae, bottom = load_models(args)
     if bottom is not None:
         raise ValueError("completion works with one prior; --bottom-prior is not supported")

@@ -1,30 +1,47 @@
 """Models save as a folder: ``config.json`` (what to build) + ``model.safetensors`` (weights).
 
 Loading never unpickles anything: the config names a registered model type, the type
-rebuilds itself from plain JSON, and the weights come from safetensors.
+rebuilds itself from plain JSON, and the weights come from safetensors. Nothing a
+damaged or hostile folder holds is trusted before it is checked, in this order: the
+sha256 of the weights that ``config.json`` records, the config values (checked by the
+model's own config classes), the tensor names and shapes of the safetensors header
+against the model built on the meta device (no memory), and finally the weights
+themselves, which must be finite. Extra files in the folder are ignored.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import itertools
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
 from latentar.registry import MODELS
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2 records the sha256 of the weights; 1 (no checksum) still loads
+SHA256_KEY = "weights_sha256"
+SHOWN = 5  # tensor names quoted in an error at most
+MAX_ELEMENTS = 2**32  # ~17 GB of float32 weights and buffers; a larger model is refused before allocation
 
 
 class NotAModelError(ValueError):
     """A folder that does not hold a saved latentar model, or holds a damaged one."""
+
+
+class NonFiniteWeightsError(ValueError):
+    """A model whose weights hold NaN or inf (a diverged training): it is never saved."""
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -40,6 +57,16 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_folder(path.parent)
+
+
+def fsync_folder(folder: Path) -> None:
+    """Flush a folder's entries (a rename into it) to disk."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -57,32 +84,46 @@ class Saveable:
 
     @classmethod
     def from_config(cls, config: dict):
+        """The model ``config`` describes; raises ValueError/TypeError naming a bad value."""
         raise NotImplementedError
 
     def save(self, folder: str | os.PathLike) -> Path:
-        """Write ``config.json`` + ``model.safetensors`` into ``folder`` (each file atomically)."""
+        """Write ``model.safetensors`` then ``config.json`` (recording the weights' sha256) into
+        ``folder``, each file atomically. Raises ``NonFiniteWeightsError`` if a weight is NaN or inf."""
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{WEIGHTS_FILE}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file(state, tmp, metadata={"format": "pt"})
-            os.replace(tmp, folder / WEIGHTS_FILE)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        bad = non_finite(state)
+        if bad:
+            raise NonFiniteWeightsError(f"refusing to save a {type(self).__name__} whose weights hold NaN "
+                                        f"or inf: {quote(bad)}")
+        data = safetensors_bytes(state, metadata={"format": "pt"})
+        atomic_write_bytes(folder / WEIGHTS_FILE, data)
         config = {"format_version": FORMAT_VERSION, "model_type": self.model_type,
-                  "config": self.config_dict()}
+                  "config": self.config_dict(), SHA256_KEY: hashlib.sha256(data).hexdigest()}
         atomic_write_json(folder / CONFIG_FILE, config)
         return folder
 
     @classmethod
-    def from_pretrained(cls, folder: str | os.PathLike, map_location: str | torch.device = "cpu"):
-        model = load(folder, map_location)
+    def from_pretrained(cls, folder: str | os.PathLike, map_location: str | torch.device = "cpu", *,
+                        verify: bool = True):
+        """``load(folder, map_location, verify=verify)``, checked to hold a ``cls``."""
+        model = load(folder, map_location, verify=verify)
         if not isinstance(model, cls):
             raise NotAModelError(f"{folder} holds a {type(model).__name__}, not a {cls.__name__}")
         return model
+
+
+def meta_model(make: Callable[[], torch.nn.Module], what: str) -> torch.nn.Module:
+    """Build ``make()`` on the meta device (no memory, no work) -> that model, refused with a
+    ValueError when its parameters and buffers hold more than ``MAX_ELEMENTS`` values, before
+    a real build tries to allocate them."""
+    with torch.device("meta"):
+        model = make()
+    count = sum(t.numel() for t in itertools.chain(model.parameters(), model.buffers()))
+    if count > MAX_ELEMENTS:
+        raise ValueError(f"{what} would hold {count:.3g} weights and buffer values, more than the "
+                         f"{MAX_ELEMENTS:.3g} latentar builds; choose smaller sizes")
+    return model
 
 
 def read_config(folder: str | os.PathLike) -> dict:
@@ -101,33 +142,96 @@ def read_config(folder: str | os.PathLike) -> dict:
     for key in ("model_type", "config"):
         if not isinstance(config, dict) or key not in config:
             raise NotAModelError(f"{path} has no {key!r} entry; it was not written by latentar")
+    version = config.get("format_version")
+    if type(version) is not int or not 1 <= version <= FORMAT_VERSION:
+        raise NotAModelError(f"{path} has format_version {version!r}; this latentar reads versions "
+                             f"1 to {FORMAT_VERSION}")
+    if version >= 2 and not isinstance(config.get(SHA256_KEY), str):
+        raise NotAModelError(f"{path} has no {SHA256_KEY!r} entry, which format {version} requires")
     return config
 
 
-def load(folder: str | os.PathLike, map_location: str | torch.device = "cpu"):
-    """Load any saved latentar model (a prior or a VQ-VAE) from its folder."""
+def load(folder: str | os.PathLike, map_location: str | torch.device = "cpu", *, verify: bool = True):
+    """Load any saved latentar model (a prior or a VQ-VAE) from its folder.
+
+    Raises ``NotAModelError`` for a folder that is not a saved model, or a damaged one:
+    weights that do not match the sha256 in ``config.json``, a bad config value, tensor
+    names or shapes that do not fit the model the config describes (checked from the
+    safetensors header before any tensor is allocated), or NaN/inf weights.
+    ``verify=False`` skips the sha256 check, which reads the whole weights file once;
+    every other check still runs. A format-1 folder records no sha256 and loads with a
+    warning that it cannot be verified.
+    """
     folder = Path(folder)
     config = read_config(folder)
-    cls = MODELS.get(config["model_type"])
-    model = cls.from_config(config["config"])
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
         raise NotAModelError(f"{folder} is not a saved model: {WEIGHTS_FILE} is missing")
+    if verify:
+        verify_weights(weights, config.get(SHA256_KEY))
+    try:
+        make = functools.partial(MODELS.get(config["model_type"]).from_config, config["config"])
+        skeleton = meta_model(make, "it")
+    except (ValueError, TypeError, LookupError) as e:
+        raise NotAModelError(f"{folder / CONFIG_FILE} does not describe a model latentar can build: "
+                             f"{e}") from e
+    check_header(weights, read_header(weights), skeleton.state_dict())
+    model = make()
     try:
         state = load_file(str(weights), device=str(map_location))
     except (SafetensorError, OSError) as e:
         raise NotAModelError(f"{weights} is damaged or not a safetensors file: {e}") from e
-    missing, unexpected = _mismatch(model.state_dict(), state)
-    if missing or unexpected:
-        raise NotAModelError(f"{weights} does not match {config['config'].get('name', cls.__name__)}"
-                             f" built from {CONFIG_FILE}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    bad = non_finite(state)
+    if bad:
+        raise NotAModelError(f"{weights} holds NaN or inf weights (a diverged model); refusing to load {quote(bad)}")
     model.load_state_dict(state)
     return model.to(map_location)
 
 
-def _mismatch(expected: dict, found: dict) -> tuple[list[str], list[str]]:
-    missing = sorted(set(expected) - set(found))
-    unexpected = sorted(set(found) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(found) if expected[k].shape != found[k].shape)
-    return missing + [f"{k} (shape {tuple(found[k].shape)} != {tuple(expected[k].shape)})"
-                      for k in wrong], unexpected
+def verify_weights(weights: Path, expected: str | None) -> None:
+    """The file's sha256 must be ``expected`` (None: a format-1 folder, only warned about)."""
+    if expected is None:
+        warnings.warn(f"{weights.parent} was saved in format 1, which records no sha256 of "
+                      f"{WEIGHTS_FILE}: it cannot be verified; save it again to record one", stacklevel=3)
+        return
+    with weights.open("rb") as f:
+        found = hashlib.file_digest(f, "sha256").hexdigest()
+    if found != expected:
+        raise NotAModelError(f"{weights} does not match the sha256 that {CONFIG_FILE} records "
+                             f"(the file is damaged or was replaced): expected {expected}, found {found}")
+
+
+def read_header(weights: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor name -> shape, from the safetensors header alone (no tensor is read)."""
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            return {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
+    except (SafetensorError, OSError) as e:
+        raise NotAModelError(f"{weights} is damaged or not a safetensors file: {e}") from e
+
+
+def check_header(weights: Path, header: dict[str, tuple[int, ...]], expected: dict[str, torch.Tensor]) -> None:
+    """The header's tensor names and shapes must be those of the ``expected`` state dict."""
+    problems = []
+    missing = sorted(set(expected) - set(header))
+    unexpected = sorted(set(header) - set(expected))
+    wrong = [f"{k} {header[k]} (the config builds {tuple(expected[k].shape)})"
+             for k in sorted(set(expected) & set(header)) if header[k] != tuple(expected[k].shape)]
+    for what, names in (("missing", missing), ("unexpected", unexpected), ("wrong shapes", wrong)):
+        if names:
+            problems.append(f"{what}: {quote(names)}")
+    if problems:
+        raise NotAModelError(f"{weights} does not match the model {CONFIG_FILE} describes; "
+                             + "; ".join(problems))
+
+
+def non_finite(state: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors in ``state`` that hold NaN or inf."""
+    return [name for name, t in state.items()
+            if (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(t).all())]
+
+
+def quote(names: list[str]) -> str:
+    """At most ``SHOWN`` names, and how many more: 'a, b, c (and 4 more)'."""
+    more = f" (and {len(names) - SHOWN} more)" if len(names) > SHOWN else ""
+    return ", ".join(names[:SHOWN]) + more

@@ -1,4 +1,12 @@
-"""Shared pytest setup."""
+"""Shared pytest setup.
+
+``LATENTAR_TEST_DEVICE`` (default ``cpu``) picks the device of the tests that take the
+``device`` fixture: the shared prior suites, the samplers and the trainer. With
+``LATENTAR_TEST_DEVICE=cuda`` on a machine without CUDA those tests are skipped, and the
+rest of the suite runs on the CPU as usual.
+"""
+
+import os
 
 import pytest
 
@@ -6,6 +14,29 @@ import pytest
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "network: needs a package registry (pip); skipped only when it cannot be reached")
+
+
+def requested_device() -> str:
+    return os.environ.get("LATENTAR_TEST_DEVICE", "cpu")
+
+
+@pytest.fixture
+def device(monkeypatch):
+    """The torch device of the device-aware tests; the trainer's Accelerator follows it."""
+    import torch
+
+    name = requested_device()
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            pytest.skip(f"LATENTAR_TEST_DEVICE={name} but torch sees no CUDA device")
+        # exact float32 on the GPU too: the suites compare against brute-force sums and the naive sampler
+        monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+        monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    elif name == "cpu":
+        monkeypatch.setenv("ACCELERATE_USE_CPU", "true")  # a GPU machine still trains on the CPU
+    else:
+        raise pytest.UsageError(f"LATENTAR_TEST_DEVICE must be cpu or cuda[:N], got {name!r}")
+    return torch.device(name)
 
 
 @pytest.fixture

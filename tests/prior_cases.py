@@ -31,18 +31,24 @@ def case_id(case) -> str:
 
 
 def tiny_prior(name: str, shape, num_symbols: int, head: str = "categorical", seed: int = 0,
-               **kwargs) -> latentar.Prior:
-    """A tiny prior with perturbed weights so that its distribution is far from uniform."""
+               device: torch.device | str = "cpu", **kwargs) -> latentar.Prior:
+    """A tiny prior with perturbed weights so that its distribution is far from uniform
+    (the same weights on every device: they are drawn on the CPU, then moved)."""
     torch.manual_seed(seed)
     prior = latentar.build_prior(name, shape, num_symbols, head, preset="tiny", **kwargs)
     with torch.no_grad():
         for p in prior.parameters():
             p.add_(0.3 * torch.randn_like(p))
-    return prior.eval()
+    return prior.to(device).eval()
 
 
-def every_grid(shape, num_symbols: int) -> torch.Tensor:
+def every_grid(shape, num_symbols: int, device: torch.device | str = "cpu") -> torch.Tensor:
     """All K^(C·H·W) grids of a tiny shape -> long (N, C, H, W)."""
     C, H, W = shape
-    grids = torch.tensor(list(itertools.product(range(num_symbols), repeat=C * H * W)))
+    grids = torch.tensor(list(itertools.product(range(num_symbols), repeat=C * H * W)), device=device)
     return grids.view(-1, C, H, W)
+
+
+def generator(device: torch.device | str, seed: int) -> torch.Generator:
+    """A seeded generator on ``device`` (samplers draw with a generator of their own device)."""
+    return torch.Generator(device=device).manual_seed(seed)

@@ -24,20 +24,48 @@ def run_cli(argv, capsys) -> dict:
     return json.loads(capsys.readouterr().out)
 
 
-def test_bench_train_cli(capsys):
-    out = run_cli(["bench", "train", "--prior", "pixelcnn", "--preset", "tiny", "--shape", "1,6,6",
-                   "--batch", "4", "--steps", "2", "--warmup", "1"], capsys)
+class FakeClock:
+    """Stands in for ``time.perf_counter`` / ``process_time``: time moves only when told."""
+
+    def __init__(self):
+        self.wall = self.cpu = 0.0
+
+    def advance(self, wall: float, cpu: float) -> None:
+        self.wall += wall
+        self.cpu += cpu
+
+    def install(self, monkeypatch) -> None:
+        monkeypatch.setattr(bench.time, "perf_counter", lambda: self.wall)
+        monkeypatch.setattr(bench.time, "process_time", lambda: self.cpu)
+
+
+def test_bench_train_cli(capsys, monkeypatch):
+    clock = FakeClock()
+    clock.install(monkeypatch)
+    prior = latentar.build_prior("pixelcnn", (1, 6, 6), 2, preset="tiny")
+    # every forward pass takes 0.25 s on the clock and 0.75 s of CPU (3 threads busy)
+    monkeypatch.setattr(latentar.Prior, "__call__", lambda self, *a, **k: (clock.advance(0.25, 0.75),
+                                                                           torch.nn.Module.__call__(self, *a, **k))[1])
+    monkeypatch.setattr(bench.os, "getloadavg", lambda: (2.5, 1.0, 0.5))
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        out = run_cli(["bench", "train", "--prior", "pixelcnn", "--preset", "tiny", "--shape", "1,6,6",
+                       "--batch", "4", "--steps", "2", "--warmup", "1"], capsys)
+    finally:
+        torch.set_num_threads(threads)
     assert set(out) == COMMON | {"bench", "steps", "warmup", "mixed_precision", "seconds_per_step",
                                  "cpu_seconds_per_step", "images_per_second", "loss_nats_per_dim", "peak_memory_mb",
                                  "peak_memory_kind"}
-    prior = latentar.build_prior("pixelcnn", (1, 6, 6), 2, preset="tiny")
     assert out["parameters"] == sum(p.numel() for p in prior.parameters())
     assert out["shape"] == [1, 6, 6] and out["num_symbols"] == 2 and out["device"] == "cpu"
-    assert out["arch"] == dict(vars(prior.arch)) and out["load_average_1min"] >= 0
-    assert out["threads"] == torch.get_num_threads() and out["torch"] == torch.__version__
-    assert out["seconds_per_step"] > 0 and out["cpu_seconds_per_step"] > 0 and out["peak_memory_mb"] > 0
-    assert out["images_per_second"] == pytest.approx(4 / out["seconds_per_step"])
-    assert out["peak_memory_kind"] == "process_max_rss"
+    assert out["arch"] == dict(vars(prior.arch)) and out["load_average_1min"] == 2.5
+    assert out["threads"] == 1 and out["omp_num_threads"] == "3" and out["torch"] == torch.__version__
+    # one forward pass per step: 0.25 s wall and 0.75 s CPU per step; 4 images / 0.25 s
+    assert out["seconds_per_step"] == 0.25 and out["cpu_seconds_per_step"] == 0.75
+    assert out["images_per_second"] == 16.0
+    assert out["peak_memory_kind"] == "process_max_rss" and out["peak_memory_mb"] > 0
     assert 0 < out["loss_nats_per_dim"] < 2 * torch.log(torch.tensor(2.0)).item()
 
 
@@ -51,14 +79,19 @@ def test_bench_train_every_prior_with_classes_and_bf16(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_bench_sample_every_prior(name):
+def test_bench_sample_every_prior(name, monkeypatch):
     prior = tiny_prior(name, (1, 3, 4), 4)
+    clock = FakeClock()
+    clock.install(monkeypatch)
+    naive, fast = prior.naive_sample, prior.sample
+    # the naive sampler takes 6 s (9 s CPU) for the batch, the fast one 2 s (1.5 s CPU)
+    monkeypatch.setattr(prior, "naive_sample", lambda *a, **k: (clock.advance(6.0, 9.0), naive(*a, **k))[1])
+    monkeypatch.setattr(prior, "sample", lambda *a, **k: (clock.advance(2.0, 1.5), fast(*a, **k))[1])
     out = bench_sample(prior, batch=2)
-    assert out["has_fast_sampler"] == has_fast_sampler(prior)
-    assert out["naive_seconds_per_image"] > 0 and out["fast_seconds_per_image"] > 0
-    assert out["speedup"] == pytest.approx(out["naive_seconds_per_image"] / out["fast_seconds_per_image"])
-    assert out["cpu_speedup"] == pytest.approx(out["naive_cpu_seconds_per_image"]
-                                               / out["fast_cpu_seconds_per_image"])
+    assert out["has_fast_sampler"] == has_fast_sampler(prior) is True
+    assert out["naive_seconds_per_image"] == 3.0 and out["fast_seconds_per_image"] == 1.0
+    assert out["naive_cpu_seconds_per_image"] == 4.5 and out["fast_cpu_seconds_per_image"] == 0.75
+    assert out["speedup"] == 3.0 and out["cpu_speedup"] == 6.0
     assert out["extrapolated_from_rows"] is None and out["naive_method"].startswith("measured")
 
 

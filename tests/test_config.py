@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from latentar.config import (Recipe, RecipeError, apply_override, load_recipe, recipe_from_dict,
-                             recipe_to_dict, validate)
+from latentar.config import Recipe, RecipeError, apply_override, load_recipe, recipe_from_dict, recipe_to_dict
+from latentar.plan import validate
 
 RECIPES = sorted((Path(__file__).parent.parent / "recipes").glob("*.toml"))
 

@@ -18,7 +18,7 @@ import torch
 import latentar
 from latentar.priors.base import Prior
 from latentar.registry import PRIORS
-from prior_cases import head_cases, tiny_prior
+from prior_cases import generator, head_cases, tiny_prior
 
 NAMES = latentar.list_priors()
 TOL = 1e-4  # per-step params: |fast - naive| <= TOL + TOL·|naive|
@@ -59,7 +59,7 @@ def traced_draws(prior: Prior, sampler: str, n: int, cond, seed: int, **draw):
 
     with pytest.MonkeyPatch.context() as m:
         m.setattr(prior.head, "sample", recording)
-        samples = getattr(prior, sampler)(n, cond, generator=torch.Generator().manual_seed(seed), **draw)
+        samples = getattr(prior, sampler)(n, cond, generator=generator(prior.device, seed), **draw)
     return samples, trace
 
 
@@ -82,24 +82,24 @@ def test_every_prior_has_fast_sampling(name):
 
 
 @pytest.mark.parametrize("case", CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES])
-def test_fast_sampling_matches_naive(case):
+def test_fast_sampling_matches_naive(case, device):
     name, _, kwargs, shape, K, make_cond = case
-    prior = tiny_prior(name, shape, K, **kwargs)
+    prior = tiny_prior(name, shape, K, device=device, **kwargs)
     n = 3
     cond = make_cond(n, torch.Generator().manual_seed(1)) if make_cond else None
     samples = assert_same_draws(prior, n, cond)
-    assert samples.shape == (n, *shape) and samples.dtype == torch.long
+    assert samples.shape == (n, *shape) and samples.dtype == torch.long and samples.device == prior.device
     assert samples.min() >= 0 and samples.max() < K
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_fast_sampling_with_temperature_and_top_k_restores_train_mode(name):
-    prior = tiny_prior(name, (1, 3, 3), 5).train()
+def test_fast_sampling_with_temperature_and_top_k_restores_train_mode(name, device):
+    prior = tiny_prior(name, (1, 3, 3), 5, device=device).train()
     for draw in (dict(temperature=0.5), dict(temperature=1.7, top_k=3)):
         assert_same_draws(prior, 4, None, seed=2, **draw)
         assert prior.training, "sample must restore train mode"
-    top1 = prior.sample(4, top_k=1, generator=torch.Generator().manual_seed(3))
-    again = prior.sample(4, top_k=1, generator=torch.Generator().manual_seed(4))
+    top1 = prior.sample(4, top_k=1, generator=generator(device, 3))
+    again = prior.sample(4, top_k=1, generator=generator(device, 4))
     assert torch.equal(top1, again), "top_k=1 is greedy: the seed must not matter"
 
 

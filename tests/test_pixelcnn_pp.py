@@ -108,9 +108,9 @@ def test_paper_preset_and_sizes():
 
 
 def test_bad_arguments_name_the_problem():
-    with pytest.raises(ValueError, match="stages, num_blocks and filters >= 1"):
+    with pytest.raises(ValueError, match="pixelcnn_pp.stages must be an integer >= 1, got 0"):
         latentar.build_prior("pixelcnn_pp", (1, 4, 4), 4, stages=0)
-    with pytest.raises(ValueError, match=r"dropout must lie in \[0, 1\), got 1.5"):
+    with pytest.raises(ValueError, match=r"pixelcnn_pp.dropout must be a finite number in \[0, 1\), got 1.5"):
         latentar.build_prior("pixelcnn_pp", (1, 4, 4), 4, dropout=1.5)
     with pytest.raises(ValueError, match="odd kernel width"):
         down_shifted_conv(2, 2, (2, 2))

@@ -12,6 +12,7 @@ from latentar.priors.diagonal_bilstm import DiagonalBiLSTMLayer
 from latentar.priors.row_lstm import RowLSTMLayer
 from latentar.receptive_field import raster_past, receptive_field
 from prior_cases import tiny_prior
+from test_fast_sampling import assert_same_draws, traced_draws
 
 PIXELRNNS = ["row_lstm", "diagonal_bilstm"]
 
@@ -91,19 +92,6 @@ def test_diagonal_bilstm_prior_sees_every_earlier_pixel(C, preset):
         assert torch.equal(field, raster_past(shape, position)), f"{position}\n{field.int()}"
 
 
-def _recording(prior):
-    """Wrap the head's own sample so that every (params, channel) it is called with is kept."""
-    calls = []
-    draw = type(prior.head).sample
-
-    def record(params, **kwargs):
-        calls.append((params.clone(), kwargs["channel"]))
-        return draw(prior.head, params, **kwargs)
-
-    prior.head.sample = record
-    return calls
-
-
 @pytest.mark.parametrize("name", PIXELRNNS)
 @pytest.mark.parametrize("shape, K, kwargs", [
     ((1, 3, 4), 4, {}),
@@ -115,21 +103,15 @@ def test_fast_sampling_equals_naive_sampling(name, shape, K, kwargs):
     prior = tiny_prior(name, shape, K, **kwargs)
     n = 5
     cond = torch.arange(n) % kwargs["num_classes"] if "num_classes" in kwargs else None
-    naive_calls = _recording(prior)
-    naive = prior.naive_sample(n, cond, generator=torch.Generator().manual_seed(3))
-    fast_calls = _recording(prior)
-    fast = prior.sample(n, cond, generator=torch.Generator().manual_seed(3))
-    assert torch.equal(fast, naive)
-    # the same draws from params that agree up to float reordering
-    assert len(fast_calls) == len(naive_calls) == shape[0] * shape[1] * shape[2]
-    for (pf, cf), (pn, cn) in zip(fast_calls, naive_calls):
-        assert cf == cn and pf.shape == pn.shape
-        assert (pf - pn).abs().max() < 1e-4
+    assert_same_draws(prior, n, cond, seed=3)
+    fast, fast_calls = traced_draws(prior, "sample", n, cond, seed=3)
+    assert len(fast_calls) == shape[0] * shape[1] * shape[2]  # one draw per symbol: channel-masked
     # and the params of the finished sample are what a teacher-forced pass computes
     with torch.no_grad():
         full = prior(fast, cond)  # (n, P, H, W); channel c's params were computed from channels < c
     C, H, W = shape
-    for step, (pf, c) in enumerate(fast_calls):
+    for step, (settings, pf) in enumerate(fast_calls):
+        c = settings["channel"]
         h, w = divmod(step // C, W)
         block = slice(None) if C == 1 else slice(c * K, (c + 1) * K)  # categorical: block c
         assert torch.allclose(pf[:, block], full[:, block, h, w], atol=1e-4)
@@ -153,5 +135,5 @@ def test_bad_arguments_name_the_problem():
         tiny_prior("row_lstm", (1, 3, 3), 4, kernel=2)
     with pytest.raises(ValueError, match="with 1 channel, got 3"):
         tiny_prior("diagonal_bilstm", (3, 2, 2), 4, head="logistic_mixture")
-    with pytest.raises(ValueError, match="num_layers >= 1"):
+    with pytest.raises(ValueError, match="row_lstm.num_layers must be an integer >= 1, got 0"):
         tiny_prior("row_lstm", (1, 3, 3), 4, num_layers=0)

@@ -9,46 +9,55 @@ import torch
 
 import latentar
 from latentar.registry import PRIORS
-from prior_cases import all_cases, case_id, every_grid, tiny_prior
+from prior_cases import all_cases, case_id, every_grid, generator, tiny_prior
 
 CASES = all_cases()
 NAMES = latentar.list_priors()
 
 
-def test_registry_lists_every_paper_prior():
-    assert NAMES == ["diagonal_bilstm", "gated_pixelcnn", "pixelcnn", "pixelcnn_pp", "pixelsnail",
-                     "row_lstm"]
+def test_every_module_in_priors_registers_its_prior():
+    """A new prior is one file in latentar/priors/: the package registers it by itself."""
+    import pkgutil
+
+    import latentar.priors as package
+
+    helpers = {"base", "recurrent"}  # the interface and a shared base class, no prior of their own
+    modules = {m.name for m in pkgutil.iter_modules(package.__path__)} - helpers
+    assert set(NAMES) == modules and NAMES == sorted(NAMES)
+    for name in NAMES:
+        cls = PRIORS.get(name)
+        assert {"tiny", "small"} <= set(cls.presets), f"{name} lacks the tiny / small presets"
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
-def test_exact_normalization_pixels(case):
+def test_exact_normalization_pixels(case, device):
     name, head, C = case
     shape, K = ((1, 2, 2), 3) if C == 1 else ((3, 1, 1), 4)
-    prior = tiny_prior(name, shape, K, head)
+    prior = tiny_prior(name, shape, K, head, device=device)
     with torch.no_grad():
-        total = prior.log_prob(every_grid(shape, K)).exp().sum().item()
+        total = prior.log_prob(every_grid(shape, K, device)).exp().sum().item()
     assert abs(total - 1.0) < 1e-5
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_exact_normalization_codes_across_rows(name):
+def test_exact_normalization_codes_across_rows(name, device):
     shape, K = (1, 2, 3), 3  # W = 3 exposes any look at the upper-right neighbour's future
-    prior = tiny_prior(name, shape, K, symbols="codes", embed_dim=4)
+    prior = tiny_prior(name, shape, K, symbols="codes", embed_dim=4, device=device)
     with torch.no_grad():
-        total = prior.log_prob(every_grid(shape, K)).exp().sum().item()
+        total = prior.log_prob(every_grid(shape, K, device)).exp().sum().item()
     assert abs(total - 1.0) < 1e-5
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
-def test_causality_by_gradients(case):
+def test_causality_by_gradients(case, device):
     """d log p(x_{c,h,w}) / d input is exactly zero at and after (h, w, c), nonzero before."""
     name, head, C = case
     H = W = 4
-    prior = tiny_prior(name, (C, H, W), 8, head)
-    x = torch.randint(0, 8, (8, C, H, W))  # several grids: one grid's dead ReLUs can hide the past
+    prior = tiny_prior(name, (C, H, W), 8, head, device=device)
+    x = torch.randint(0, 8, (8, C, H, W)).to(device)  # several grids: one grid's dead ReLUs can hide the past
     z = prior.input(x).detach().requires_grad_()  # (8, C·E, H, W)
     lp = prior.head.log_prob(prior.network(z, None, None), x)  # (8, C, H, W)
-    order = torch.arange(C * H * W).view(H, W, C).permute(2, 0, 1)  # (C, H, W) raster, then channel
+    order = torch.arange(C * H * W, device=device).view(H, W, C).permute(2, 0, 1)  # (C, H, W) raster, then channel
     for h in range(H):
         for w in range(W):
             for c in range(C):
@@ -63,18 +72,18 @@ def test_causality_by_gradients(case):
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
-def test_samples_follow_log_prob(case):
+def test_samples_follow_log_prob(case, device):
     name, head, C = case
     shape, K = ((1, 2, 2), 2) if C == 1 else ((3, 1, 1), 3)
-    prior = tiny_prior(name, shape, K, head)
+    prior = tiny_prior(name, shape, K, head, device=device)
     n = 4000
-    samples = prior.sample(n, generator=torch.Generator().manual_seed(0))
-    assert samples.shape == (n, *shape) and samples.dtype == torch.long
-    grids = every_grid(shape, K)
+    samples = prior.sample(n, generator=generator(device, 0))
+    assert samples.shape == (n, *shape) and samples.dtype == torch.long and samples.device == prior.device
+    grids = every_grid(shape, K, device)
     with torch.no_grad():
         p = prior.log_prob(grids).exp()
     digits = samples[0].numel()
-    index = (samples.flatten(1) * K ** torch.arange(digits - 1, -1, -1)).sum(1)  # every_grid order
+    index = (samples.flatten(1) * K ** torch.arange(digits - 1, -1, -1, device=device)).sum(1)  # every_grid order
     freq = torch.bincount(index, minlength=len(grids)).float() / n
     tv = 0.5 * (freq - p).abs().sum().item()
     # E[TV] <= 0.5 * sum_i sqrt(p_i (1 - p_i) / n) <= 0.5 * sqrt(M / n); allow 3x that.
@@ -90,12 +99,12 @@ def test_sampling_is_reproducible_and_restores_mode(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_save_load_round_trip(name, tmp_path):
-    prior = tiny_prior(name, (3, 4, 4), 16)
-    x = torch.randint(0, 16, (3, 3, 4, 4))
+def test_save_load_round_trip(name, tmp_path, device):
+    prior = tiny_prior(name, (3, 4, 4), 16, device=device)
+    x = torch.randint(0, 16, (3, 3, 4, 4)).to(device)
     prior.save(tmp_path / "m")
-    loaded = latentar.load(tmp_path / "m").eval()
-    assert type(loaded) is type(prior)
+    loaded = latentar.load(tmp_path / "m", map_location=device).eval()
+    assert type(loaded) is type(prior) and loaded.device == prior.device
     with torch.no_grad():
         assert torch.equal(prior.log_prob(x), loaded.log_prob(x))
 
@@ -125,23 +134,23 @@ def test_class_conditioning_changes_the_distribution(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_conditional_normalization(name):
+def test_conditional_normalization(name, device):
     shape, K = (1, 2, 2), 3
-    prior = tiny_prior(name, shape, K, num_classes=2)
-    grids = every_grid(shape, K)
+    prior = tiny_prior(name, shape, K, num_classes=2, device=device)
+    grids = every_grid(shape, K, device)
     with torch.no_grad():
         for label in (0, 1):
-            total = prior.log_prob(grids, torch.full((len(grids),), label)).exp().sum().item()
+            total = prior.log_prob(grids, torch.full((len(grids),), label, device=device)).exp().sum().item()
             assert abs(total - 1.0) < 1e-5
 
 
 @pytest.mark.parametrize("name", [n for n in NAMES if PRIORS.get(n).supports_context])
-def test_spatial_context_normalization_and_effect(name):
+def test_spatial_context_normalization_and_effect(name, device):
     shape, K = (1, 2, 2), 3
     prior = tiny_prior(name, shape, K, symbols="codes", embed_dim=4, context_symbols=5,
-                       context_shape=(1, 1))
-    grids = every_grid(shape, K)
-    ctx = [torch.full((len(grids), 1, 1), v) for v in (0, 4)]
+                       context_shape=(1, 1), device=device)
+    grids = every_grid(shape, K, device)
+    ctx = [torch.full((len(grids), 1, 1), v, device=device) for v in (0, 4)]
     with torch.no_grad():
         lps = [prior.log_prob(grids, {"context": c}) for c in ctx]
     for lp in lps:

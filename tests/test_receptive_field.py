@@ -9,11 +9,12 @@ import torch
 
 import latentar
 from latentar.cli import main
+from latentar.registry import PRIORS
 from latentar.receptive_field import COLOURS, draw_field, field_summary, raster_past, receptive_field
 from prior_cases import all_cases, case_id, tiny_prior
 
 NAMES = latentar.list_priors()
-FULL_CONTEXT = [n for n in ("gated_pixelcnn", "pixelsnail", "diagonal_bilstm") if n in NAMES]
+FULL_CONTEXT = [n for n in NAMES if PRIORS.get(n).full_context]
 
 MASK_B_TAPS = [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 0)]  # a 3×3 mask-B conv, single channel
 
@@ -49,9 +50,10 @@ def test_pixelcnn_field_is_the_hand_computed_cone(first_kernel, blocks, position
     assert torch.equal(field, expected), f"measured\n{field.int()}\nexpected\n{expected.int()}"
 
 
-def test_pixelcnn_has_a_blind_spot_up_and_to_the_right():
+@pytest.mark.parametrize("name", [n for n in NAMES if not PRIORS.get(n).full_context])
+def test_priors_without_full_context_have_a_blind_spot_up_and_to_the_right(name):
     shape, position = (1, 9, 9), (4, 4)
-    field = receptive_field(tiny_prior("pixelcnn", shape, 4), position)
+    field = receptive_field(tiny_prior(name, shape, 4), position)
     missed = raster_past(shape, position) & ~field
     rows, cols = torch.nonzero(missed, as_tuple=True)
     assert len(rows) > 0, "a stack of mask-B convolutions must miss part of the past"

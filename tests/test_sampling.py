@@ -48,10 +48,71 @@ def test_redraw_draws_the_rest_from_the_conditional(name, shape):
 
 def test_redraw_checks_its_arguments():
     prior = tiny_prior("pixelcnn", (1, 3, 3), 4)
-    with pytest.raises(ValueError, match=r"start_row must lie in \[0, 3\], got 4"):
+    with pytest.raises(ValueError, match=r"start_row must be an integer in \[0, 3\], got 4"):
         prior.redraw(torch.zeros(1, 1, 3, 3, dtype=torch.long), 4)
+    with pytest.raises(ValueError, match=r"start_row must be an integer in \[0, 3\], got 1.5"):
+        prior.redraw(torch.zeros(1, 1, 3, 3, dtype=torch.long), 1.5)
     with pytest.raises(ValueError, match=r"shape \(B, 1, 3, 3\)"):
         prior.redraw(torch.zeros(1, 1, 2, 3, dtype=torch.long), 1)
+
+
+def test_redraw_of_a_narrow_dtype_returns_long_draws_beyond_its_range():
+    prior = tiny_prior("pixelcnn", (1, 2, 2), 300)  # symbols up to 299 do not fit in uint8
+    torch.manual_seed(0)
+    out = prior.redraw(torch.zeros(64, 1, 2, 2, dtype=torch.uint8), 0, generator=torch.Generator().manual_seed(0))
+    assert out.dtype == torch.long and int(out.max()) >= 256
+
+
+@pytest.mark.parametrize("n", [0, -1, 2.5, True, "3"])
+def test_every_sampler_refuses_a_bad_number_of_grids(n):
+    prior = tiny_prior("pixelcnn", (1, 2, 2), 2)  # pixelcnn has a fast sampler of its own
+    for sample in (prior.sample, prior.naive_sample, lambda n: generate(prior, n=n)):
+        with pytest.raises(ValueError, match=rf"n \(the number of grids to draw\) must be an integer >= 1, "
+                                             rf"got {n!r}"):
+            sample(n)
+
+
+@pytest.mark.parametrize("knobs, message", [
+    ({"temperature": float("nan")}, r"temperature must be a finite number > 0, got nan"),
+    ({"temperature": float("inf")}, r"temperature must be a finite number > 0, got inf"),
+    ({"temperature": 0.0}, r"temperature must be a finite number > 0, got 0.0"),
+    ({"temperature": -1}, r"temperature must be a finite number > 0, got -1"),
+    ({"top_k": 0}, r"top_k must be an integer >= 1 or None, got 0"),
+    ({"top_k": 2.5}, r"top_k must be an integer >= 1 or None, got 2.5"),
+])
+@pytest.mark.parametrize("name", ["pixelcnn", "row_lstm"])  # two kinds of fast sampler
+def test_every_sampler_refuses_bad_knobs(name, knobs, message):
+    prior = tiny_prior(name, (1, 2, 2), 2)
+    for sample in (prior.sample, prior.naive_sample):
+        with pytest.raises(ValueError, match=message):
+            sample(2, **knobs)
+    with pytest.raises(ValueError, match=message):
+        prior.redraw(torch.zeros(1, 1, 2, 2, dtype=torch.long), 1, **knobs)
+
+
+def test_top_k_of_at_least_k_keeps_every_symbol():
+    prior = tiny_prior("pixelcnn", (1, 2, 2), 3)
+    draw = lambda top_k: prior.sample(8, top_k=top_k, generator=torch.Generator().manual_seed(1))  # noqa: E731
+    assert torch.equal(draw(3), draw(None)) and torch.equal(draw(50), draw(None))
+
+
+def test_labels_must_be_integers_of_one_class_per_grid():
+    prior = tiny_prior("pixelcnn", (1, 2, 2), 2, num_classes=3)
+    x = torch.zeros(2, 1, 2, 2, dtype=torch.long)
+    for labels, error, message in [
+            (torch.tensor([0.0, 1.0]), TypeError, r"labels must be an integer tensor \(2,\) of classes, "
+                                                 r"got a torch.float32 tensor"),
+            (torch.tensor([True, False]), TypeError, r"got a torch.bool tensor"),
+            ([0, 1], TypeError, r"labels must be an integer tensor \(2,\) of classes, got a list"),
+            (torch.tensor([0, 3]), ValueError, r"labels must lie in \[0, 3\), got \[0, 3\]")]:
+        with pytest.raises(error, match=message):
+            prior.log_prob(x, {"labels": labels})
+        with pytest.raises(error, match=message):
+            generate(prior, n=2, labels=labels)
+    with pytest.raises(TypeError, match="cond must be None"):
+        prior.sample(2, True)  # a bool is no class
+    assert torch.equal(prior.log_prob(x, torch.tensor([0, 2], dtype=torch.int32)),
+                       prior.log_prob(x, torch.tensor([0, 2])))
 
 
 def test_generate_pixel_mode_is_reproducible_and_class_rows_condition():

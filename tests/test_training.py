@@ -1,11 +1,13 @@
 """The trainer: per-update LR schedules, EMA, metrics, checkpoints, exact resume, export,
-gradient accumulation, and a two-process run scored like a one-process one."""
+gradient accumulation, the non-finite guard, and a two-process run scored like a one-process
+one. Damaged checkpoints and interrupted writes are in test_faults.py."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
+import re
 import socket
 from pathlib import Path
 
@@ -18,6 +20,8 @@ import latentar
 from latentar.evaluation import evaluate_prior
 from latentar.training import (TrainConfig, Trainer, lr_factor, make_ema, make_scheduler, prior_objective,
                                read_done, read_metrics, update_ema)
+from latentar.training.config import check_mixed_precision
+from latentar.training.trainer import NonFiniteLossError
 
 LR, DECAY = 1e-2, 0.98
 
@@ -44,9 +48,9 @@ def config(**overrides) -> TrainConfig:
     return TrainConfig(**{**values, **overrides})
 
 
-def train(out: Path, resume: bool = False, **overrides) -> Trainer:
+def train(out: Path, resume: bool = False, objective=prior_objective, **overrides) -> Trainer:
     data = striped_grids(64)
-    trainer = Trainer(tiny_pixelcnn(), prior_objective, data, config(**overrides), out,
+    trainer = Trainer(tiny_pixelcnn(), objective, data, config(**overrides), out,
                       evaluate=lambda model, acc: evaluate_prior(model, data, acc))
     trainer.fit(resume=resume)
     return trainer
@@ -95,13 +99,27 @@ def test_ema_matches_hand_computed_average_and_copies_buffers():
 BAD_CONFIGS = [("steps", dict(steps=0)), ("lr", dict(lr=0.0)), ("lr_schedule", dict(lr_schedule="linear")),
                ("grad_accum", dict(grad_accum=0)), ("mixed_precision", dict(mixed_precision="fp8")),
                ("ema_decay", dict(ema_decay=1.0)), ("warmup_steps", dict(warmup_steps=5, steps=5)),
-               ("batch_size", dict(batch_size=2.5)), ("log_every", dict(log_every=0))]
+               ("batch_size", dict(batch_size=2.5)), ("log_every", dict(log_every=0)),
+               ("lr", dict(lr=math.inf)), ("lr", dict(lr=math.nan)), ("lr", dict(lr="big")),
+               ("lr_decay", dict(lr_decay=math.nan)), ("grad_clip", dict(grad_clip=math.inf)),
+               ("ema_decay", dict(ema_decay=math.nan)), ("max_nonfinite", dict(max_nonfinite=0))]
 
 
 @pytest.mark.parametrize("field, bad", BAD_CONFIGS)
 def test_train_config_rejects_bad_values(field, bad):
-    with pytest.raises(ValueError, match=f"TrainConfig.{field} must be"):
+    with pytest.raises(ValueError, match=f"TrainConfig.{field} must be .*, got {re.escape(repr(bad[field]))}"):
         TrainConfig(**bad)
+
+
+def test_fp16_on_a_cpu_is_refused_with_a_pointer_to_bf16(tmp_path):
+    check_mixed_precision("fp16", "cuda:0")
+    check_mixed_precision("bf16", "cpu")
+    with pytest.raises(ValueError, match="fp16' cannot be used on a CPU.*'bf16'"):
+        check_mixed_precision("fp16", torch.device("cpu"))
+    if torch.cuda.is_available():
+        pytest.skip("the trainer may train on the GPU here, where fp16 works")
+    with pytest.raises(ValueError, match="fp16' cannot be used on a CPU"):
+        Trainer(tiny_pixelcnn(), prior_objective, striped_grids(64), config(mixed_precision="fp16"), tmp_path)
 
 
 # ---- one tiny run ------------------------------------------------------------------
@@ -120,6 +138,11 @@ def test_training_lowers_the_loss_and_logs_every_update(full_run):
 def test_run_keeps_the_last_two_checkpoints_and_marks_itself_done(full_run):
     trainer, out = full_run
     assert [p.name for p in trainer.checkpoints()] == ["step_00000030", "step_00000040"]
+    files = sorted(p.name for p in trainer.checkpoints()[-1].iterdir())  # nothing of ours is pickled
+    assert files == ["ema.safetensors", "manifest.json", "model.safetensors", "optimizer.bin",
+                     "random_states_0.pkl", "scheduler.bin", "trainer_state.json"]
+    state = json.loads((trainer.checkpoints()[-1] / "trainer_state.json").read_text())
+    assert state == {"format_version": 1, "step": 40, "nonfinite_streak": 0, "skipped_updates": 0}
     assert not list((out / "checkpoints").glob("*.partial"))
     done = read_done(out)
     assert done["step"] == 40
@@ -176,6 +199,62 @@ def test_stages_with_different_mixed_precision_run_in_one_process(tmp_path):
 def test_a_too_small_training_set_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="fewer than one batch"):
         Trainer(tiny_pixelcnn(), prior_objective, striped_grids(8), config(), tmp_path)
+
+
+# ---- the non-finite guard ----------------------------------------------------------
+class PoisonedObjective:
+    """``prior_objective`` with a non-finite loss (or finite loss, non-finite gradients) at the
+    chosen micro-batch calls (0-based); records the first weight tensor at every call."""
+
+    def __init__(self, poisoned, kind: str = "loss"):
+        self.poisoned, self.kind, self.calls, self.weights = poisoned, kind, 0, []
+
+    def __call__(self, prior, batch):
+        first = next(prior.parameters())
+        self.weights.append(first.detach().clone())
+        loss, metrics = prior_objective(prior, batch)
+        if self.poisoned(self.calls):
+            # sqrt at 0: a finite value whose gradient is inf · 0 = nan
+            loss = loss * math.nan if self.kind == "loss" else loss + torch.sqrt(0 * first.sum())
+        self.calls += 1
+        return loss, metrics
+
+
+@pytest.mark.parametrize("kind, grad_accum, grad_clip", [("loss", 2, None), ("gradient", 1, None),
+                                                         ("gradient", 1, 1.0)])
+def test_a_non_finite_update_is_skipped_counted_and_warned(kind, grad_accum, grad_clip, tmp_path):
+    objective = PoisonedObjective(lambda call: call == grad_accum, kind)  # the first micro-batch of update 2
+    with pytest.warns(RuntimeWarning, match="update 2: the loss or its gradients are not finite"):
+        trainer = train(tmp_path, objective=objective, steps=4, batch_size=16 // grad_accum, grad_accum=grad_accum,
+                        grad_clip=grad_clip, save_every=0)
+    weights = objective.weights[::grad_accum]  # at the start of updates 1..4
+    assert not torch.equal(weights[0], weights[1])  # update 1 changed the weights
+    assert torch.equal(weights[1], weights[2])  # update 2 did not
+    assert not torch.equal(weights[2], weights[3])  # and update 3 did again
+    records = read_metrics(tmp_path)
+    assert "loss" not in records[1] and records[1]["skipped_updates"] == 1
+    assert [r["lr"] for r in records] == pytest.approx([LR * DECAY ** k for k in range(4)])  # the schedule goes on
+    assert math.isfinite(read_done(tmp_path)["train"]["loss"]) and read_done(tmp_path)["train"]["skipped_updates"] == 1
+    state = json.loads((trainer.checkpoints()[-1] / "trainer_state.json").read_text())
+    assert state["skipped_updates"] == 1 and state["nonfinite_streak"] == 0
+
+
+def test_non_finite_updates_in_a_row_stop_the_run_and_keep_the_last_checkpoint(tmp_path):
+    objective = PoisonedObjective(lambda call: call >= 2)  # updates 3, 4, ...
+    with pytest.warns(RuntimeWarning), pytest.raises(
+            NonFiniteLossError, match=r"stopped at update 4: .* 2 updates in a row .*step_00000002, is kept.*--lr"):
+        train(tmp_path, objective=objective, steps=8, save_every=2, max_nonfinite=2)
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step_00000002"]
+    assert not (tmp_path / "model").exists() and read_done(tmp_path) is None
+
+
+def test_non_finite_weights_are_never_checkpointed(tmp_path):
+    trainer = train(tmp_path, steps=2, save_every=0)
+    with torch.no_grad():
+        trainer.model.first.weight.view(-1)[0] = math.inf
+    with pytest.raises(NonFiniteLossError, match="at update 2 the weights are not finite, so no checkpoint"):
+        trainer.save_checkpoint()
+    assert [p.name for p in trainer.checkpoints()] == ["step_00000002"]
 
 
 # ---- two processes -----------------------------------------------------------------

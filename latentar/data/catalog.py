@@ -8,13 +8,14 @@ folder of images itself.
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 from torch.utils.data import Dataset
 
+from latentar.checks import Bound, check_value
 from latentar.data.cifar import IMAGE_SHAPE as CIFAR_SHAPE
 from latentar.data.cifar import NUM_CLASSES as CIFAR_CLASSES
 from latentar.data.cifar import fetch_cifar10, load_cifar_split
@@ -30,6 +31,7 @@ from latentar.registry import DATASETS
 
 SPLITS = ("train", "test")
 MNIST_SHAPE = (1, 28, 28)  # (C, H, W), MNIST and Fashion-MNIST
+MAX_IMAGE_SIZE = 4096  # image_folder's size option: larger images would not fit a prior's memory
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,7 @@ class DatasetSpec:
     num_symbols: int  # K: 256 pixel levels, 2 when binarized
     num_classes: int | None  # None when the data decides it
     source: str  # where the data comes from, in words
+    bounds: Mapping[str, Bound] = field(default_factory=dict)  # the range of a number option
 
 
 def load_dataset(name: str, split: str, root: str | Path | None = None, **options) -> Dataset:
@@ -49,17 +52,26 @@ def load_dataset(name: str, split: str, root: str | Path | None = None, **option
 
     Items are ``(uint8 tensor (C, H, W), int label)``; the dataset has ``shape``,
     ``num_symbols``, ``num_classes`` and ``binarization``. Unknown names, splits or
-    options raise with the valid ones listed.
+    options raise with the valid ones listed, and option values are checked against the
+    loader's annotations (``FieldError``) before anything is read.
     """
     spec = DATASETS.get(name)
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; splits: {', '.join(SPLITS)}")
-    accepted = [p.name for p in inspect.signature(spec.load).parameters.values() if p.kind is p.KEYWORD_ONLY]
+    check_options(name, spec, options)
+    return spec.load(split, root, **options)
+
+
+def check_options(name: str, spec: DatasetSpec, options: dict) -> None:
+    """Each option must be a keyword-only parameter of ``spec.load`` and fit its type and bound."""
+    accepted = {p.name: p.annotation for p in inspect.signature(spec.load, eval_str=True).parameters.values()
+                if p.kind is p.KEYWORD_ONLY}
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise TypeError(f"dataset {name!r} has no option {', '.join(unknown)}; "
                         f"its options: {', '.join(accepted) or 'none'}")
-    return spec.load(split, root, **options)
+    for key, value in options.items():
+        check_value(value, accepted[key], f"dataset {name!r} option {key}", spec.bounds.get(key))
 
 
 def fetch(name: str, root: str | Path | None = None) -> dict:
@@ -133,4 +145,5 @@ DATASETS.register("cifar10")(DatasetSpec(
 DATASETS.register("image_folder")(DatasetSpec(
     load=_load_image_folder, fetch=None,
     shape=None, num_symbols=256, num_classes=None,
-    source="a folder of images you provide (root=FOLDER, option size)"))
+    source="a folder of images you provide (root=FOLDER, option size)",
+    bounds={"size": Bound(1, MAX_IMAGE_SIZE)}))

@@ -10,6 +10,9 @@ block c was computed from channels < c.
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import torch
 from torch import nn
 
@@ -40,13 +43,17 @@ class Head(nn.Module):
 
 
 def filter_logits(logits: torch.Tensor, temperature: float, top_k: int | None) -> torch.Tensor:
-    """Scale logits (..., K) by 1/temperature and keep only the top_k largest (others -inf)."""
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    """Scale logits (..., K) by 1/temperature and keep only the top_k largest (others -inf).
+
+    Every sampler's draws pass here, so the knobs are checked here: temperature a finite
+    number > 0, top_k None or an integer >= 1 (top_k >= K keeps every symbol).
+    """
+    if isinstance(temperature, bool) or not (isinstance(temperature, numbers.Real) and 0 < temperature < math.inf):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
     logits = logits / temperature
     if top_k is not None:
-        if top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 1:
+            raise ValueError(f"top_k must be an integer >= 1 or None, got {top_k!r}")
         if top_k < logits.shape[-1]:
             kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
             logits = logits.masked_fill(logits < kth, float("-inf"))

@@ -27,6 +27,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from latentar.checks import check_value
 from latentar.heads.base import Head, filter_logits, sample_logits
 from latentar.registry import HEADS
 
@@ -72,8 +73,7 @@ class LogisticMixtureHead(Head):
 
     def __init__(self, channels: int, num_symbols: int, couple_channels: bool, num_mixtures: int = 10):
         super().__init__(channels, num_symbols, couple_channels)
-        if num_mixtures < 1:
-            raise ValueError(f"num_mixtures must be >= 1, got {num_mixtures}")
+        num_mixtures = check_value(num_mixtures, int, "logistic_mixture.num_mixtures")
         if channels not in (1, 3):
             raise ValueError(f"head 'logistic_mixture' models 1 or 3 channels, got {channels}")
         if channels > 1 and not couple_channels:

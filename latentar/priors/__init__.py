@@ -1,11 +1,15 @@
-"""Priors: one file per architecture, each registered by name."""
+"""Priors: one file per architecture, each registered by name.
+
+Every module in this package is imported here, so a new prior is one file that defines
+its class with ``@register_prior("name")`` (see the checklist in ``priors/base.py``).
+"""
+
+import importlib
+import pkgutil
 
 from latentar.priors.base import Prior, PriorSpec, build_prior, list_priors, register_prior
-from latentar.priors import pixelcnn  # noqa: F401  (registers "pixelcnn")
-from latentar.priors import pixelcnn_pp  # noqa: F401  (registers "pixelcnn_pp")
-from latentar.priors import gated_pixelcnn  # noqa: F401  (registers "gated_pixelcnn")
-from latentar.priors import pixelsnail  # noqa: F401  (registers "pixelsnail")
-from latentar.priors import row_lstm  # noqa: F401  (registers "row_lstm")
-from latentar.priors import diagonal_bilstm  # noqa: F401  (registers "diagonal_bilstm")
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = ["Prior", "PriorSpec", "build_prior", "list_priors", "register_prior"]

@@ -12,26 +12,50 @@ architecture) + a head (``latentar.heads``).
 
 ``cond`` is None, a LongTensor of class labels (B,), or a dict with keys ``labels``
 (B,) and/or ``context`` (B, h, w) — a spatial code map such as VQ-VAE-2 top codes.
+
+A new prior is one file in ``latentar/priors/`` (the package imports every module in
+it; nothing else to touch). The checklist for that file:
+
+- a ``@register_prior("name")`` subclass of ``Prior`` with an ``Arch`` dataclass (one
+  comment per field) and ``presets`` including ``"tiny"`` (the tests' size) and
+  ``"small"`` (a CPU run of a few minutes), plus ``"default"`` and ``"paper"``;
+- ``network(z, labels, context)``, causal in raster order;
+- the class attributes that say what it is: ``heads`` (the heads it accepts),
+  ``channel_masked`` (True: the backbone masks R→G→B groups; False: the head couples
+  the channels of a pixel), ``supports_context`` (takes a spatial context map) and
+  ``full_context`` (every position sees the whole past; the receptive-field suite
+  checks it either way);
+- a fast ``sample`` that draws exactly what ``naive_sample`` draws (the shared suite in
+  ``tests/test_fast_sampling.py`` checks it);
+- imports from ``nn/``, ``heads/`` and ``priors/base.py`` only, never another prior.
+
+The shared suites (``tests/test_priors.py``, ``test_fast_sampling.py``,
+``test_receptive_field.py``) parametrize over the registry, so they cover it at once.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import nn
 
+from latentar.checks import SYMBOLS, Checked, FieldError, build
 from latentar.heads import Head
-from latentar.nn.inputs import SymbolInput
+from latentar.nn.inputs import SYMBOL_KINDS, SymbolInput
 from latentar.registry import HEADS, MODELS, PRIORS
-from latentar.saving import Saveable
+from latentar.saving import Saveable, meta_model
 
 
 @dataclass
-class PriorSpec:
-    """What a prior models, independent of its architecture."""
+class PriorSpec(Checked):
+    """What a prior models, independent of its architecture; every field is checked on creation."""
+
+    label = "prior"
+    bounds = {"num_symbols": SYMBOLS, "context_symbols": SYMBOLS, "symbols": SYMBOL_KINDS}
 
     shape: tuple[int, int, int]  # (C, H, W) of the symbol grid
     num_symbols: int  # K: 256 for 8-bit pixels, 2 for binarized, codebook size for codes
@@ -44,17 +68,9 @@ class PriorSpec:
     head_options: dict = field(default_factory=dict)  # extra head arguments, e.g. num_mixtures
 
     def __post_init__(self):
-        self.shape = tuple(int(s) for s in self.shape)
-        if len(self.shape) != 3 or min(self.shape) < 1:
-            raise ValueError(f"shape must be (C, H, W) with positive sizes, got {self.shape}")
-        if self.num_symbols < 2:
-            raise ValueError(f"num_symbols must be >= 2, got {self.num_symbols}")
-        if self.num_classes is not None and self.num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1 or None, got {self.num_classes}")
+        super().__post_init__()
         if (self.context_symbols is None) != (self.context_shape is None):
             raise ValueError("context_symbols and context_shape must be given together")
-        if self.context_shape is not None:
-            self.context_shape = tuple(int(s) for s in self.context_shape)
 
 
 class Condition(NamedTuple):
@@ -63,7 +79,9 @@ class Condition(NamedTuple):
 
 
 def split_cond(cond: Any) -> Condition:
-    """Normalise ``cond`` (None, labels tensor, or dict) into a ``Condition``."""
+    """Normalise ``cond`` (None, labels tensor, dict, or a ``Condition``) into a ``Condition``."""
+    if isinstance(cond, Condition):
+        return cond
     if cond is None:
         return Condition(None, None)
     if isinstance(cond, torch.Tensor):
@@ -86,6 +104,7 @@ class Prior(nn.Module, Saveable):
     heads: ClassVar[tuple[str, ...]] = ("categorical",)  # heads this backbone accepts
     channel_masked: ClassVar[bool] = False  # True: the backbone masks R→G→B channel groups
     supports_context: ClassVar[bool] = False  # accepts a spatial context map
+    full_context: ClassVar[bool] = False  # every position sees every earlier one (no blind spot)
 
     def __init__(self, spec: PriorSpec, arch: Any):
         super().__init__()
@@ -129,8 +148,14 @@ class Prior(nn.Module, Saveable):
 
     @classmethod
     def from_config(cls, config: dict) -> "Prior":
+        """The prior ``config_dict`` describes; every value is checked before a layer is built."""
+        keys = ["arch", "name", "spec"]
+        if not isinstance(config, dict) or sorted(config) != keys or not isinstance(config["name"], str):
+            raise FieldError(f"a prior config must be a dict with the keys {keys} and a prior name, "
+                             f"got {config!r:.200}")
         prior_cls = PRIORS.get(config["name"])
-        return prior_cls(PriorSpec(**config["spec"]), prior_cls.make_arch(**config["arch"]))
+        return prior_cls(build(PriorSpec, config["spec"], "prior"),
+                         build(prior_cls.Arch, config["arch"], prior_cls.name))
 
     @property
     def device(self) -> torch.device:
@@ -143,13 +168,14 @@ class Prior(nn.Module, Saveable):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor, cond: Any = None) -> torch.Tensor:
-        """x long (B, C, H, W) -> head params (B, P, H, W)."""
+        """x integer (B, C, H, W) -> head params (B, P, H, W)."""
         labels, context = self.check_inputs(x, cond)
-        return self.network(self.input(x), labels, context)
+        return self.network(self.input(x.long()), labels, context)
 
     def log_prob_per_symbol(self, x: torch.Tensor, cond: Any = None) -> torch.Tensor:
-        """x long (B, C, H, W) -> log p(x_{c,h,w} | everything earlier), nats (B, C, H, W)."""
-        return self.head.log_prob(self(x, cond), x)
+        """x integer (B, C, H, W) -> log p(x_{c,h,w} | everything earlier), nats (B, C, H, W)."""
+        params = self(x, cond)  # checks x
+        return self.head.log_prob(params, x.long())
 
     def log_prob(self, x: torch.Tensor, cond: Any = None) -> torch.Tensor:
         """x long (B, C, H, W) -> log p(x) in nats, (B,)."""
@@ -169,14 +195,14 @@ class Prior(nn.Module, Saveable):
     def naive_sample(self, n: int, cond: Any = None, *, temperature: float = 1.0,
                      top_k: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
         """The generic sampler: one full forward pass per pixel (per channel when masked)."""
-        x = torch.zeros(n, *self.spec.shape, dtype=torch.long, device=self.device)
-        return self.redraw(x, 0, self.expand_cond(n, cond), temperature=temperature, top_k=top_k,
-                           generator=generator)
+        x, cond = self.blank_grids(n, cond)
+        return self.redraw(x, 0, cond, temperature=temperature, top_k=top_k, generator=generator)
 
     def blank_grids(self, n: int, cond: Any = None) -> tuple[torch.Tensor, Condition]:
         """Start of a sampler: zeros long (n, C, H, W) on this prior's device, and ``cond``
-        for n grids (an int label repeated), checked against the spec."""
-        x = torch.zeros(n, *self.spec.shape, dtype=torch.long, device=self.device)
+        for n grids (an int label repeated), checked against the spec. Every sampler starts
+        here, so n is checked here; the head checks temperature and top_k at each draw."""
+        x = torch.zeros(check_num_samples(n), *self.spec.shape, dtype=torch.long, device=self.device)
         return x, self.check_inputs(x, self.expand_cond(n, cond))
 
     @torch.no_grad()
@@ -184,14 +210,14 @@ class Prior(nn.Module, Saveable):
                top_k: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
         """Redraw every symbol of x at rows >= start_row given the rows above.
 
-        x long (B, C, H, W) -> a new long (B, C, H, W). Raster order, then channel order
+        x integer (B, C, H, W) -> a new long (B, C, H, W). Raster order, then channel order
         inside a position; exact for every prior because ``forward`` is causal.
         """
         C, H, W = self.spec.shape
-        if not 0 <= start_row <= H:
-            raise ValueError(f"start_row must lie in [0, {H}], got {start_row}")
-        x = x.clone().to(self.device)
+        if not is_integer(start_row) or not 0 <= start_row <= H:
+            raise ValueError(f"start_row must be an integer in [0, {H}], got {start_row!r}")
         self.check_inputs(x, cond)
+        x = x.to(self.device, torch.long, copy=True)  # long: draws may exceed the input's dtype
         draw = dict(temperature=temperature, top_k=top_k, generator=generator)
         with eval_mode(self):
             for h in range(start_row, H):
@@ -208,28 +234,22 @@ class Prior(nn.Module, Saveable):
     # ---- input checks ------------------------------------------------------------
     def expand_cond(self, n: int, cond: Any) -> Any:
         """Turn a single label (int) into n labels and move cond to this prior's device."""
-        if isinstance(cond, int):
+        if is_integer(cond):
             cond = torch.full((n,), cond, dtype=torch.long)
-        labels, context = split_cond(cond)
-        out = {}
-        if labels is not None:
-            out["labels"] = labels.to(self.device)
-        if context is not None:
-            out["context"] = context.to(self.device)
+        out = {key: value.to(self.device) if isinstance(value, torch.Tensor) else value  # checked later
+               for key, value in split_cond(cond)._asdict().items() if value is not None}
         return out or None
 
     def check_inputs(self, x: torch.Tensor, cond: Any) -> Condition:
-        """Validate x and cond against the spec; returns the split condition."""
+        """Validate x (any integer dtype) and cond against the spec; returns the split
+        condition with long labels and context."""
         C, H, W = self.spec.shape
         K = self.spec.num_symbols
-        if not isinstance(x, torch.Tensor) or x.dtype not in (torch.long, torch.int32, torch.int16,
-                                                              torch.uint8, torch.int8):
-            raise TypeError(f"x must be an integer tensor of symbols, got "
-                            f"{x.dtype if isinstance(x, torch.Tensor) else type(x).__name__}")
+        check_integer_tensor(x, "x", f"(B, {C}, {H}, {W}) of symbols")
         if x.dim() != 4 or tuple(x.shape[1:]) != (C, H, W):
             raise ValueError(f"x must have shape (B, {C}, {H}, {W}) for this prior, got {tuple(x.shape)}")
-        if x.numel() and (int(x.min()) < 0 or int(x.max()) >= K):
-            raise ValueError(f"x has symbols in [{int(x.min())}, {int(x.max())}], expected [0, {K})")
+        if (bad := outside(x, K)) is not None:
+            raise ValueError(f"x has symbols in [{bad[0]}, {bad[1]}], expected [0, {K})")
         labels, context = split_cond(cond)
         check_labels(labels, self.spec.num_classes, x.shape[0])
         if self.spec.context_shape is None:
@@ -241,28 +261,61 @@ class Prior(nn.Module, Saveable):
                          context.long() if context is not None else None)
 
 
+def is_integer(value: Any) -> bool:
+    """A Python or NumPy integer, not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_num_samples(n: Any) -> int:
+    """The number of grids a sampler draws: an integer >= 1."""
+    if not is_integer(n) or n < 1:
+        raise ValueError(f"n (the number of grids to draw) must be an integer >= 1, got {n!r}")
+    return int(n)
+
+
+def check_integer_tensor(value: Any, name: str, shape: str) -> None:
+    """``value`` must be a tensor of an integer dtype (not bool, not floating point)."""
+    if isinstance(value, torch.Tensor) and not (value.dtype.is_floating_point or value.dtype.is_complex
+                                                or value.dtype == torch.bool):
+        return
+    got = f"a {value.dtype} tensor" if isinstance(value, torch.Tensor) else f"a {type(value).__name__}"
+    raise TypeError(f"{name} must be an integer tensor {shape}, got {got}")
+
+
+def outside(values: torch.Tensor, size: int) -> tuple[int, int] | None:
+    """(min, max) of integer ``values`` when some lie outside [0, size), else None."""
+    if not values.numel():
+        return None
+    wide = values.long()  # min/max lack some unsigned dtypes
+    low, high = int(wide.min()), int(wide.max())
+    return (low, high) if low < 0 or high >= size else None
+
+
 def check_labels(labels: torch.Tensor | None, num_classes: int | None, batch: int) -> None:
+    """Class labels for ``batch`` grids: an integer tensor (batch,) in [0, num_classes)."""
     if num_classes is None:
         if labels is not None:
             raise ValueError("this prior is unconditional (num_classes=None) but labels were given")
         return
     if labels is None:
         raise ValueError(f"this prior is class-conditional ({num_classes} classes); pass labels (B,)")
+    check_integer_tensor(labels, "labels", f"({batch},) of classes")
     if labels.shape != (batch,):
         raise ValueError(f"labels must have shape ({batch},), got {tuple(labels.shape)}")
-    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-        raise ValueError(f"labels must lie in [0, {num_classes}), got [{int(labels.min())}, "
-                         f"{int(labels.max())}]")
+    if (bad := outside(labels, num_classes)) is not None:
+        raise ValueError(f"labels must lie in [0, {num_classes}), got [{bad[0]}, {bad[1]}]")
 
 
 def check_context(context: torch.Tensor | None, symbols: int, shape: tuple[int, int], batch: int) -> None:
+    """A spatial context for ``batch`` grids: an integer tensor (batch, h, w) in [0, symbols)."""
     if context is None:
         raise ValueError(f"this prior needs a spatial context of shape (B, {shape[0]}, {shape[1]})")
+    check_integer_tensor(context, "context", f"({batch}, {shape[0]}, {shape[1]}) of symbols")
     if tuple(context.shape) != (batch, *shape):
         raise ValueError(f"context must have shape ({batch}, {shape[0]}, {shape[1]}), "
                          f"got {tuple(context.shape)}")
-    if context.numel() and (int(context.min()) < 0 or int(context.max()) >= symbols):
-        raise ValueError(f"context symbols must lie in [0, {symbols})")
+    if (bad := outside(context, symbols)) is not None:
+        raise ValueError(f"context symbols must lie in [0, {symbols}), got [{bad[0]}, {bad[1]}]")
 
 
 class eval_mode:
@@ -302,7 +355,9 @@ def build_prior(name: str, shape: tuple[int, int, int], num_symbols: int, head: 
     spec = PriorSpec(shape=shape, num_symbols=num_symbols, head=head, num_classes=num_classes,
                      symbols=symbols, embed_dim=embed_dim, context_symbols=context_symbols,
                      context_shape=context_shape, head_options=dict(head_options or {}))
-    return cls(spec, cls.make_arch(preset, **arch_kwargs))
+    arch = cls.make_arch(preset, **arch_kwargs)
+    meta_model(lambda: cls(spec, arch), f"prior {name!r}")
+    return cls(spec, arch)
 
 
 def list_priors() -> list[str]:

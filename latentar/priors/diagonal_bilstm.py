@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from latentar.checks import Checked
 from latentar.nn.lstm import GATES, RecurrentStack, lstm_cell, pointwise, skew, unskew
 from latentar.nn.incremental import ConvParts, PaddedMap
 from latentar.nn.masked import MaskedConv2d
@@ -54,7 +55,9 @@ from latentar.priors.recurrent import RecurrentPrior
 
 
 @dataclass
-class DiagonalBiLSTMArch:
+class DiagonalBiLSTMArch(Checked):
+    label = "diagonal_bilstm"
+
     hidden: int = 32  # h: LSTM state units per direction; layers pass 2h features (paper: 128)
     num_layers: int = 4  # Diagonal BiLSTM layers (paper: 12 on CIFAR-10, 7 on MNIST)
     first_kernel: int = 7  # kernel of the mask-A input convolution
@@ -200,6 +203,7 @@ class DiagonalBiLSTM(RecurrentPrior):
     """
 
     Arch = DiagonalBiLSTMArch
+    full_context = True  # both directions, the right-to-left one shifted down a row
     presets = {
         "tiny": dict(hidden=6, num_layers=2, output_hidden=12),
         "small": dict(hidden=16, num_layers=2, output_hidden=64),

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from latentar.checks import Checked
 from latentar.nn.conditioning import class_bias_table
 from latentar.nn.gated import GatedStackLayer, conv1x1
 from latentar.nn.incremental import FullPass, StepCache, StepPass, incremental_sampler
@@ -28,7 +29,9 @@ from latentar.priors.base import Prior, PriorSpec, eval_mode, register_prior
 
 
 @dataclass
-class GatedPixelCNNArch:
+class GatedPixelCNNArch(Checked):
+    label = "gated_pixelcnn"
+
     hidden: int = 64  # p: gated features per stack (rounded up to a multiple of C)
     num_layers: int = 8  # gated layers; the first reads the image with mask A
     first_kernel: int = 7  # k of the first layer: (k//2+1)×k vertical, 1×k horizontal
@@ -48,12 +51,11 @@ class GatedPixelCNN(Prior):
     }
     heads = ("categorical", "logistic_mixture")
     channel_masked = True
+    full_context = True  # vertical + horizontal stacks: no blind spot
 
     def __init__(self, spec: PriorSpec, arch: GatedPixelCNNArch):
         super().__init__(spec, arch)
         C = spec.shape[0]
-        if arch.num_layers < 1:
-            raise ValueError(f"num_layers must be >= 1, got {arch.num_layers}")
         hidden = round_to_groups(arch.hidden, C)
         out_hidden = round_to_groups(arch.output_hidden, C)
         in_channels = C * self.input.dim

@@ -21,6 +21,7 @@ from functools import partial
 import torch
 from torch import nn
 
+from latentar.checks import Checked
 from latentar.nn.conditioning import class_bias_table
 from latentar.nn.incremental import FullPass, StepCache, StepPass, incremental_sampler
 from latentar.nn.masked import MaskedConv2d, masked_output, round_to_groups
@@ -29,7 +30,9 @@ from latentar.priors.base import Prior, PriorSpec, eval_mode, register_prior
 
 
 @dataclass
-class PixelCNNArch:
+class PixelCNNArch(Checked):
+    label = "pixelcnn"
+
     hidden: int = 64  # h: blocks map 2h → h → h → 2h features (paper: 128)
     num_blocks: int = 7  # residual blocks of mask-B convolutions (paper: 15 layers)
     first_kernel: int = 7  # kernel of the mask-A input layer

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from latentar.checks import FRACTION, Checked
 from latentar.nn.conditioning import class_bias_table
 from latentar.nn.incremental import FullPass, StepCache, StepPass, incremental_sampler
 from latentar.nn.shifted import (GatedResBlock, Nin, down_right_shifted_conv, down_right_shifted_deconv,
@@ -37,7 +38,10 @@ from latentar.priors.base import Prior, PriorSpec, eval_mode, register_prior
 
 
 @dataclass
-class PixelCNNppArch:
+class PixelCNNppArch(Checked):
+    label = "pixelcnn_pp"
+    bounds = {"dropout": FRACTION}
+
     filters: int = 64  # F: features of both streams (paper: 160)
     num_blocks: int = 3  # gated residual blocks per stage in the up pass (paper: 5)
     stages: int = 3  # resolutions; stage s runs at stride 2^s (paper: 3)
@@ -71,13 +75,10 @@ class PixelCNNpp(Prior):
     }
     heads = ("logistic_mixture", "categorical")
     channel_masked = False
+    full_context = True  # down- and down-right-shifted streams cover the whole past
 
     def __init__(self, spec: PriorSpec, arch: PixelCNNppArch):
         super().__init__(spec, arch)
-        if arch.stages < 1 or arch.num_blocks < 1 or arch.filters < 1:
-            raise ValueError(f"pixelcnn_pp needs stages, num_blocks and filters >= 1, got {arch}")
-        if not 0.0 <= arch.dropout < 1.0:
-            raise ValueError(f"dropout must lie in [0, 1), got {arch.dropout}")
         C, H, W = spec.shape
         F_ = arch.filters
         # (H, W) at each stage; strided shifted convs give ceil(size / 2)

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from latentar.checks import COUNT, FRACTION, Checked
 from latentar.nn.attention import CausalSelfAttention
 from latentar.nn.conditioning import class_bias_table
 from latentar.nn.incremental import StepCache, StepPass, incremental_sampler
@@ -35,7 +36,10 @@ BACKGROUND = 2  # positional channels: row and column coordinates in [-1, 1]
 
 
 @dataclass
-class PixelSNAILArch:
+class PixelSNAILArch(Checked):
+    label = "pixelsnail"
+    bounds = {"res_units": COUNT, "dropout": FRACTION, "context_blocks": COUNT}
+
     hidden: int = 64  # F: feature channels (paper: 256)
     num_blocks: int = 4  # blocks of gated residual units, each closed by attention (paper: 12)
     res_units: int = 2  # gated residual units per block (paper: 4)
@@ -138,12 +142,10 @@ class PixelSNAIL(Prior):
     }
     heads = ("categorical", "logistic_mixture")
     supports_context = True
+    full_context = True  # causal attention reaches every earlier position
 
     def __init__(self, spec: PriorSpec, arch: PixelSNAILArch):
         super().__init__(spec, arch)
-        if arch.num_blocks < 1 or arch.res_units < 0:
-            raise ValueError(f"need num_blocks >= 1 and res_units >= 0, "
-                             f"got {arch.num_blocks}, {arch.res_units}")
         width, in_channels = arch.hidden, spec.shape[0] * self.input.dim
         self.context = None
         context_channels = 0

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from latentar.checks import Checked
 from latentar.nn.incremental import ConvParts, PaddedMap, conv_parts, conv_window
 from latentar.nn.lstm import GATES, RecurrentStack, lstm_cell, pointwise
 from latentar.nn.masked import MaskedConv2d
@@ -34,7 +35,9 @@ from latentar.priors.recurrent import RecurrentPrior
 
 
 @dataclass
-class RowLSTMArch:
+class RowLSTMArch(Checked):
+    label = "row_lstm"
+
     hidden: int = 32  # h: LSTM state units; layers pass 2h features between them (paper: 128)
     num_layers: int = 4  # Row LSTM layers (paper: 12)
     first_kernel: int = 7  # kernel of the mask-A input convolution

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+
+import torch
 
 LR_SCHEDULES = ("constant", "exponential", "cosine")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 INT_FIELDS = ("steps", "batch_size", "warmup_steps", "grad_accum", "eval_every", "save_every", "log_every",
-              "seed", "num_workers")
+              "seed", "num_workers", "max_nonfinite")
+FLOAT_FIELDS = ("lr", "lr_decay", "grad_clip", "ema_decay")  # finite numbers (None where allowed)
 
 
 @dataclass
@@ -27,11 +31,15 @@ class TrainConfig:
     log_every: int = 50  # append a metrics line every N updates
     seed: int = 0  # seeds the weights, the data order and dropout
     num_workers: int = 0  # DataLoader worker processes
+    max_nonfinite: int = 3  # skipped updates (non-finite loss or gradients) in a row that stop the run
 
     def __post_init__(self):
         for name in INT_FIELDS:
             value = getattr(self, name)
             _check(isinstance(value, int) and not isinstance(value, bool), name, "an integer", value)
+        for name in FLOAT_FIELDS:
+            value = getattr(self, name)
+            _check(value is None or _is_finite_number(value), name, "a finite number", value)
         _check(self.steps >= 1, "steps", "an integer >= 1", self.steps)
         _check(self.batch_size >= 1, "batch_size", "an integer >= 1", self.batch_size)
         _check(self.lr > 0, "lr", "a positive number", self.lr)
@@ -49,6 +57,19 @@ class TrainConfig:
         for name in ("eval_every", "save_every", "num_workers"):
             _check(getattr(self, name) >= 0, name, "an integer >= 0", getattr(self, name))
         _check(self.log_every >= 1, "log_every", "an integer >= 1", self.log_every)
+        _check(self.max_nonfinite >= 1, "max_nonfinite", "an integer >= 1", self.max_nonfinite)
+
+
+def check_mixed_precision(mixed_precision: str, device: torch.device | str) -> None:
+    """Refuse a ``mixed_precision`` that autocast cannot apply on ``device`` (it would be
+    silently ignored): fp16 autocast needs a GPU."""
+    if mixed_precision == "fp16" and torch.device(device).type == "cpu":
+        raise ValueError("mixed_precision 'fp16' cannot be used on a CPU: autocast cannot use fp16 there, "
+                         "and training would silently stay in float32; use 'bf16' (or 'no') on a CPU")
+
+
+def _is_finite_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _check(ok: bool, name: str, expected: str, got) -> None:

@@ -68,13 +68,14 @@ def prior_for(dataset: Dataset, name: str, *, head: str = "categorical", preset:
 def train_prior(data: str, prior: str, out_dir: str | Path, config: TrainConfig, *,
                 head: str = "categorical", preset: str | None = None, arch: dict | None = None,
                 class_conditional: bool = False, subset: int | None = None,
-                data_root: str | Path | None = None, resume: bool = False, eval_batch_size: int = 256,
-                level: str | None = None) -> dict:
+                data_root: str | Path | None = None, resume: bool = False, overwrite: bool = False,
+                eval_batch_size: int = 256, level: str | None = None) -> dict:
     """Train, evaluate the test split, write ``out_dir/summary.json`` and return the summary.
 
     ``subset`` keeps the first N training images (quick runs). The test split is scored
     every ``config.eval_every`` updates and at the end. With code grids (``data`` a code
     folder, ``level`` for VQ-VAE-2), the exported model records the VQ-VAE that made them.
+    ``resume`` continues the run in ``out_dir``, ``overwrite`` replaces it (see ``Trainer.fit``).
     """
     PRIORS.get(prior)  # an unknown name fails before any data is read
     set_seed(config.seed)  # the initial weights
@@ -86,7 +87,7 @@ def train_prior(data: str, prior: str, out_dir: str | Path, config: TrainConfig,
     def evaluate(model, accelerator):
         return evaluate_prior(model, test, accelerator, batch_size=eval_batch_size)
 
-    trainer = Trainer(model, prior_objective, train, config, out_dir, evaluate=evaluate)
+    trainer = Trainer(model, prior_objective, train, config, out_dir, evaluate=evaluate, overwrite=overwrite)
     result = trainer.fit(resume=resume)
     summary = {"data": data, "prior": prior, "preset": preset, "head": head, "arch": arch or {},
                "class_conditional": class_conditional, "train_items": len(train),

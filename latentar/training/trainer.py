@@ -7,25 +7,34 @@
 
 A run folder holds::
 
-    metrics.jsonl                  one JSON line per logged update (step, loss, lr, ..., eval)
-    checkpoints/step_00000500/     accelerator.save_state: weights, Adam, LR schedule, RNG
-                                   states, the update counter and the EMA (the last two kept)
+    metrics.jsonl                  one JSON line per logged update (step, loss, lr, skipped_updates,
+                                   ..., eval)
+    checkpoints/step_00000500/     the newest two checkpoints (see ``latentar.training.checkpoint``):
+                                   accelerator.save_state (model.safetensors, Adam, LR schedule, RNG
+                                   states), trainer_state.json (update counter, non-finite streak),
+                                   ema.safetensors, and manifest.json (size and sha256 of each file)
     model/                         the exported model (config.json + model.safetensors)
     done.json                      written last: the stage finished, with its final metrics
+    run.json, .lock                what trains here, and who does (see ``latentar.training.run_folder``)
 
 Data order is a function of (seed, epoch) only, so a resumed run sees the same batches,
 in the same order, as an uninterrupted one, and ends with the same weights.
 
-Checkpoints are for resuming one's own runs: Accelerate stores Adam, the schedule, the RNG
-states and the registered objects with ``torch.save`` and reads them back by unpickling.
-What leaves a run is ``model/``: JSON + safetensors, loaded without unpickling.
+Nothing is unpickled on resume beyond tensors and plain containers: the trainer's own
+state is JSON + safetensors, and Accelerate's files are read with ``weights_only=True``.
+A checkpoint whose files do not match its manifest, or do not load, is reported by name
+and the next older one is used.
+
+An update with a non-finite loss or gradients is skipped (and counted); ``max_nonfinite``
+of them in a row stop the run with ``NonFiniteLossError``, and weights that are not finite
+are never checkpointed or exported.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -39,7 +48,9 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from latentar.saving import atomic_write_json
-from latentar.training.config import TrainConfig
+from latentar.training.checkpoint import Checkpoints, TrainerState
+from latentar.training.config import TrainConfig, check_mixed_precision
+from latentar.training.run_folder import claim_run, run_record
 from latentar.training.schedules import make_scheduler
 
 Objective = Callable[[nn.Module, Any], tuple[torch.Tensor, dict[str, float]]]
@@ -52,6 +63,11 @@ MODEL_DIR = "model"
 DONE_FILE = "done.json"
 
 
+class NonFiniteLossError(ValueError):
+    """Training diverged: too many updates in a row with a non-finite loss or gradients, or
+    non-finite weights about to be saved."""
+
+
 class Trainer:
     """Trains ``model`` by minimising ``objective(model, batch)`` over ``train_data``.
 
@@ -62,14 +78,16 @@ class Trainer:
 
     def __init__(self, model: nn.Module, objective: Objective, train_data: Dataset, config: TrainConfig,
                  out_dir: str | Path, *, evaluate: Evaluate | None = None,
-                 collate_fn: Callable | None = None):
+                 collate_fn: Callable | None = None, overwrite: bool = False):
         self.config, self.out_dir, self.evaluate = config, Path(out_dir), evaluate
+        self.overwrite = overwrite  # fit replaces an earlier run's outputs in out_dir
         # Accelerate keeps one process-wide state and refuses a second stage's different mixed
         # precision; each Trainer starts its own (the distributed setup, PartialState, is kept).
         AcceleratorState._reset_state(reset_partial_state=False)
         self.accelerator = Accelerator(mixed_precision=config.mixed_precision,
                                        gradient_accumulation_steps=config.grad_accum,
                                        project_dir=str(self.out_dir), step_scheduler_with_optimizer=False)
+        check_mixed_precision(config.mixed_precision, self.accelerator.device)  # Accelerate would ignore it
         set_seed(config.seed)
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
         scheduler = make_scheduler(optimizer, config)
@@ -77,10 +95,8 @@ class Trainer:
             ObjectiveModule(model, objective), optimizer, scheduler)
         self.model = self.accelerator.unwrap_model(self.net).model  # the bare model, on the device
         self.ema = make_ema(self.model, config.ema_decay) if config.ema_decay is not None else None
-        self.progress = StepCounter()
-        self.accelerator.register_for_checkpointing(self.progress)
-        if self.ema is not None:
-            self.accelerator.register_for_checkpointing(self.ema)
+        self.state = TrainerState()
+        self.checkpointing = Checkpoints(self.out_dir / CHECKPOINTS, self.accelerator, keep=KEEP_CHECKPOINTS)
         self.batches = ShuffledBatches(train_data, config.batch_size, seed=config.seed,
                                        num_processes=self.accelerator.num_processes,
                                        process_index=self.accelerator.process_index,
@@ -89,10 +105,23 @@ class Trainer:
     # ---- the loop ------------------------------------------------------------------
     def fit(self, resume: bool = False) -> dict:
         """Train to ``config.steps`` updates, export the final model, write done.json; returns
-        its content: step, train (the last logged metrics), eval (the final evaluation)."""
+        its content: step, train (the last logged metrics), eval (the final evaluation).
+
+        The run folder is locked for the whole fit and must be this run's (see ``run_folder``):
+        a folder holding an earlier run's outputs needs ``resume`` (the same run.json) or the
+        trainer's ``overwrite``."""
+        lock = claim_run(self.out_dir, run_record(self.model, self.config), self.accelerator,
+                         outputs=(CHECKPOINTS, METRICS_FILE, MODEL_DIR, DONE_FILE), resume=resume,
+                         overwrite=self.overwrite)
+        try:
+            return self._fit()
+        finally:
+            lock.release()
+
+    def _fit(self) -> dict:
         cfg, acc = self.config, self.accelerator
-        self._start(resume)
-        step = self.progress.step
+        self._start()
+        step = self.state.step
         data = self.batches.iterate(start=step * cfg.grad_accum)
         window = MetricWindow()
         bar = tqdm(total=cfg.steps, initial=step, disable=not acc.is_main_process, desc="train")
@@ -102,25 +131,15 @@ class Trainer:
         while step < cfg.steps:
             self.net.train()
             lr = self.optimizer.param_groups[0]["lr"]
-            for _ in range(cfg.grad_accum):
-                batch = send_to_device(next(data), acc.device)
-                with acc.accumulate(self.net):
-                    loss, metrics = self.net(batch)
-                    acc.backward(loss)
-                    if acc.sync_gradients and cfg.grad_clip is not None:
-                        acc.clip_grad_norm_(self.net.parameters(), cfg.grad_clip)
-                    self.optimizer.step()
-                    self.optimizer.zero_grad()
-                window.add(float(loss.detach()), metrics, cfg.batch_size)
-            self.scheduler.step()
-            if self.ema is not None:
-                update_ema(self.ema, self.model)
-            step = self.progress.step = step + 1
+            self._update(data, window)
+            step = self.state.step
             bar.update(1)
             record: dict = {}
             if step % cfg.log_every == 0 or step == cfg.steps:
-                last_train = record = {**window.result(acc), "lr": lr}
-                bar.set_postfix(loss=f"{record['loss']:.4f}")
+                last_train = record = {**window.result(acc), "lr": lr,
+                                       "skipped_updates": self.state.skipped_updates}
+                if "loss" in record:
+                    bar.set_postfix(loss=f"{record['loss']:.4f}")
             if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
                 record["eval"] = self.run_evaluate()
             if record:
@@ -129,6 +148,88 @@ class Trainer:
                 self.save_checkpoint()
         bar.close()
         return self._finish(step, last_train)
+
+    def _update(self, data, window: MetricWindow) -> None:
+        """One optimizer update over ``grad_accum`` micro-batches of ``data``.
+
+        A non-finite micro-batch loss, or non-finite gradients, skip the update: the weights,
+        Adam's moments and the EMA stay as they were, while the update counter and the LR
+        schedule advance as usual (so data order, schedule and resume do not depend on skips).
+        Under fp16 the GradScaler judges the gradients itself (an overflow only lowers its
+        scale), so there only a non-finite loss counts. ``max_nonfinite`` skips in a row stop
+        the run with ``NonFiniteLossError``. The verdict is gathered on the device across the
+        micro-batches and read once per update (one host synchronisation, not one per micro-batch).
+        """
+        cfg, acc = self.config, self.accelerator
+        nonfinite = torch.zeros((), device=acc.device)  # counted on the device across micro-batches
+        losses, metrics = [], []
+        for _ in range(cfg.grad_accum):
+            batch = send_to_device(next(data), acc.device)
+            with acc.accumulate(self.net):
+                loss, batch_metrics = self.net(batch)
+                acc.backward(loss)
+            nonfinite += ~torch.isfinite(loss.detach())
+            losses.append(loss.detach())
+            metrics.append(batch_metrics)
+        norm = self._clip_gradients()
+        if norm is not None:
+            nonfinite += ~torch.isfinite(norm)
+        skipped = acc.reduce(nonfinite, reduction="sum").item() > 0  # the same verdict on every process
+        if not skipped or acc.scaler is not None:
+            self.optimizer.step()
+        self.optimizer.zero_grad()
+        self.scheduler.step()
+        self.state.step += 1
+        if skipped:
+            self._skipped()
+            return
+        self.state.nonfinite_streak = 0
+        if self.ema is not None:
+            update_ema(self.ema, self.model)
+        for value, batch_metrics in zip(torch.stack(losses).tolist(), metrics):
+            window.add(value, batch_metrics, cfg.batch_size)
+
+    def _clip_gradients(self) -> torch.Tensor | None:
+        """Clip to ``grad_clip`` when set; the global gradient norm before clipping, or None
+        under fp16, where the GradScaler checks its scaled gradients itself."""
+        acc, clip = self.accelerator, self.config.grad_clip
+        norm = acc.clip_grad_norm_(self.net.parameters(), clip) if clip is not None else None
+        if acc.scaler is not None:
+            return None
+        if norm is None:
+            norm = torch.nn.utils.get_total_norm([p.grad for p in self.net.parameters() if p.grad is not None])
+        return norm
+
+    def _skipped(self) -> None:
+        """Count a skipped update, warn, and stop the run after ``max_nonfinite`` in a row."""
+        state, limit = self.state, self.config.max_nonfinite
+        state.skipped_updates += 1
+        state.nonfinite_streak += 1
+        if self.accelerator.is_main_process:
+            warnings.warn(f"update {state.step}: the loss or its gradients are not finite; the update is skipped "
+                          f"({state.nonfinite_streak} in a row, max_nonfinite={limit})", RuntimeWarning,
+                          stacklevel=3)
+        if state.nonfinite_streak >= limit:
+            raise NonFiniteLossError(
+                f"training stopped at update {state.step}: the loss or its gradients were not finite in "
+                f"{limit} updates in a row (max_nonfinite={limit}); {self._what_now()}")
+
+    def _what_now(self) -> str:
+        """What is kept of a diverged run, and what to change."""
+        found, cfg = self.checkpoints(), self.config
+        kept = f"the newest checkpoint, {found[-1]}, is kept" if found else "no checkpoint was written"
+        clipping = ("gradient clipping (--grad-clip)" if cfg.grad_clip is None
+                    else f"a smaller --grad-clip (now {cfg.grad_clip:g})")
+        return f"{kept}. Try a lower learning rate (--lr, now {cfg.lr:g}) or {clipping}"
+
+    def _check_finite_weights(self, what: str) -> None:
+        """Refuse to write ``what`` from weights (model or EMA) that are not all finite."""
+        models = [self.model] if self.ema is None else [self.model, self.ema.module]
+        tensors = [t for m in models for t in m.state_dict().values() if t.is_floating_point()]
+        if tensors and not torch.stack([torch.isfinite(t).all() for t in tensors]).all().item():
+            raise NonFiniteLossError(
+                f"at update {self.state.step} the weights are not finite, so no {what} is written; "
+                f"{self._what_now()}")
 
     def final_model(self) -> nn.Module:
         """The bare model to evaluate, sample and export: the EMA copy when EMA is on."""
@@ -140,36 +241,23 @@ class Trainer:
     # ---- checkpoints -----------------------------------------------------------------
     def checkpoints(self) -> list[Path]:
         """Complete checkpoint folders, oldest first."""
-        return sorted(p for p in (self.out_dir / CHECKPOINTS).glob("step_*") if p.suffix != ".partial")
+        return self.checkpointing.folders()
 
     def save_checkpoint(self) -> Path:
-        """``save_state`` on every process into a .partial folder, then renamed when complete."""
-        acc = self.accelerator
-        final = self.out_dir / CHECKPOINTS / f"step_{self.progress.step:08d}"
-        partial = final.with_suffix(".partial")
-        acc.save_state(str(partial))
-        acc.wait_for_everyone()
-        if acc.is_main_process:
-            shutil.rmtree(final, ignore_errors=True)
-            partial.rename(final)
-            for old in self.checkpoints()[:-KEEP_CHECKPOINTS]:
-                shutil.rmtree(old)
-        acc.wait_for_everyone()
-        return final
+        """The checkpoint of the current update (see ``checkpoint``), on every process."""
+        self._check_finite_weights("checkpoint")
+        return self.checkpointing.save(self.state, self.ema)
 
-    def _start(self, resume: bool) -> None:
-        found = self.checkpoints()
-        if found and not resume:
-            raise ValueError(f"{self.out_dir} already holds checkpoints ({found[-1].name}); "
-                             "resume from them (resume=True, CLI --resume) or choose another folder")
-        if found:
-            self.accelerator.load_state(str(found[-1]))
-            self.accelerator.print(f"resuming from {found[-1]} at update {self.progress.step}")
+    def _start(self) -> None:
+        """Resume from the newest usable checkpoint, if any; clear what a crash left behind."""
+        resumed = self.checkpointing.resume(self.ema)
+        if resumed is not None:
+            folder, self.state = resumed
+            self.accelerator.print(f"resuming from {folder} at update {self.state.step}")
         if self.accelerator.is_main_process:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            for unfinished in (self.out_dir / CHECKPOINTS).glob("*.partial"):  # left by a crash
-                shutil.rmtree(unfinished)
-            keep = read_metrics(self.out_dir, up_to=self.progress.step) if found else []
+            self.checkpointing.remove_partial()
+            keep = read_metrics(self.out_dir, up_to=self.state.step) if resumed else []
             (self.out_dir / METRICS_FILE).write_text("".join(json.dumps(r) + "\n" for r in keep))
         self.accelerator.wait_for_everyone()
 
@@ -179,6 +267,7 @@ class Trainer:
                 f.write(json.dumps(record) + "\n")
 
     def _finish(self, step: int, last_train: dict) -> dict:
+        self._check_finite_weights("model")
         result = {"step": step, "train": last_train, "eval": self.run_evaluate()}
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
@@ -213,19 +302,6 @@ class ObjectiveModule(nn.Module):
 
     def forward(self, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
         return self.objective(self.model, batch)
-
-
-class StepCounter:
-    """The number of finished updates, saved in every checkpoint."""
-
-    def __init__(self):
-        self.step = 0
-
-    def state_dict(self) -> dict:
-        return {"step": self.step}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.step = int(state["step"])
 
 
 def make_ema(model: nn.Module, decay: float) -> AveragedModel:
@@ -264,7 +340,8 @@ class MetricWindow:
                               dtype=torch.float64, device=accelerator.device)
         totals = accelerator.reduce(totals, reduction="sum").tolist()
         seconds = time.perf_counter() - self.started
-        out = {n: totals[i] / totals[-2] for i, n in enumerate(names)}
+        # a window whose updates were all skipped has no loss to report
+        out = {n: totals[i] / totals[-2] for i, n in enumerate(names)} if totals[-2] else {}
         out["items_per_sec"] = totals[-1] / seconds
         self._reset()
         return out

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from latentar.checks import (COUNT, FRACTION, NON_NEGATIVE, SYMBOLS, Bound, Checked, FieldError, build,
+                             check_value)
 from latentar.priors.base import eval_mode
 from latentar.quantizers import VectorQuantizer
 from latentar.quantizers.vector_quantizer import UPDATES
@@ -32,11 +34,18 @@ from latentar.saving import Saveable
 from latentar.vqvae.networks import Decoder, Encoder
 
 LEVELS = ("bottom", "top")  # code levels of a hierarchical VQ-VAE, in this order
+PIXEL_LEVELS = Bound(2, 256)  # levels of uint8 images
 
 
 @dataclass
-class VQVAEConfig:
-    """The architecture and codebook of a VQ-VAE (the image shape comes from the data)."""
+class VQVAEConfig(Checked):
+    """The architecture and codebook of a VQ-VAE (the image shape comes from the data);
+    every field is checked on creation."""
+
+    label = "vqvae"
+    bounds = {"res_blocks": COUNT, "codebook_size": SYMBOLS, "top_codebook_size": SYMBOLS,
+              "beta": NON_NEGATIVE, "codebook_update": UPDATES, "decay": FRACTION, "kmeans_iters": COUNT,
+              "restart_threshold": NON_NEGATIVE}
 
     downsample: int = 2  # n: the (bottom) code grid is (H / 2^n, W / 2^n)
     hidden: int = 32  # channels of the encoder and decoder convolutions
@@ -51,19 +60,6 @@ class VQVAEConfig:
     decay: float = 0.99  # EMA decay of the codebook statistics
     kmeans_iters: int | None = 10  # Lloyd iterations of the k-means init; None: random init
     restart_threshold: float = 1.0  # re-seed codes whose EMA usage (vectors/step) is below; 0: never
-
-    def __post_init__(self):
-        for name in ("downsample", "hidden", "res_hidden", "embed_dim"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.res_blocks < 0:
-            raise ValueError(f"res_blocks must be >= 0, got {self.res_blocks}")
-        if self.codebook_update not in UPDATES:
-            raise ValueError(f"codebook_update must be one of {UPDATES}, got {self.codebook_update!r}")
-        for name in ("codebook_size", "top_codebook_size"):
-            value = getattr(self, name)
-            if value is not None and not 2 <= value <= 65536:
-                raise ValueError(f"{name} must lie in [2, 65536] (codes are stored as uint16), got {value}")
 
 
 PRESETS: dict[str, dict] = {
@@ -94,8 +90,8 @@ class VQVAE(nn.Module, Saveable):
         if config is not None and (preset is not None or overrides):
             raise TypeError("give either config= or preset=/field overrides, not both")
         self.config = config if config is not None else self.make_config(preset, **overrides)
-        self.image_shape = tuple(int(s) for s in image_shape)
-        self.levels = int(levels)
+        self.image_shape = check_value(image_shape, tuple[int, int, int], "vqvae.image_shape")
+        self.levels = check_value(levels, int, "vqvae.levels", PIXEL_LEVELS)
         self._check_geometry()
         cfg, (C, _, _) = self.config, self.image_shape
         nets = dict(hidden=cfg.hidden, res_hidden=cfg.res_hidden, res_blocks=cfg.res_blocks)
@@ -131,11 +127,7 @@ class VQVAE(nn.Module, Saveable):
         return VQVAEConfig(**{**values, **overrides})
 
     def _check_geometry(self) -> None:
-        C, H, W = self.image_shape
-        if len(self.image_shape) != 3 or min(self.image_shape) < 1:
-            raise ValueError(f"image_shape must be (C, H, W) with positive sizes, got {self.image_shape}")
-        if not 2 <= self.levels <= 256:
-            raise ValueError(f"levels must lie in [2, 256] (uint8 images), got {self.levels}")
+        _, H, W = self.image_shape
         factor = 2 ** (self.config.downsample + self.config.hierarchical)
         if H % factor or W % factor:
             what = "downsample + 1 (the top level)" if self.config.hierarchical else "downsample"
@@ -168,7 +160,11 @@ class VQVAE(nn.Module, Saveable):
 
     @classmethod
     def from_config(cls, config: dict) -> "VQVAE":
-        return cls(config["image_shape"], VQVAEConfig(**config["config"]), levels=config["levels"])
+        """The VQ-VAE ``config_dict`` describes; every value is checked before a layer is built."""
+        keys = ["config", "image_shape", "levels"]
+        if not isinstance(config, dict) or sorted(config) != keys:
+            raise FieldError(f"a VQ-VAE config must be a dict with the keys {keys}, got {config!r:.200}")
+        return cls(config["image_shape"], build(VQVAEConfig, config["config"], "vqvae"), levels=config["levels"])
 
     def fingerprint(self) -> str:
         """A short stable hash of the config and every weight and buffer (16 hex digits)."""

@@ -36,10 +36,10 @@ SPLITS = ("train", "test")
 
 def train_vqvae(data: str, out_dir: str | Path, config: TrainConfig, vqvae: VQVAEConfig, *,
                 data_root: str | Path | None = None, subset: int | None = None, resume: bool = False,
-                eval_batch_size: int = 256, grid_images: int = 32, nrow: int = 8) -> dict:
+                overwrite: bool = False, eval_batch_size: int = 256, grid_images: int = 32, nrow: int = 8) -> dict:
     """Train a VQ-VAE on dataset ``data``, score the test split, write summary.json and the
     reconstruction grid into ``out_dir``; returns the summary. ``subset`` keeps the first
-    N training images."""
+    N training images; ``resume`` continues the run in ``out_dir``, ``overwrite`` replaces it."""
     set_seed(config.seed)  # the initial weights
     train, test = open_dataset(data, "train", data_root), open_dataset(data, "test", data_root)
     model = VQVAE(train.shape, vqvae, levels=train.num_symbols)
@@ -48,7 +48,7 @@ def train_vqvae(data: str, out_dir: str | Path, config: TrainConfig, vqvae: VQVA
     def evaluate(model, accelerator):
         return evaluate_vqvae(model, test, accelerator, batch_size=eval_batch_size)
 
-    trainer = Trainer(model, vqvae_objective, train, config, out_dir, evaluate=evaluate)
+    trainer = Trainer(model, vqvae_objective, train, config, out_dir, evaluate=evaluate, overwrite=overwrite)
     result = trainer.fit(resume=resume)
     final = trainer.final_model()
     summary = {"data": data, "image_shape": list(final.image_shape), "vqvae": asdict(final.config),
@@ -116,6 +116,7 @@ def add_train_vqvae_command(subparsers) -> None:
     parser.add_argument("--subset", type=int, default=None, help="train on the first N training images only")
     parser.add_argument("--data-root", default=None, help="where datasets live (default: the data root)")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    parser.add_argument("--overwrite", action="store_true", help="replace the earlier run's outputs in --out")
     parser.add_argument("--eval-batch-size", type=int, default=256)
     default = TrainConfig(batch_size=128)
     for name, kind, extra in TRAIN_OPTIONS:
@@ -135,7 +136,7 @@ def run_train_vqvae(args) -> None:
     config = TrainConfig(**{name: getattr(args, name) for name, _, _ in TRAIN_OPTIONS})
     summary = train_vqvae(args.data, args.out, config, VQVAE.make_config(args.preset, **overrides),
                           data_root=args.data_root, subset=args.subset, resume=args.resume,
-                          eval_batch_size=args.eval_batch_size)
+                          overwrite=args.overwrite, eval_batch_size=args.eval_batch_size)
     if PartialState().is_main_process:
         print(json.dumps(summary["test"], indent=2))
 

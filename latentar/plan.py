@@ -1,0 +1,166 @@
+"""What a recipe runs on, learned cheaply before any work starts: `validate` checks a
+`Recipe` against its dataset, its VQ-VAE, its priors (built on the meta device) and the
+device it will train on, and returns the `Plan` of its stages.
+
+    plan = validate(load_recipe("recipes/mnist-vqvae-pixelsnail.toml"))
+
+Every failure is a `RecipeError` that names the recipe key at fault.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from accelerate.utils import parse_flag_from_env
+
+from latentar.checks import FieldError
+from latentar.config import PriorConfig, Recipe, RecipeError
+from latentar.data import SourceUnavailableError, load_dataset
+from latentar.priors.base import build_prior
+from latentar.registry import DATASETS, UnknownNameError
+from latentar.sampling import code_grids
+from latentar.saving import NotAModelError, read_config
+from latentar.training import TrainConfig
+from latentar.training.config import check_mixed_precision
+from latentar.vqvae import VQVAE
+
+
+@dataclass
+class Stage:
+    """One prior stage: where it goes, how it is trained, and the `build_prior` arguments."""
+
+    name: str  # "prior" or "bottom_prior": its section and its folder in the run
+    config: PriorConfig
+    train: TrainConfig
+    build: dict  # keyword arguments of latentar.build_prior
+
+
+@dataclass
+class Plan:
+    """What a recipe runs on, learned (cheaply) before any work starts."""
+
+    image_shape: tuple[int, int, int]  # (C, H, W) of the dataset's images
+    levels: int  # pixel levels: 256, or 2 when binarized
+    num_classes: int | None  # None: the dataset has no labels
+    grids: list[tuple[int, tuple[int, int]]]  # (K, (h, w)) of each code grid, top first; [] in pixel mode
+    stages: list[Stage]  # the prior stages in training order
+
+
+def validate(recipe: Recipe, device: Any = None) -> Plan:
+    """Check the recipe against the data, the VQ-VAE, the priors and the ``device`` it will
+    train on (default: `run_device`); raise `RecipeError` naming the key.
+
+    Loads the test split header of the dataset (so a dataset that is neither here nor
+    fetchable fails now), and builds every model on the meta device (no memory, no work).
+    """
+    shape, levels, num_classes = dataset_facts(recipe)
+    grids = vqvae_grids(recipe, shape, levels)
+    if recipe.mode == "codes" and (len(grids) == 2) != (recipe.bottom_prior is not None):
+        raise RecipeError("bottom_prior: a hierarchical VQ-VAE (vqvae.hierarchical = true) needs "
+                          "[bottom_prior] and [bottom_prior_train], and only it takes them")
+    stages = [Stage("prior", recipe.prior, recipe.prior_train, {})]
+    if recipe.bottom_prior is not None:
+        stages.append(Stage("bottom_prior", recipe.bottom_prior, recipe.bottom_prior_train, {}))
+    for i, stage in enumerate(stages):
+        if recipe.mode == "pixels":
+            symbols = dict(shape=shape, num_symbols=levels)
+        else:
+            K, (h, w) = grids[i]
+            symbols = dict(shape=(1, h, w), num_symbols=K, symbols="codes", embed_dim=stage.config.embed_dim)
+        if i == 1:  # the bottom prior sees the top codes
+            symbols.update(context_symbols=grids[0][0], context_shape=grids[0][1])
+        stage.build = check_stage(stage, symbols, num_classes, recipe.data.name)
+    check_training(recipe, run_device() if device is None else device)
+    return Plan(shape, levels, num_classes, grids, stages)
+
+
+def dataset_facts(recipe: Recipe) -> tuple[tuple[int, int, int], int, int | None]:
+    """(image shape (C, H, W), pixel levels, number of classes or None) of the recipe's
+    dataset, from its test split's header."""
+    data = recipe.data
+    try:
+        DATASETS.get(data.name)
+    except UnknownNameError as e:
+        raise RecipeError(f"data.name: {e}") from e
+    try:
+        test = load_dataset(data.name, "test", data.root, **data.options)
+    except (TypeError, FieldError) as e:
+        raise RecipeError(f"data.options: {e}") from e
+    except (SourceUnavailableError, FileNotFoundError, OSError, ValueError) as e:
+        raise RecipeError(f"data.name {data.name!r} cannot be found (data.root = {data.root!r}): {e}") from e
+    return tuple(test.shape), test.num_symbols, test.num_classes
+
+
+def vqvae_grids(recipe: Recipe, shape: tuple[int, int, int], levels: int) -> list[tuple[int, tuple[int, int]]]:
+    """[(K, (h, w))] of the code grids of the recipe's VQ-VAE (built on the meta device), top
+    first; [] in pixel mode."""
+    if recipe.vqvae is not None:
+        try:
+            with torch.device("meta"):
+                return code_grids(VQVAE(shape, recipe.vqvae, levels=levels))
+        except (ValueError, TypeError) as e:
+            raise RecipeError(f"vqvae: {e}") from e
+    if recipe.vqvae_path is None:
+        return []
+    path = recipe.vqvae_path
+    try:
+        saved = read_config(path)
+    except NotAModelError as e:
+        raise RecipeError(f"vqvae.path: {e}") from e
+    if saved["model_type"] != "vqvae":
+        raise RecipeError(f"vqvae.path {path} holds a {saved['model_type']}, not a VQ-VAE")
+    try:
+        with torch.device("meta"):
+            vqvae = VQVAE.from_config(saved["config"])
+    except (ValueError, TypeError) as e:
+        raise RecipeError(f"vqvae.path {path}: {e}") from e
+    if (vqvae.image_shape, vqvae.levels) != (shape, levels):
+        raise RecipeError(f"vqvae.path {path} encodes {vqvae.image_shape} images with {vqvae.levels} "
+                          f"levels, but data.name {recipe.data.name!r} has {shape} with {levels}")
+    return code_grids(vqvae)
+
+
+def check_stage(stage: Stage, symbols: dict, num_classes: int | None, data_name: str) -> dict:
+    """The `build_prior` arguments of one prior stage, checked by building it on the meta device."""
+    cfg = stage.config
+    if cfg.class_conditional and not num_classes:
+        raise RecipeError(f"{stage.name}.class_conditional: data.name {data_name!r} has no labels")
+    build = dict(name=cfg.name, head=cfg.head, head_options=cfg.head_options, preset=cfg.preset,
+                 num_classes=num_classes if cfg.class_conditional else None, **cfg.arch, **symbols)
+    try:
+        with torch.device("meta"):
+            build_prior(**build)
+    except UnknownNameError as e:
+        raise RecipeError(f"{stage.name}: {e}") from e
+    except (ValueError, TypeError) as e:
+        hint = " (see the prior's arch keys)" if "argument" in str(e) else ""
+        raise RecipeError(f"{stage.name}: {e}{hint}") from e
+    return build
+
+
+def training_sections(recipe: Recipe) -> dict[str, TrainConfig]:
+    """The recipe's ``*_train`` sections that are present, by name."""
+    names = ("vqvae_train", "prior_train", "bottom_prior_train")
+    return {name: getattr(recipe, name) for name in names if getattr(recipe, name) is not None}
+
+
+def check_training(recipe: Recipe, device: Any) -> None:
+    """Each training section must suit the device (``mixed_precision``) and the data
+    (``data.train_limit`` holds at least one batch)."""
+    limit = recipe.data.train_limit
+    for name, train in training_sections(recipe).items():
+        try:
+            check_mixed_precision(train.mixed_precision, device)
+        except ValueError as e:
+            raise RecipeError(f"{name}.mixed_precision: {e}") from e
+        if limit is not None and limit < train.batch_size:
+            raise RecipeError(f"data.train_limit = {limit} holds no whole batch of {name}.batch_size = "
+                              f"{train.batch_size}; expected a train_limit >= the batch size")
+
+
+def run_device():
+    """The device a run trains on: CUDA where there is one (unless ACCELERATE_USE_CPU is set), else the CPU."""
+    use_cuda = torch.cuda.is_available() and not parse_flag_from_env("ACCELERATE_USE_CPU")
+    return torch.device("cuda" if use_cuda else "cpu")

@@ -1,0 +1,352 @@
+"""Resume checkpoints: published whole or not at all, verified before use, read without
+unpickling arbitrary objects.
+
+A checkpoint is a folder ``checkpoints/step_00000500/``::
+
+    model.safetensors            the weights            ┐ accelerator.save_state
+    optimizer.bin, scheduler.bin Adam, the LR schedule  │ (read back with torch.load
+    random_states_<rank>.pkl     each process's RNGs    │ weights_only=True; the model
+    scaler.pt                    fp16 loss scale (GPU)  ┘ with safetensors)
+    trainer_state.json           the trainer's own counters (``TrainerState``)
+    ema.safetensors              the EMA copy, n_averaged included (when EMA is on)
+    manifest.json                size and sha256 of every other file, written last
+
+It is written into ``step_….partial``; every file and the folder are fsynced, then the
+folder is renamed to its final name and the parent fsynced, so a crash at any moment
+leaves either a complete checkpoint or a .partial folder that the next start removes.
+
+Resuming tries the checkpoints newest first. One is used only when its manifest holds
+(no file missing, added, resized or changed) and every file of it loads; otherwise the
+problem is printed with the checkpoint's name and the next older one is tried. Every
+process takes part in each decision, so all of them resume from the same checkpoint.
+
+``fault_hook`` (None outside tests) is called at each of ``FAULT_POINTS`` while a
+checkpoint is written, so tests can interrupt a run exactly there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import random
+import re
+import shutil
+import sys
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import (OPTIMIZER_NAME, RNG_STATE_NAME, SAFE_MODEL_NAME, SCALER_NAME, SCHEDULER_NAME,
+                              load)
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
+from torch.optim.swa_utils import AveragedModel
+
+from latentar.saving import atomic_write_bytes, atomic_write_json, fsync_folder
+
+FORMAT_VERSION = 1
+STATE_FILE = "trainer_state.json"
+EMA_FILE = "ema.safetensors"
+MANIFEST_FILE = "manifest.json"
+PARTIAL = ".partial"
+# every file a checkpoint may hold besides the manifest; anything else makes it unusable
+CHECKPOINT_FILES = re.compile(
+    rf"^({SAFE_MODEL_NAME}(_\d+)?\.safetensors|{OPTIMIZER_NAME}(_\d+)?\.bin|{SCHEDULER_NAME}(_\d+)?\.bin"
+    rf"|{RNG_STATE_NAME}_\d+\.pkl|{re.escape(SCALER_NAME)}|{re.escape(STATE_FILE)}|{re.escape(EMA_FILE)})$")
+RNG_KEYS = ("random_state", "numpy_random_seed", "torch_manual_seed")
+# Reading a checkpoint file can fail in any of these ways; each makes the checkpoint unusable.
+LOAD_ERRORS = (OSError, EOFError, RuntimeError, ValueError, TypeError, KeyError, pickle.UnpicklingError,
+               SafetensorError)
+FAULT_POINTS = ("after_save_state", "after_manifest", "before_rename", "after_rename", "before_prune")
+CHUNK = 1 << 20
+
+fault_hook: Callable[[str, Path], None] | None = None
+
+
+class CheckpointError(ValueError):
+    """No checkpoint of a run folder can be resumed from; the message names each and why."""
+
+
+class DamagedCheckpoint(Exception):
+    """One file of one checkpoint that cannot be used (caught while choosing a checkpoint)."""
+
+
+def fault_point(name: str, folder: Path) -> None:
+    """Call ``fault_hook(name, folder)`` when a test has set one."""
+    assert name in FAULT_POINTS, name
+    if fault_hook is not None:
+        fault_hook(name, folder)
+
+
+@dataclass
+class TrainerState:
+    """The trainer's own counters, carried from checkpoint to checkpoint in trainer_state.json."""
+
+    step: int = 0  # finished updates, skipped ones included
+    nonfinite_streak: int = 0  # updates skipped in a row (non-finite loss or gradients), up to now
+    skipped_updates: int = 0  # updates skipped in the whole run
+
+    def to_json(self) -> dict:
+        return {"format_version": FORMAT_VERSION, **asdict(self)}
+
+    @classmethod
+    def from_json(cls, data) -> TrainerState:
+        """Strict: exactly the keys ``to_json`` writes, each a non-negative integer."""
+        expected = {"format_version", *(f.name for f in fields(cls))}
+        if not isinstance(data, dict) or set(data) != expected:
+            got = sorted(data) if isinstance(data, dict) else type(data).__name__
+            raise DamagedCheckpoint(f"{STATE_FILE} must hold the keys {sorted(expected)}, got {got}")
+        if data["format_version"] != FORMAT_VERSION:
+            raise DamagedCheckpoint(f"{STATE_FILE} has format_version {data['format_version']!r}; "
+                                    f"this latentar reads {FORMAT_VERSION}")
+        values = {f.name: data[f.name] for f in fields(cls)}
+        for name, value in values.items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise DamagedCheckpoint(f"{STATE_FILE}: {name} must be an integer >= 0, got {value!r}")
+        return cls(**values)
+
+
+# ---- files on disk -----------------------------------------------------------------
+def file_digest(path: Path) -> dict:
+    """{"size", "sha256"} of a file; the file is fsynced on the way (it may be fresh)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+        os.fsync(f.fileno())
+    return {"size": path.stat().st_size, "sha256": digest.hexdigest()}
+
+
+def write_manifest(folder: Path) -> None:
+    """fsync every file of ``folder``, record each one's size and sha256 in manifest.json, fsync the folder."""
+    files = {p.name: file_digest(p) for p in sorted(folder.iterdir()) if p.name != MANIFEST_FILE}
+    atomic_write_json(folder / MANIFEST_FILE, {"format_version": FORMAT_VERSION, "files": files})  # + folder
+
+
+def verify_manifest(folder: Path) -> list[str]:
+    """What is wrong with ``folder`` against its manifest: [] when every file is as recorded."""
+    path = folder / MANIFEST_FILE
+    if not path.is_file():
+        return [f"it has no {MANIFEST_FILE}, so it cannot be verified (it was written by an older "
+                "latentar, or not completely)"]
+    try:
+        listed = json.loads(path.read_text())["files"]
+        listed = {name: (entry["size"], entry["sha256"]) for name, entry in listed.items()}
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as e:
+        return [f"{MANIFEST_FILE} is not a checkpoint manifest ({type(e).__name__}: {e})"]
+    present = {p.name for p in folder.iterdir() if p.name != MANIFEST_FILE}
+    problems = [f"{name} is not a file of a latentar checkpoint" for name in sorted(present | set(listed))
+                if not CHECKPOINT_FILES.match(name)]
+    problems += [f"{name} is not listed in {MANIFEST_FILE}" for name in sorted(present - set(listed))]
+    problems += [f"{name} is missing" for name in sorted(set(listed) - present)]
+    for name in sorted(present & set(listed)):
+        size, sha256 = listed[name]
+        found = file_digest(folder / name)
+        if found["size"] != size:
+            problems.append(f"{name} has {found['size']} bytes, {MANIFEST_FILE} says {size}")
+        elif found["sha256"] != sha256:
+            problems.append(f"{name} does not match its sha256 in {MANIFEST_FILE} (the file is damaged)")
+    return problems
+
+
+def publish(partial: Path, final: Path) -> None:
+    """Rename the complete ``partial`` folder to ``final`` (replacing an older one) durably."""
+    fault_point("before_rename", partial)
+    shutil.rmtree(final, ignore_errors=True)
+    partial.rename(final)
+    fsync_folder(final.parent)
+    fault_point("after_rename", final)
+
+
+def prune(checkpoints: list[Path], keep: int) -> None:
+    """Remove all but the newest ``keep`` of ``checkpoints`` (oldest first)."""
+    if checkpoints:
+        fault_point("before_prune", checkpoints[-1])
+    for old in checkpoints[:-keep]:
+        shutil.rmtree(old)
+    if checkpoints:
+        fsync_folder(checkpoints[-1].parent)
+
+
+# ---- the trainer's own state ---------------------------------------------------------
+def write_trainer_state(folder: Path, state: TrainerState, ema: AveragedModel | None) -> None:
+    """trainer_state.json and, with EMA, ema.safetensors (each written and fsynced atomically)."""
+    atomic_write_json(folder / STATE_FILE, state.to_json())
+    if ema is not None:
+        tensors = {k: v.detach().cpu().contiguous() for k, v in ema.state_dict().items()}
+        atomic_write_bytes(folder / EMA_FILE, safetensors_bytes(tensors))
+
+
+def read_trainer_state(folder: Path) -> TrainerState:
+    try:
+        return TrainerState.from_json(json.loads((folder / STATE_FILE).read_text()))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DamagedCheckpoint(f"{STATE_FILE} is not valid JSON ({e})") from e
+
+
+def load_ema(folder: Path, ema: AveragedModel | None, device: torch.device) -> None:
+    """Load ema.safetensors into ``ema`` strictly (every key, every shape)."""
+    path = folder / EMA_FILE
+    if ema is None:
+        if path.exists():
+            raise DamagedCheckpoint(f"{EMA_FILE} is present, but this run trains without EMA (ema_decay None)")
+        return
+    if not path.is_file():
+        raise DamagedCheckpoint(f"{EMA_FILE} is missing, but this run trains with EMA")
+    try:
+        ema.load_state_dict(load_file(str(path), device=str(device)), strict=True)
+    except (SafetensorError, RuntimeError, OSError) as e:
+        raise DamagedCheckpoint(f"{EMA_FILE} does not hold this run's EMA weights ({e})") from e
+
+
+def probe_files(folder: Path) -> None:
+    """Open every Accelerate file of ``folder`` the safe way before Accelerate reads it, so a
+    file that cannot be read is named: safetensors headers are parsed, pickled files are
+    read with weights_only=True (memory-mapped: their tensors are not loaded)."""
+    for path in sorted(folder.iterdir()):
+        try:
+            if path.suffix == ".safetensors":
+                with safe_open(str(path), framework="pt") as f:
+                    f.keys()
+            elif path.suffix in (".bin", ".pkl", ".pt"):
+                load(path, map_location="cpu", weights_only=True, mmap=True)
+        except LOAD_ERRORS as e:
+            raise DamagedCheckpoint(f"{path.name} cannot be read safely ({type(e).__name__}: {e})") from e
+
+
+def step_folder_name(step: int) -> str:
+    return f"step_{step:08d}"
+
+
+def rng_file(rank: int) -> str:
+    """The name of process ``rank``'s RNG-state file, as Accelerate writes it."""
+    return f"{RNG_STATE_NAME}_{rank}.pkl"
+
+
+def read_random_states(folder: Path, rank: int) -> dict:
+    """Process ``rank``'s RNG states (read with weights_only=True), checked to be complete."""
+    path = folder / rng_file(rank)
+    if not path.is_file():
+        raise DamagedCheckpoint(f"{path.name} (the RNG states of process {rank}) is missing")
+    try:
+        states = load(path, weights_only=True)
+    except LOAD_ERRORS as e:
+        raise DamagedCheckpoint(f"{path.name} cannot be read ({type(e).__name__}: {e})") from e
+    missing = [key for key in RNG_KEYS if not isinstance(states, dict) or key not in states]
+    if missing:
+        raise DamagedCheckpoint(f"{path.name} lacks the RNG states {missing}")
+    return states
+
+
+def restore_random_states(states: dict, name: str) -> None:
+    """Set the Python, NumPy, torch (and CUDA) RNGs from ``states``, read from file ``name``.
+    Accelerate skips a failure to do so silently; this raises."""
+    try:
+        random.setstate(states["random_state"])
+        np.random.set_state(states["numpy_random_seed"])
+        torch.set_rng_state(states["torch_manual_seed"])
+        if torch.cuda.is_available() and "torch_cuda_manual_seed" in states:
+            torch.cuda.set_rng_state_all(states["torch_cuda_manual_seed"])
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise DamagedCheckpoint(f"{name} holds RNG states that cannot be set ({type(e).__name__}: {e})") from e
+
+
+# ---- saving and choosing -------------------------------------------------------------
+class Checkpoints:
+    """The checkpoint folders of one run (``root``), written and read through ``accelerator``."""
+
+    def __init__(self, root: Path, accelerator: Accelerator, keep: int):
+        self.root, self.accelerator, self.keep = Path(root), accelerator, keep
+
+    def folders(self) -> list[Path]:
+        """Published checkpoint folders, oldest first."""
+        return sorted(p for p in self.root.glob("step_*") if p.suffix != PARTIAL)
+
+    def remove_partial(self) -> None:
+        """Remove the unfinished folders a crash left (main process)."""
+        for unfinished in self.root.glob(f"*{PARTIAL}"):
+            shutil.rmtree(unfinished)
+
+    def save(self, state: TrainerState, ema: AveragedModel | None) -> Path:
+        """Write the checkpoint of update ``state.step``; called on every process."""
+        acc = self.accelerator
+        final = self.root / step_folder_name(state.step)
+        partial = final.with_suffix(PARTIAL)
+        acc.save_state(str(partial))
+        fault_point("after_save_state", partial)
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            write_trainer_state(partial, state, ema)
+            write_manifest(partial)
+            fault_point("after_manifest", partial)
+            publish(partial, final)
+            prune(self.folders(), self.keep)
+        acc.wait_for_everyone()
+        return final
+
+    def resume(self, ema: AveragedModel | None) -> tuple[Path, TrainerState] | None:
+        """Load the newest usable checkpoint into the accelerator's objects and ``ema``; its
+        folder and TrainerState, or None when the run has none. Raises ``CheckpointError``
+        when there are checkpoints and none of them can be used."""
+        found = self.folders()[::-1]
+        problems: list[str] = []
+        for folder in found:
+            state = self._try(folder, ema, problems)
+            if state is not None:
+                if problems:
+                    self._say(f"resuming from the older checkpoint {folder} instead")
+                return folder, state
+        if found:
+            raise CheckpointError(f"no checkpoint in {self.root} can be resumed from: " + "; ".join(problems)
+                                  + ". Remove the damaged ones or train in another folder")
+        return None
+
+    def _try(self, folder: Path, ema: AveragedModel | None, problems: list[str]) -> TrainerState | None:
+        """``folder``'s TrainerState once everything of it is loaded, or None (its problem
+        appended to ``problems`` and printed). Every process reaches the same verdict."""
+        acc = self.accelerator
+        # the main process checks the shared files; then each one loads what it reads
+        found = verify_manifest(folder) if acc.is_main_process else []
+        state = None
+        if self._all_agree(not found):
+            try:
+                state = self._load(folder, ema)
+            except (DamagedCheckpoint, *LOAD_ERRORS) as e:
+                found = [str(e) if isinstance(e, DamagedCheckpoint) else f"{type(e).__name__}: {e}"]
+            if not self._all_agree(not found):
+                state = None
+        if state is None:
+            if found:
+                self._say(f"checkpoint {folder} cannot be used: {'; '.join(found)}", everyone=True)
+            problems.append(f"{folder.name}: {'; '.join(found) or 'another process could not use it'}")
+        return state
+
+    def _load(self, folder: Path, ema: AveragedModel | None) -> TrainerState:
+        acc = self.accelerator
+        state = read_trainer_state(folder)
+        if folder.name != step_folder_name(state.step):
+            raise DamagedCheckpoint(f"{STATE_FILE} is of update {state.step}, not of this folder's")
+        probe_files(folder)
+        rng = read_random_states(folder, acc.process_index)
+        load_ema(folder, ema, acc.device)
+        acc.load_state(str(folder), load_kwargs={"weights_only": True})
+        restore_random_states(rng, rng_file(acc.process_index))
+        return state
+
+    def _all_agree(self, ok: bool) -> bool:
+        """Whether ``ok`` holds on every process (a collective: every process calls it)."""
+        failed = torch.tensor(0.0 if ok else 1.0, device=self.accelerator.device)
+        return self.accelerator.reduce(failed, reduction="sum").item() == 0
+
+    def _say(self, line: str, everyone: bool = False) -> None:
+        acc = self.accelerator
+        if everyone and acc.num_processes > 1:
+            line = f"process {acc.process_index}: {line}"
+        if everyone or acc.is_main_process:
+            print(f"latentar: {line}", file=sys.stderr, flush=True)
