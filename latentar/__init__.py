@@ -1,4 +1,41 @@
-"""latentar: VQ-VAE + autoregressive priors for likelihood-based image generation."""
+"""latentar: VQ-VAE + autoregressive priors for likelihood-based image generation.
+
+The package root is the public API, re-exported flat from the units below. A unit (a
+top-level module or package) imports only units of its own layer or of lower ones, and
+no two units import each other, directly or round a loop; ``tests/test_layers.py`` reads
+every import (those inside functions too) and holds it so.
+
+Where the order differs from the plain stack "models, data, tools, pipeline, CLI":
+
+- ``checks`` (field checks of the config dataclasses) sits at the bottom with ``registry``:
+  priors, VQ-VAEs, datasets and configs all check their fields with it.
+- ``evaluation`` and ``sampling`` sit below ``training``: the training objectives score
+  batches with ``evaluation``, and neither scoring nor drawing knows of a trainer.
+- ``bench`` sits with them, and ``receptive_field`` one layer up: it measures on the same
+  random inputs as ``bench`` (``random_cond``).
+- ``config`` (the recipe dataclasses, TOML in) is built from ``training``'s ``TrainConfig``
+  and ``vqvae``'s ``VQVAEConfig``, so it sits above both; ``plan`` validates a recipe against
+  data and models, so it sits above ``config``.
+- ``runs`` (one model on its own: train-prior, train-vqvae, encode) sits below ``pipeline``,
+  which chains those stages and shares their run-folder files.
+
+Layers (lowest first):
+registry, checks
+saving
+nn, heads, quantizers
+priors, vqvae
+data
+evaluation, sampling, bench
+training, receptive_field
+config
+plan
+runs
+pipeline
+commands
+cli
+__main__
+
+"""
 
 from latentar import heads  # noqa: F401  (registers the heads)
 from latentar.priors import Prior, PriorSpec, build_prior, list_priors

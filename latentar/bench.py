@@ -16,8 +16,6 @@ left out of that estimate; the output says which method was used.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import resource
 import sys
@@ -27,60 +25,21 @@ from typing import Callable, NamedTuple
 
 import torch
 
-from latentar.priors.base import Prior, build_prior, eval_mode
+from latentar.nn.modes import eval_mode
+from latentar.priors.base import Prior, make_cond
 
 MIXED_PRECISION = {"no": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-# ---- building a prior from command-line arguments (shared with receptive-field) -------
-def parse_shape(text: str) -> tuple[int, int, int]:
-    """'C,H,W' -> (C, H, W) of positive ints."""
-    try:
-        shape = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        shape = ()
-    if len(shape) != 3 or min(shape) < 1:
-        raise argparse.ArgumentTypeError(f"shape must be C,H,W with positive integers, got {text!r}")
-    return shape
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but no CUDA device is available")
-    return torch.device(name)
-
-
-def add_prior_arguments(p: argparse.ArgumentParser, *, default_shape: str, default_symbols: int,
-                        prior_required: bool = True) -> None:
-    """--prior --preset --shape --symbols --codes --head --classes --device."""
-    p.add_argument("--prior", required=prior_required, help="registered prior name")
-    p.add_argument("--preset", help="architecture preset (default: the architecture's defaults)")
-    p.add_argument("--shape", type=parse_shape, default=parse_shape(default_shape),
-                   help=f"C,H,W of the symbol grid (default {default_shape})")
-    p.add_argument("--symbols", type=int, default=default_symbols,
-                   help=f"number of symbols K (default {default_symbols})")
-    p.add_argument("--codes", action="store_true", help="model codes (embedded) instead of pixels")
-    p.add_argument("--head", default="categorical", help="registered head name")
-    p.add_argument("--classes", type=int, help="class-conditional with this many classes")
-    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-
-
-def prior_from_args(args: argparse.Namespace, name: str | None = None) -> Prior:
-    """The prior the arguments describe (``name`` overrides ``--prior``), on its device."""
-    prior = build_prior(name or args.prior, args.shape, args.symbols, args.head, args.classes,
-                        symbols="codes" if args.codes else "pixels", preset=args.preset)
-    return prior.to(resolve_device(args.device))
-
-
+# ---- random inputs (shared with receptive_field) --------------------------------------
 def random_cond(prior: Prior, n: int, generator: torch.Generator) -> dict | None:
     """Random labels / spatial context for n grids where the prior needs them (else None)."""
-    spec, cond = prior.spec, {}
+    spec, labels, context = prior.spec, None, None
     if spec.num_classes is not None:
-        cond["labels"] = torch.randint(0, spec.num_classes, (n,), generator=generator)
+        labels = torch.randint(0, spec.num_classes, (n,), generator=generator)  # (n,)
     if spec.context_shape is not None:
-        cond["context"] = torch.randint(0, spec.context_symbols, (n, *spec.context_shape),
-                                        generator=generator)
-    return prior.expand_cond(n, cond or None)
+        context = torch.randint(0, spec.context_symbols, (n, *spec.context_shape), generator=generator)  # (n, h, w)
+    return make_cond(labels, context, device=prior.device)
 
 
 # ---- measurements ----------------------------------------------------------------------
@@ -164,8 +123,9 @@ def bench_train(prior: Prior, *, batch: int = 32, steps: int = 10, warmup: int =
 
 
 def has_fast_sampler(prior: Prior) -> bool:
-    """Whether the prior's class overrides the generic ``Prior.sample``."""
-    return type(prior).sample is not Prior.sample
+    """Whether the prior samples faster than the naive sampler: its class brings a stepper of
+    its own instead of ``Prior.Stepper`` (the naive one)."""
+    return type(prior).Stepper is not Prior.Stepper
 
 
 @torch.no_grad()
@@ -214,36 +174,4 @@ def bench_sample(prior: Prior, *, batch: int = 16, rows: int | None = None, seed
             "naive_method": naive_method, "fast_method": fast_method, "extrapolated_from_rows": rows}
 
 
-# ---- command line ----------------------------------------------------------------------
-def add_bench_command(subparsers) -> None:
-    bench = subparsers.add_parser("bench", help="measure training and sampling speed (JSON out)",
-                                  description=__doc__,
-                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    kinds = bench.add_subparsers(dest="bench", required=True)
-    train = kinds.add_parser("train", help="forward + backward + Adam step on random data")
-    add_prior_arguments(train, default_shape="1,28,28", default_symbols=2)
-    train.add_argument("--batch", type=int, default=32)
-    train.add_argument("--steps", type=int, default=10, help="timed steps")
-    train.add_argument("--warmup", type=int, default=2, help="untimed steps first")
-    train.add_argument("--mixed-precision", default="no", choices=sorted(MIXED_PRECISION))
-    train.set_defaults(func=run_bench_train)
-    sample = kinds.add_parser("sample", help="naive vs fast sampling, seconds per image")
-    add_prior_arguments(sample, default_shape="1,28,28", default_symbols=2)
-    sample.add_argument("--batch", type=int, default=16)
-    sample.add_argument("--rows", type=int,
-                        help="extrapolate the naive time from this many rows (default: run it all)")
-    sample.set_defaults(func=run_bench_sample)
-
-
-def run_bench_train(args) -> None:
-    result = bench_train(prior_from_args(args), batch=args.batch, steps=args.steps,
-                         warmup=args.warmup, mixed_precision=args.mixed_precision)
-    print(json.dumps({"preset": args.preset, **result}, indent=2))
-
-
-def run_bench_sample(args) -> None:
-    result = bench_sample(prior_from_args(args), batch=args.batch, rows=args.rows)
-    print(json.dumps({"preset": args.preset, **result}, indent=2))
-
-
-__all__ = ["bench_train", "bench_sample", "has_fast_sampler", "add_bench_command"]
+__all__ = ["bench_train", "bench_sample", "has_fast_sampler", "random_cond"]

@@ -12,7 +12,7 @@ the sampling of a run. TOML in (``load_recipe``), JSON out (``recipe_to_dict``).
 
 Every value is checked against its field's type and range when the recipe is read, and
 ``--set section.key=value`` overrides are parsed by that type; errors name the key.
-`validate` then checks the recipe against the data, the models and the device, so a
+`latentar.plan.validate` then checks the recipe against the data, the models and the device, so a
 recipe that cannot run fails before any work starts.
 """
 
@@ -32,7 +32,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from latentar.checks import COUNT, Checked, FieldError
+from latentar.checks import COUNT, FRACTION, Bound, Checked, FieldError
 from latentar.training import TrainConfig
 from latentar.vqvae import VQVAE, VQVAEConfig
 
@@ -55,6 +55,7 @@ class DataConfig(Checked):
 @dataclass
 class PriorConfig(Checked):
     label = "prior"
+    bounds = {"class_dropout": FRACTION}
 
     name: str = "pixelsnail"  # a registered prior (latentar.list_priors())
     preset: str | None = "small"  # a preset of that prior ("tiny", "small", ..., "paper")
@@ -62,19 +63,22 @@ class PriorConfig(Checked):
     head_options: dict = field(default_factory=dict)  # e.g. {num_mixtures = 10} for logistic_mixture
     class_conditional: bool = False  # condition on the dataset's labels
     embed_dim: int = 32  # code embedding width (code mode)
+    class_dropout: float = 0.0  # > 0: a null class for classifier-free guidance (class-conditional only)
     arch: dict = field(default_factory=dict)  # overrides of the preset's architecture fields
 
 
 @dataclass
 class SamplingConfig(Checked):
     label = "sampling"
-    bounds = {"seed": COUNT, "reconstructions": COUNT}
+    bounds = {"seed": COUNT, "reconstructions": COUNT, "top_p": Bound(0.0, 1.0)}
 
     n: int = 64  # images in the sample grid (unconditional priors)
     nrow: int = 8  # images per grid row
     per_class: int = 8  # class-conditional priors: one row per class with this many images
-    temperature: float = 1.0  # softmax temperature of every draw
+    temperature: float = 1.0  # scales each symbol's conditional log-probabilities (1 = the model)
     top_k: int | None = None  # keep only the k most likely symbols of each draw
+    top_p: float | None = None  # nucleus: the smallest set of values whose probability reaches p
+    cfg_scale: float = 1.0  # classifier-free guidance scale (needs prior.class_dropout > 0)
     seed: int = 0  # seed of the sampling generator
     reconstructions: int = 32  # test images in the VQ-VAE reconstruction grid
 
@@ -82,6 +86,8 @@ class SamplingConfig(Checked):
         super().__post_init__()  # types, sizes >= 1, finite numbers
         if self.temperature <= 0:
             raise FieldError(f"sampling.temperature must be a finite number > 0, got {self.temperature!r}")
+        if self.top_p is not None and self.top_p <= 0:
+            raise FieldError(f"sampling.top_p must be a number in (0, 1] or None, got {self.top_p!r}")
 
 
 @dataclass
@@ -263,9 +269,10 @@ def apply_override(raw: dict, item: str) -> None:
     clears an optional field, everything else is read as a TOML value (``3``, ``0.5``,
     ``true``, ``[1, 2]``, ``{hidden = 64}``).
     """
-    if "=" not in item:
-        raise RecipeError(f"--set expects section.key=value, got {item!r}")
-    dotted, text = (part.strip() for part in item.split("=", 1))
+    try:
+        dotted, text = split_assignment(item, "--set", "section.key=value")
+    except ValueError as e:
+        raise RecipeError(str(e)) from None
     parts = dotted.split(".")
     if len(parts) < 2 or not all(parts):
         raise RecipeError(f"--set expects section.key=value, got {item!r}")
@@ -287,10 +294,22 @@ def apply_override(raw: dict, item: str) -> None:
     target[[key, *inner][-1]] = value
 
 
-def parse_text(text: str, tp: Any) -> Any:
-    """Command-line text -> a value for a field of type ``tp`` (checked later by `check_value`)."""
+def split_assignment(item: str, flag: str, form: str = "KEY=VALUE") -> tuple[str, str]:
+    """``"key = value"`` given to ``flag`` -> ``("key", "value")``, both stripped; the one
+    splitter of every command-line assignment (``--set``, ``--arch``, ``--data-option``)."""
+    key, sep, text = (part.strip() for part in item.partition("="))
+    if not sep or not key:
+        raise ValueError(f"{flag} expects {form}, got {item!r}")
+    return key, text
+
+
+def parse_text(text: str, tp: Any = Any) -> Any:
+    """Command-line text -> a value for a field of type ``tp`` (checked later by `check_value`);
+    the one literal rule of every command-line value: ``none`` / ``null`` is None where ``tp``
+    allows it (``Any`` does), a string field takes the text as written, anything else is read
+    as a TOML value (``3``, ``0.5``, ``true``, ``[1, 2]``, ``{hidden = 64}``), else kept as text."""
     args = typing.get_args(tp)
-    if text.lower() in ("none", "null") and type(None) in args:
+    if text.lower() in ("none", "null") and (tp is Any or type(None) in args):
         return None
     if tp is str or str in args:
         return text

@@ -13,7 +13,9 @@ from typing import Any, NamedTuple
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from latentar.priors.base import check_integer_tensor, eval_mode
+from latentar.data.subsets import dataset_attribute
+from latentar.nn.modes import eval_mode
+from latentar.priors.base import check_integer_tensor, make_cond
 from latentar.quantizers import CodeUsage
 from latentar.vqvae.model import psnr
 
@@ -53,12 +55,8 @@ def unpack_prior_batch(batch: Any) -> PriorBatch:
 def prior_cond(prior, labels: torch.Tensor | None, context: torch.Tensor | None) -> dict | None:
     """The ``cond`` a prior takes: labels only when it is class-conditional, the context only
     when it was built with one (datasets always carry labels; unconditional priors drop them)."""
-    cond = {}
-    if prior.spec.num_classes is not None:
-        cond["labels"] = labels
-    if prior.spec.context_shape is not None:
-        cond["context"] = context
-    return cond or None
+    return make_cond(labels if prior.spec.num_classes is not None else None,
+                     context if prior.spec.context_shape is not None else None)
 
 
 @torch.no_grad()
@@ -137,9 +135,3 @@ def evaluate_vqvae(vqvae, data: Dataset | DataLoader, accelerator=None, *, batch
         scores[f"{prefix}codes_used"] = counter.fraction_used()
     return scores
 
-
-def dataset_attribute(dataset: Dataset, name: str) -> Any:
-    """``dataset.name``, looking through ``Subset`` wrappers; None when absent."""
-    while not hasattr(dataset, name) and isinstance(dataset, Subset):
-        dataset = dataset.dataset
-    return getattr(dataset, name, None)

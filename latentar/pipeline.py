@@ -33,24 +33,24 @@ import torch
 from accelerate import PartialState
 from accelerate.utils import set_seed
 from PIL import Image, ImageDraw
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset
 
 from latentar.config import Recipe, RecipeError, recipe_to_dict
-from latentar.data import load_dataset
+from latentar.data import first_items, load_dataset
+from latentar.data.codes import write_codes_source
 from latentar.evaluation import evaluate_prior, evaluate_vqvae
 from latentar.plan import Plan, Stage, run_device, validate
 from latentar.priors.base import build_prior
-from latentar.sampling import class_rows, code_levels, generate, save_grid, write_codes_source
+from latentar.runs import SUMMARY_FILE
+from latentar.sampling import class_rows, code_levels, generate, save_grid, save_reconstructions
 from latentar.saving import atomic_write_json, load
 from latentar.training import TrainConfig
 from latentar.training.objectives import prior_objective, vqvae_objective
 from latentar.training.run_folder import differing_keys, hold, remove
 from latentar.training.trainer import MODEL_DIR, Trainer, read_done, read_metrics
 from latentar.vqvae import VQVAE
-from latentar.vqvae.train import save_reconstructions
 
 RECIPE_FILE = "recipe.json"
-SUMMARY_FILE = "summary.json"
 TIMING_FILE = "timing.json"  # in a stage folder: the wall time of the run that finished it
 CODES_DIR = "codes"
 
@@ -77,7 +77,8 @@ def run_stages(recipe: Recipe, plan: Plan, out: Path, state: PartialState) -> di
         atomic_write_json(out / RECIPE_FILE, recipe_to_dict(recipe))
     state.wait_for_everyone()
     started = time.perf_counter()
-    train, test = (limit(load_dataset(recipe.data.name, split, recipe.data.root, **recipe.data.options), n)
+    train, test = (first_items(load_dataset(recipe.data.name, split, recipe.data.root, **recipe.data.options), n,
+                               at_most=True)
                    for split, n in (("train", recipe.data.train_limit), ("test", recipe.data.test_limit)))
     summary: dict = {"mode": recipe.mode, "data": recipe.data.name, "image_shape": list(plan.image_shape)}
     vqvae, symbols = None, {stage.name: (train, test) for stage in plan.stages}
@@ -129,10 +130,6 @@ def check_previous_run(out: Path, recipe: Recipe) -> None:
         if keys and (out / stage).exists():
             raise RecipeError(f"{out / stage} was made by another recipe (changed: {', '.join(keys[:4])}); "
                               f"choose another --out, or delete {out / stage} to redo that stage")
-
-
-def limit(dataset: Dataset, n: int | None) -> Dataset:
-    return dataset if n is None or n >= len(dataset) else Subset(dataset, range(n))
 
 
 # ---- stages --------------------------------------------------------------------------
@@ -207,7 +204,8 @@ def write_images(recipe: Recipe, plan: Plan, priors: dict, vqvae: VQVAE | None, 
     else:
         labels, nrow = None, cfg.nrow
     n = cfg.n if labels is None else len(labels)
-    drawn = generate(prior, vqvae, n, labels, temperature=cfg.temperature, top_k=cfg.top_k, seed=cfg.seed,
+    drawn = generate(prior, vqvae, n, labels, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
+                     cfg_scale=cfg.cfg_scale, seed=cfg.seed,
                      bottom_prior=priors.get("bottom_prior"))
     paths = {"samples": str(save_grid(drawn.images, out / "samples.png", nrow=nrow, levels=plan.levels))}
     if vqvae is not None and cfg.reconstructions > 0:
@@ -260,28 +258,3 @@ def plot_curves(panels: dict[str, list[tuple[float, float]]], path: str | Path, 
     path = Path(path)
     image.save(path)
     return path
-
-
-# ---- the command line ----------------------------------------------------------------
-def add_run_command(subparsers) -> None:
-    parser = subparsers.add_parser("run", help="run a recipe: VQ-VAE, codes, prior(s), samples and a report")
-    parser.add_argument("recipe", help="a recipe (recipes/*.toml) or a run's resolved recipe.json")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="override a recipe value, e.g. --set prior_train.steps=500 (repeatable)")
-    parser.add_argument("--out", default=None, help="the run folder (default: runs/RECIPE_NAME)")
-    parser.add_argument("--data-root", default=None, help="where datasets live (sets data.root)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="start the run folder afresh: remove the stages, codes and report of an earlier run")
-    parser.set_defaults(func=run_command)
-
-
-def run_command(args) -> None:
-    from latentar.config import load_recipe
-
-    overrides = [*args.overrides, *([f"data.root={args.data_root}"] if args.data_root else [])]
-    recipe = load_recipe(args.recipe, overrides)
-    out = Path(args.out) if args.out else Path("runs") / Path(args.recipe).stem
-    summary = run_recipe(recipe, out, overwrite=args.overwrite)
-    if process_state().is_main_process:
-        print(json.dumps(summary, indent=2))
-        print(f"wrote {out}/: summary.json, samples.png, curves.png, and one folder per stage")

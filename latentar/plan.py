@@ -73,6 +73,10 @@ def validate(recipe: Recipe, device: Any = None) -> Plan:
             symbols.update(context_symbols=grids[0][0], context_shape=grids[0][1])
         stage.build = check_stage(stage, symbols, num_classes, recipe.data.name)
     check_training(recipe, run_device() if device is None else device)
+    unguided = [s.name for s in stages if s.config.class_dropout == 0]
+    if recipe.sampling.cfg_scale != 1 and unguided:
+        raise RecipeError(f"sampling.cfg_scale = {recipe.sampling.cfg_scale} needs a null class: set "
+                          f"{unguided[0]}.class_dropout > 0 (with class_conditional = true)")
     return Plan(shape, levels, num_classes, grids, stages)
 
 
@@ -128,7 +132,8 @@ def check_stage(stage: Stage, symbols: dict, num_classes: int | None, data_name:
     if cfg.class_conditional and not num_classes:
         raise RecipeError(f"{stage.name}.class_conditional: data.name {data_name!r} has no labels")
     build = dict(name=cfg.name, head=cfg.head, head_options=cfg.head_options, preset=cfg.preset,
-                 num_classes=num_classes if cfg.class_conditional else None, **cfg.arch, **symbols)
+                 num_classes=num_classes if cfg.class_conditional else None, class_dropout=cfg.class_dropout,
+                 **cfg.arch, **symbols)
     try:
         with torch.device("meta"):
             build_prior(**build)

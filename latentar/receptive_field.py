@@ -18,18 +18,15 @@ magenta.
 
 from __future__ import annotations
 
-import argparse
-import json
-from pathlib import Path
-
 import torch
 from einops import reduce, repeat
 from PIL import Image, ImageDraw
 from torchvision.transforms.functional import pil_to_tensor
-from torchvision.utils import make_grid, save_image
+from torchvision.utils import make_grid
 
-from latentar.priors.base import Prior, eval_mode
-from latentar.bench import add_prior_arguments, prior_from_args, random_cond
+from latentar.bench import random_cond
+from latentar.nn.modes import eval_mode
+from latentar.priors.base import Prior
 
 COLOURS = {  # RGB in [0, 1]
     "target": (0.90, 0.10, 0.10),
@@ -139,64 +136,5 @@ def field_figure(priors: dict[str, Prior], position: tuple[int, int] | None = No
     return make_grid(panels, nrow=len(panels), padding=4, pad_value=1.0), summaries
 
 
-# ---- command line ----------------------------------------------------------------------
-def parse_position(text: str) -> tuple[int, int]:
-    """'h,w' -> (h, w)."""
-    try:
-        position = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        position = ()
-    if len(position) != 2:
-        raise argparse.ArgumentTypeError(f"position must be h,w with integers, got {text!r}")
-    return position
-
-
-def add_receptive_field_command(subparsers) -> None:
-    p = subparsers.add_parser(
-        "receptive-field", help="draw the positions a symbol's log-prob depends on",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_prior_arguments(p, default_shape="1,15,15", default_symbols=256, prior_required=False)
-    p.add_argument("--model", help="a saved prior folder (instead of --prior)")
-    p.add_argument("--all", action="store_true", help="every registered prior side by side")
-    p.add_argument("--position", type=parse_position, help="h,w of the target symbol (default: the centre)")
-    p.add_argument("--threshold", type=float, default=0.0,
-                   help="fraction of the largest gradient a position must exceed (default 0)")
-    p.add_argument("--scale", type=int, default=12, help="pixels per grid cell in the image")
-    p.add_argument("--out", required=True, help="PNG file to write")
-    p.set_defaults(func=run_receptive_field)
-
-
-def run_receptive_field(args) -> None:
-    from latentar.sampling import check_image_path
-
-    check_image_path(args.out)
-    if args.scale < 1:
-        raise ValueError(f"--scale (pixels per grid cell) must be an integer >= 1, got {args.scale}")
-    chosen = [flag for flag, value in (("--prior", args.prior), ("--model", args.model),
-                                       ("--all", args.all)) if value]
-    if len(chosen) != 1:
-        raise ValueError(f"receptive-field: give exactly one of --prior, --model, --all; got "
-                         f"{chosen or 'none'}")
-    if args.model:
-        from latentar.saving import load
-
-        prior = load(args.model, args.device)
-        if not isinstance(prior, Prior):
-            raise ValueError(f"receptive-field: {args.model} holds a {type(prior).__name__}, not a prior")
-        priors = {prior.name: prior}
-    elif args.all:
-        from latentar.priors.base import list_priors
-
-        priors = {name: prior_from_args(args, name) for name in list_priors()}
-    else:
-        priors = {args.prior: prior_from_args(args)}
-    image, summaries = field_figure(priors, args.position, args.threshold, args.scale)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    save_image(image, args.out)
-    print(json.dumps({"out": str(args.out), "threshold": args.threshold,
-                      "colours": {k: list(v) for k, v in COLOURS.items()}, "priors": summaries},
-                     indent=2))
-
-
 __all__ = ["receptive_field", "input_gradient", "draw_field", "field_figure", "field_summary",
-           "raster_past", "add_receptive_field_command"]
+           "raster_past"]

@@ -1,4 +1,5 @@
-"""Generation: prior samples decoded to images, class grids, and image completion.
+"""Generation: prior samples decoded to images, class grids, image completion, and the
+VQ-VAE's reconstruction grids.
 
 The chain needs no encoder: a prior draws symbol grids, and in code mode the VQ-VAE's
 decoder turns them into images. Pixel-mode priors draw the images themselves.
@@ -23,7 +24,7 @@ import torch
 from einops import rearrange, repeat
 from PIL import Image
 
-from latentar.priors.base import Prior, check_labels, check_num_samples, is_integer
+from latentar.priors.base import Prior, check_labels, check_num_samples, is_integer, make_cond
 
 
 class Generation(NamedTuple):
@@ -55,20 +56,14 @@ def expand_labels(prior: Prior, n: int, labels: int | torch.Tensor | None) -> to
     if is_integer(labels):
         if not 0 <= labels < num_classes:
             raise ValueError(f"class must lie in [0, {num_classes}), got {labels}")
-        return torch.full((n,), int(labels), dtype=torch.long)
-    check_labels(labels, num_classes, n)
-    return labels.long()
+    else:
+        check_labels(labels, num_classes, n)
+    return make_cond(labels, n=n)["labels"].long()
 
 
 def class_rows(num_classes: int, per_class: int) -> torch.Tensor:
     """Labels for a grid with one row per class -> long (num_classes · per_class,)."""
     return repeat(torch.arange(num_classes), "k -> (k n)", n=per_class)
-
-
-@torch.no_grad()
-def _cond(labels: torch.Tensor | None, context: torch.Tensor | None) -> Any:
-    cond = {k: v for k, v in (("labels", labels), ("context", context)) if v is not None}
-    return cond or None
 
 
 def check_pair(prior: Prior, vqvae: Any | None, bottom_prior: Prior | None = None) -> None:
@@ -121,23 +116,24 @@ def decode(vqvae: Any | None, symbols: tuple[torch.Tensor, ...]) -> torch.Tensor
 
 @torch.no_grad()
 def generate(prior: Prior, vqvae: Any | None = None, n: int = 64, labels: int | torch.Tensor | None = None,
-             *, temperature: float = 1.0, top_k: int | None = None, seed: int | None = 0,
-             bottom_prior: Prior | None = None) -> Generation:
+             *, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+             cfg_scale: float = 1.0, seed: int | None = 0, bottom_prior: Prior | None = None) -> Generation:
     """Draw n images: prior samples, decoded by the VQ-VAE when there is one.
 
     With ``bottom_prior`` (VQ-VAE-2), ``prior`` draws the top codes and the bottom
-    prior draws the bottom codes given them as its spatial context.
+    prior draws the bottom codes given them as its spatial context. The knobs are
+    ``Prior.sample``'s (``latentar.priors.engine``); ``cfg_scale`` guides both priors.
     """
     n = check_num_samples(n)
     check_pair(prior, vqvae, bottom_prior)
     labels = expand_labels(prior, n, labels)
     generator = make_generator(seed, prior.device)
-    draw = dict(temperature=temperature, top_k=top_k, generator=generator)
-    symbols = (prior.sample(n, _cond(labels, None), **draw),)  # (n, C, h, w)
+    draw = dict(temperature=temperature, top_k=top_k, top_p=top_p, cfg_scale=cfg_scale, generator=generator)
+    symbols = (prior.sample(n, make_cond(labels), **draw),)  # (n, C, h, w)
     if bottom_prior is not None:
         context = rearrange(symbols[0], "n 1 h w -> n h w")
         bottom_labels = expand_labels(bottom_prior, n, labels)
-        symbols += (bottom_prior.sample(n, _cond(bottom_labels, context), **draw),)
+        symbols += (bottom_prior.sample(n, make_cond(bottom_labels, context), **draw),)
     symbols = tuple(s.cpu() for s in symbols)
     return Generation(decode(vqvae, symbols), symbols)
 
@@ -145,7 +141,8 @@ def generate(prior: Prior, vqvae: Any | None = None, n: int = 64, labels: int | 
 @torch.no_grad()
 def complete(prior: Prior, images: torch.Tensor, keep_rows: int, samples: int = 4, *,
              vqvae: Any | None = None, labels: torch.Tensor | None = None, temperature: float = 1.0,
-             top_k: int | None = None, seed: int | None = 0) -> Completion:
+             top_k: int | None = None, top_p: float | None = None, cfg_scale: float = 1.0,
+             seed: int | None = 0) -> Completion:
     """Keep the top ``keep_rows`` rows of images uint8 (n, C, H, W), draw the rest ``samples`` times.
 
     Rows are pixel rows in pixel mode and code rows in code mode (then the occluded
@@ -168,9 +165,9 @@ def complete(prior: Prior, images: torch.Tensor, keep_rows: int, samples: int = 
     labels = expand_labels(prior, n, labels)
     x = repeat(x, "n c h w -> (n s) c h w", s=S)
     labels = None if labels is None else repeat(labels, "n -> (n s)", s=S)
-    cond = _cond(None if labels is None else labels.to(prior.device), None)
-    drawn = prior.redraw(x, keep_rows, cond, temperature=temperature, top_k=top_k,
-                         generator=make_generator(seed, prior.device)).cpu()  # (n·S, C, h, w)
+    cond = make_cond(labels, device=prior.device)
+    drawn = prior.redraw(x, keep_rows, cond, temperature=temperature, top_k=top_k, top_p=top_p,
+                         cfg_scale=cfg_scale, generator=make_generator(seed, prior.device)).cpu()  # (n·S, C, h, w)
     completions = rearrange(decode(vqvae, (drawn,)), "(n s) c h w -> n s c h w", s=S)
     occluded = images.clone()
     image_rows = keep_rows * images.shape[2] // H_sym
@@ -241,157 +238,17 @@ def save_individual(images: torch.Tensor, folder: str | Path, levels: int = 256)
     return paths
 
 
-# ---- models from folders, and the command line ---------------------------------------
-CODES_SOURCE_FILE = "codes_source.json"  # in a code prior's folder: the VQ-VAE its codes came from
+def reconstruction_rows(vqvae: Any, originals: torch.Tensor, nrow: int = 8) -> torch.Tensor:
+    """uint8 (n, C, H, W) -> (2·r·nrow, C, H, W): r rows of originals, each above a row of
+    their VQ-VAE reconstructions (the last row padded with white)."""
+    if nrow < 1:
+        raise ValueError(f"nrow must be >= 1, got {nrow}")
+    both = torch.stack([originals, vqvae.reconstruct(originals).cpu()])  # (2, n, C, H, W)
+    pad = -originals.shape[0] % nrow
+    both = torch.cat([both, both.new_full((2, pad, *both.shape[2:]), vqvae.levels - 1)], 1)
+    return rearrange(both, "two (r k) c h w -> (r two k) c h w", k=nrow)
 
 
-def load_model(folder: str | Path, kind: type, what: str):
-    """A saved model folder, or a run's stage folder holding ``model/`` -> the model, checked to be a ``kind``."""
-    from latentar.saving import CONFIG_FILE, load
-
-    folder = Path(folder)
-    if not (folder / CONFIG_FILE).is_file() and (folder / "model" / CONFIG_FILE).is_file():
-        folder = folder / "model"
-    model = load(folder)
-    if not isinstance(model, kind):
-        raise ValueError(f"{what} {folder} holds a {type(model).__name__}, expected a {kind.__name__}")
-    return model.eval()
-
-
-def write_codes_source(prior_folder: str | Path, vqvae_fingerprint: str, level: str) -> None:
-    """Record in a code prior's folder which VQ-VAE (its fingerprint) and level its codes came
-    from, so that sampling can refuse a VQ-VAE that did not make them."""
-    from latentar.saving import atomic_write_json
-
-    atomic_write_json(Path(prior_folder) / CODES_SOURCE_FILE,
-                      {"vqvae_fingerprint": vqvae_fingerprint, "level": level})
-
-
-def check_codes_source(prior_folder: str | Path, vqvae: Any) -> None:
-    """The VQ-VAE must be the one whose codes the prior learned (when the prior recorded it)."""
-    import json
-
-    folder = Path(prior_folder)
-    path = next((p for p in (folder / CODES_SOURCE_FILE, folder / "model" / CODES_SOURCE_FILE) if p.is_file()),
-                None)
-    if path is None:
-        return
-    expected, found = json.loads(path.read_text())["vqvae_fingerprint"], vqvae.fingerprint()
-    if expected != found:
-        raise ValueError(f"the prior in {folder} learned the codes of VQ-VAE {expected}, but --vqvae is "
-                         f"VQ-VAE {found}: decode with the VQ-VAE that made its codes")
-
-
-def add_sample_command(subparsers) -> None:
-    parser = subparsers.add_parser("sample", help="draw images from a prior (decoded by a VQ-VAE in code mode)")
-    add_model_arguments(parser)
-    parser.add_argument("-n", type=int, default=64, help="images to draw (default 64)")
-    parser.add_argument("--class", dest="label", type=int, default=None,
-                        help="class to draw; a class-conditional prior without it draws one row per class")
-    parser.add_argument("--nrow", type=int, default=8, help="images per grid row (default 8)")
-    parser.add_argument("--save-codes", action="store_true",
-                        help="also write the drawn symbol grids to OUT.codes.safetensors")
-    parser.add_argument("--save-individual", action="store_true",
-                        help="also write each image as a PNG into a folder named after OUT")
-    parser.set_defaults(func=run_sample)
-
-
-def add_complete_command(subparsers) -> None:
-    parser = subparsers.add_parser("complete", help="complete the lower part of real test images (PixelRNN fig.)")
-    add_model_arguments(parser)
-    parser.add_argument("--data", required=True, help="dataset of the real images, e.g. mnist")
-    parser.add_argument("--data-root", default=None, help="where datasets live (default: the data root)")
-    parser.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE",
-                        help="a dataset option, e.g. --data-option size=32 for image_folder (repeatable)")
-    parser.add_argument("--keep-rows", type=int, required=True,
-                        help="rows kept from each image: pixel rows in pixel mode, code rows in code mode")
-    parser.add_argument("-n", type=int, default=8, help="test images, one grid row each (default 8)")
-    parser.add_argument("--samples", type=int, default=4, help="completions per image (default 4)")
-    parser.set_defaults(func=run_complete)
-
-
-def add_model_arguments(parser) -> None:
-    parser.add_argument("--prior", "--model", dest="prior", required=True,
-                        help="a saved prior folder (or a run's stage folder, e.g. runs/main/prior)")
-    parser.add_argument("--vqvae", default=None, help="the VQ-VAE that made the prior's codes (code mode)")
-    parser.add_argument("--bottom-prior", default=None,
-                        help="VQ-VAE-2: the bottom prior (--prior is then the top prior)")
-    parser.add_argument("--temperature", type=float, default=1.0, help="softmax temperature (default 1)")
-    parser.add_argument("--top-k", type=int, default=None, help="draw among the k most likely symbols only")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the draws (default 0)")
-    parser.add_argument("--out", required=True, help="the PNG grid to write")
-
-
-def load_models(args) -> tuple[Prior, Any, Prior | None]:
-    from latentar.vqvae import VQVAE
-
-    prior = load_model(args.prior, Prior, "--prior")
-    vqvae = None if args.vqvae is None else load_model(args.vqvae, VQVAE, "--vqvae")
-    bottom = None if args.bottom_prior is None else load_model(args.bottom_prior, Prior, "--bottom-prior")
-    if vqvae is not None:
-        for folder in [args.prior] + ([args.bottom_prior] if bottom is not None else []):
-            check_codes_source(folder, vqvae)
-    check_pair(prior, vqvae, bottom)
-    return prior, vqvae, bottom
-
-
-def run_sample(args) -> None:
-    from safetensors.torch import save_file
-
-    check_image_path(args.out)  # the arguments first, before any work
-    check_num_samples(args.n)
-    check_nrow(args.nrow)
-    prior, vqvae, bottom = load_models(args)
-    labels, nrow = args.label, args.nrow
-    if prior.spec.num_classes is not None and labels is None:  # one row per class
-        nrow = -(-args.n // prior.spec.num_classes)
-        labels = class_rows(prior.spec.num_classes, nrow)
-    n = args.n if not isinstance(labels, torch.Tensor) else len(labels)
-    drawn = generate(prior, vqvae, n, labels, temperature=args.temperature, top_k=args.top_k, seed=args.seed,
-                     bottom_prior=bottom)
-    levels = 256 if vqvae is not None else prior.spec.num_symbols
-    out = save_grid(drawn.images, args.out, nrow=nrow, levels=levels)
-    print(f"wrote {n} samples to {out}")
-    if args.save_codes:
-        names = code_levels(vqvae) if vqvae is not None else ["pixels"]
-        path = out.with_suffix(".codes.safetensors")
-        save_file({name: s.contiguous() for name, s in zip(names, drawn.symbols)}, str(path))
-        print(f"wrote the drawn grids ({', '.join(names)}) to {path}")
-    if args.save_individual:
-        folder = out.with_suffix("")
-        save_individual(drawn.images, folder, levels)
-        print(f"wrote {n} PNGs to {folder}/")
-
-
-def parse_options(items: list[str]) -> dict:
-    """["size=32"] -> {"size": 32}: each value read as a TOML value, else kept as text."""
-    from latentar.config import parse_text
-
-    options = {}
-    for item in items:
-        key, sep, text = (part.strip() for part in item.partition("="))
-        if not sep or not key:
-            raise ValueError(f"--data-option expects KEY=VALUE, got {item!r}")
-        options[key] = parse_text(text, Any)
-    return options
-
-
-def run_complete(args) -> None:
-    from latentar.data import load_dataset
-
-    check_image_path(args.out)  # before any work
-    prior, vqvae, bottom = load_models(args)
-    if bottom is not None:
-        raise ValueError("completion works with one prior; --bottom-prior is not supported")
-    test = load_dataset(args.data, "test", args.data_root, **parse_options(args.data_option))
-    if args.n < 1 or args.n > len(test):
-        raise ValueError(f"-n must lie in [1, {len(test)}] (the test split's size), got {args.n}")
-    items = [test[i] for i in range(args.n)]
-    images = torch.stack([image for image, _ in items])  # uint8 (n, C, H, W)
-    labels = torch.tensor([label for _, label in items])  # (n,)
-    result = complete(prior, images, args.keep_rows, args.samples, vqvae=vqvae,
-                      labels=labels if prior.spec.num_classes is not None else None,
-                      temperature=args.temperature, top_k=args.top_k, seed=args.seed)
-    grid, nrow = completion_grid(result)
-    levels = 256 if vqvae is not None else prior.spec.num_symbols
-    print(f"wrote {args.n} completions to {save_grid(grid, args.out, nrow=nrow, levels=levels)}")
+def save_reconstructions(vqvae: Any, originals: torch.Tensor, path: str | Path, nrow: int = 8) -> Path:
+    """Write `reconstruction_rows` as one PNG grid."""
+    return save_grid(reconstruction_rows(vqvae, originals, nrow), path, nrow=nrow, levels=vqvae.levels)

@@ -14,6 +14,9 @@ import pytest
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "network: needs a package registry (pip); skipped only when it cannot be reached")
+    config.addinivalue_line(
+        "markers", "slow: several processes or a whole recipe run; run by `python -m pytest -q` like the rest, "
+                   "left out with `-m 'not slow'`")
 
 
 def requested_device() -> str:

@@ -10,6 +10,8 @@ import pytest
 
 import latentar
 from latentar import cli
+from latentar.commands import data as data_command
+from latentar.commands.options import parse_assignments
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
     code = cli.main([str(a) for a in argv])
@@ -34,10 +36,10 @@ def test_python_dash_m_reports_errors_without_a_traceback(capsys, monkeypatch, t
 
 
 def test_parse_assignments_reads_literals_and_strings():
-    assert cli.parse_assignments(["hidden=32", "dropout=0.5", "gated=true", "kind=rows", "size=none"]) == {
+    assert parse_assignments(["hidden=32", "dropout=0.5", "gated=true", "kind=rows", "size=none"]) == {
         "hidden": 32, "dropout": 0.5, "gated": True, "kind": "rows", "size": None}
-    with pytest.raises(ValueError, match="expected KEY=VALUE"):
-        cli.parse_assignments(["hidden"])
+    with pytest.raises(ValueError, match="--arch expects KEY=VALUE"):
+        parse_assignments(["hidden"])
 
 
 def test_train_prior_then_eval_round_trip(capsys, tmp_path, image_folder):
@@ -80,8 +82,8 @@ def test_eval_rejects_a_folder_without_a_model(capsys, tmp_path):
 
 def test_data_fetch_prints_the_report(capsys, monkeypatch, tmp_path):
     calls = []
-    monkeypatch.setattr(cli.data, "fetch", lambda name, root: calls.append((name, root)) or {"name": name})
-    monkeypatch.setattr(cli.data, "describe_fetch", lambda report: f"fetched {report['name']}")
+    monkeypatch.setattr(data_command.data, "fetch", lambda name, root: calls.append((name, root)) or {"name": name})
+    monkeypatch.setattr(data_command.data, "describe_fetch", lambda report: f"fetched {report['name']}")
     code, printed, _ = run(capsys, "data", "fetch", "mnist", "--data-root", tmp_path)
     assert code == 0 and printed.strip() == "fetched mnist" and calls == [("mnist", str(tmp_path))]
 

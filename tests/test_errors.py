@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from latentar import cli
+from latentar.commands import data as data_command
 from latentar.config import load_recipe
 from latentar.plan import validate
 from prior_cases import tiny_prior
@@ -194,8 +195,8 @@ def test_a_read_only_out_is_a_user_error(capsys, tmp_path, recipe, saved_prior):
     (KeyError("unknown thing 'x'"), "unknown thing 'x'"),
 ])
 def test_user_errors_become_one_line_and_exit_2(capsys, monkeypatch, error, message):
-    monkeypatch.setattr(cli, "run_data_fetch", lambda args: (_ for _ in ()).throw(error))
-    monkeypatch.setattr(cli, "COMMANDS", [cli.add_data_command])
+    monkeypatch.setattr(data_command, "run_data_fetch", lambda args: (_ for _ in ()).throw(error))
+    monkeypatch.setattr(cli, "COMMANDS", [data_command.add_data_command])
     code, err = run(capsys, "data", "fetch", "mnist")
     assert code == 2 and err == f"latentar: error: {message}\n"
 
@@ -203,8 +204,8 @@ def test_user_errors_become_one_line_and_exit_2(capsys, monkeypatch, error, mess
 @pytest.mark.parametrize("error", [OSError(errno.EBADF, "Bad file descriptor"), RuntimeError("a bug"),
                                    ZeroDivisionError("a bug")])
 def test_bugs_keep_their_traceback(monkeypatch, error):
-    monkeypatch.setattr(cli, "run_data_fetch", lambda args: (_ for _ in ()).throw(error))
-    monkeypatch.setattr(cli, "COMMANDS", [cli.add_data_command])
+    monkeypatch.setattr(data_command, "run_data_fetch", lambda args: (_ for _ in ()).throw(error))
+    monkeypatch.setattr(cli, "COMMANDS", [data_command.add_data_command])
     with pytest.raises(type(error)):
         cli.main(["data", "fetch", "mnist"])
 

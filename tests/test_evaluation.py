@@ -9,8 +9,8 @@ import torch
 from torch.utils.data import DataLoader, Subset, TensorDataset
 
 import latentar
-from latentar.data import TensorImageDataset
-from latentar.evaluation import bits_per_dim, dataset_attribute, evaluate_prior, prior_cond, unpack_prior_batch
+from latentar.data import TensorImageDataset, dataset_attribute
+from latentar.evaluation import bits_per_dim, evaluate_prior, prior_cond, unpack_prior_batch
 
 SHAPE = (1, 2, 3)  # (C, H, W)
 

@@ -1,7 +1,8 @@
 """Fast samplers (overrides of ``Prior.sample``) against the generic ``naive_sample``.
 
-Both paths draw every symbol through ``prior.head.sample`` in raster (then channel)
-order, so the test records the params of each draw: with one generator seed the two
+Both paths go through the one driver (``latentar.priors.engine``), which asks
+``prior.head.next_log_probs`` for every symbol in raster (then channel) order, so the
+test records the params of each head call: with one generator seed the two
 paths must make the same number of draws with the same arguments, with params that
 agree within 1e-4 + 1e-4·|param| (caches and incremental layers reorder float sums, so
 bit-equality of params is not required; the tiny test networks reach params of ~50),
@@ -9,8 +10,6 @@ and must return identical samples.
 """
 
 from __future__ import annotations
-
-import inspect
 
 import pytest
 import torch
@@ -44,31 +43,39 @@ def sampling_cases() -> list[tuple]:
 CASES = sampling_cases()
 
 
-def traced_draws(prior: Prior, sampler: str, n: int, cond, seed: int, **draw):
-    """Run ``prior.<sampler>`` recording each head draw -> (samples, [(settings, params (n, P))])."""
+def traced_draws(prior: Prior, sampler: str, n: int, cond, seed: int, start_row: int | None = None, **draw):
+    """Run ``prior.<sampler>`` (or ``redraw`` of a fixed grid from ``start_row``) recording each
+    head call -> (samples, [(channel, pixel so far (n, C), params (n, P))])."""
     trace = []
-    head_sample = prior.head.sample
-    signature = inspect.signature(head_sample)
+    next_log_probs = prior.head.next_log_probs
 
-    def recording(params, **kwargs):
-        args = signature.bind(params, **kwargs)
-        args.apply_defaults()  # channel=None passed or left out is the same draw
-        settings = {k: v for k, v in args.arguments.items() if k not in ("params", "generator")}
-        trace.append((settings, params.detach().clone()))
-        return head_sample(params, **kwargs)
+    def recording(params, channel, pixel):
+        trace.append((channel, pixel.clone(), params.detach().clone()))
+        return next_log_probs(params, channel, pixel)
 
     with pytest.MonkeyPatch.context() as m:
-        m.setattr(prior.head, "sample", recording)
-        samples = getattr(prior, sampler)(n, cond, generator=generator(prior.device, seed), **draw)
+        m.setattr(prior.head, "next_log_probs", recording)
+        if start_row is None:
+            samples = getattr(prior, sampler)(n, cond, generator=generator(prior.device, seed), **draw)
+        else:
+            kept = torch.randint(0, prior.spec.num_symbols, (n, *prior.spec.shape),
+                                 generator=torch.Generator().manual_seed(seed))
+            stepper = Prior.Stepper if sampler == "naive_sample" else type(prior).Stepper
+            with m.context() as inner:
+                inner.setattr(type(prior), "Stepper", stepper)
+                samples = prior.redraw(kept, start_row, prior.expand_cond(n, cond),
+                                       generator=generator(prior.device, seed), **draw)
+            assert torch.equal(samples[:, :, :start_row].cpu(), kept[:, :, :start_row]), "kept rows changed"
     return samples, trace
 
 
-def assert_same_draws(prior, n, cond, seed=0, **draw):
-    naive, naive_trace = traced_draws(prior, "naive_sample", n, cond, seed, **draw)
-    fast, fast_trace = traced_draws(prior, "sample", n, cond, seed, **draw)
+def assert_same_draws(prior, n, cond, seed=0, start_row=None, **draw):
+    naive, naive_trace = traced_draws(prior, "naive_sample", n, cond, seed, start_row, **draw)
+    fast, fast_trace = traced_draws(prior, "sample", n, cond, seed, start_row, **draw)
     assert len(fast_trace) == len(naive_trace), "fast and naive samplers make different numbers of draws"
-    for step, ((fast_kw, fast_params), (naive_kw, naive_params)) in enumerate(zip(fast_trace, naive_trace)):
-        assert fast_kw == naive_kw, f"draw {step}: other arguments"
+    for step, ((fast_c, fast_pixel, fast_params), (naive_c, naive_pixel, naive_params)) in enumerate(
+            zip(fast_trace, naive_trace)):
+        assert fast_c == naive_c and torch.equal(fast_pixel, naive_pixel), f"draw {step}: other arguments"
         err = (fast_params - naive_params).abs() - TOL * naive_params.abs()  # (n, P)
         assert err.max() <= TOL, f"draw {step}: params differ by more than {TOL} (absolute + relative)"
     assert torch.equal(fast, naive)
@@ -78,7 +85,8 @@ def assert_same_draws(prior, n, cond, seed=0, **draw):
 @pytest.mark.parametrize("name", NAMES)
 def test_every_prior_has_fast_sampling(name):
     cls = PRIORS.get(name)
-    assert cls.sample is not Prior.sample, f"{name!r} has no fast sampler (it does not override sample)"
+    assert cls.Stepper is not Prior.Stepper, f"{name!r} has no fast stepper (its Stepper is the naive one)"
+    assert cls.sample is Prior.sample, f"{name!r} overrides sample: sampling belongs to the engine"
 
 
 @pytest.mark.parametrize("case", CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES])
@@ -108,11 +116,28 @@ def test_the_trace_catches_a_wrong_sampler(monkeypatch):
     prior = tiny_prior("pixelcnn", (1, 3, 3), 4)
 
     def wrong(n, cond=None, **draw):  # the same loop with every param nudged by 1e-3
-        head_sample = prior.head.sample
+        head_call = prior.head.next_log_probs
         with pytest.MonkeyPatch.context() as m:
-            m.setattr(prior.head, "sample", lambda params, **kw: head_sample(params + 1e-3, **kw))
+            m.setattr(prior.head, "next_log_probs", lambda params, c, pixel: head_call(params + 1e-3, c, pixel))
             return Prior.naive_sample(prior, n, cond, **draw)
 
     monkeypatch.setattr(prior, "sample", wrong)
     with pytest.raises(AssertionError, match="params differ"):
         assert_same_draws(prior, 2, None)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES])
+def test_completion_matches_naive(case, device):
+    """redraw from row 2: the fast stepper first walks the kept rows, then draws as naive does."""
+    name, _, kwargs, shape, K, make_cond = case
+    prior = tiny_prior(name, shape, K, device=device, **kwargs)
+    cond = make_cond(3, torch.Generator().manual_seed(1)) if make_cond else None
+    assert_same_draws(prior, 3, cond, seed=4, start_row=2)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_guidance_and_top_p_match_naive(name, device):
+    prior = tiny_prior(name, (1, 3, 4), 5, device=device, num_classes=3, class_dropout=0.1)
+    labels = torch.tensor([0, 2, 1])
+    assert_same_draws(prior, 3, labels, seed=5, cfg_scale=3.0, top_p=0.8, temperature=0.9)
+    assert_same_draws(prior, 3, labels, seed=6, cfg_scale=2.0, start_row=1)

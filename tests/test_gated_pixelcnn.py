@@ -9,6 +9,7 @@ import latentar
 from latentar.receptive_field import raster_past, receptive_field
 from prior_cases import tiny_prior
 from test_fast_sampling import assert_same_draws
+from test_pixelcnn import assert_stepper_matches_full_pass
 
 
 def test_receptive_field_has_no_blind_spot():
@@ -35,6 +36,17 @@ def test_fast_sampling_matches_naive(shape, K, kwargs):
     """Beyond the shared suite's cases: wider kernels and several layers."""
     prior = tiny_prior("gated_pixelcnn", shape, K, **kwargs)
     assert_same_draws(prior, 5, None)
+
+
+def test_stepper_params_match_the_full_pass():
+    """Every layer's caches, including the first horizontal conv's input pixel, whose last
+    channel is drawn after its last params call."""
+    g = torch.Generator().manual_seed(2)
+    prior = tiny_prior("gated_pixelcnn", (3, 3, 4), 8, num_classes=4, num_layers=3, first_kernel=5)
+    assert_stepper_matches_full_pass(prior, torch.randint(0, 8, (4, 3, 3, 4), generator=g), torch.arange(4))
+    codes = tiny_prior("gated_pixelcnn", (1, 5, 6), 4, symbols="codes", embed_dim=3, num_layers=4,
+                       first_kernel=7, kernel=5)
+    assert_stepper_matches_full_pass(codes, torch.randint(0, 4, (3, 1, 5, 6), generator=g))
 
 
 def test_fast_sampling_matches_naive_rgb_with_classes():

@@ -133,24 +133,26 @@ def test_gradients_are_finite_at_the_extremes():
     assert torch.isfinite(loss) and torch.isfinite(params.grad).all()
 
 
-def test_samples_follow_log_prob_for_rgb():
+def test_next_log_probs_are_the_exact_channel_conditionals_for_rgb():
+    """What the sampling engine draws from: p(x_c | x_<c), marginalised over the component;
+    their product over the channels is the pixel's probability, and each sums to one."""
     K = 3
     head = LogisticMixtureHead(3, K, couple_channels=True, num_mixtures=2)
     params = random_params(head, seed=3, dtype=torch.float32)
-    pixels = every_pixel(3, K)
-    p = head.log_prob(params.expand(len(pixels), -1, -1, -1), pixels).sum((1, 2, 3)).exp()
-    n = 20000
-    samples = head.sample(params[:, :, 0, 0].expand(n, -1), generator=torch.Generator().manual_seed(0))
-    index = (samples * K ** torch.arange(2, -1, -1)).sum(1)
-    freq = torch.bincount(index, minlength=len(pixels)).float() / n
-    assert 0.5 * (freq - p).abs().sum().item() < 1.5 * math.sqrt(len(pixels) / n)
+    pixels = every_pixel(3, K)[:, :, 0, 0]  # (K^3, 3)
+    flat = params[:, :, 0, 0].expand(len(pixels), -1)  # (K^3, P)
+    joint = head.log_prob(params.expand(len(pixels), -1, -1, -1), pixels[:, :, None, None]).sum(1).flatten()
+    steps = [head.next_log_probs(flat, c, pixels) for c in range(3)]  # each (K^3, K)
+    assert all(torch.allclose(lp.exp().sum(1), torch.ones(len(pixels))) for lp in steps)
+    chained = sum(lp.gather(1, pixels[:, c:c + 1])[:, 0] for c, lp in enumerate(steps))
+    assert torch.allclose(chained, joint, atol=1e-5)
 
 
-def test_top_k_one_draws_the_mode_of_a_single_component():
+def test_a_sharp_single_component_puts_its_mode_first():
     head = LogisticMixtureHead(1, 16, couple_channels=False, num_mixtures=1)
     params = torch.tensor([[0.0, 0.2, -3.0]])  # logit, mean, log_scale: mode at bin 9
-    out = head.sample(params.expand(50, -1), top_k=1, channel=0, generator=torch.Generator().manual_seed(0))
-    assert out.shape == (50,) and (out == round((0.2 + 1) * 15 / 2)).all()
+    lp = head.next_log_probs(params, 0, torch.zeros(1, 1, dtype=torch.long))
+    assert lp.argmax().item() == round((0.2 + 1) * 15 / 2)
 
 
 def test_bad_configurations_name_the_problem():
@@ -159,8 +161,6 @@ def test_bad_configurations_name_the_problem():
     with pytest.raises(ValueError, match="1 or 3 channels, got 2"):
         LogisticMixtureHead(2, 256, couple_channels=True)
     head = LogisticMixtureHead(3, 256, couple_channels=True)
-    with pytest.raises(ValueError, match="must be None, got 1"):
-        head.sample(torch.zeros(2, head.num_params), channel=1)
     with pytest.raises(ValueError, match=f"{head.num_params} channels, got 5"):
         head.log_prob(torch.zeros(1, 5, 2, 2), torch.zeros(1, 3, 2, 2, dtype=torch.long))
 

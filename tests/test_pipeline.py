@@ -92,6 +92,7 @@ def key_tree(obj) -> object:
     return {k: key_tree(v) for k, v in obj.items()} if isinstance(obj, dict) else None
 
 
+@pytest.mark.slow
 def test_two_stage_run_leaves_every_output_and_reuses_finished_stages(tmp_path, image_folder, capsys):
     recipe = write(tmp_path, CODES, image_folder)
     out = tmp_path / "run"
@@ -134,6 +135,7 @@ def test_two_stage_run_leaves_every_output_and_reuses_finished_stages(tmp_path, 
                  "--out", str(tmp_path / "t.png")]) == 0
 
 
+@pytest.mark.slow
 def test_sample_rejects_a_vqvae_whose_codes_the_prior_never_saw(tmp_path, image_folder, capsys):
     out = tmp_path / "run"
     run_recipe(load_recipe(write(tmp_path, CODES, image_folder)), out)
@@ -146,6 +148,7 @@ def test_sample_rejects_a_vqvae_whose_codes_the_prior_never_saw(tmp_path, image_
     assert code == 2 and "learned the codes of VQ-VAE" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_hierarchical_recipe_trains_a_top_and_a_bottom_prior(tmp_path, image_folder):
     out = tmp_path / "run"
     summary = run_recipe(load_recipe(write(tmp_path, HIERARCHICAL, image_folder), ["vqvae.hierarchical=true"]),
@@ -157,6 +160,7 @@ def test_hierarchical_recipe_trains_a_top_and_a_bottom_prior(tmp_path, image_fol
     assert (out / "samples.png").is_file()
 
 
+@pytest.mark.slow
 def test_pixel_mode_runs_the_prior_stage_only(tmp_path, image_folder):
     out = tmp_path / "run"
     summary = run_recipe(load_recipe(write(tmp_path, PIXELS, image_folder)), out)
@@ -166,6 +170,7 @@ def test_pixel_mode_runs_the_prior_stage_only(tmp_path, image_folder):
                                                      "summary.json"]
 
 
+@pytest.mark.slow
 def test_an_interrupted_stage_resumes_where_it_stopped(tmp_path, image_folder, monkeypatch):
     recipe = load_recipe(write(tmp_path, PIXELS, image_folder))
     run_recipe(recipe, tmp_path / "whole")
@@ -190,6 +195,7 @@ def test_an_interrupted_stage_resumes_where_it_stopped(tmp_path, image_folder, m
     assert all(torch.equal(whole[k], resumed[k]) for k in whole)  # the same run as without the cut
 
 
+@pytest.mark.slow
 def test_two_processes_write_once_and_summarise_like_one(tmp_path, image_folder):
     recipe = write(tmp_path, CODES, image_folder)
     one = run_recipe(load_recipe(recipe), tmp_path / "one")

@@ -1,4 +1,4 @@
-"""PixelCNN's incremental sampler: per-position layers from cached maps == the full pass."""
+"""PixelCNN's fast stepper: per-position layers from cached maps == the full pass."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from prior_cases import tiny_prior
-from test_fast_sampling import assert_same_draws
+from test_fast_sampling import TOL, assert_same_draws
 
 CONFIGS = [  # (shape, K, head, extra build arguments)
     ((3, 3, 4), 5, "categorical", {}),
@@ -15,18 +15,36 @@ CONFIGS = [  # (shape, K, head, extra build arguments)
 ]
 
 
+def assert_stepper_matches_full_pass(prior, x: torch.Tensor, cond=None) -> None:
+    """Walk the prior's fast stepper as the driver does, writing the symbols of x (B, C, H, W)
+    into a grid of other random symbols one draw at a time: its params at every position and
+    channel (channel c's block of params) equal the full pass's on x within TOL + TOL·|p|."""
+    labels, context = prior.check_inputs(x, cond)
+    C, H, W = prior.spec.shape
+    size = prior.head.num_params // C  # a channel-masked backbone's params: C blocks, R→G→B
+    grid = torch.randint_like(x, prior.spec.num_symbols)  # what the stepper reads: x up to each draw
+    with torch.inference_mode():
+        full = prior(x, cond)  # (B, P, H, W)
+        stepper = type(prior).Stepper(prior, grid, labels, context)
+        for h in range(H):
+            for w in range(W):
+                for c in range(C) if prior.channel_masked else [None]:
+                    block = slice(None) if c is None else slice(c * size, (c + 1) * size)  # channel c's params
+                    expected = full[:, block, h, w]
+                    err = (stepper.params(h, w, c)[:, block] - expected).abs() - TOL * expected.abs()
+                    assert err.max() <= TOL, f"params at (h, w, c) = {(h, w, c)} differ from the full pass"
+                    drawn = slice(None) if c is None else slice(c, c + 1)
+                    grid[:, drawn, h, w] = x[:, drawn, h, w]
+                stepper.take(h, w)
+
+
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{c[0]}-{c[2]}")
-def test_incremental_params_match_the_full_pass(config):
+def test_stepper_params_match_the_full_pass(config):
     shape, K, head, extra = config
     prior = tiny_prior("pixelcnn", shape, K, head, **extra)
-    x = torch.randint(0, K, (3, *shape))  # the future of each step is random: it must be ignored
+    x = torch.randint(0, K, (3, *shape))
     labels = torch.tensor([0, 1, 1]) if extra.get("num_classes") else None
-    with torch.no_grad():
-        full = prior(x, labels)  # (3, P, H, W)
-        order = [(h, w, c) for h, w, c, params in prior.incremental_params(x, labels)
-                 if torch.allclose(params, full[:, :, h, w], atol=1e-4, rtol=1e-5)]
-    C, H, W = shape
-    assert order == [(h, w, c) for h in range(H) for w in range(W) for c in range(C)]
+    assert_stepper_matches_full_pass(prior, x, labels)
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{c[0]}-{c[2]}")

@@ -12,7 +12,7 @@ from latentar.priors.diagonal_bilstm import DiagonalBiLSTMLayer
 from latentar.priors.row_lstm import RowLSTMLayer
 from latentar.receptive_field import raster_past, receptive_field
 from prior_cases import tiny_prior
-from test_fast_sampling import assert_same_draws, traced_draws
+from test_fast_sampling import TOL, assert_same_draws, traced_draws
 
 PIXELRNNS = ["row_lstm", "diagonal_bilstm"]
 
@@ -38,22 +38,22 @@ def test_lstm_cell_by_hand_with_channel_groups():
     assert torch.allclose(h, torch.stack([0.5 * torch.tanh(c0), torch.tensor(0.0)])[None], atol=1e-30)
 
 
-def _dependence(layer: torch.nn.Module, H: int, W: int, i: int, w: int,
-                *extra: torch.Tensor) -> torch.Tensor:
+def _dependence(layer: torch.nn.Module, H: int, W: int, i: int, w: int, z: torch.Tensor) -> torch.Tensor:
     """Which positions of the layer input a the output at (i, w) depends on -> bool (H, W);
-    ``extra`` are further inputs passed after the bias."""
+    z is the raw input (1, R, H, W)."""
     torch.manual_seed(0)
     for p in layer.parameters():
         torch.nn.init.normal_(p, std=0.5)
     a = torch.randn(1, layer.proj.out_channels, H, W, requires_grad=True)
-    out = layer(a, torch.zeros(1, layer.bias_size), *extra)
+    out = layer(a, torch.zeros(1, layer.bias_size), z)
     (grad,) = torch.autograd.grad(out[0, :, i, w].sum(), a)
     return grad[0].abs().sum(0) > 0
 
 
 def test_row_lstm_layer_sees_a_triangle_above():
     H, W, i, w = 4, 9, 3, 4
-    seen = _dependence(RowLSTMLayer(features=2, state=2, kernel=3, groups=1), H, W, i, w)
+    seen = _dependence(RowLSTMLayer(features=2, state=2, kernel=3, groups=1), H, W, i, w,
+                       torch.randn(1, 1, H, W))
     expected = torch.zeros(H, W, dtype=torch.bool)
     expected[i, w - 1:w + 1] = True  # k×1 mask-B input-to-state: (i, w-1), (i, w)
     for r in range(i):  # each row up widens by one on both sides
@@ -105,16 +105,42 @@ def test_fast_sampling_equals_naive_sampling(name, shape, K, kwargs):
     cond = torch.arange(n) % kwargs["num_classes"] if "num_classes" in kwargs else None
     assert_same_draws(prior, n, cond, seed=3)
     fast, fast_calls = traced_draws(prior, "sample", n, cond, seed=3)
-    assert len(fast_calls) == shape[0] * shape[1] * shape[2]  # one draw per symbol: channel-masked
+    C, H, W = shape
+    assert [c for c, _, _ in fast_calls] == list(range(C)) * (H * W)  # channel-masked: one call a symbol
     # and the params of the finished sample are what a teacher-forced pass computes
     with torch.no_grad():
         full = prior(fast, cond)  # (n, P, H, W); channel c's params were computed from channels < c
-    C, H, W = shape
-    for step, (settings, pf) in enumerate(fast_calls):
-        c = settings["channel"]
+    for step, (c, _, params) in enumerate(fast_calls):
         h, w = divmod(step // C, W)
         block = slice(None) if C == 1 else slice(c * K, (c + 1) * K)  # categorical: block c
-        assert torch.allclose(pf[:, block], full[:, block, h, w], atol=1e-4)
+        expected = full[:, block, h, w]
+        assert ((params[:, block] - expected).abs() <= TOL + TOL * expected.abs()).all(), (h, w, c)
+
+
+def _record(calls: list, layer: torch.nn.Module, method: str, monkeypatch) -> None:
+    """Append (method, row, column or None) to ``calls`` at each call of ``layer.<method>``."""
+    original = getattr(layer, method)
+
+    def recording(cache, i, *rest):
+        calls.append((method, i, rest[0] if method == "evaluate_at" else None))
+        return original(cache, i, *rest)
+
+    monkeypatch.setattr(layer, method, recording)
+
+
+@pytest.mark.parametrize("name", PIXELRNNS)
+def test_stepper_evaluates_each_pixel_c_plus_1_times_and_each_row_once(name, monkeypatch):
+    C, H, W = 3, 2, 3
+    prior = tiny_prior(name, (C, H, W), 4)
+    calls = []
+    for method in ("begin_row", "evaluate_at", "end_row"):
+        _record(calls, prior.body.layers[0], method, monkeypatch)
+    prior.sample(2, generator=torch.Generator().manual_seed(0))
+    expected = []
+    for i in range(H):  # C channel draws, then the whole pixel once more; rows begin and end once
+        expected += [("begin_row", i, None)] + [("evaluate_at", i, w) for w in range(W) for _ in range(C + 1)]
+        expected.append(("end_row", i, None))
+    assert calls == expected
 
 
 @pytest.mark.parametrize("name", PIXELRNNS)

@@ -9,8 +9,10 @@ import torch
 
 import latentar
 from latentar.nn.attention import CausalSelfAttention
+from latentar.nn.incremental import FullPass, StepCache, StepPass
 from prior_cases import tiny_prior
 from test_fast_sampling import assert_same_draws
+from test_pixelcnn import assert_stepper_matches_full_pass
 
 
 def attention(seed: int = 0) -> CausalSelfAttention:
@@ -49,17 +51,22 @@ def test_attention_is_strictly_causal_and_nan_free():
         assert (other[torch.arange(H * W) != i] == 0).all(), "a query leaks into other positions"
 
 
-def test_attention_cache_matches_the_whole_map():
+def test_step_passes_of_attention_match_the_whole_map():
+    """``run.attend`` one position at a time (KV cache) == the whole-map attention; the own part
+    of a position's keys/values is read when ``StepCache.take`` says the position is final."""
     attn = attention()
     H, W = 2, 3
     q_in, kv_in = torch.randn(2, 3, H, W), torch.randn(2, 5, H, W)
-    full = attn(q_in, kv_in)
-    cache = attn.new_cache(2, H * W, q_in)
-    for i in range(H * W):
-        r, c = divmod(i, W)
-        step = attn.attend_at(cache, i, q_in[:, :, r:r + 1, c:c + 1])  # (2, 6, 1, 1)
-        assert torch.allclose(step[:, :, 0, 0], full[:, :, r, c], atol=1e-6)
-        attn.remember(cache, i, kv_in[:, :, r:r + 1, c:c + 1])
+    full = attn(q_in, kv_in)  # (2, 6, H, W)
+    assert torch.equal(FullPass().attend(attn, q_in, kv_in[:, :2], kv_in[:, 2:]), full)
+    cache, own = StepCache(2, [(H, W)]), torch.full((2, 3, H, W), float("nan"))  # drawn step by step
+    for r in range(H):
+        for c in range(W):
+            run = StepPass(cache, r, c)
+            step = run.attend(attn, run.view(q_in), run.view(kv_in[:, :2]), own)  # (2, 6, 1, 1)
+            assert torch.allclose(step[:, :, 0, 0], full[:, :, r, c], atol=1e-6)
+            own[:, :, r, c] = kv_in[:, 2:, r, c]
+            cache.take(r, c)
 
 
 def test_attention_rejects_empty_sizes():
@@ -99,6 +106,16 @@ def test_context_is_used_non_causally():
             changed[:, r, c] = 2
             lp = prior.log_prob_per_symbol(x, {"context": changed})
             assert not torch.allclose(lp[:, :, 0, 0], base[:, :, 0, 0]), f"top code {(r, c)} unused"
+
+
+def test_stepper_params_match_the_full_pass():
+    prior = context_prior(num_classes=3, num_blocks=2, res_units=2)
+    g = torch.Generator().manual_seed(2)
+    x = torch.randint(0, 5, (4, 1, 4, 4), generator=g)
+    cond = {"labels": torch.tensor([0, 1, 2, 1]), "context": torch.randint(0, 3, (4, 2, 2), generator=g)}
+    assert_stepper_matches_full_pass(prior, x, cond)
+    rgb = tiny_prior("pixelsnail", (3, 3, 4), 16, "logistic_mixture", num_blocks=2)
+    assert_stepper_matches_full_pass(rgb, torch.randint(0, 16, (3, 3, 3, 4), generator=g))
 
 
 def test_fast_sampling_with_classes_and_context():

@@ -149,6 +149,7 @@ torch.distributed.destroy_process_group()
 """
 
 
+@pytest.mark.slow
 def test_every_rank_raises_the_main_ranks_refusal(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -12,9 +12,9 @@ from safetensors.torch import save_file
 
 import latentar
 from latentar.checks import FieldError
+from latentar.data.codes import write_codes_source
 from latentar.saving import (CONFIG_FILE, FORMAT_VERSION, WEIGHTS_FILE, NonFiniteWeightsError, NotAModelError,
                              load)
-from latentar.sampling import write_codes_source
 from prior_cases import tiny_prior
 
 DELETE = object()  # marks a config entry to remove

@@ -280,6 +280,7 @@ def two_process_worker(rank: int, port: int, out: str) -> None:
     torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_processes_score_like_one(tmp_path):
     # spawned, not forked: a fork after torch's thread pool started can hang in the child;
     # `accelerate launch` or torchrun would set up the same environment variables

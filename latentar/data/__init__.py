@@ -9,10 +9,12 @@ Datasets: mnist, fashion_mnist, binarized_mnist, cifar10, image_folder
 """
 
 from latentar.data.cache import ChecksumError, CorruptFileError, SourceUnavailableError, data_root
-from latentar.data.catalog import DatasetSpec, dataset_info, describe_fetch, fetch, load_dataset
+from latentar.data.catalog import DatasetSpec, dataset_info, describe_fetch, fetch, load_dataset, open_dataset
 from latentar.data.images import ImageFolderDataset, TensorImageDataset, binarize
+from latentar.data.subsets import dataset_attribute, first_items
 
 __all__ = [
     "ChecksumError", "CorruptFileError", "DatasetSpec", "ImageFolderDataset", "SourceUnavailableError",
-    "TensorImageDataset", "binarize", "data_root", "dataset_info", "describe_fetch", "fetch", "load_dataset",
+    "TensorImageDataset", "binarize", "data_root", "dataset_attribute", "dataset_info", "describe_fetch", "fetch",
+    "first_items", "load_dataset", "open_dataset",
 ]

@@ -114,10 +114,3 @@ def moved_aside_if_corrupt(path: Path) -> Iterator[None]:
             err.moved_to = move_aside(path)
         raise
 
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary name, so no reader sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    part = path.with_name(path.name + ".part")
-    part.write_bytes(data)
-    os.replace(part, path)

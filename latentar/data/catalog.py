@@ -1,4 +1,5 @@
-"""The named image datasets: ``load_dataset(name, split)``, ``fetch(name)``, ``dataset_info(name)``.
+"""The named image datasets: ``load_dataset(name, split)``, ``fetch(name)``, ``dataset_info(name)``;
+``open_dataset(name_or_code_folder, split)`` also opens the code grids of ``latentar encode``.
 
 Each name in ``DATASETS`` maps to a `DatasetSpec`; ``root`` is the data root (the
 CLI's ``--data-root``, see `data_root`) except for ``image_folder``, where it is the
@@ -19,6 +20,7 @@ from latentar.checks import Bound, check_value
 from latentar.data.cifar import IMAGE_SHAPE as CIFAR_SHAPE
 from latentar.data.cifar import NUM_CLASSES as CIFAR_CLASSES
 from latentar.data.cifar import fetch_cifar10, load_cifar_split
+from latentar.data.codes import MANIFEST, CodeDataset
 from latentar.data.images import (
     BINARIZATION_SEED,
     ImageFolderDataset,
@@ -147,3 +149,18 @@ DATASETS.register("image_folder")(DatasetSpec(
     shape=None, num_symbols=256, num_classes=None,
     source="a folder of images you provide (root=FOLDER, option size)",
     bounds={"size": Bound(1, MAX_IMAGE_SIZE)}))
+
+
+def open_dataset(data: str, split: str, data_root: str | Path | None = None, *,
+                 level: str | None = None) -> Dataset:
+    """A split of the dataset registered as ``data``, or of the code grids in folder ``data``
+    (made by ``latentar encode``): ``level`` picks a VQ-VAE-2 level, and the bottom level
+    comes with the top codes as its spatial context."""
+    if data not in DATASETS and Path(data).is_dir():
+        if (Path(data) / MANIFEST).is_file():
+            return CodeDataset(data, split, level, context="top" if level == "bottom" else None)
+        raise ValueError(f"{data} is a folder without {MANIFEST}, so neither code grids nor a dataset name; "
+                         f"known datasets: {', '.join(DATASETS.names())}")
+    if level is not None:
+        raise ValueError(f"level={level!r} picks a level of code grids, but {data} is an image dataset")
+    return load_dataset(data, split, data_root)

@@ -30,10 +30,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from latentar.evaluation import dataset_attribute
+from latentar.data.subsets import dataset_attribute
 from latentar.saving import atomic_write_json
 
 MANIFEST = "manifest.json"
+CODES_SOURCE_FILE = "codes_source.json"  # in a code prior's model folder: the VQ-VAE its codes came from
 FORMAT_VERSION = 1
 CODE_DTYPE = np.uint16  # codebooks hold at most 65536 codes
 
@@ -61,6 +62,25 @@ def check_codes_match(vqvae: Any, manifest: dict) -> None:
     if found != expected:
         raise CodesMismatchError(f"these codes were made by VQ-VAE {expected}, but the given VQ-VAE is "
                                  f"{found}: decode (and encode) them with the VQ-VAE that made them")
+
+
+def write_codes_source(prior_folder: str | os.PathLike, vqvae_fingerprint: str, level: str) -> None:
+    """Record in a code prior's model folder which VQ-VAE (its fingerprint) and level its codes
+    came from, so that sampling can refuse a VQ-VAE that did not make them."""
+    atomic_write_json(Path(prior_folder) / CODES_SOURCE_FILE, {"vqvae_fingerprint": vqvae_fingerprint,
+                                                                "level": level})
+
+
+def check_codes_source(prior_folder: str | os.PathLike, vqvae: Any) -> None:
+    """The VQ-VAE must be the one whose codes the prior in the model folder ``prior_folder``
+    learned (when the prior recorded it)."""
+    path = Path(prior_folder) / CODES_SOURCE_FILE
+    if not path.is_file():
+        return
+    expected, found = json.loads(path.read_text())["vqvae_fingerprint"], vqvae.fingerprint()
+    if expected != found:
+        raise CodesMismatchError(f"the prior in {prior_folder} learned the codes of VQ-VAE {expected}, but "
+                                 f"--vqvae is VQ-VAE {found}: decode with the VQ-VAE that made its codes")
 
 
 def encode_dataset(vqvae: Any, dataset: Dataset, out_dir: str | os.PathLike, split: str, *,

@@ -28,9 +28,9 @@ from latentar.data.cache import (
     data_root,
     moved_aside_if_corrupt,
     verified_content,
-    write_atomic,
 )
 from latentar.data.idx import IMAGES_MAGIC, LABELS_MAGIC, images_and_labels, parse_idx
+from latentar.saving import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ def _read_checked(source: IdxSource, path: Path) -> bytes:
 def _install(source: IdxSource, raw: bytes, dest: Path, label: str) -> None:
     """Verify fetched bytes (``label`` says where they came from), then write them to ``dest``."""
     verified_content(raw, source.sha256[dest.name], label, hash_decompressed=source.hash_decompressed)
-    write_atomic(dest, raw)
+    atomic_write_bytes(dest, raw)
 
 
 def _run(command: list[str], cwd: Path) -> None:

@@ -10,8 +10,6 @@ block c was computed from channels < c.
 
 from __future__ import annotations
 
-import math
-import numbers
 
 import torch
 from torch import nn
@@ -32,35 +30,9 @@ class Head(nn.Module):
         """params (B, P, H, W), x long (B, C, H, W) in [0, K) -> log-probs (B, C, H, W), nats."""
         raise NotImplementedError
 
-    def sample(self, params: torch.Tensor, *, temperature: float = 1.0, top_k: int | None = None,
-               generator: torch.Generator | None = None, channel: int | None = None) -> torch.Tensor:
-        """params (B, P) at one position -> symbols long (B, C), channels drawn in order.
-
-        With ``channel`` set (channel-masked backbones, where params block c was computed
-        after channels < c were drawn) only that channel is drawn -> long (B,).
-        """
+    def next_log_probs(self, params: torch.Tensor, channel: int, pixel: torch.Tensor) -> torch.Tensor:
+        """The exact conditional of one symbol: params (N, P) at one position, the position's
+        symbols so far ``pixel`` long (N, C) (channels < ``channel`` drawn) -> log p(x_channel = k
+        | everything earlier) for every k, float32 (N, K). For a channel-masked backbone the
+        params of channel c were computed after channels < c were drawn."""
         raise NotImplementedError
-
-
-def filter_logits(logits: torch.Tensor, temperature: float, top_k: int | None) -> torch.Tensor:
-    """Scale logits (..., K) by 1/temperature and keep only the top_k largest (others -inf).
-
-    Every sampler's draws pass here, so the knobs are checked here: temperature a finite
-    number > 0, top_k None or an integer >= 1 (top_k >= K keeps every symbol).
-    """
-    if isinstance(temperature, bool) or not (isinstance(temperature, numbers.Real) and 0 < temperature < math.inf):
-        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
-    logits = logits / temperature
-    if top_k is not None:
-        if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 1:
-            raise ValueError(f"top_k must be an integer >= 1 or None, got {top_k!r}")
-        if top_k < logits.shape[-1]:
-            kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
-            logits = logits.masked_fill(logits < kth, float("-inf"))
-    return logits
-
-
-def sample_logits(logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """Draw one index per row of logits (N, K) -> long (N,)."""
-    probs = torch.softmax(logits.float(), dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)

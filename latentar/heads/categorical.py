@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from latentar.heads.base import Head, filter_logits, sample_logits
+from latentar.heads.base import Head
 from latentar.registry import HEADS
 
 
@@ -48,16 +48,8 @@ class CategoricalHead(Head):
         logits = self.logits(params, x).float()  # (B, C, H, W, K)
         return -F.cross_entropy(rearrange(logits, "b c h w k -> b k c h w"), x, reduction="none")
 
-    def sample(self, params, *, temperature=1.0, top_k=None, generator=None, channel=None):
-        logits = rearrange(params, "n (c k) -> n c k", c=self.channels)
-        if channel is not None:
-            if self.coupling is not None:
-                raise ValueError("a coupled head draws whole pixels; channel must be None")
-            return sample_logits(filter_logits(logits[:, channel], temperature, top_k), generator)
-        out = torch.zeros(params.shape[0], self.channels, dtype=torch.long, device=params.device)
-        for c in range(self.channels):
-            lc = logits[:, c]
-            if self.coupling is not None and c > 0:
-                lc = lc + self._coupling_bonus(out, c)
-            out[:, c] = sample_logits(filter_logits(lc, temperature, top_k), generator)
-        return out
+    def next_log_probs(self, params, channel, pixel):
+        logits = rearrange(params, "n (c k) -> n c k", c=self.channels)[:, channel].float()  # (N, K)
+        if self.coupling is not None and channel > 0:
+            logits = logits + self._coupling_bonus(pixel, channel)
+        return F.log_softmax(logits, dim=-1)

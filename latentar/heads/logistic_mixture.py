@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from latentar.checks import check_value
-from latentar.heads.base import Head, filter_logits, sample_logits
+from latentar.heads.base import Head
 from latentar.registry import HEADS
 
 LOG_SCALE_MIN = -7.0  # scale >= e^-7 ≈ 9e-4: keeps 1/scale finite; 8-bit bins are 2/255 ≈ 8e-3 wide
@@ -67,8 +67,8 @@ def discretized_logistic_log_prob(symbols: torch.Tensor, mean: torch.Tensor, log
 class LogisticMixtureHead(Head):
     """Mixture of ``num_mixtures`` discretized logistics per position; see the module doc.
 
-    ``sample``: temperature divides the mixture logits and each channel's K bin
-    log-probabilities; top_k keeps the top_k mixture components and the top_k bins.
+    ``next_log_probs`` gives the sampling engine the exact conditional of one channel,
+    marginalised over the mixture component, so every sampling knob treats it like any head.
     """
 
     def __init__(self, channels: int, num_symbols: int, couple_channels: bool, num_mixtures: int = 10):
@@ -124,26 +124,18 @@ class LogisticMixtureHead(Head):
             before = upto
         return torch.stack(out, dim=1)  # (B, C, H, W)
 
-    def bin_log_probs(self, mean: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
-        """mean, log_scale (N,) -> log-probabilities of all K bins (N, K)."""
-        symbols = torch.arange(self.num_symbols, device=mean.device)
-        return discretized_logistic_log_prob(symbols, mean[:, None], log_scale[:, None], self.num_symbols)
-
-    def sample(self, params, *, temperature=1.0, top_k=None, generator=None, channel=None):
-        if channel is not None and (self.coupled or channel != 0):
-            raise ValueError(f"head 'logistic_mixture' draws whole pixels of {self.channels} channel(s); "
-                             f"channel must be None{' or 0' if not self.coupled else ''}, got {channel}")
+    def next_log_probs(self, params, channel, pixel):
+        """Exact p(x_c | x_<c) of one pixel, marginalised over the shared mixture component:
+        Σ_m w_m(x_<c) p_c(x_c | m, x_<c), with w_m(x_<c) ∝ π_m Π_{c' < c} p_c'(x_c' | m, x_<c')."""
         logits, means, log_scales, coeffs = self.split(params.float())  # (N, M), (N, C, M), ...
-        m = sample_logits(filter_logits(logits, temperature, top_k), generator)  # (N,) component
-        pick = m[:, None, None].expand(-1, means.shape[1], 1)  # (N, C, 1)
-        means, log_scales = means.gather(2, pick), log_scales.gather(2, pick)  # (N, C, 1)
-        if coeffs is not None:
-            coeffs = coeffs.gather(2, m[:, None, None].expand(-1, COUPLED, 1))  # (N, 3, 1)
-        out = torch.zeros(params.shape[0], self.channels, dtype=torch.long, device=params.device)
-        v = torch.zeros(params.shape[0], self.channels, 1, device=params.device)  # drawn values
-        for c in range(self.channels):
-            mean = self.coupled_mean(means, coeffs, v, c)[:, 0]  # (N,)
-            bins = self.bin_log_probs(mean, log_scales[:, c, 0])  # (N, K)
-            out[:, c] = sample_logits(filter_logits(bins, temperature, top_k), generator)
-            v[:, c, 0] = out[:, c] * (2.0 / (self.num_symbols - 1)) - 1.0
-        return out if channel is None else out[:, 0]
+        K = self.num_symbols
+        v = (pixel.float() * (2.0 / (K - 1)) - 1.0)[:, :, None]  # (N, C, 1) values of drawn channels
+        weights = F.log_softmax(logits, dim=1)  # (N, M): log π_m, then the posterior given x_<c
+        for c in range(channel):
+            weights = weights + discretized_logistic_log_prob(
+                pixel[:, c:c + 1], self.coupled_mean(means, coeffs, v, c), log_scales[:, c], K)
+        weights = F.log_softmax(weights, dim=1)
+        mean = self.coupled_mean(means, coeffs, v, channel)  # (N, M)
+        symbols = torch.arange(K, device=params.device)[:, None, None]  # (K, 1, 1)
+        bins = discretized_logistic_log_prob(symbols, mean, log_scales[:, channel], K)  # (K, N, M)
+        return torch.logsumexp(bins + weights, dim=-1).T  # (N, K)

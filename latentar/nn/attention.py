@@ -1,4 +1,4 @@
-"""Strictly causal multi-head self-attention over raster positions, with a KV cache.
+"""Strictly causal multi-head self-attention over raster positions.
 
 Position i = h·W + w attends to positions j < i only (PixelSNAIL, Chen et al. 2018).
 Queries and keys/values come from separate inputs so that a prior can give the keys
@@ -6,27 +6,18 @@ and values something the query position must not see about itself (its own symbo
 which is known for every j < i). The first position has nothing to attend to: its
 output is exactly zero, with zero gradient to every key and value.
 
-``forward`` evaluates a whole map; ``KVCache`` + ``attend_at`` / ``remember`` evaluate
-one position at a time for incremental sampling, with the same result.
+``forward`` evaluates a whole map; ``key_value`` and ``attend_cached`` are the same
+attention one position at a time, for the KV cache of incremental sampling (kept by
+``latentar.nn.incremental``: ``run.attend``).
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 from einops import rearrange
 from torch import nn
 
 from latentar.nn.shifted import Nin
-
-
-@dataclass
-class KVCache:
-    """Keys (B, n, N, dk) and values (B, n, N, dv) of the positions seen so far."""
-
-    keys: torch.Tensor
-    values: torch.Tensor
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
@@ -70,22 +61,18 @@ class CausalSelfAttention(nn.Module):
         return rearrange(attend(q, k, v, allowed), "b n (h w) d -> b (n d) h w", h=H)
 
     # ---- one position at a time -----------------------------------------------------------
-    def new_cache(self, batch: int, positions: int, like: torch.Tensor) -> KVCache:
-        """An empty cache for ``positions`` = H·W raster positions."""
-        return KVCache(like.new_zeros(batch, self.heads, positions, self.key_dim),
-                       like.new_zeros(batch, self.heads, positions, self.value_dim))
+    def key_value(self, kv_in: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The key (B, n, dk) and value (B, n, dv) of one position: kv_in (B, Ckv, 1, 1)."""
+        return (self.key(kv_in).view(-1, self.heads, self.key_dim),
+                self.value(kv_in).view(-1, self.heads, self.value_dim))
 
-    def attend_at(self, cache: KVCache, i: int, q_in: torch.Tensor) -> torch.Tensor:
-        """Output at position i from the cached positions < i: q_in (B, Cq, 1, 1) -> (B, n·dv, 1, 1)."""
-        if i == 0:  # nothing to attend to
+    def attend_cached(self, q_in: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """Output at position i: q_in (B, Cq, 1, 1), keys (B, n, i, dk) and values (B, n, i, dv)
+        of the positions < i -> (B, n·dv, 1, 1); exactly zero at the first position."""
+        if keys.shape[2] == 0:  # nothing to attend to
             return q_in.new_zeros(q_in.shape[0], self.out_channels, 1, 1)
         q = self.query(q_in).view(-1, self.heads, 1, self.key_dim)  # (B, n, 1, dk)
         # every cached position is allowed: ``attend`` without its (no-op) masking
-        scores = q @ cache.keys[:, :, :i].transpose(-1, -2) * self.key_dim ** -0.5  # (B, n, 1, i)
-        out = torch.softmax(scores, dim=-1) @ cache.values[:, :, :i]  # (B, n, 1, dv)
+        scores = q @ keys.transpose(-1, -2) * self.key_dim ** -0.5  # (B, n, 1, i)
+        out = torch.softmax(scores, dim=-1) @ values  # (B, n, 1, dv)
         return out.view(-1, self.out_channels, 1, 1)
-
-    def remember(self, cache: KVCache, i: int, kv_in: torch.Tensor) -> None:
-        """Store the key and value of position i: kv_in (B, Ckv, 1, 1)."""
-        cache.keys[:, :, i] = self.key(kv_in).view(-1, self.heads, self.key_dim)
-        cache.values[:, :, i] = self.value(kv_in).view(-1, self.heads, self.value_dim)

@@ -17,16 +17,15 @@ Decoders") replaces ReLUs by ``tanh(a) · σ(b)`` and splits the network into tw
 Together the two stacks cover every earlier pixel: no blind spot.
 
 The layer is written once for whole maps (training) and for the one row / position
-that an incremental generation step computes (``latentar.nn.incremental``).
+that an incremental generation step computes: its spatial convolutions go through a
+pass ``run`` of ``latentar.nn.incremental``.
 """
 
 from __future__ import annotations
 
 import torch
-from einops import rearrange
 from torch import nn
 
-from latentar.nn.lstm import pointwise
 from latentar.nn.masked import MaskedConv2d
 from latentar.nn.shifted import down_shifted_conv
 
@@ -38,15 +37,10 @@ def gate_tanh_sigmoid(x: torch.Tensor, groups: int = 1) -> torch.Tensor:
     layer); each block holds its q = p/groups ``a`` channels, then its q ``b`` channels,
     so output channel block g still depends only on what input group g may see.
     """
-    a, b = rearrange(x, "b (g two q) h w -> two b (g q) h w", g=groups, two=2)
+    # unflatten, not an einops pattern: this runs at every generation step
+    halves = x.unflatten(1, (groups, 2, -1))  # (B, g, 2, q, H, W)
+    a, b = halves[:, :, 0].flatten(1, 2), halves[:, :, 1].flatten(1, 2)  # (B, p, H, W) each
     return torch.tanh(a) * torch.sigmoid(b)
-
-
-def conv1x1(layers: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """1×1 convolutions (masked or not; one, or a Sequential with activations) as matrix
-    products over channels: (B, in, H, W) -> (B, out, H, W). On the single position of a
-    generation step this is far cheaper than a conv2d call."""
-    return rearrange(pointwise(layers, rearrange(x, "b c h w -> b h w c")), "b h w c -> b c h w")
 
 
 class GatedStackLayer(nn.Module):
@@ -58,9 +52,11 @@ class GatedStackLayer(nn.Module):
     is shifted down one row, its horizontal one uses mask A, and it has no residual
     connection (the widths differ).
 
-    ``ops`` (``latentar.nn.incremental``) applies the two spatial convolutions: to whole
+    ``run`` (``latentar.nn.incremental``) applies the two spatial convolutions: to whole
     maps (``FullPass``), or to one row (vertical) / one position (horizontal) of a
-    generation step (``StepPass``); everything else is pointwise.
+    generation step (``StepPass``); everything else is pointwise. The first layer's
+    convolutions read the image z itself (``run.conv_input``), which a generation keeps
+    complete up to the current symbol, so they cache nothing.
     """
 
     def __init__(self, in_channels: int, hidden: int, kernel: int, groups: int, first: bool):
@@ -74,23 +70,25 @@ class GatedStackLayer(nn.Module):
         self.residual = None if first else MaskedConv2d(hidden, hidden, 1, "B", groups)
         self.skip = MaskedConv2d(hidden, hidden, 1, "B", groups)
 
-    def vertical(self, v: torch.Tensor, bias: torch.Tensor | None, ops):
-        """v (B, c, R, W) -> (v' (B, p, R, W), link (B, 2p, R, W)).
+    def spatial(self, run, conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """The first layer's convs read the whole image z (B, C·E, H, W); the others a feature map."""
+        return run.conv_input(conv, x) if self.first else run.conv(conv, x)
 
-        R is H for a whole map, 1 in a row step; the first layer always takes the whole
-        image z (B, C·E, H, W), complete up to the rows it reads.
-        """
-        pre = ops.conv_input(self.vconv, v) if self.first else ops.conv(self.vconv, v, 0)
-        link = conv1x1(self.link, pre)
+    def vertical(self, run, v: torch.Tensor, bias: torch.Tensor | None):
+        """v (B, c, R, W) -> (v' (B, p, R, W), link (B, 2p, R, W)); R is H for a whole map,
+        1 in a row step (the first layer takes the whole image z)."""
+        pre = self.spatial(run, self.vconv, v)
+        link = run.pointwise(self.link, pre)
         if bias is not None:
             pre = pre + bias[:, :, None, None]
         return gate_tanh_sigmoid(pre), link
 
-    def horizontal(self, h: torch.Tensor, link: torch.Tensor, bias: torch.Tensor | None, ops):
-        """h (B, c, R, S), link (B, 2p, R, S) -> (h' (B, p, R, S), skip (B, p, R, S))."""
-        pre = ops.conv(self.hconv, h, 0) + link  # (B, 2p, R, S)
+    def horizontal(self, run, h: torch.Tensor, link: torch.Tensor, bias: torch.Tensor | None):
+        """h (B, c, R, S), link (B, 2p, R, S) -> (h' (B, p, R, S), skip (B, p, R, S)); the first
+        layer takes the whole image z as h."""
+        pre = self.spatial(run, self.hconv, h) + link  # (B, 2p, R, S)
         if bias is not None:
             pre = pre + bias[:, :, None, None]
         gated = gate_tanh_sigmoid(pre, self.groups)  # (B, p, R, S)
-        out = gated if self.residual is None else h + conv1x1(self.residual, gated)
-        return out, conv1x1(self.skip, gated)
+        out = gated if self.residual is None else h + run.pointwise(self.residual, gated)
+        return out, run.pointwise(self.skip, gated)

@@ -1,40 +1,51 @@
-"""Incremental evaluation of causal conv nets for fast sampling (Ramachandran et al. 2017).
+"""Incremental evaluation of causal networks for fast sampling (Ramachandran et al. 2017).
 
 In a causal network the output at position p depends only on inputs before p, so
 when symbols are generated in raster order every layer can be evaluated once per
 position (or once per row, for layers that only look at rows above) from cached maps
 of its input, instead of rerunning the whole network for every symbol.
 
-Building blocks:
+One protocol: a network body is written once and makes every layer call that reads
+neighbouring positions through a *pass* object, by convention the parameter ``run``:
 
-- ``incremental_sampler``: the decorator of every prior's incremental ``sample``;
-- ``conv_parts(conv)`` -> ``ConvParts`` (weight, its matrix, bias, pad (left, right, top,
-  bottom), stride) of a ``PaddedConv2d``, ``MaskedConv2d`` or plain ``nn.Conv2d``, computed
-  once per generation by ``StepCache.parts``;
-- ``PaddedMap``: a zero-padded cache of one layer's full input map, written one row
-  or one position at a time;
-- ``conv_window(parts, padded, row, col)``: the conv's output at one output row
-  (col None) -> (B, O, 1, W'), or at one position -> (B, O, 1, 1), read from a padded map;
-- ``conv_transpose_window(deconv, source, row, col, width)``: the same for a
-  ``CroppedConvTranspose2d`` reading its unpadded input map;
-- ``FullPass`` / ``StepPass``: how a network body written once applies its convs,
-  to whole maps (training, ``log_prob``) or to the one row or position that a
-  generation step needs. Level L is a map downsampled L times by stride 2; its
-  position (i, j) is attached to full-resolution position (i·2^L, j·2^L) and is
-  computed at the step that reaches that position.
+- ``run.conv(conv, x, level)``: a conv of an inner feature map x;
+- ``run.pointwise(layers, x)``: 1×1 layers (convs, ``Nin``s, activations) in sequence,
+  which read the position itself only;
+- ``run.conv_input(conv, z)``: a conv of the network input z, a whole map that the
+  sampler keeps complete up to the current step;
+- ``run.down`` / ``run.up``: strided conv / cropped transposed conv between levels;
+- ``run.attend(attention, q_in, kv_in, kv_own)``: causal self-attention over raster
+  positions, keys and values from ``join(kv_in, kv_own)``;
+- ``run.view(t)``: a map known in full (context, positional channels) at what the
+  pass computes; ``run.share`` / ``run.shared``: hand a row pass's result to the
+  position passes; ``run.due(level)``: whether the pass computes anything at a level.
+
+``FullPass`` applies every call to whole maps (training, ``log_prob``). ``StepPass``
+evaluates it at one row (``col`` None) or one position of a generation, reading and
+writing a ``StepCache`` that persists between steps: per conv a zero-padded input map
+(``PaddedMap``), per attention module its keys and values (``KVCache``). The keys and
+values of a position include its own symbols (``kv_own``), which are drawn after the
+position's params are computed: ``StepCache.take(row, col)`` stores them once drawn.
+Level L is a map downsampled L times by stride 2; its position (i, j) is attached to
+full-resolution position (i·2^L, j·2^L) and is computed at the step that reaches it.
+
+Building blocks for steppers that cache by themselves: ``conv_parts(conv)`` ->
+``ConvParts``; ``PaddedMap``; ``conv_window(parts, padded, row, col)``, a conv's
+output at one row (col None) -> (B, O, 1, W') or one position -> (B, O, 1, 1);
+``conv_transpose_window`` the same for a ``CroppedConvTranspose2d``.
 """
 
 from __future__ import annotations
 
-import functools
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from latentar.nn.attention import CausalSelfAttention
 from latentar.nn.masked import MaskedConv2d
-from latentar.nn.shifted import CroppedConvTranspose2d, PaddedConv2d
+from latentar.nn.shifted import CroppedConvTranspose2d, Nin, PaddedConv2d
 
 
 class ConvParts(NamedTuple):
@@ -45,20 +56,6 @@ class ConvParts(NamedTuple):
     bias: torch.Tensor | None  # (O,)
     pad: tuple[int, ...]  # (left, right, top, bottom)
     stride: tuple[int, int]
-
-
-def incremental_sampler(sample: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
-    """Decorator for a prior's incremental ``sample``: runs it under ``torch.inference_mode``
-    (less overhead than ``no_grad`` on each of the many small ops of a step) and returns an
-    ordinary tensor, which later autograd code may use like any other."""
-
-    @functools.wraps(sample)
-    def run(*args, **kwargs) -> torch.Tensor:
-        with torch.inference_mode():
-            x = sample(*args, **kwargs)
-        return x.clone()
-
-    return run
 
 
 def conv_parts(conv: nn.Conv2d) -> ConvParts:
@@ -139,21 +136,52 @@ def conv_transpose_window(deconv: CroppedConvTranspose2d, source: torch.Tensor, 
     return out + deconv.bias[:, None, None]
 
 
-class FullPass:
-    """Apply every conv to whole maps: the teacher-forced pass (training, ``log_prob``)."""
+def input_window(parts: ConvParts, z: torch.Tensor, row: int, col: int | None = None) -> torch.Tensor:
+    """What a conv's output row ``row`` (col None) or position (row, col) reads of its whole
+    input z (B, I, H, W), zero-padded as the conv pads -> (B, I, kh, W+) or (B, I, kh, kw);
+    ``conv_window(parts, ·, 0[, 0])`` of it is the conv's output there."""
+    left, right, top, _ = parts.pad
+    (kh, kw), (sh, sw) = parts.weight.shape[2:], parts.stride
+    H, W = z.shape[2:]
+    r0 = row * sh - top
+    r1, r2 = max(r0, 0), min(r0 + kh, H)  # the rows inside the map
+    if col is None:
+        return F.pad(z[:, :, r1:r2], (left, right, r1 - r0, r0 + kh - r2))
+    c0 = col * sw - left
+    c1, c2 = max(c0, 0), min(c0 + kw, W)
+    return F.pad(z[:, :, r1:r2, c1:c2], (c1 - c0, c0 + kw - c2, r1 - r0, r0 + kh - r2))
 
-    def __init__(self, sizes: list[tuple[int, int]]):
-        self.sizes = sizes  # (H, W) of each level
-        self.shared: dict[Any, torch.Tensor] = {}
+
+def in_sequence(layers: nn.Module | tuple) -> tuple:
+    """One layer, a Sequential or a tuple of layers -> a tuple of layers."""
+    if isinstance(layers, nn.Sequential):
+        return tuple(layers)
+    return layers if isinstance(layers, tuple) else (layers,)
+
+
+class FullPass:
+    """Every layer call on whole maps: the teacher-forced pass (training, ``log_prob``).
+
+    ``sizes`` are the (H, W) of each level, needed by ``up`` only.
+    """
+
+    def __init__(self, sizes: list[tuple[int, int]] | None = None):
+        self.sizes = sizes
+        self.maps: dict[Any, torch.Tensor] = {}
 
     def due(self, level: int) -> bool:
         return True
 
-    def conv(self, conv: nn.Module, x: torch.Tensor, level: int) -> torch.Tensor:
+    def conv(self, conv: nn.Module, x: torch.Tensor, level: int = 0) -> torch.Tensor:
         return conv(x)
 
     def conv_input(self, conv: nn.Module, z: torch.Tensor) -> torch.Tensor:
         return conv(z)
+
+    def pointwise(self, layers: nn.Module | tuple, x: torch.Tensor) -> torch.Tensor:
+        for layer in in_sequence(layers):
+            x = layer(x)
+        return x
 
     def down(self, conv: nn.Module, x: torch.Tensor, level: int) -> torch.Tensor:
         return conv(x)
@@ -161,26 +189,51 @@ class FullPass:
     def up(self, deconv: CroppedConvTranspose2d, x: torch.Tensor, level: int) -> torch.Tensor:
         return deconv(x, self.sizes[level])
 
-    def share(self, key: Any, x: torch.Tensor, level: int) -> None:
-        self.shared[key] = x
+    def attend(self, attention: CausalSelfAttention, q_in: torch.Tensor, kv_in: torch.Tensor,
+               kv_own: torch.Tensor) -> torch.Tensor:
+        """q_in (B, Cq, H, W), kv_in (B, Ck, H, W), kv_own (B, Co, H, W) -> (B, n·dv, H, W)."""
+        return attention(q_in, torch.cat([kv_in, kv_own], dim=1))
 
-    def take(self, key: Any, level: int) -> torch.Tensor:
-        return self.shared[key]
+    def view(self, t: torch.Tensor) -> torch.Tensor:
+        return t
+
+    def share(self, key: Any, x: torch.Tensor, level: int = 0) -> None:
+        self.maps[key] = x
+
+    def shared(self, key: Any, level: int = 0) -> torch.Tensor:
+        return self.maps[key]
+
+
+class KVCache(NamedTuple):
+    """Keys (B, n, N, dk) and values (B, n, N, dv) of an attention's N raster positions."""
+
+    keys: torch.Tensor
+    values: torch.Tensor
 
 
 class StepCache:
-    """What a generation persists between steps: conv parts, padded input maps and shared maps."""
+    """What a generation persists between steps: conv parts, padded input maps, shared maps,
+    and per attention module its ``KVCache`` plus the inputs of the position it last saw."""
 
     def __init__(self, batch: int, sizes: list[tuple[int, int]]):
         self.batch, self.sizes = batch, sizes
         self.maps: dict[Any, Any] = {}
         self.convs: dict[nn.Module, ConvParts] = {}
+        self.kv: dict[CausalSelfAttention, KVCache] = {}
+        self.pending: dict[CausalSelfAttention, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def parts(self, conv: nn.Module) -> ConvParts:
         """The conv's ``ConvParts``, computed once per generation (the weights do not change)."""
         if conv not in self.convs:
             self.convs[conv] = conv_parts(conv)
         return self.convs[conv]
+
+    def matrix(self, layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """A 1×1 conv or a ``Nin`` as (weight matrix (O, I), bias (O,)), computed once per generation."""
+        if isinstance(layer, nn.Linear):
+            return layer.weight, layer.bias
+        parts = self.parts(layer)
+        return parts.matrix, parts.bias
 
     def padded(self, conv: nn.Module, x: torch.Tensor, level: int) -> PaddedMap:
         if conv not in self.maps:
@@ -192,12 +245,30 @@ class StepCache:
             self.maps[key] = x.new_zeros(self.batch, x.shape[1], *self.sizes[level])
         return self.maps[key]
 
+    def keys_values(self, attention: CausalSelfAttention, like: torch.Tensor) -> KVCache:
+        if attention not in self.kv:
+            H, W = self.sizes[0]
+            self.kv[attention] = KVCache(like.new_zeros(self.batch, attention.heads, H * W, attention.key_dim),
+                                         like.new_zeros(self.batch, attention.heads, H * W, attention.value_dim))
+        return self.kv[attention]
+
+    def take(self, row: int, col: int) -> None:
+        """The symbols of (row, col) are final: store the keys and values of that position for
+        every attention evaluated there, from its ``kv_in`` and ``kv_own`` read there now."""
+        i = row * self.sizes[0][1] + col
+        for attention, (kv_in, kv_own) in self.pending.items():
+            kv = torch.cat([kv_in, kv_own[:, :, row:row + 1, col:col + 1]], dim=1)  # (B, Ck + Co, 1, 1)
+            keys, values = self.kv[attention]
+            keys[:, :, i], values[:, :, i] = attention.key_value(kv)
+        self.pending.clear()
+
 
 class StepPass:
-    """One generation step: every conv evaluated at one row (``col`` None) or one position.
+    """One generation step: every layer call evaluated at one row (``col`` None) or one position.
 
     A level is due when the step reaches a position attached to it; regions of levels
     that are not due are not computed (``due`` tells the network body to skip them).
+    Pointwise layers (``Nin``) need no cache: ``conv`` applies them directly.
     """
 
     def __init__(self, cache: StepCache, row: int, col: int | None = None):
@@ -213,7 +284,9 @@ class StepPass:
     def write(self, target: PaddedMap, x: torch.Tensor, level: int) -> None:
         target.write(x, *self.region(level))
 
-    def conv(self, conv: nn.Module, x: torch.Tensor, level: int) -> torch.Tensor:
+    def conv(self, conv: nn.Module, x: torch.Tensor, level: int = 0) -> torch.Tensor:
+        if isinstance(conv, Nin):
+            return conv(x)
         target = self.cache.padded(conv, x, level)
         self.write(target, x, level)
         return conv_window(self.cache.parts(conv), target.data, *self.region(level))
@@ -221,7 +294,16 @@ class StepPass:
     def conv_input(self, conv: nn.Module, z: torch.Tensor) -> torch.Tensor:
         """A conv of the network input z (B, I, H, W), complete up to this step."""
         parts = self.cache.parts(conv)
-        return conv_window(parts, F.pad(z, parts.pad), *self.region(0))
+        window = input_window(parts, z, self.row, self.col)
+        return conv_window(parts, window, 0, None if self.col is None else 0)
+
+    def pointwise(self, layers: nn.Module | tuple, x: torch.Tensor) -> torch.Tensor:
+        """1×1 layers at this row or position: x (B, I, 1, ·) -> (B, O, 1, ·), as matrix products
+        over channels (far cheaper than conv calls on a single position)."""
+        v = x.movedim(1, -1)  # (B, 1, ·, I)
+        for layer in in_sequence(layers):
+            v = F.linear(v, *self.cache.matrix(layer)) if isinstance(layer, (nn.Conv2d, nn.Linear)) else layer(v)
+        return v.movedim(-1, 1)
 
     def down(self, conv: nn.Module, x: torch.Tensor, level: int) -> torch.Tensor | None:
         """A strided conv from level-1 to ``level``; None when ``level`` is not due."""
@@ -242,11 +324,26 @@ class StepPass:
         return conv_transpose_window(deconv, self.cache.maps[deconv], *self.region(level),
                                      width=self.cache.sizes[level][1])
 
-    def share(self, key: Any, x: torch.Tensor, level: int) -> None:
-        """Keep a row-mode result so that later position steps can ``take`` it."""
+    def attend(self, attention: CausalSelfAttention, q_in: torch.Tensor, kv_in: torch.Tensor,
+               kv_own: torch.Tensor) -> torch.Tensor:
+        """Attention at this position i (a position pass) over the cached positions < i:
+        q_in, kv_in (B, ·, 1, 1) -> (B, n·dv, 1, 1). ``kv_own`` (B, Co, H, W) is a whole map
+        whose value at i is set by i's own draw: ``StepCache.take`` reads it there afterwards."""
+        i = self.row * self.cache.sizes[0][1] + self.col
+        keys, values = self.cache.keys_values(attention, q_in)
+        self.cache.pending[attention] = (kv_in, kv_own)
+        return attention.attend_cached(q_in, keys[:, :, :i], values[:, :, :i])
+
+    def view(self, t: torch.Tensor) -> torch.Tensor:
+        """A whole map (B, c, H, W) at this row (B, c, 1, W) or position (B, c, 1, 1)."""
+        i, j = self.region(0)
+        return t[:, :, i:i + 1] if j is None else t[:, :, i:i + 1, j:j + 1]
+
+    def share(self, key: Any, x: torch.Tensor, level: int = 0) -> None:
+        """Keep a row pass's result so that later position passes can read it (``shared``)."""
         i, _ = self.region(level)
         self.cache.plain(key, x, level)[:, :, i:i + 1] = x
 
-    def take(self, key: Any, level: int) -> torch.Tensor:
+    def shared(self, key: Any, level: int = 0) -> torch.Tensor:
         i, j = self.region(level)
         return self.cache.maps[key][:, :, i:i + 1, j:j + 1]

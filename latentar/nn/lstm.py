@@ -13,15 +13,17 @@ input ``a (B, F, H, W)`` to ``a + proj(h)`` (the paper's residual connection, F 
 features in, h state units, a 1×1 mask-B projection back to F).
 
 ``RecurrentStack`` is the network both priors share: a mask-A input convolution, the
-residual recurrent layers, and two ReLU → 1×1 mask-B output layers. It also runs the
-layers one position at a time for exact incremental sampling: each layer keeps its
-states in a cache, ``step`` computes one position from cached earlier states, and
-``end_row`` finishes whatever a layer can only compute once a row is complete.
+residual recurrent layers, and two ReLU → 1×1 mask-B output layers.
+
+Besides the whole-grid ``forward``, every layer evaluates itself one position at a time,
+in raster order, from a cache of its own earlier states (``RecurrentStack`` lists the four
+methods). That is the layer's own arithmetic, nothing more: what to evaluate when, and
+any drawing of symbols, belongs to the prior's stepper (``latentar.priors.recurrent``).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +31,7 @@ from einops import rearrange
 from torch import nn
 
 from latentar.nn.conditioning import class_bias_table
-from latentar.nn.incremental import ConvParts, PaddedMap, conv_parts, conv_window
+from latentar.nn.incremental import conv_parts
 from latentar.nn.masked import MaskedConv2d, masked_output, round_to_groups
 
 GATES = 4  # input, forget, output, content
@@ -77,13 +79,25 @@ def pointwise(layers: nn.Module, v: torch.Tensor) -> torch.Tensor:
 class RecurrentStack(nn.Module):
     """z (B, C·E, H, W) -> params (B, P, H, W): mask-A conv, residual recurrent layers, output.
 
-    ``make_layer(features, state, groups)`` builds one layer; a layer has ``bias_size``
-    (class-bias entries it adds to its gates), ``forward(a, bias) -> a`` over the whole
-    grid, and the incremental interface ``start``, ``begin_row``, ``step``, ``end_row``.
+    ``label_rows`` is the number of rows of the class-bias table (the classes, and the null
+    class of classifier-free guidance; None: unconditional).
+    ``make_layer(features, state, groups)`` builds one layer. A layer has ``bias_size``
+    (class-bias entries it adds to its gates), ``forward(a, bias, z) -> a`` over the whole
+    grid (a (B, F, H, W) its input, bias (B, bias_size), z the stack's raw input, which a
+    layer may read or ignore), and the same function one position at a time, where the
+    positions (i, w) of a grid come in raster order:
+
+    - ``new_cache(n, H, W, device)``: an empty cache of the layer's states for n grids;
+    - ``begin_row(cache, i)``: rows < i are final; prepare what row i reads from them;
+    - ``evaluate_at(cache, i, w, a, z, bias) -> (n, F)``: the layer's output at (i, w) from
+      its input a (n, F) and raw input z (n, C·E) there, stored states of earlier
+      positions, and bias (n, bias_size); stores the states of (i, w). It may be called
+      again at (i, w) with new inputs: the last call's states are the ones kept;
+    - ``end_row(cache, i, bias)``: row i is final; compute what only a complete row gives.
     """
 
     def __init__(self, channels: int, embed_dim: int, hidden: int, num_layers: int, first_kernel: int,
-                 output_hidden: int, num_params: int, num_classes: int | None,
+                 output_hidden: int, num_params: int, label_rows: int | None,
                  make_layer: Callable[[int, int, int], nn.Module]):
         super().__init__()
         if num_layers < 1 or hidden < 1:
@@ -94,7 +108,7 @@ class RecurrentStack(nn.Module):
         self.first = MaskedConv2d(channels * embed_dim, features, first_kernel, "A", channels)
         self.layers = nn.ModuleList(make_layer(features, state, channels) for _ in range(num_layers))
         self.bias_sizes = [layer.bias_size for layer in self.layers]
-        self.class_bias = class_bias_table(num_classes, sum(self.bias_sizes))  # a bias on every gate
+        self.class_bias = class_bias_table(label_rows, sum(self.bias_sizes))  # a bias on every gate
         self.out = masked_output(features, out_hidden, num_params, channels)
 
     def biases(self, labels: torch.Tensor | None, batch: int, device: torch.device) -> list[torch.Tensor]:
@@ -106,42 +120,5 @@ class RecurrentStack(nn.Module):
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         a = self.first(z)  # (B, F, H, W)
         for layer, bias in zip(self.layers, self.biases(labels, z.shape[0], z.device)):
-            a = layer(a, bias)  # (B, F, H, W)
+            a = layer(a, bias, z)  # (B, F, H, W)
         return self.out(a)  # (B, P, H, W)
-
-    # ---- one position at a time ------------------------------------------------------
-    def sample(self, embed: nn.Module, head: nn.Module, n: int, shape: tuple[int, int, int],
-               labels: torch.Tensor | None, draw: dict[str, Any]) -> torch.Tensor:
-        """Draw n grids -> long (n, C, H, W), calling ``head.sample`` exactly as the generic
-        channel-masked loop does (same params batch, channel by channel, raster order)."""
-        C, H, W = shape
-        device = self.first.weight.device
-        x = torch.zeros(n, C, H, W, dtype=torch.long, device=device)
-        first = conv_parts(self.first)
-        inputs = PaddedMap(n, self.first.in_channels, (H, W), first.pad, self.first.weight)
-        biases = self.biases(labels, n, device)
-        caches = [layer.start(n, H, W, device) for layer in self.layers]
-        for i in range(H):
-            for layer, cache in zip(self.layers, caches):
-                layer.begin_row(cache, i)
-            for w in range(W):
-                for c in range(C):
-                    z = embed(x[:, :, i:i + 1, w:w + 1])  # (n, C·E, 1, 1), channels < c drawn
-                    features = self._step(first, inputs, caches, biases, z, i, w)
-                    x[:, c, i, w] = head.sample(pointwise(self.out, features), channel=c, **draw)  # (n,)
-                # once more with the whole pixel: its final states feed every later position
-                self._step(first, inputs, caches, biases, embed(x[:, :, i:i + 1, w:w + 1]), i, w)
-            for layer, cache, bias in zip(self.layers, caches, biases):
-                layer.end_row(cache, i, bias)
-        return x
-
-    def _step(self, first: ConvParts, inputs: PaddedMap, caches: list, biases: list[torch.Tensor],
-              z: torch.Tensor, i: int, w: int) -> torch.Tensor:
-        """z (n, C·E, 1, 1) at (i, w) -> last layer's features (n, F) there; updates caches.
-
-        ``first`` holds the parts of the input conv, ``inputs`` its padded input map."""
-        inputs.write(z, i, w)
-        a = conv_window(first, inputs.data, i, w).flatten(1)  # (n, F)
-        for layer, cache, bias in zip(self.layers, caches, biases):
-            a = layer.step(cache, i, w, a, bias)  # (n, F)
-        return a

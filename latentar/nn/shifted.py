@@ -101,18 +101,14 @@ def concat_elu(x: torch.Tensor) -> torch.Tensor:
     return F.elu(torch.cat([x, -x], dim=1))
 
 
-def plain_conv(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return conv(x)
-
-
 class GatedResBlock(nn.Module):
     """PixelCNN++'s gated residual block: x + a·σ(b) with [a, b] from two shifted convs.
 
     x (B, F, H, W), aux (B, A, H, W) or None, bias (B, 2F) or None -> (B, F, H, W).
-    ``conv`` builds the (2F → F) and (2F → 2F) shifted convs; ``apply(conv, t)`` is how
-    a conv is evaluated (the whole map by default; an incremental pass evaluates it at
-    one row or position). Every other operation is pointwise, so the block runs
-    unchanged on any spatial slice.
+    ``conv`` builds the (2F → F) and (2F → 2F) shifted convs; ``run`` (a pass of
+    ``latentar.nn.incremental``) evaluates them at ``level``: on whole maps, or at the
+    one row or position of a generation step. Every other operation is pointwise, so
+    the block runs unchanged on any spatial slice.
     """
 
     def __init__(self, channels: int, conv: Callable[[int, int], nn.Module], aux_channels: int = 0,
@@ -123,12 +119,12 @@ class GatedResBlock(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.conv_out = conv(2 * channels, 2 * channels)
 
-    def forward(self, x: torch.Tensor, aux: torch.Tensor | None = None, bias: torch.Tensor | None = None,
-                apply: Callable = plain_conv) -> torch.Tensor:
-        h = apply(self.conv_in, concat_elu(x))  # (B, F, ...)
+    def forward(self, run, x: torch.Tensor, aux: torch.Tensor | None = None, bias: torch.Tensor | None = None,
+                level: int = 0) -> torch.Tensor:
+        h = run.conv(self.conv_in, concat_elu(x), level)  # (B, F, ...)
         if self.aux is not None:
             h = h + self.aux(concat_elu(aux))
-        h = apply(self.conv_out, self.dropout(concat_elu(h)))  # (B, 2F, ...)
+        h = run.conv(self.conv_out, self.dropout(concat_elu(h)), level)  # (B, 2F, ...)
         if bias is not None:
             h = h + bias[:, :, None, None]
         a, b = h.chunk(2, dim=1)

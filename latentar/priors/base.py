@@ -43,9 +43,10 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from torch import nn
 
-from latentar.checks import SYMBOLS, Checked, FieldError, build
+from latentar.checks import FRACTION, SYMBOLS, Checked, FieldError, build
 from latentar.heads import Head
 from latentar.nn.inputs import SYMBOL_KINDS, SymbolInput
+from latentar.priors.engine import Knobs, NaiveStepper, Stepper, generate
 from latentar.registry import HEADS, MODELS, PRIORS
 from latentar.saving import Saveable, meta_model
 
@@ -55,7 +56,8 @@ class PriorSpec(Checked):
     """What a prior models, independent of its architecture; every field is checked on creation."""
 
     label = "prior"
-    bounds = {"num_symbols": SYMBOLS, "context_symbols": SYMBOLS, "symbols": SYMBOL_KINDS}
+    bounds = {"num_symbols": SYMBOLS, "context_symbols": SYMBOLS, "symbols": SYMBOL_KINDS,
+              "class_dropout": FRACTION}
 
     shape: tuple[int, int, int]  # (C, H, W) of the symbol grid
     num_symbols: int  # K: 256 for 8-bit pixels, 2 for binarized, codebook size for codes
@@ -66,11 +68,23 @@ class PriorSpec(Checked):
     context_symbols: int | None = None  # K of a spatial context map (e.g. top codes)
     context_shape: tuple[int, int] | None = None  # (h, w) of that map
     head_options: dict = field(default_factory=dict)  # extra head arguments, e.g. num_mixtures
+    class_dropout: float = 0.0  # > 0: a learned null class, and training labels replaced by it
+    #                             with this probability (classifier-free guidance)
 
     def __post_init__(self):
         super().__post_init__()
         if (self.context_symbols is None) != (self.context_shape is None):
             raise ValueError("context_symbols and context_shape must be given together")
+        if self.class_dropout > 0 and self.num_classes is None:
+            raise ValueError(f"class_dropout={self.class_dropout} needs a class-conditional prior (num_classes)")
+
+    @property
+    def label_rows(self) -> int | None:
+        """Rows of the class-bias tables: the classes, plus the null class ``num_classes``
+        when ``class_dropout > 0``; None for an unconditional prior."""
+        if self.num_classes is None:
+            return None
+        return self.num_classes + (1 if self.class_dropout > 0 else 0)
 
 
 class Condition(NamedTuple):
@@ -105,6 +119,7 @@ class Prior(nn.Module, Saveable):
     channel_masked: ClassVar[bool] = False  # True: the backbone masks R→G→B channel groups
     supports_context: ClassVar[bool] = False  # accepts a spatial context map
     full_context: ClassVar[bool] = False  # every position sees every earlier one (no blind spot)
+    Stepper: ClassVar[type[Stepper]] = NaiveStepper  # the fast sampler's stepper (see engine.py)
 
     def __init__(self, spec: PriorSpec, arch: Any):
         super().__init__()
@@ -170,6 +185,9 @@ class Prior(nn.Module, Saveable):
     def forward(self, x: torch.Tensor, cond: Any = None) -> torch.Tensor:
         """x integer (B, C, H, W) -> head params (B, P, H, W)."""
         labels, context = self.check_inputs(x, cond)
+        if self.training and labels is not None and self.spec.class_dropout > 0:  # like dropout
+            dropped = torch.rand(labels.shape, device=labels.device) < self.spec.class_dropout
+            labels = labels.masked_fill(dropped, self.spec.num_classes)  # the null class
         return self.network(self.input(x.long()), labels, context)
 
     def log_prob_per_symbol(self, x: torch.Tensor, cond: Any = None) -> torch.Tensor:
@@ -185,60 +203,53 @@ class Prior(nn.Module, Saveable):
         """Mean negative log-likelihood in nats per dimension (symbol), a scalar."""
         return -self.log_prob_per_symbol(x, cond).mean()
 
-    @torch.no_grad()
     def sample(self, n: int, cond: Any = None, *, temperature: float = 1.0, top_k: int | None = None,
+               top_p: float | None = None, cfg_scale: float = 1.0,
                generator: torch.Generator | None = None) -> torch.Tensor:
-        """Draw n grids -> long (n, C, H, W). Fast priors override this; see ``naive_sample``."""
-        return self.naive_sample(n, cond, temperature=temperature, top_k=top_k, generator=generator)
+        """Draw n grids -> long (n, C, H, W) with this prior's fast stepper (``Stepper``).
 
-    @torch.no_grad()
-    def naive_sample(self, n: int, cond: Any = None, *, temperature: float = 1.0,
-                     top_k: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-        """The generic sampler: one full forward pass per pixel (per channel when masked)."""
-        x, cond = self.blank_grids(n, cond)
-        return self.redraw(x, 0, cond, temperature=temperature, top_k=top_k, generator=generator)
+        The knobs are those of ``latentar.priors.engine``: temperature scales each symbol's
+        conditional log-probabilities, top_k / top_p keep the most likely values, cfg_scale
+        guides a prior built with ``class_dropout > 0``. Defaults draw from the exact model."""
+        x, (labels, context) = self.blank_grids(n, cond)
+        knobs = Knobs(temperature, top_k, top_p, cfg_scale)
+        return generate(self, x, labels, context, knobs, generator=generator)
+
+    def naive_sample(self, n: int, cond: Any = None, *, temperature: float = 1.0, top_k: int | None = None,
+                     top_p: float | None = None, cfg_scale: float = 1.0,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+        """The reference sampler: one whole forward pass per symbol draw (``NaiveStepper``)."""
+        x, (labels, context) = self.blank_grids(n, cond)
+        knobs = Knobs(temperature, top_k, top_p, cfg_scale)
+        return generate(self, x, labels, context, knobs, stepper=NaiveStepper, generator=generator)
 
     def blank_grids(self, n: int, cond: Any = None) -> tuple[torch.Tensor, Condition]:
         """Start of a sampler: zeros long (n, C, H, W) on this prior's device, and ``cond``
-        for n grids (an int label repeated), checked against the spec. Every sampler starts
-        here, so n is checked here; the head checks temperature and top_k at each draw."""
+        for n grids (an int label repeated), checked against the spec."""
         x = torch.zeros(check_num_samples(n), *self.spec.shape, dtype=torch.long, device=self.device)
         return x, self.check_inputs(x, self.expand_cond(n, cond))
 
-    @torch.no_grad()
     def redraw(self, x: torch.Tensor, start_row: int, cond: Any = None, *, temperature: float = 1.0,
-               top_k: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Redraw every symbol of x at rows >= start_row given the rows above.
+               top_k: int | None = None, top_p: float | None = None, cfg_scale: float = 1.0,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        """Redraw every symbol of x at rows >= start_row given the rows above (completion).
 
-        x integer (B, C, H, W) -> a new long (B, C, H, W). Raster order, then channel order
-        inside a position; exact for every prior because ``forward`` is causal.
+        x integer (B, C, H, W) -> a new long (B, C, H, W); the same driver and fast stepper
+        as ``sample``, which first walks the kept rows to fill its caches.
         """
-        C, H, W = self.spec.shape
+        H = self.spec.shape[1]
         if not is_integer(start_row) or not 0 <= start_row <= H:
             raise ValueError(f"start_row must be an integer in [0, {H}], got {start_row!r}")
-        self.check_inputs(x, cond)
-        x = x.to(self.device, torch.long, copy=True)  # long: draws may exceed the input's dtype
-        draw = dict(temperature=temperature, top_k=top_k, generator=generator)
-        with eval_mode(self):
-            for h in range(start_row, H):
-                for w in range(W):
-                    if not self.channel_masked:  # the head draws the channels of a pixel
-                        params = self(x, cond)[:, :, h, w]  # (B, P)
-                        x[:, :, h, w] = self.head.sample(params, channel=None, **draw)  # (B, C)
-                        continue
-                    for c in range(C):  # the backbone must see channel c-1 before drawing c
-                        params = self(x, cond)[:, :, h, w]
-                        x[:, c, h, w] = self.head.sample(params, channel=c, **draw)  # (B,)
-        return x
+        labels, context = self.check_inputs(x, cond)
+        x = x.to(self.device, torch.long)  # long: draws may exceed the input's dtype
+        knobs = Knobs(temperature, top_k, top_p, cfg_scale)
+        return generate(self, x, labels, context, knobs, start_row=start_row, generator=generator)
 
     # ---- input checks ------------------------------------------------------------
     def expand_cond(self, n: int, cond: Any) -> Any:
         """Turn a single label (int) into n labels and move cond to this prior's device."""
-        if is_integer(cond):
-            cond = torch.full((n,), cond, dtype=torch.long)
-        out = {key: value.to(self.device) if isinstance(value, torch.Tensor) else value  # checked later
-               for key, value in split_cond(cond)._asdict().items() if value is not None}
-        return out or None
+        labels, context = (cond, None) if is_integer(cond) else split_cond(cond)
+        return make_cond(labels, context, n=n, device=self.device)
 
     def check_inputs(self, x: torch.Tensor, cond: Any) -> Condition:
         """Validate x (any integer dtype) and cond against the spec; returns the split
@@ -259,6 +270,18 @@ class Prior(nn.Module, Saveable):
             check_context(context, self.spec.context_symbols, self.spec.context_shape, x.shape[0])
         return Condition(labels.long() if labels is not None else None,
                          context.long() if context is not None else None)
+
+
+def make_cond(labels: Any = None, context: torch.Tensor | None = None, *, n: int | None = None,
+              device: torch.device | None = None) -> dict | None:
+    """Labels and a spatial context -> the ``cond`` a prior takes: ``{"labels": (n,), "context":
+    (n, h, w)}`` without the absent ones, or None when both are. An int label is one class for
+    all ``n`` grids; tensors move to ``device`` (when given). ``Prior.check_inputs`` checks them."""
+    if is_integer(labels):
+        labels = torch.full((n,), int(labels), dtype=torch.long)
+    cond = {key: value.to(device) if isinstance(value, torch.Tensor) and device is not None else value
+            for key, value in (("labels", labels), ("context", context)) if value is not None}
+    return cond or None
 
 
 def is_integer(value: Any) -> bool:
@@ -318,21 +341,6 @@ def check_context(context: torch.Tensor | None, symbols: int, shape: tuple[int, 
         raise ValueError(f"context symbols must lie in [0, {symbols}), got [{bad[0]}, {bad[1]}]")
 
 
-class eval_mode:
-    """Context manager: eval mode inside, the previous train/eval mode restored after."""
-
-    def __init__(self, module: nn.Module):
-        self.module = module
-
-    def __enter__(self):
-        self.was_training = self.module.training
-        self.module.eval()
-        return self.module
-
-    def __exit__(self, *exc):
-        self.module.train(self.was_training)
-
-
 MODELS.register("prior")(Prior)
 
 
@@ -349,12 +357,15 @@ def register_prior(name: str):
 def build_prior(name: str, shape: tuple[int, int, int], num_symbols: int, head: str = "categorical",
                 num_classes: int | None = None, *, symbols: str = "pixels", embed_dim: int = 32,
                 context_symbols: int | None = None, context_shape: tuple[int, int] | None = None,
-                preset: str | None = None, head_options: dict | None = None, **arch_kwargs) -> Prior:
-    """Build a registered prior, e.g. ``build_prior("pixelcnn", (1, 28, 28), 2)``."""
+                preset: str | None = None, head_options: dict | None = None, class_dropout: float = 0.0,
+                **arch_kwargs) -> Prior:
+    """Build a registered prior, e.g. ``build_prior("pixelcnn", (1, 28, 28), 2)``;
+    ``class_dropout > 0`` (with ``num_classes``) adds the null class of classifier-free guidance."""
     cls = PRIORS.get(name)
     spec = PriorSpec(shape=shape, num_symbols=num_symbols, head=head, num_classes=num_classes,
                      symbols=symbols, embed_dim=embed_dim, context_symbols=context_symbols,
-                     context_shape=context_shape, head_options=dict(head_options or {}))
+                     context_shape=context_shape, head_options=dict(head_options or {}),
+                     class_dropout=class_dropout)
     arch = cls.make_arch(preset, **arch_kwargs)
     meta_model(lambda: cls(spec, arch), f"prior {name!r}")
     return cls(spec, arch)

@@ -48,7 +48,6 @@ from torch import nn
 
 from latentar.checks import Checked
 from latentar.nn.lstm import GATES, RecurrentStack, lstm_cell, pointwise, skew, unskew
-from latentar.nn.incremental import ConvParts, PaddedMap
 from latentar.nn.masked import MaskedConv2d
 from latentar.priors.base import PriorSpec, register_prior
 from latentar.priors.recurrent import RecurrentPrior
@@ -66,7 +65,7 @@ class DiagonalBiLSTMArch(Checked):
 
 @dataclass
 class DirectionCache:
-    """One direction's states during incremental sampling, state (i, w) at [i+1, w+1]
+    """One direction's states, evaluated one position at a time, state (i, w) at [i+1, w+1]
     so that the row above and the column to the left are zero at the borders."""
 
     hidden: torch.Tensor  # (n, S, H+1, W+1)
@@ -107,13 +106,13 @@ class DiagonalLSTM(nn.Module):
         for j in range(gates.shape[-1]):
             above = F.pad(hidden, (1, 0))[..., :H]  # (B, S, H): row i holds row i-1's state
             hidden, cell = lstm_cell(gates[..., j] + self.recurrent(above, hidden), cell, self.groups)
-            # padding cells keep zero states, so row i starts from zeros as in ``step``
+            # padding cells keep zero states, so row i starts from zeros as in ``evaluate_at``
             hidden, cell = hidden * valid[..., j], cell * valid[..., j]
             columns.append(hidden)  # (B, S, H)
         return unskew(torch.stack(columns, dim=-1), W)
 
-    def step(self, cache: DirectionCache, i: int, w: int, a: torch.Tensor,
-             bias: torch.Tensor) -> torch.Tensor:
+    def evaluate_at(self, cache: DirectionCache, i: int, w: int, a: torch.Tensor,
+                    bias: torch.Tensor) -> torch.Tensor:
         """The state at (i, w) from the input a (n, F) there -> hidden (n, S); stores it."""
         above, left = cache.hidden[:, :, i, w + 1], cache.hidden[:, :, i + 1, w]  # (n, S) each
         gates = pointwise(self.input_to_state, a) + bias + self.recurrent(above, left)  # (n, 4S)
@@ -142,8 +141,8 @@ class DiagonalBiLSTMLayer(nn.Module):
         rtl = F.pad(rtl, (0, 0, 1, 0))[:, :, :H]  # (i, w) takes (i-1, w): no look at row i
         return a + self.proj(ltr + rtl)
 
-    # ---- incremental sampling ----------------------------------------------------------
-    def start(self, n: int, H: int, W: int, device: torch.device) -> BiCache:
+    # ---- one position at a time (the ``RecurrentStack`` protocol) -------------------------
+    def new_cache(self, n: int, H: int, W: int, device: torch.device) -> BiCache:
         def direction() -> DirectionCache:
             states = torch.zeros(n, self.state, H + 1, W + 1, device=device)
             return DirectionCache(states, states.clone())
@@ -154,11 +153,13 @@ class DiagonalBiLSTMLayer(nn.Module):
     def begin_row(self, cache: BiCache, i: int) -> None:
         """Nothing to prepare: the right-to-left states of row i-1 were finished by ``end_row``."""
 
-    def step(self, cache: BiCache, i: int, w: int, a: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        """The layer at (i, w) from a (n, F) there -> (n, F); stores the left-to-right state."""
+    def evaluate_at(self, cache: BiCache, i: int, w: int, a: torch.Tensor, z: torch.Tensor,
+                    bias: torch.Tensor) -> torch.Tensor:
+        """The layer at (i, w) from a (n, F) and z (n, R) there -> (n, F); stores the
+        left-to-right state, and a and z for the right-to-left pass of ``end_row``."""
         W = cache.inputs.shape[-1]
-        cache.inputs[:, :, i, w] = a
-        ltr = self.ltr.step(cache.ltr, i, w, a, bias.chunk(2, dim=1)[0])  # (n, S)
+        cache.inputs[:, :, i, w], cache.raw[:, :, i, w] = a, z
+        ltr = self.ltr.evaluate_at(cache.ltr, i, w, a, bias.chunk(2, dim=1)[0])  # (n, S)
         rtl = cache.rtl.hidden[:, :, i, W - w]  # right-to-left state of (i-1, w), zeros at i = 0
         return a + pointwise(self.proj, ltr + rtl)
 
@@ -168,29 +169,12 @@ class DiagonalBiLSTMLayer(nn.Module):
         rtl_bias = bias.chunk(2, dim=1)[1]
         row = torch.cat([cache.inputs[:, :, i], cache.raw[:, :, i]], dim=1)  # (n, F + R, W)
         for w in range(W):  # flipped column w is image column W-1-w
-            self.rtl.step(cache.rtl, i, w, row[..., W - 1 - w], rtl_bias)
-
-
-class DiagonalBiLSTMStack(RecurrentStack):
-    """``RecurrentStack`` whose layers also read the raw input z (B, C·E, H, W)."""
-
-    def forward(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        a = self.first(z)  # (B, F, H, W)
-        for layer, bias in zip(self.layers, self.biases(labels, z.shape[0], z.device)):
-            a = layer(a, bias, z)  # (B, F, H, W)
-        return self.out(a)  # (B, P, H, W)
-
-    def _step(self, first: ConvParts, inputs: PaddedMap, caches: list, biases: list[torch.Tensor],
-              z: torch.Tensor, i: int, w: int) -> torch.Tensor:
-        """As ``RecurrentStack._step``, first storing z (n, C·E, 1, 1) at (i, w) for ``end_row``."""
-        for cache in caches:
-            cache.raw[:, :, i, w] = z.flatten(1)
-        return super()._step(first, inputs, caches, biases, z, i, w)
+            self.rtl.evaluate_at(cache.rtl, i, w, row[..., W - 1 - w], rtl_bias)
 
 
 @register_prior("diagonal_bilstm")
 class DiagonalBiLSTM(RecurrentPrior):
-    """Incremental sampling (``RecurrentPrior.sample``):
+    """Incremental sampling (``RecurrentStepper``):
 
     The left-to-right state at (i, w) needs only the states above and to the left and
     the layer input at (i, w), so it is computed when pixel (i, w) is drawn. The
@@ -215,7 +199,7 @@ class DiagonalBiLSTM(RecurrentPrior):
     def __init__(self, spec: PriorSpec, arch: DiagonalBiLSTMArch):
         super().__init__(spec, arch)
         raw = spec.shape[0] * self.input.dim  # C·E
-        self.body = DiagonalBiLSTMStack(
+        self.body = RecurrentStack(
             spec.shape[0], self.input.dim, arch.hidden, arch.num_layers, arch.first_kernel,
-            arch.output_hidden, self.head.num_params, spec.num_classes,
+            arch.output_hidden, self.head.num_params, spec.label_rows,
             lambda features, state, groups: DiagonalBiLSTMLayer(features, state, groups, raw))

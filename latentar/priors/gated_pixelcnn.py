@@ -8,9 +8,14 @@ channel groups (mask A in the first layer, B after), so symbol (c, h, w) sees ev
 earlier pixel — no blind spot — and channels < c of its own pixel. Class conditioning
 adds a learned per-class bias to every gate of both stacks (V·h in the paper).
 
-``sample`` is exact and incremental (Ramachandran et al. 2017): the vertical stack
-runs once per row (it only depends on rows above), and the horizontal stack runs at
-the current position only, reading its inputs from per-layer caches.
+Fast sampling (``GatedPixelCNNStepper``) is exact and incremental (Ramachandran et
+al. 2017): the vertical stack runs once per row (it only depends on rows above), and
+the horizontal stack runs at the current position only, reading its inputs from
+per-layer caches. So the network is written as two stacks, each once for both passes
+(``latentar.nn.incremental``), the vertical one handing its links to the horizontal
+one through ``run.share``: a row pass cannot compute a position's horizontal features
+(they depend on the symbols left of it on the same row), and rerunning the vertical
+stack at every position would cost a whole row of work per symbol.
 """
 
 from __future__ import annotations
@@ -22,10 +27,11 @@ from torch import nn
 
 from latentar.checks import Checked
 from latentar.nn.conditioning import class_bias_table
-from latentar.nn.gated import GatedStackLayer, conv1x1
-from latentar.nn.incremental import FullPass, StepCache, StepPass, incremental_sampler
+from latentar.nn.gated import GatedStackLayer
+from latentar.nn.incremental import FullPass
 from latentar.nn.masked import masked_output, round_to_groups
-from latentar.priors.base import Prior, PriorSpec, eval_mode, register_prior
+from latentar.priors.base import Prior, PriorSpec, register_prior
+from latentar.priors.steppers.gated_pixelcnn import GatedPixelCNNStepper
 
 
 @dataclass
@@ -52,6 +58,7 @@ class GatedPixelCNN(Prior):
     heads = ("categorical", "logistic_mixture")
     channel_masked = True
     full_context = True  # vertical + horizontal stacks: no blind spot
+    Stepper = GatedPixelCNNStepper
 
     def __init__(self, spec: PriorSpec, arch: GatedPixelCNNArch):
         super().__init__(spec, arch)
@@ -64,10 +71,10 @@ class GatedPixelCNN(Prior):
                             arch.first_kernel if i == 0 else arch.kernel, C, first=i == 0)
             for i in range(arch.num_layers))
         # per layer: 2p for the vertical gate, 2p for the horizontal
-        self.class_bias = class_bias_table(spec.num_classes, arch.num_layers * 4 * hidden)
+        self.class_bias = class_bias_table(spec.label_rows, arch.num_layers * 4 * hidden)
         self.out = masked_output(hidden, out_hidden, self.head.num_params, C)
 
-    def _biases(self, labels: torch.Tensor | None) -> list[tuple]:
+    def biases(self, labels: torch.Tensor | None) -> list[tuple]:
         """Per layer (vertical bias (B, 2p), horizontal bias (B, 2p)), or Nones."""
         if self.class_bias is None:
             return [(None, None)] * len(self.layers)
@@ -75,51 +82,22 @@ class GatedPixelCNN(Prior):
         return list(zip(chunks[0::2], chunks[1::2]))
 
     def network(self, z, labels, context):
-        return self._run(z, z, self._biases(labels), FullPass([tuple(z.shape[-2:])]))
+        run, biases = FullPass(), self.biases(labels)
+        self.vertical_stack(run, z, biases)
+        return self.horizontal_stack(run, z, biases)
 
-    def _run(self, z, h, biases, ops, links=None):
-        """The stacks: z (B, C·E, H, W) the image; h the first horizontal input.
+    def vertical_stack(self, run, z: torch.Tensor, biases: list[tuple]) -> None:
+        """The rows-above stack over the image z (B, C·E, H, W) (one row in a row pass); each
+        layer's link (B, 2p, H, W) to the horizontal stack goes through ``run.share``."""
+        v = z
+        for layer, (bias_v, _) in zip(self.layers, biases):
+            v, link = layer.vertical(run, v, bias_v)  # (B, p, ·, W), (B, 2p, ·, W)
+            run.share(layer, link)
 
-        Whole maps when ``links`` is None; else one position of a generation step, with
-        the vertical stack's links (B, 2p, 1, 1) of that position given -> (B, P, ·, ·).
-        """
-        v, skips = z, 0
-        for i, (layer, (bias_v, bias_h)) in enumerate(zip(self.layers, biases)):
-            if links is None:
-                v, link = layer.vertical(v, bias_v, ops)  # (B, p, H, W), (B, 2p, H, W)
-            else:
-                link = links[i]
-            h, skip = layer.horizontal(h, link, bias_h, ops)
+    def horizontal_stack(self, run, z: torch.Tensor, biases: list[tuple]) -> torch.Tensor:
+        """The current-row stack -> params (B, P, H, W) (or (B, P, 1, 1) in a position pass)."""
+        h, skips = z, 0
+        for layer, (_, bias_h) in zip(self.layers, biases):
+            h, skip = layer.horizontal(run, h, run.shared(layer), bias_h)
             skips = skips + skip
-        return conv1x1(self.out, skips)  # (B, P, ·, ·)
-
-    @incremental_sampler
-    def sample(self, n, cond=None, *, temperature=1.0, top_k=None, generator=None):
-        """Exact incremental sampling; same draws, in the same order, as ``naive_sample``.
-
-        The vertical stack runs once per row (it sees only rows above); the horizontal
-        stack runs at the current position, once per channel, from cached input maps.
-        """
-        C, H, W = self.spec.shape
-        x, (labels, _) = self.blank_grids(n, cond)
-        draw = dict(temperature=temperature, top_k=top_k, generator=generator)
-        with eval_mode(self):
-            z = self.input(x)  # (n, C·E, H, W), filled in as symbols are drawn
-            biases = self._biases(labels)
-            cache = StepCache(n, [(H, W)])
-            for row in range(H):
-                ops, v, links = StepPass(cache, row), z, []
-                for layer, (bias_v, _) in zip(self.layers, biases):
-                    v, link = layer.vertical(v, bias_v, ops)  # (n, p, 1, W), (n, 2p, 1, W)
-                    links.append(link)
-                for col in range(W):
-                    at = [link[..., col:col + 1] for link in links]  # (n, 2p, 1, 1) each
-                    for c in range(C):
-                        h = z[:, :, row:row + 1, col:col + 1]  # (n, C·E, 1, 1), channels < c drawn
-                        params = self._run(z, h, biases, StepPass(cache, row, col), at)[:, :, 0, 0]
-                        x[:, c, row, col] = self.head.sample(params, channel=c, **draw)
-                        z[:, :, row, col] = self.input(x[:, :, row:row + 1, col:col + 1])[:, :, 0, 0]
-                    # the first horizontal conv cached this pixel before its last draw
-                    pixel = z[:, :, row:row + 1, col:col + 1]
-                    cache.padded(self.layers[0].hconv, pixel, 0).write(pixel, row, col)
-        return x
+        return run.pointwise(self.out, skips)  # (B, P, ·, ·)

@@ -7,26 +7,25 @@ symbol (h, w, c) sees every earlier pixel and channels < c of its own pixel. Sta
 3×3 mask-B convolutions leave a blind spot up and to the right; ``gated_pixelcnn``
 removes it. Class conditioning adds a learned per-class bias to every block's input.
 
-``sample`` is incremental: every layer's output at (h, w) depends only on earlier
-positions (and channels < c of its own), so each step evaluates every layer at the
-current position only, from cached input maps (``latentar.nn.incremental``), once per
-channel. It draws exactly what ``naive_sample`` draws for the same generator.
+Fast sampling (``PixelCNNStepper``) is incremental: every layer's output at (h, w)
+depends only on earlier positions (and channels < c of its own), so each step evaluates
+``body`` at the current position only, from cached input maps
+(``latentar.nn.incremental``), once per channel.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 
 import torch
 from torch import nn
 
 from latentar.checks import Checked
 from latentar.nn.conditioning import class_bias_table
-from latentar.nn.incremental import FullPass, StepCache, StepPass, incremental_sampler
+from latentar.nn.incremental import FullPass
 from latentar.nn.masked import MaskedConv2d, masked_output, round_to_groups
-from latentar.nn.shifted import plain_conv
-from latentar.priors.base import Prior, PriorSpec, eval_mode, register_prior
+from latentar.priors.base import Prior, PriorSpec, register_prior
+from latentar.priors.steppers.pixelcnn import PixelCNNStepper
 
 
 @dataclass
@@ -51,11 +50,11 @@ class ResidualBlock(nn.Module):
             nn.ReLU(), MaskedConv2d(mid, features, 1, "B", groups),
         )
 
-    def forward(self, x: torch.Tensor, apply=plain_conv) -> torch.Tensor:
-        """``apply(conv, t)`` evaluates the k×k conv (on the whole map by default)."""
+    def forward(self, run, x: torch.Tensor) -> torch.Tensor:
+        """``run`` (``latentar.nn.incremental``) evaluates the layers."""
         relu_in, reduce, relu_mid, conv, relu_out, expand = self.layers
-        h = apply(conv, relu_mid(reduce(relu_in(x))))  # (B, h, ...)
-        return x + expand(relu_out(h))
+        h = run.conv(conv, run.pointwise((relu_in, reduce, relu_mid), x))  # (B, h, ...)
+        return x + run.pointwise((relu_out, expand), h)
 
 
 @register_prior("pixelcnn")
@@ -69,6 +68,7 @@ class PixelCNN(Prior):
     }
     heads = ("categorical", "logistic_mixture")
     channel_masked = True
+    Stepper = PixelCNNStepper
 
     def __init__(self, spec: PriorSpec, arch: PixelCNNArch):
         super().__init__(spec, arch)
@@ -81,45 +81,25 @@ class PixelCNN(Prior):
         self.first = MaskedConv2d(C * self.input.dim, features, arch.first_kernel, "A", C)
         self.blocks = nn.ModuleList(ResidualBlock(features, mid, arch.kernel, C)
                                     for _ in range(arch.num_blocks))
-        self.class_bias = class_bias_table(spec.num_classes, features * (arch.num_blocks + 1))
+        self.class_bias = class_bias_table(spec.label_rows, features * (arch.num_blocks + 1))
         self.out = masked_output(features, out_hidden, self.head.num_params, C)
 
     def network(self, z, labels, context):
-        return self.body(FullPass([tuple(z.shape[2:])]), z, labels)
+        return self.body(FullPass(), z, self.biases(labels))
 
-    def body(self, run, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    def biases(self, labels: torch.Tensor | None) -> list[torch.Tensor] | None:
+        """The class bias (B, 2h) of each block's input and of the output layers, or None."""
+        if self.class_bias is None:
+            return None
+        return self.class_bias(labels).chunk(len(self.blocks) + 1, dim=1)
+
+    def body(self, run, z: torch.Tensor, biases: list[torch.Tensor] | None) -> torch.Tensor:
         """z (B, C·E, H, W) -> params (B, P, H, W), or at one position (B, P, 1, 1) in a StepPass."""
         h = run.conv_input(self.first, z)  # (B, 2h, H, W)
-        biases = None
-        if self.class_bias is not None:
-            biases = self.class_bias(labels).chunk(len(self.blocks) + 1, dim=1)  # each (B, 2h)
         for i, block in enumerate(self.blocks):
             if biases is not None:
                 h = h + biases[i][:, :, None, None]
-            h = block(h, partial(run.conv, level=0))
+            h = block(run, h)
         if biases is not None:
             h = h + biases[-1][:, :, None, None]
-        return self.out(h)  # (B, P, H, W)
-
-    def incremental_params(self, x: torch.Tensor, labels: torch.Tensor | None):
-        """Yield (h, w, c, params (B, P)) in raster then channel order, computed incrementally.
-
-        x long (B, C, H, W) is read as it is at each step (a sampler fills x[:, c, h, w]
-        after receiving it); the params equal ``self(x)[..., h, w]`` for channel c's draw.
-        """
-        C, H, W = self.spec.shape
-        cache = StepCache(x.shape[0], [(H, W)])
-        for h in range(H):
-            for w in range(W):
-                for c in range(C):  # channel c's block of params sees channels < c of (h, w)
-                    yield h, w, c, self.body(StepPass(cache, h, w), self.input(x), labels)[:, :, 0, 0]
-
-    @incremental_sampler
-    def sample(self, n, cond=None, *, temperature=1.0, top_k=None, generator=None):
-        """Incremental generation; draws exactly what ``naive_sample`` draws."""
-        x, (labels, _) = self.blank_grids(n, cond)
-        with eval_mode(self):
-            for h, w, c, params in self.incremental_params(x, labels):
-                x[:, c, h, w] = self.head.sample(params, channel=c, temperature=temperature, top_k=top_k,
-                                                 generator=generator)
-        return x
+        return run.pointwise(self.out, h)  # (B, P, H, W)

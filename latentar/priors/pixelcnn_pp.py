@@ -14,10 +14,9 @@ them back as short-cut connections. Whole pixels are the unit of conditioning: t
 head couples the channels of a pixel. Class conditioning adds a learned per-class
 bias inside every gated block.
 
-``sample`` generates incrementally (``latentar.nn.incremental``): the u stream once
-per row, the ul stream once per position, each level only at the positions attached
-to it, every conv evaluated from cached input maps. It draws exactly what
-``naive_sample`` draws for the same generator.
+Fast sampling (``PixelCNNppStepper``) is incremental (``latentar.nn.incremental``):
+the u stream once per row, the ul stream once per position, each level only at the
+positions attached to it, every conv evaluated from cached input maps.
 """
 
 from __future__ import annotations
@@ -31,10 +30,11 @@ from torch import nn
 
 from latentar.checks import FRACTION, Checked
 from latentar.nn.conditioning import class_bias_table
-from latentar.nn.incremental import FullPass, StepCache, StepPass, incremental_sampler
+from latentar.nn.incremental import FullPass
 from latentar.nn.shifted import (GatedResBlock, Nin, down_right_shifted_conv, down_right_shifted_deconv,
                                  down_shifted_conv, down_shifted_deconv)
-from latentar.priors.base import Prior, PriorSpec, eval_mode, register_prior
+from latentar.priors.base import Prior, PriorSpec, register_prior
+from latentar.priors.steppers.pixelcnn_pp import PixelCNNppStepper
 
 
 @dataclass
@@ -76,6 +76,7 @@ class PixelCNNpp(Prior):
     heads = ("logistic_mixture", "categorical")
     channel_masked = False
     full_context = True  # down- and down-right-shifted streams cover the whole past
+    Stepper = PixelCNNppStepper
 
     def __init__(self, spec: PriorSpec, arch: PixelCNNppArch):
         super().__init__(spec, arch)
@@ -93,7 +94,7 @@ class PixelCNNpp(Prior):
                          down_right_shifted_deconv, aux_up=F_, aux_down=2 * F_)
         self.gated = [block for stream in (self.u, self.ul)  # every gated block, in a fixed order
                       for stage in (*stream.up_blocks, *stream.down_blocks) for block in stage]
-        self.class_bias = class_bias_table(spec.num_classes, 2 * F_ * len(self.gated))
+        self.class_bias = class_bias_table(spec.label_rows, 2 * F_ * len(self.gated))
         self.out = Nin(F_, self.head.num_params)
 
     # ---- the network, written once for whole maps and for generation steps ----------
@@ -119,14 +120,14 @@ class PixelCNNpp(Prior):
                     break
                 skips.append(u)
             for r, block in enumerate(stream.up_blocks[s]):
-                u = block(u, None, biases.get(block), partial(run.conv, level=s))
+                u = block(run, u, None, biases.get(block), s)
                 run.share(("up", s, r), u, s)
                 skips.append(u)
         u = skips.pop() if run.due(S - 1) else None
         for s in reversed(range(S)):
             if run.due(s):
                 for r, block in enumerate(stream.down_blocks[s]):
-                    u = block(u, skips.pop(), biases.get(block), partial(run.conv, level=s))
+                    u = block(run, u, skips.pop(), biases.get(block), s)
                     run.share(("down", s, r), u, s)
             if s:
                 u = run.up(stream.upsample[s - 1], u, s - 1)
@@ -143,14 +144,14 @@ class PixelCNNpp(Prior):
                     break
                 skips.append(ul)
             for r, block in enumerate(stream.up_blocks[s]):
-                ul = block(ul, run.take(("up", s, r), s), biases.get(block), partial(run.conv, level=s))
+                ul = block(run, ul, run.shared(("up", s, r), s), biases.get(block), s)
                 skips.append(ul)
         ul = skips.pop() if run.due(S - 1) else None
         for s in reversed(range(S)):
             if run.due(s):
                 for r, block in enumerate(stream.down_blocks[s]):
-                    aux = torch.cat([run.take(("down", s, r), s), skips.pop()], dim=1)  # (B, 2F, ...)
-                    ul = block(ul, aux, biases.get(block), partial(run.conv, level=s))
+                    aux = torch.cat([run.shared(("down", s, r), s), skips.pop()], dim=1)  # (B, 2F, ...)
+                    ul = block(run, ul, aux, biases.get(block), s)
             if s:
                 ul = run.up(stream.upsample[s - 1], ul, s - 1)
         return self.out(F.elu(ul))  # (B, P, ...)
@@ -160,28 +161,3 @@ class PixelCNNpp(Prior):
         run, biases = FullPass(self.sizes), self.biases(labels)
         self.u_stream(run, z, biases)
         return self.ul_stream(run, z, biases)
-
-    # ---- fast sampling ------------------------------------------------------------
-    def incremental_params(self, x: torch.Tensor, labels: torch.Tensor | None):
-        """Yield (h, w, params (B, P)) in raster order, computed incrementally from x.
-
-        x long (B, C, H, W) is read as it is at each step, so a sampler may fill
-        x[:, :, h, w] after receiving position (h, w); the params equal ``self(x)[..., h, w]``.
-        """
-        C, H, W = self.spec.shape
-        biases, cache = self.biases(labels), StepCache(x.shape[0], self.sizes)
-        for h in range(H):
-            self.u_stream(StepPass(cache, h), self.with_ones(self.input(x)), biases)  # rows < h done
-            for w in range(W):
-                z = self.with_ones(self.input(x))  # (B, C·E + 1, H, W)
-                yield h, w, self.ul_stream(StepPass(cache, h, w), z, biases)[:, :, 0, 0]
-
-    @incremental_sampler
-    def sample(self, n, cond=None, *, temperature=1.0, top_k=None, generator=None):
-        """Incremental generation; draws exactly what ``naive_sample`` draws."""
-        x, (labels, _) = self.blank_grids(n, cond)
-        with eval_mode(self):
-            for h, w, params in self.incremental_params(x, labels):
-                x[:, :, h, w] = self.head.sample(params, temperature=temperature, top_k=top_k,
-                                                 generator=generator)
-        return x

@@ -13,12 +13,16 @@ Conditioning: a learned per-class bias in every gated unit, and a spatial contex
 (the VQ-VAE-2 bottom prior conditioned on top codes): the context codes are embedded,
 run through non-causal residual convolutions, upsampled (nearest) to the grid and fed
 to every gated unit. The context is known in full, so it may be used non-causally.
+
+The network is written once (``body``) for whole maps and for the one position of a
+generation step (``latentar.nn.incremental``); fast sampling (``PixelSNAILStepper``)
+evaluates every layer at the new position only: convolutions from cached input maps,
+attention from the cached keys and values of earlier positions.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -28,9 +32,10 @@ from torch import nn
 from latentar.checks import COUNT, FRACTION, Checked
 from latentar.nn.attention import CausalSelfAttention
 from latentar.nn.conditioning import class_bias_table
-from latentar.nn.incremental import StepCache, StepPass, incremental_sampler
-from latentar.nn.shifted import GatedResBlock, Nin, down_right_shifted_conv, down_shifted_conv, plain_conv
-from latentar.priors.base import Prior, PriorSpec, eval_mode, register_prior
+from latentar.nn.incremental import FullPass
+from latentar.nn.shifted import GatedResBlock, Nin, down_right_shifted_conv, down_shifted_conv
+from latentar.priors.base import Prior, PriorSpec, register_prior
+from latentar.priors.steppers.pixelsnail import PixelSNAILStepper
 
 BACKGROUND = 2  # positional channels: row and column coordinates in [-1, 1]
 
@@ -84,11 +89,6 @@ class ContextNet(nn.Module):
         return F.interpolate(c, size=size, mode="nearest")  # (B, F_c, H, W)
 
 
-def at(t: torch.Tensor | None, row: int, col: int) -> torch.Tensor | None:
-    """One position of a map: (B, c, H, W) -> (B, c, 1, 1); None stays None."""
-    return None if t is None else t[:, :, row:row + 1, col:col + 1]
-
-
 def join(*maps: torch.Tensor | None) -> torch.Tensor:
     """Concatenate the given maps along channels, skipping Nones."""
     return torch.cat([m for m in maps if m is not None], dim=1)
@@ -111,18 +111,14 @@ class SnailBlock(nn.Module):
         self.post = GatedResBlock(hidden, pointwise_conv, self.attention.out_channels + context_channels,
                                   arch.dropout)
 
-    def residual(self, h, ctx, biases, apply=plain_conv):
+    def forward(self, run, h, zb, ctx, biases):
+        """``run`` (``latentar.nn.incremental``) evaluates the convs and the attention;
+        ctx is already at what the pass computes (``run.view``)."""
         for unit, bias in zip(self.units, biases):
-            h = unit(h, ctx, bias, apply)
-        return h
-
-    def combine(self, h, attended, ctx, bias, apply=plain_conv):
-        return self.post(h, join(attended, ctx), bias, apply)
-
-    def forward(self, h, zb, ctx, biases):
-        h = self.residual(h, ctx, biases)
-        attended = self.attention(join(h, zb[:, -BACKGROUND:]), join(h, zb))  # (B, n·dv, H, W)
-        return self.combine(h, attended, ctx, biases[-1])
+            h = unit(run, h, ctx, bias)
+        # the keys and values of a position see its own symbols (zb), its query does not
+        attended = run.attend(self.attention, join(h, run.view(zb[:, -BACKGROUND:])), h, zb)  # (B, n·dv, ...)
+        return self.post(run, h, join(attended, ctx), biases[-1])
 
 
 @register_prior("pixelsnail")
@@ -143,6 +139,7 @@ class PixelSNAIL(Prior):
     heads = ("categorical", "logistic_mixture")
     supports_context = True
     full_context = True  # causal attention reaches every earlier position
+    Stepper = PixelSNAILStepper
 
     def __init__(self, spec: PriorSpec, arch: PixelSNAILArch):
         super().__init__(spec, arch)
@@ -160,10 +157,10 @@ class PixelSNAIL(Prior):
                                     for _ in range(arch.num_blocks))
         self.units_per_block = arch.res_units + 1
         # a (2F) gate bias per gated unit
-        self.class_bias = class_bias_table(spec.num_classes, arch.num_blocks * self.units_per_block * 2 * width)
+        self.class_bias = class_bias_table(spec.label_rows, arch.num_blocks * self.units_per_block * 2 * width)
         self.out = Nin(width, self.head.num_params)
 
-    def _biases(self, labels: torch.Tensor | None) -> list[list]:
+    def biases(self, labels: torch.Tensor | None) -> list[list]:
         """Per block, per gated unit: a class bias (B, 2F), or None."""
         count = self.units_per_block
         if self.class_bias is None:
@@ -171,57 +168,24 @@ class PixelSNAIL(Prior):
         chunks = self.class_bias(labels).chunk(len(self.blocks) * count, dim=1)
         return [list(chunks[b * count:(b + 1) * count]) for b in range(len(self.blocks))]
 
-    def _context(self, context: torch.Tensor | None, size: tuple[int, int]) -> torch.Tensor | None:
+    def context_features(self, context: torch.Tensor | None, size: tuple[int, int]) -> torch.Tensor | None:
+        """The context network's features (B, F_c, H, W) of a spatial context, or None."""
         return None if self.context is None else self.context(context, size)
 
-    def network(self, z, labels, context):
+    def with_background(self, z: torch.Tensor) -> torch.Tensor:
+        """z (B, C·E, H, W) -> (B, C·E + 2, H, W) with the positional channels appended."""
         B, _, H, W = z.shape
-        zb = join(z, background(H, W, z).expand(B, -1, -1, -1))  # (B, C·E + 2, H, W)
-        ctx = self._context(context, (H, W))  # (B, F_c, H, W) or None
-        h = self.first_above(zb) + self.first_left(zb)  # (B, F, H, W)
-        for block, biases in zip(self.blocks, self._biases(labels)):
-            h = block(h, zb, ctx, biases)
-        return self.out(F.elu(h))  # (B, P, H, W)
+        return join(z, background(H, W, z).expand(B, -1, -1, -1))
 
-    @incremental_sampler
-    def sample(self, n, cond=None, *, temperature=1.0, top_k=None, generator=None):
-        """Exact incremental sampling; same draws, in the same order, as ``naive_sample``.
+    def network(self, z, labels, context):
+        ctx = self.context_features(context, tuple(z.shape[-2:]))
+        return self.body(FullPass(), self.with_background(z), ctx, self.biases(labels))
 
-        Each step computes every layer at the new position only: convolutions from
-        cached input maps, attention from cached keys and values of earlier positions.
-        Keys and values of a position include its symbol, so they are stored right
-        after it is drawn.
-        """
-        C, H, W = self.spec.shape
-        x, (labels, context) = self.blank_grids(n, cond)
-        draw = dict(temperature=temperature, top_k=top_k, generator=generator)
-        with eval_mode(self):
-            z = self.input(x)  # (n, C·E, H, W)
-            # (n, C·E + 2, H, W): symbols (filled in as drawn) and background channels
-            zb = join(z, background(H, W, z).expand(n, -1, -1, -1))
-            ctx = self._context(context, (H, W))  # (n, F_c, H, W) or None
-            biases = self._biases(labels)
-            cache = StepCache(n, [(H, W)])
-            kv = [block.attention.new_cache(n, H * W, z) for block in self.blocks]
-            for i in range(H * W):
-                row, col = divmod(i, W)
-                params, block_inputs = self._step(zb, ctx, biases, cache, kv, row, col)  # (n, P)
-                x[:, :, row, col] = self.head.sample(params, channel=None, **draw)
-                zb[:, :z.shape[1], row, col] = self.input(x[:, :, row:row + 1, col:col + 1])[:, :, 0, 0]
-                for block, h_in, cache_b in zip(self.blocks, block_inputs, kv):
-                    block.attention.remember(cache_b, i, join(h_in, at(zb, row, col)))
-        return x
-
-    def _step(self, zb, ctx, biases, cache, kv, row, col):
-        """Every layer at (row, col) from the caches -> (params (n, P), block inputs [(n, F, 1, 1)])."""
-        ops = StepPass(cache, row, col)
-        apply = partial(ops.conv, level=0)
-        ctx_at, bg_at = at(ctx, row, col), at(zb, row, col)[:, -BACKGROUND:]
-        h = ops.conv_input(self.first_above, zb) + ops.conv_input(self.first_left, zb)  # (n, F, 1, 1)
-        block_inputs = []
-        for block, block_biases, cache_b in zip(self.blocks, biases, kv):
-            h = block.residual(h, ctx_at, block_biases, apply)
-            block_inputs.append(h)
-            attended = block.attention.attend_at(cache_b, row * zb.shape[-1] + col, join(h, bg_at))
-            h = block.combine(h, attended, ctx_at, block_biases[-1])  # its convs are 1×1: pointwise
-        return self.out(F.elu(h))[:, :, 0, 0], block_inputs
+    def body(self, run, zb: torch.Tensor, ctx: torch.Tensor | None, biases: list[list]) -> torch.Tensor:
+        """zb (B, C·E + 2, H, W) the symbols and the positional channels, ctx (B, F_c, H, W) or
+        None -> params (B, P, H, W), or (B, P, 1, 1) in a position pass."""
+        ctx = None if ctx is None else run.view(ctx)
+        h = run.conv_input(self.first_above, zb) + run.conv_input(self.first_left, zb)  # (B, F, ...)
+        for block, block_biases in zip(self.blocks, biases):
+            h = block(run, h, zb, ctx, block_biases)
+        return self.out(F.elu(h))  # (B, P, ...)

@@ -47,7 +47,7 @@ class RowLSTMArch(Checked):
 
 @dataclass
 class RowCache:
-    """One layer's state during incremental sampling."""
+    """One layer's states while it is evaluated one position at a time."""
 
     input_to_state: ConvParts  # the input-to-state conv, masked once per generation
     inputs: PaddedMap  # the layer input (n, F, H, W + k - 1), written one position at a time
@@ -69,7 +69,8 @@ class RowLSTMLayer(nn.Module):
         self.state_to_state = nn.Conv1d(state, GATES * state, kernel, padding=kernel // 2)
         self.proj = MaskedConv2d(state, features, 1, "B", groups)
 
-    def forward(self, a: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    def forward(self, a: torch.Tensor, bias: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """a (B, F, H, W), bias (B, 4S) -> (B, F, H, W); the raw input z is not read."""
         B, _, H, W = a.shape
         gates = self.input_to_state(a) + bias[:, :, None, None]  # (B, 4S, H, W)
         hidden = cell = a.new_zeros(B, self.state, W)
@@ -79,17 +80,19 @@ class RowLSTMLayer(nn.Module):
             rows.append(hidden)  # (B, S, W)
         return a + self.proj(torch.stack(rows, dim=2))
 
-    # ---- incremental sampling ----------------------------------------------------------
-    def start(self, n: int, H: int, W: int, device: torch.device) -> RowCache:
+    # ---- one position at a time (the ``RecurrentStack`` protocol) -------------------------
+    def new_cache(self, n: int, H: int, W: int, device: torch.device) -> RowCache:
         states = torch.zeros(n, self.state, H + 1, W, device=device)
         parts = conv_parts(self.input_to_state)
         inputs = PaddedMap(n, self.input_to_state.in_channels, (H, W), parts.pad, states)
         return RowCache(parts, inputs, states, states.clone())
 
     def begin_row(self, cache: RowCache, i: int) -> None:
-        cache.recurrent = self.state_to_state(cache.hidden[:, :, i])  # row i-1 is complete
+        """Convolve row i-1's finished states once: every position of row i reads them."""
+        cache.recurrent = self.state_to_state(cache.hidden[:, :, i])  # (n, 4S, W)
 
-    def step(self, cache: RowCache, i: int, w: int, a: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    def evaluate_at(self, cache: RowCache, i: int, w: int, a: torch.Tensor, z: torch.Tensor,
+                    bias: torch.Tensor) -> torch.Tensor:
         """The layer at (i, w) from a (n, F) there -> (n, F); stores the states at (i, w)."""
         cache.inputs.write(a[:, :, None, None], i, w)
         gates = conv_window(cache.input_to_state, cache.inputs.data, i, w).flatten(1)  # (n, 4S)
@@ -104,7 +107,7 @@ class RowLSTMLayer(nn.Module):
 
 @register_prior("row_lstm")
 class RowLSTM(RecurrentPrior):
-    """Incremental sampling (``RecurrentPrior.sample``):
+    """Incremental sampling (``RecurrentStepper``):
 
     A state at (i, w) depends only on row i-1's states and the layer input at
     (i, w-1..w), so each row starts by convolving the finished row above once and then
@@ -125,5 +128,5 @@ class RowLSTM(RecurrentPrior):
         super().__init__(spec, arch)
         self.body = RecurrentStack(
             spec.shape[0], self.input.dim, arch.hidden, arch.num_layers, arch.first_kernel,
-            arch.output_hidden, self.head.num_params, spec.num_classes,
+            arch.output_hidden, self.head.num_params, spec.label_rows,
             lambda features, state, groups: RowLSTMLayer(features, state, arch.kernel, groups))

@@ -26,7 +26,7 @@ from torch import nn
 
 from latentar.checks import (COUNT, FRACTION, NON_NEGATIVE, SYMBOLS, Bound, Checked, FieldError, build,
                              check_value)
-from latentar.priors.base import eval_mode
+from latentar.nn.modes import eval_mode
 from latentar.quantizers import VectorQuantizer
 from latentar.quantizers.vector_quantizer import UPDATES
 from latentar.registry import MODELS

@@ -1,0 +1,27 @@
+"""``latentar eval``: score a saved prior on a dataset split (JSON out)."""
+
+from __future__ import annotations
+
+import json
+
+from latentar.commands.options import add_data_root, check_positive, load_model
+from latentar.data import open_dataset
+from latentar.evaluation import evaluate_prior
+from latentar.priors import Prior
+
+
+def add_eval_command(subparsers) -> None:
+    parser = subparsers.add_parser("eval", help="score a saved prior on a dataset split (JSON out)")
+    parser.add_argument("--model", required=True, help="a saved prior folder (e.g. RUN/model)")
+    parser.add_argument("--data", required=True, help="dataset name")
+    parser.add_argument("--split", default="test", choices=["train", "test"])
+    parser.add_argument("--batch-size", type=int, default=256)
+    add_data_root(parser)
+    parser.set_defaults(func=run_eval)
+
+
+def run_eval(args) -> None:
+    check_positive(args.batch_size, "--batch-size")
+    model = load_model(args.model, Prior, "--model", refusal="; `latentar eval` scores priors")
+    dataset = open_dataset(args.data, args.split, args.data_root)
+    print(json.dumps(evaluate_prior(model, dataset, batch_size=args.batch_size), indent=2))

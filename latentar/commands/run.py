@@ -1,0 +1,32 @@
+"""``latentar run RECIPE``: a recipe end to end (VQ-VAE, codes, prior(s), samples, report)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from latentar.commands.options import add_data_root
+from latentar.config import load_recipe
+from latentar.pipeline import process_state, run_recipe
+
+
+def add_run_command(subparsers) -> None:
+    parser = subparsers.add_parser("run", help="run a recipe: VQ-VAE, codes, prior(s), samples and a report")
+    parser.add_argument("recipe", help="a recipe (recipes/*.toml) or a run's resolved recipe.json")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override a recipe value, e.g. --set prior_train.steps=500 (repeatable)")
+    parser.add_argument("--out", default=None, help="the run folder (default: runs/RECIPE_NAME)")
+    add_data_root(parser, help="where datasets live (sets data.root)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start the run folder afresh: remove the stages, codes and report of an earlier run")
+    parser.set_defaults(func=run_command)
+
+
+def run_command(args) -> None:
+    overrides = [*args.overrides, *([f"data.root={args.data_root}"] if args.data_root else [])]
+    recipe = load_recipe(args.recipe, overrides)
+    out = Path(args.out) if args.out else Path("runs") / Path(args.recipe).stem
+    summary = run_recipe(recipe, out, overwrite=args.overwrite)
+    if process_state().is_main_process:
+        print(json.dumps(summary, indent=2))
+        print(f"wrote {out}/: summary.json, samples.png, curves.png, and one folder per stage")

@@ -1,0 +1,115 @@
+"""``latentar sample`` (draw images from a prior, decoded by a VQ-VAE in code mode) and
+``latentar complete`` (redraw the lower part of real test images)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+from latentar.commands.options import (add_data_root, add_sampling_knobs, load_model, model_folder,
+                                       parse_assignments, sampling_knobs)
+from latentar.data import load_dataset
+from latentar.data.codes import check_codes_source
+from latentar.priors.base import Prior, check_num_samples
+from latentar.sampling import (check_image_path, check_nrow, check_pair, class_rows, code_levels, complete,
+                               completion_grid, generate, save_grid, save_individual)
+from latentar.vqvae import VQVAE
+
+
+def add_sample_command(subparsers) -> None:
+    parser = subparsers.add_parser("sample", help="draw images from a prior (decoded by a VQ-VAE in code mode)")
+    add_model_arguments(parser)
+    parser.add_argument("-n", type=int, default=64, help="images to draw (default 64)")
+    parser.add_argument("--class", dest="label", type=int, default=None,
+                        help="class to draw; a class-conditional prior without it draws one row per class")
+    parser.add_argument("--nrow", type=int, default=8, help="images per grid row (default 8)")
+    parser.add_argument("--save-codes", action="store_true",
+                        help="also write the drawn symbol grids to OUT.codes.safetensors")
+    parser.add_argument("--save-individual", action="store_true",
+                        help="also write each image as a PNG into a folder named after OUT")
+    parser.set_defaults(func=run_sample)
+
+
+def add_complete_command(subparsers) -> None:
+    parser = subparsers.add_parser("complete", help="complete the lower part of real test images (PixelRNN fig.)")
+    add_model_arguments(parser)
+    parser.add_argument("--data", required=True, help="dataset of the real images, e.g. mnist")
+    add_data_root(parser)
+    parser.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="a dataset option, e.g. --data-option size=32 for image_folder (repeatable)")
+    parser.add_argument("--keep-rows", type=int, required=True,
+                        help="rows kept from each image: pixel rows in pixel mode, code rows in code mode")
+    parser.add_argument("-n", type=int, default=8, help="test images, one grid row each (default 8)")
+    parser.add_argument("--samples", type=int, default=4, help="completions per image (default 4)")
+    parser.set_defaults(func=run_complete)
+
+
+def add_model_arguments(parser) -> None:
+    parser.add_argument("--prior", "--model", dest="prior", required=True,
+                        help="a saved prior folder (or a run's stage folder, e.g. runs/main/prior)")
+    parser.add_argument("--vqvae", default=None, help="the VQ-VAE that made the prior's codes (code mode)")
+    parser.add_argument("--bottom-prior", default=None,
+                        help="VQ-VAE-2: the bottom prior (--prior is then the top prior)")
+    add_sampling_knobs(parser)
+    parser.add_argument("--out", required=True, help="the PNG grid to write")
+
+
+def load_models(args) -> tuple[Prior, Any, Prior | None]:
+    """--prior, --vqvae and --bottom-prior, checked to belong together."""
+    prior = load_model(args.prior, Prior, "--prior")
+    vqvae = None if args.vqvae is None else load_model(args.vqvae, VQVAE, "--vqvae")
+    bottom = None if args.bottom_prior is None else load_model(args.bottom_prior, Prior, "--bottom-prior")
+    if vqvae is not None:
+        for folder in [args.prior] + ([args.bottom_prior] if bottom is not None else []):
+            check_codes_source(model_folder(folder), vqvae)
+    check_pair(prior, vqvae, bottom)
+    return prior, vqvae, bottom
+
+
+def levels_of(prior: Prior, vqvae: Any | None) -> int:
+    """Pixel levels of the drawn images: 256 when a VQ-VAE decodes them, else the prior's symbols."""
+    return 256 if vqvae is not None else prior.spec.num_symbols
+
+
+def run_sample(args) -> None:
+    check_image_path(args.out)  # the arguments first, before any work
+    check_num_samples(args.n)
+    check_nrow(args.nrow)
+    prior, vqvae, bottom = load_models(args)
+    labels, nrow = args.label, args.nrow
+    if prior.spec.num_classes is not None and labels is None:  # one row per class
+        nrow = -(-args.n // prior.spec.num_classes)
+        labels = class_rows(prior.spec.num_classes, nrow)
+    n = args.n if not isinstance(labels, torch.Tensor) else len(labels)
+    drawn = generate(prior, vqvae, n, labels, bottom_prior=bottom, **sampling_knobs(args))
+    levels = levels_of(prior, vqvae)
+    out = save_grid(drawn.images, args.out, nrow=nrow, levels=levels)
+    print(f"wrote {n} samples to {out}")
+    if args.save_codes:
+        names = code_levels(vqvae) if vqvae is not None else ["pixels"]
+        path = out.with_suffix(".codes.safetensors")
+        save_file({name: s.contiguous() for name, s in zip(names, drawn.symbols)}, str(path))
+        print(f"wrote the drawn grids ({', '.join(names)}) to {path}")
+    if args.save_individual:
+        folder = out.with_suffix("")
+        save_individual(drawn.images, folder, levels)
+        print(f"wrote {n} PNGs to {folder}/")
+
+
+def run_complete(args) -> None:
+    check_image_path(args.out)  # before any work
+    prior, vqvae, bottom = load_models(args)
+    if bottom is not None:
+        raise ValueError("completion works with one prior; --bottom-prior is not supported")
+    test = load_dataset(args.data, "test", args.data_root, **parse_assignments(args.data_option, "--data-option"))
+    if args.n < 1 or args.n > len(test):
+        raise ValueError(f"-n must lie in [1, {len(test)}] (the test split's size), got {args.n}")
+    items = [test[i] for i in range(args.n)]
+    images = torch.stack([image for image, _ in items])  # uint8 (n, C, H, W)
+    labels = torch.tensor([label for _, label in items])  # (n,)
+    result = complete(prior, images, args.keep_rows, args.samples, vqvae=vqvae,
+                      labels=labels if prior.spec.num_classes is not None else None, **sampling_knobs(args))
+    grid, nrow = completion_grid(result)
+    print(f"wrote {args.n} completions to {save_grid(grid, args.out, nrow=nrow, levels=levels_of(prior, vqvae))}")

@@ -1,0 +1,26 @@
+"""Parts of a dataset: its first items, and attributes seen through ``Subset`` wrappers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch.utils.data import Dataset, Subset
+
+
+def first_items(dataset: Dataset, n: int | None, *, at_most: bool = False) -> Dataset:
+    """The first ``n`` items of ``dataset`` (all of it for None); quick runs train on these.
+
+    ``n`` must lie in [1, len(dataset)]; with ``at_most`` a larger ``n`` keeps the whole dataset.
+    """
+    if n is None or (at_most and n >= len(dataset)):
+        return dataset
+    if not 1 <= n <= len(dataset):
+        raise ValueError(f"subset must be in [1, {len(dataset)}] (the training set's size), got {n}")
+    return Subset(dataset, range(n))
+
+
+def dataset_attribute(dataset: Dataset, name: str) -> Any:
+    """``dataset.name``, looking through ``Subset`` wrappers; None when absent."""
+    while not hasattr(dataset, name) and isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    return getattr(dataset, name, None)

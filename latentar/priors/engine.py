@@ -1,0 +1,191 @@
+"""The sampling engine: one generation loop for every prior, every head, every knob.
+
+    x = generate(prior, x, labels, context, Knobs(temperature=0.9, top_p=0.95), generator=g)
+
+The driver owns the raster order over (h, w), the channel order inside a position, the
+head call and the knobs. A prior contributes a ``Stepper``: started on n grids and a
+condition, it gives the head params of one position (and channel, for channel-masked
+backbones) and takes the symbols drawn there. ``NaiveStepper`` runs the whole network
+at every call and is the reference; a prior's fast stepper (layer caches, KV caches,
+recurrent states) must give the same head params and so draw the same samples.
+
+At every symbol the driver asks the head for the log-probabilities of the K values of
+that symbol given everything drawn so far (``Head.next_log_probs``), then applies, in
+this order and for every head alike:
+
+1. classifier-free guidance (``cfg_scale`` s != 1): the batch is doubled, the second
+   half with the null class; guided = log_softmax(uncond + s · (cond - uncond));
+2. temperature T: log_softmax(log p / T), i.e. p^(1/T) renormalised, per symbol;
+3. top-k: keep the k most likely values;
+4. top-p (nucleus): keep the smallest set of most likely values whose probability
+   reaches p;
+
+and draws one value per grid with ``torch.multinomial``. With T = 1, no top-k / top-p
+and s = 1 the draws follow the model's exact distribution.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from latentar.nn.modes import eval_mode
+
+
+@dataclass(frozen=True)
+class Knobs:
+    """How to draw: see the module docstring for what each knob does and in which order."""
+
+    temperature: float = 1.0  # > 0; 1 = the model's distribution
+    top_k: int | None = None  # keep the k most likely values; None = all
+    top_p: float | None = None  # nucleus mass in (0, 1]; None (or 1) = all
+    cfg_scale: float = 1.0  # classifier-free guidance scale; 1 = plain conditional sampling
+
+    def __post_init__(self):
+        if not _real(self.temperature) or not 0 < self.temperature < math.inf:
+            raise ValueError(f"temperature must be a finite number > 0, got {self.temperature!r}")
+        if self.top_k is not None and (isinstance(self.top_k, bool) or not isinstance(self.top_k, numbers.Integral)
+                                       or self.top_k < 1):
+            raise ValueError(f"top_k must be an integer >= 1 or None, got {self.top_k!r}")
+        if self.top_p is not None and (not _real(self.top_p) or not 0 < self.top_p <= 1):
+            raise ValueError(f"top_p must be a number in (0, 1] or None, got {self.top_p!r}")
+        if not _real(self.cfg_scale) or not math.isfinite(self.cfg_scale):
+            raise ValueError(f"cfg_scale must be a finite number, got {self.cfg_scale!r}")
+
+    @property
+    def guided(self) -> bool:
+        return self.cfg_scale != 1.0
+
+
+def _real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+# ---- the knobs, each a transform of log-probabilities (N, K) ---------------------------
+def guide(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
+    """Classifier-free guidance: log_softmax(uncond + scale · (cond - uncond)); a value
+    impossible under either distribution stays impossible."""
+    possible = torch.isfinite(cond) & torch.isfinite(uncond)
+    mixed = torch.where(possible, uncond + scale * (cond - uncond), float("-inf"))
+    return F.log_softmax(mixed, dim=-1)
+
+
+def apply_temperature(log_probs: torch.Tensor, temperature: float) -> torch.Tensor:
+    return log_probs if temperature == 1.0 else F.log_softmax(log_probs / temperature, dim=-1)
+
+
+def keep_top_k(log_probs: torch.Tensor, k: int | None) -> torch.Tensor:
+    if k is None or k >= log_probs.shape[-1]:
+        return log_probs
+    kth = torch.topk(log_probs, k, dim=-1).values[..., -1:]
+    return log_probs.masked_fill(log_probs < kth, float("-inf"))
+
+
+def keep_top_p(log_probs: torch.Tensor, p: float | None) -> torch.Tensor:
+    """Keep the smallest set of most likely values whose probability reaches p (the most
+    likely value always stays)."""
+    if p is None or p >= 1.0:
+        return log_probs
+    ordered, order = torch.sort(log_probs, dim=-1, descending=True)
+    mass_before = torch.cumsum(F.softmax(ordered, dim=-1), dim=-1) - F.softmax(ordered, dim=-1)
+    drop = torch.zeros_like(ordered, dtype=torch.bool).scatter(-1, order, mass_before >= p)
+    return log_probs.masked_fill(drop, float("-inf"))
+
+
+def draw(log_probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """One value per row of log_probs (N, K) -> long (N,)."""
+    return torch.multinomial(F.softmax(log_probs, dim=-1), 1, generator=generator).squeeze(-1)
+
+
+def transformed(log_probs: torch.Tensor, knobs: Knobs, n: int) -> torch.Tensor:
+    """The knobs applied to the head's log-probs (n or 2n, K) -> (n, K), in the documented order."""
+    if knobs.guided:
+        log_probs = guide(log_probs[:n], log_probs[n:], knobs.cfg_scale)
+    log_probs = apply_temperature(log_probs, knobs.temperature)
+    return keep_top_p(keep_top_k(log_probs, knobs.top_k), knobs.top_p)
+
+
+# ---- steppers --------------------------------------------------------------------------
+class Stepper:
+    """One generation of ``prior`` over the grids ``x`` (n, C, H, W) long, position by position.
+
+    The driver walks positions (h, w) in raster order; at each one:
+
+    - channel-masked priors: for c in 0..C-1 it calls ``params(h, w, c)`` -> (n, P), draws
+      channel c and writes x[:, c, h, w] before asking for channel c + 1;
+    - whole-pixel priors: ``params(h, w, None)`` -> (n, P) once, then it draws every channel;
+
+    then ``take(h, w)``: x[:, :, h, w] is final. Completion (redraw from row r) walks the
+    rows < r the same way without drawing, so caches fill; a stepper whose params do not
+    depend on earlier calls sets ``needs_history = False`` and is not walked there.
+    ``x`` is the driver's tensor (read it, never write it); ``labels`` (n,) long or None may
+    hold the null class ``prior.spec.num_classes`` under guidance; ``context`` (n, h, w) or None.
+    """
+
+    needs_history: ClassVar[bool] = True
+
+    def __init__(self, prior, x: torch.Tensor, labels: torch.Tensor | None, context: torch.Tensor | None):
+        self.prior, self.x, self.labels, self.context = prior, x, labels, context
+
+    def params(self, h: int, w: int, c: int | None) -> torch.Tensor:
+        """(n, P) head params at (h, w) (channel c of a channel-masked prior), equal up to float
+        reordering to ``prior.network(prior.input(x), labels, context)[:, :, h, w]``."""
+        raise NotImplementedError
+
+    def take(self, h: int, w: int) -> None:
+        """x[:, :, h, w] now holds the symbols drawn at (h, w)."""
+
+
+class NaiveStepper(Stepper):
+    """The reference: one whole teacher-forced pass of the network at every call."""
+
+    needs_history = False
+
+    def params(self, h, w, c):
+        return self.prior.network(self.prior.input(self.x), self.labels, self.context)[:, :, h, w]
+
+
+# ---- the driver ------------------------------------------------------------------------
+def generate(prior, x: torch.Tensor, labels: torch.Tensor | None, context: torch.Tensor | None,
+             knobs: Knobs, *, start_row: int = 0, stepper: type[Stepper] | None = None,
+             generator: torch.Generator | None = None) -> torch.Tensor:
+    """Draw every symbol of x long (n, C, H, W) at rows >= ``start_row`` given the rows above
+    -> a new long (n, C, H, W). ``labels``/``context`` are checked already; ``stepper``
+    defaults to the prior's fast one. Eval and inference mode inside, the mode restored after."""
+    n = x.shape[0]
+    if knobs.guided:
+        labels = _with_null_class(prior, labels)
+        x, context = torch.cat([x, x]), None if context is None else torch.cat([context, context])
+    else:
+        x = x.clone()
+    C, H, W = prior.spec.shape
+    head, masked = prior.head, prior.channel_masked
+    with eval_mode(prior), torch.inference_mode():
+        walker = (stepper or type(prior).Stepper)(prior, x, labels, context)
+        for h in range(0 if walker.needs_history else start_row, H):
+            drawing = h >= start_row
+            for w in range(W):
+                for c in range(C) if masked else [None]:
+                    params = walker.params(h, w, c)  # (n or 2n, P)
+                    for channel in [c] if masked else range(C):
+                        if drawing:
+                            log_probs = head.next_log_probs(params, channel, x[:, :, h, w])  # (·, K)
+                            x[:, channel, h, w] = draw(transformed(log_probs, knobs, n), generator).repeat(
+                                x.shape[0] // n)
+                walker.take(h, w)
+    return x[:n].clone()
+
+
+def _with_null_class(prior, labels: torch.Tensor | None) -> torch.Tensor:
+    """Labels for a doubled batch: the given ones, then the null class ``num_classes``."""
+    spec = prior.spec
+    if labels is None or not spec.class_dropout > 0:
+        raise ValueError(f"cfg_scale != 1 needs a class-conditional prior trained with class_dropout > 0 "
+                         f"(a learned null class); this one has num_classes={spec.num_classes}, "
+                         f"class_dropout={spec.class_dropout}")
+    return torch.cat([labels, torch.full_like(labels, spec.num_classes)])

@@ -1,0 +1,1 @@
+"""The fast steppers of the conv priors (see ``latentar.priors.engine``), one file each."""
