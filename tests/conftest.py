@@ -43,6 +43,16 @@ def device(monkeypatch):
 
 
 @pytest.fixture
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on: the rendezvous of two-process tests."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
 def image_folder(tmp_path):
     """A tiny two-class ``image_folder`` dataset of 8×8 PNGs: train/ (16 a class), test/ (4 a class)."""
     import torch

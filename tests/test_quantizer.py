@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 
 import pytest
 import torch
@@ -127,12 +126,6 @@ def test_code_usage_over_a_pass():
 
 
 # ---- two processes ---------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _train_on_rank(rank: int, world: int, port: int, folder: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
@@ -159,9 +152,9 @@ def _train_on_rank(rank: int, world: int, port: int, folder: str) -> None:
         dist.destroy_process_group()
 
 
-def test_two_processes_hold_identical_codebooks(tmp_path):
+def test_two_processes_hold_identical_codebooks(tmp_path, free_port):
     # spawn, not fork: a fork after torch's thread pool started can hang in the child
-    mp.start_processes(_train_on_rank, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True,
+    mp.start_processes(_train_on_rank, args=(2, free_port, str(tmp_path)), nprocs=2, join=True,
                        start_method="spawn")
     a, b = (torch.load(tmp_path / f"rank{r}.pt") for r in range(2))
     assert not torch.equal(a.pop("encoder_weight"), b.pop("encoder_weight")), "ranks saw the same data"

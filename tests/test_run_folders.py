@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -150,10 +149,8 @@ torch.distributed.destroy_process_group()
 
 
 @pytest.mark.slow
-def test_every_rank_raises_the_main_ranks_refusal(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+def test_every_rank_raises_the_main_ranks_refusal(tmp_path, free_port):
+    port = free_port
     held, free = tmp_path / "held", tmp_path / "free"
     lock = FolderLock(held)
     lock.acquire()

@@ -8,7 +8,6 @@ import json
 import math
 import os
 import re
-import socket
 from pathlib import Path
 
 import pytest
@@ -281,12 +280,10 @@ def two_process_worker(rank: int, port: int, out: str) -> None:
 
 
 @pytest.mark.slow
-def test_two_processes_score_like_one(tmp_path):
+def test_two_processes_score_like_one(tmp_path, free_port):
     # spawned, not forked: a fork after torch's thread pool started can hang in the child;
     # `accelerate launch` or torchrun would set up the same environment variables
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port
     out = tmp_path / "run"
     torch.multiprocessing.start_processes(two_process_worker, args=(port, str(out)), nprocs=2,
                                           start_method="spawn")
