@@ -41,6 +41,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, NamedTuple
 
 import torch
+import torch.utils.checkpoint
 from torch import nn
 
 from latentar.checks import FRACTION, SYMBOLS, Checked, FieldError, build
@@ -120,10 +121,12 @@ class Prior(nn.Module, Saveable):
     supports_context: ClassVar[bool] = False  # accepts a spatial context map
     full_context: ClassVar[bool] = False  # every position sees every earlier one (no blind spot)
     Stepper: ClassVar[type[Stepper]] = NaiveStepper  # the fast sampler's stepper (see engine.py)
+    checkpointable: ClassVar[bool] = False  # its network routes its big blocks through ``checkpointed``
 
     def __init__(self, spec: PriorSpec, arch: Any):
         super().__init__()
         self.spec, self.arch = spec, arch
+        self.checkpoint_activations = False  # set with ``set_activation_checkpointing``
         self._check_spec(spec)
         C, _, _ = spec.shape
         self.input = SymbolInput(spec.symbols, spec.num_symbols, spec.embed_dim)
@@ -175,6 +178,21 @@ class Prior(nn.Module, Saveable):
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
+
+    # ---- activation checkpointing (memory for big configurations) ----------------
+    def set_activation_checkpointing(self, on: bool) -> None:
+        """Recompute the activations of each big block in the backward pass instead of keeping
+        them (``torch.utils.checkpoint``): less memory, more time; the same values and gradients."""
+        if on and not self.checkpointable:
+            raise ValueError(f"prior {self.name!r} does not support checkpoint_activations")
+        self.checkpoint_activations = bool(on)
+
+    def checkpointed(self, fn, *args):
+        """``fn(*args)``, its activations recomputed in backward when checkpointing is on and a
+        gradient is being recorded (training); a plain call otherwise."""
+        if self.checkpoint_activations and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(fn, *args, use_reentrant=False)
+        return fn(*args)
 
     # ---- the distribution --------------------------------------------------------
     def network(self, z: torch.Tensor, labels: torch.Tensor | None,
