@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import latentar
-from latentar.heads.logistic_mixture import TINY_BIN, LogisticMixtureHead, discretized_logistic_log_prob
+from latentar.heads.logistic_mixture import (TINY_BIN, LogisticMixtureHead, discretized_logistic_log_prob,
+                                             every_bin_log_prob)
 
 
 def random_params(head: LogisticMixtureHead, n: int = 1, seed: int = 0, dtype=torch.float64):
@@ -112,6 +113,20 @@ def test_tiny_bin_branch_is_continuous_and_exact():
         scale = log_scale.exp()
         exact = torch.sigmoid((v + half - mean) / scale) - torch.sigmoid((v - half - mean) / scale)
         assert got.item() == pytest.approx(exact.log().item(), rel=1e-9)
+
+
+@pytest.mark.parametrize("K", [2, 3, 256])
+def test_every_bin_at_once_equals_one_bin_at_a_time(K):
+    """The sampler's all-K evaluation (shared edges) gives each bin's value as the training
+    path computes it, for sharp, ordinary, very wide (midpoint rule) and far-off logistics."""
+    half = 1 / (K - 1)
+    mean = torch.tensor([[0.0, 0.3, -0.9, 40.0], [0.5, -30.0, 0.0, 1.0]], dtype=torch.float64)
+    log_scale = torch.tensor([[-7.0, -2.0, 0.5, 1.0],
+                              [math.log(2 * half / (TINY_BIN * 0.5)), 0.0, 30.0, -9.0]], dtype=torch.float64)
+    every = every_bin_log_prob(mean, log_scale, K)  # (2, 4, K)
+    one = discretized_logistic_log_prob(torch.arange(K).view(K, 1, 1), mean, log_scale, K)  # (K, 2, 4)
+    assert torch.allclose(every, one.permute(1, 2, 0), rtol=1e-9, atol=1e-12)
+    assert torch.allclose(every.logsumexp(-1), torch.zeros(2, 4, dtype=torch.float64), atol=1e-9)
 
 
 def test_gradients_are_finite_at_the_extremes():

@@ -63,6 +63,31 @@ def discretized_logistic_log_prob(symbols: torch.Tensor, mean: torch.Tensor, log
     return torch.where(symbols == 0, first, torch.where(symbols == K - 1, last, middle))
 
 
+def every_bin_log_prob(mean: torch.Tensor, log_scale: torch.Tensor, num_symbols: int) -> torch.Tensor:
+    """log P(bin s) for every s in [0, K) under Logistic(mean, e^log_scale): mean and
+    log_scale (...) -> (..., K); the same values as ``discretized_logistic_log_prob`` at each s.
+
+    Bin s spans edges s-1 and s of the K-1 inner edges, so the two log-sigmoids are taken
+    once per edge and shared by the bins on either side.
+    """
+    K = num_symbols
+    half = 1.0 / (K - 1)
+    log_scale = log_scale.clamp(min=LOG_SCALE_MIN)[..., None]
+    inv_scale = torch.exp(-log_scale)  # (..., 1)
+    edges = torch.arange(K - 1, device=mean.device, dtype=mean.dtype) * (2 * half) - 1.0 + half  # (K-1,)
+    standardized = inv_scale * (edges - mean[..., None])  # (..., K-1)
+    below = F.logsigmoid(standardized)  # log P(v < edge)
+    above = -F.softplus(standardized)  # log P(v > edge)
+    width = (2 * half) * inv_scale  # (..., 1)
+    interior = below[..., 1:] + above[..., :-1] + torch.log(-torch.expm1(-width.clamp(min=TINY_BIN)))
+    if bool((width < TINY_BIN).any()):  # very wide logistics: the midpoint rule, as for one symbol
+        centres = torch.arange(1, K - 1, device=mean.device, dtype=mean.dtype) * (2 * half) - 1.0
+        mid = inv_scale * (centres - mean[..., None])
+        midpoint = mid - 2 * F.softplus(mid) - log_scale + math.log(2 * half)
+        interior = torch.where(width < TINY_BIN, midpoint, interior)
+    return torch.cat([below[..., :1], interior, above[..., -1:]], dim=-1)
+
+
 @HEADS.register("logistic_mixture")
 class LogisticMixtureHead(Head):
     """Mixture of ``num_mixtures`` discretized logistics per position; see the module doc.
@@ -136,6 +161,5 @@ class LogisticMixtureHead(Head):
                 pixel[:, c:c + 1], self.coupled_mean(means, coeffs, v, c), log_scales[:, c], K)
         weights = F.log_softmax(weights, dim=1)
         mean = self.coupled_mean(means, coeffs, v, channel)  # (N, M)
-        symbols = torch.arange(K, device=params.device)[:, None, None]  # (K, 1, 1)
-        bins = discretized_logistic_log_prob(symbols, mean, log_scales[:, channel], K)  # (K, N, M)
-        return torch.logsumexp(bins + weights, dim=-1).T  # (N, K)
+        bins = every_bin_log_prob(mean, log_scales[:, channel], K)  # (N, M, K)
+        return torch.logsumexp(bins + weights[:, :, None], dim=1)  # (N, K)
