@@ -18,10 +18,12 @@ Where the order differs from the plain stack "models, data, tools, pipeline, CLI
   data and models, so it sits above ``config``.
 - ``runs`` (one model on its own: train-prior, train-vqvae, encode) sits below ``pipeline``,
   which chains those stages and shares their run-folder files.
+- ``report`` (a table of finished runs) reads the run folders of ``runs`` and ``pipeline``, so it
+  sits with ``pipeline``.
 
 Layers (lowest first):
-registry, checks
-saving
+registry, checks, progress
+saving, model_card
 nn, heads, quantizers
 priors, vqvae
 data
@@ -30,7 +32,7 @@ training, receptive_field
 config
 plan
 runs
-pipeline
+pipeline, report
 commands
 cli
 __main__

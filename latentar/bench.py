@@ -3,7 +3,10 @@
 Every time is reported twice: wall seconds, and CPU seconds of this process (all
 threads; on a CPU shared with other jobs the steadier number, on a GPU host time only).
 
-``bench_train``: seconds per step and images/s of forward + backward + Adam step.
+``bench_train``: seconds per step (the median), images/s and achieved TFLOP/s of
+forward + backward + Adam step, under chosen speed settings (``SpeedSettings``: autocast,
+``torch.compile``, activation checkpointing). ``bench_train_compare``: the baseline (eager
+float32) and chosen settings interleaved step by step in one process, and their ratio.
 ``bench_sample``: seconds per image of the naive sampler (one full forward pass per
 symbol draw) and of ``prior.sample`` (the prior's fast sampler where it has one), and
 the speedup. Naive sampling of large grids is slow on a CPU, so it can be
@@ -16,14 +19,17 @@ left out of that estimate; the output says which method was used.
 
 from __future__ import annotations
 
+import copy
 import os
 import resource
+import statistics
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Callable, NamedTuple
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from latentar.nn.modes import eval_mode
 from latentar.priors.base import Prior, make_cond
@@ -84,42 +90,142 @@ def environment(prior: Prior) -> dict:
             "load_average_1min": os.getloadavg()[0]}  # a busy machine slows every timing
 
 
-def bench_train(prior: Prior, *, batch: int = 32, steps: int = 10, warmup: int = 2,
-                mixed_precision: str = "no", seed: int = 0) -> dict:
-    """Time ``steps`` forward + backward + Adam steps on one random batch (after ``warmup``)."""
-    if mixed_precision not in MIXED_PRECISION:
-        raise ValueError(f"mixed_precision must be one of {sorted(MIXED_PRECISION)}, got {mixed_precision!r}")
+@dataclass(frozen=True)
+class SpeedSettings:
+    """How a training step runs: autocast dtype, ``torch.compile``, activation checkpointing."""
+
+    mixed_precision: str = "no"  # "no" | "fp16" | "bf16"
+    compile: bool = False  # Prior.set_compile: the loss of checked inputs through torch.compile
+    checkpoint_activations: bool = False  # Prior.set_activation_checkpointing
+
+    def __post_init__(self):
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ValueError(f"mixed_precision must be one of {sorted(MIXED_PRECISION)}, "
+                             f"got {self.mixed_precision!r}")
+
+
+class TrainStep:
+    """One forward + backward + Adam step of ``prior`` on a fixed batch, under ``settings``
+    (applied to the prior here); ``losses`` keeps each step's loss on the device."""
+
+    def __init__(self, prior: Prior, x: torch.Tensor, cond, settings: SpeedSettings):
+        self.prior, self.x, self.cond, self.settings = prior, x, cond, settings
+        self.device = prior.device
+        self.dtype = MIXED_PRECISION[settings.mixed_precision]
+        prior.set_compile(settings.compile)
+        prior.set_activation_checkpointing(settings.checkpoint_activations)
+        self.opt = torch.optim.Adam(prior.parameters(), lr=1e-4)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=settings.mixed_precision == "fp16")
+        self.losses: list[torch.Tensor] = []
+
+    def __call__(self) -> None:
+        self.opt.zero_grad(set_to_none=True)
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
+            loss = self.prior.loss(self.x, self.cond)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.losses.append(loss.detach())
+
+    def flops(self) -> int:
+        """Floating-point operations of one step (convs and matmuls, forward and backward),
+        counted by ``FlopCounterMode`` on one extra eager step."""
+        compiled = self.prior.compiled
+        self.prior.set_compile(False)  # the counter sees eager ops only
+        with FlopCounterMode(display=False) as counter:
+            self()
+        self.prior.set_compile(compiled)
+        return counter.get_total_flops()
+
+    def summary(self, times: list[Timing], flops: int) -> dict:
+        """Median seconds per step (wall and CPU) of ``times``, images/s and achieved TFLOP/s."""
+        wall = statistics.median(t.wall for t in times)
+        cpu = statistics.median(t.cpu for t in times)
+        return {**asdict(self.settings), "seconds_per_step": wall, "cpu_seconds_per_step": cpu,
+                "images_per_second": self.x.shape[0] / wall, "flops_per_step": flops,
+                "tflops_per_second": flops / wall / 1e12, "loss_nats_per_dim": float(self.losses[-1])}
+
+
+def random_batch(prior: Prior, batch: int, seed: int) -> tuple[torch.Tensor, dict | None]:
+    """Random symbols long (batch, C, H, W) and a random cond, on the prior's device."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, prior.spec.num_symbols, (batch, *prior.spec.shape), generator=gen).to(prior.device)
+    return x, random_cond(prior, batch, gen)
+
+
+def check_counts(batch: int, steps: int, warmup: int) -> None:
     if batch < 1 or steps < 1 or warmup < 0:
         raise ValueError(f"need batch >= 1, steps >= 1, warmup >= 0; got {batch}, {steps}, {warmup}")
-    device, dtype = prior.device, MIXED_PRECISION[mixed_precision]
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randint(0, prior.spec.num_symbols, (batch, *prior.spec.shape), generator=gen).to(device)
-    cond = random_cond(prior, batch, gen)
-    opt = torch.optim.Adam(prior.parameters(), lr=1e-4)
-    scaler = torch.amp.GradScaler(device.type, enabled=mixed_precision == "fp16")
-    losses = []
 
-    def step():
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            loss = prior.loss(x, cond)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-        losses.append(loss.detach())
 
-    was_training = prior.training
+def bench_train(prior: Prior, *, batch: int = 32, steps: int = 10, warmup: int = 2,
+                mixed_precision: str = "no", compile: bool = False, checkpoint_activations: bool = False,
+                seed: int = 0) -> dict:
+    """Time ``steps`` forward + backward + Adam steps on one random batch (after ``warmup``);
+    median seconds per step, peak memory of the process (CPU: max RSS) or of the device."""
+    settings = SpeedSettings(mixed_precision, compile, checkpoint_activations)
+    check_counts(batch, steps, warmup)
+    x, cond = random_batch(prior, batch, seed)
+    was = prior.training, prior.compiled, prior.checkpoint_activations
     prior.train()
+    step = TrainStep(prior, x, cond, settings)
     for _ in range(warmup):
         step()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    seconds = timed(step, device, times=steps)
-    prior.train(was_training)
+    if step.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(step.device)
+    times = [timed(step, step.device) for _ in range(steps)]
+    memory = peak_memory(step.device)  # before the flop count's extra step
+    flops = step.flops()
+    restore(prior, *was)
     return {"bench": "train", **environment(prior), "batch": batch, "steps": steps, "warmup": warmup,
-            "mixed_precision": mixed_precision, "seconds_per_step": seconds.wall / steps,
-            "cpu_seconds_per_step": seconds.cpu / steps, "images_per_second": batch * steps / seconds.wall,
-            "loss_nats_per_dim": float(losses[-1]), **peak_memory(device)}
+            **step.summary(times, flops), **memory}
+
+
+def bench_train_compare(prior: Prior, *, batch: int = 32, steps: int = 10, warmup: int = 2,
+                        mixed_precision: str = "no", compile: bool = False, checkpoint_activations: bool = False,
+                        seed: int = 0) -> dict:
+    """The baseline (eager float32) and ``fast`` settings on two copies of ``prior`` (same
+    weights, each its own Adam), timed step by step in turn on the same batch, so that the
+    load of a shared machine hits both alike; ``speedup`` and ``cpu_speedup`` are ratios of
+    the median seconds per step, baseline over fast.
+
+    Peak memory: on a GPU each side's ``max_memory_allocated`` over its steps (the peak
+    counter is reset before each). A CPU has no per-side counter in one process: the fast
+    side warms up first, and each side reports the process's max RSS after its warm-up, so the
+    fast number is its own peak (plus the baseline's weights) and the baseline's is the larger
+    of the two; ``bench train`` without ``--compare`` in a fresh process measures one alone.
+    """
+    fast_settings = SpeedSettings(mixed_precision, compile, checkpoint_activations)
+    check_counts(batch, steps, warmup)
+    x, cond = random_batch(prior, batch, seed)
+    sides = {"fast": TrainStep(copy.deepcopy(prior).train(), x, cond, fast_settings),
+             "baseline": TrainStep(copy.deepcopy(prior).train(), x, cond, SpeedSettings())}
+    device, memory = prior.device, {}
+    for name, step in sides.items():  # fast first: see the docstring
+        for _ in range(max(warmup, 1)):
+            step()
+        memory[name] = peak_memory(device)
+    times: dict[str, list[Timing]] = {name: [] for name in sides}
+    for _ in range(steps):
+        for name, step in sides.items():
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            times[name].append(timed(step, device))
+            if device.type == "cuda":
+                memory[name] = max(memory[name], peak_memory(device), key=lambda m: m["peak_memory_mb"])
+    flops = sides["baseline"].flops()
+    out = {name: {**step.summary(times[name], flops), **memory[name]} for name, step in sides.items()}
+    return {"bench": "train_compare", **environment(prior), "batch": batch, "steps": steps, "warmup": warmup,
+            "baseline": out["baseline"], "fast": out["fast"],
+            "speedup": out["baseline"]["seconds_per_step"] / out["fast"]["seconds_per_step"],
+            "cpu_speedup": out["baseline"]["cpu_seconds_per_step"] / out["fast"]["cpu_seconds_per_step"]}
+
+
+def restore(prior: Prior, training: bool, compiled: bool, checkpointing: bool) -> None:
+    """Put back the prior's mode and speed settings after a bench."""
+    prior.train(training)
+    prior.set_compile(compiled)
+    prior.set_activation_checkpointing(checkpointing)
 
 
 def has_fast_sampler(prior: Prior) -> bool:
@@ -174,4 +280,4 @@ def bench_sample(prior: Prior, *, batch: int = 16, rows: int | None = None, seed
             "naive_method": naive_method, "fast_method": fast_method, "extrapolated_from_rows": rows}
 
 
-__all__ = ["bench_train", "bench_sample", "has_fast_sampler", "random_cond"]
+__all__ = ["SpeedSettings", "bench_train", "bench_train_compare", "bench_sample", "has_fast_sampler", "random_cond"]

@@ -24,7 +24,8 @@ import argparse
 import errno
 import sys
 
-from latentar.commands import bench, data, evaluate, receptive_field, run, sample, train_prior, train_vqvae
+from latentar.commands import bench, data, evaluate, receptive_field, report, run, sample, train_prior, train_vqvae
+from latentar.progress import set_quiet
 from latentar.saving import NotAModelError
 
 USER_ERRORS = (ValueError, LookupError, FileNotFoundError, NotAModelError, TypeError)
@@ -35,20 +36,25 @@ USAGE_ERROR = 2
 COMMANDS = [data.add_data_command, train_prior.add_train_prior_command, evaluate.add_eval_command,
             bench.add_bench_command, receptive_field.add_receptive_field_command, run.add_run_command,
             sample.add_sample_command, sample.add_complete_command, train_vqvae.add_train_vqvae_command,
-            train_vqvae.add_encode_command]
+            train_vqvae.add_encode_command, report.add_report_command]
+QUIET_HELP = "no progress bars (they show only on a terminal anyway)"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="latentar", description="VQ-VAE + autoregressive priors.")
+    parser.add_argument("--quiet", "-q", action="store_true", help=QUIET_HELP)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add_command in COMMANDS:
         add_command(subparsers)
+    for command in subparsers.choices.values():  # `latentar COMMAND --quiet` too
+        command.add_argument("--quiet", "-q", action="store_true", default=argparse.SUPPRESS, help=QUIET_HELP)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    set_quiet(args.quiet)
     try:
         args.func(args)
     except (*USER_ERRORS, OSError) as e:

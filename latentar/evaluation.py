@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from latentar.data.subsets import dataset_attribute
 from latentar.nn.modes import eval_mode
 from latentar.priors.base import check_integer_tensor, make_cond
+from latentar.progress import progress_bar
 from latentar.quantizers import CodeUsage
 from latentar.vqvae.model import psnr
 
@@ -72,7 +73,7 @@ def evaluate_prior(prior, data: Dataset | DataLoader, accelerator=None, *, batch
     loader = process_share(data, accelerator, batch_size)
     totals = torch.zeros(3, dtype=torch.float64, device=prior.device)  # nats, dims, count
     with eval_mode(prior):
-        for batch in loader:
+        for batch in progress_bar(loader, desc="score", unit="batch"):
             x, labels, context = (t.to(prior.device) if t is not None else None
                                   for t in unpack_prior_batch(batch))
             nats = -prior.log_prob(x, prior_cond(prior, labels, context)).double().sum()
@@ -116,7 +117,7 @@ def evaluate_vqvae(vqvae, data: Dataset | DataLoader, accelerator=None, *, batch
     totals = torch.zeros(3, dtype=torch.float64, device=vqvae.device)  # squared error, pixels, images
     usage = {level: CodeUsage(K, vqvae.device) for level, K in vqvae.codebook_sizes.items()}
     with eval_mode(vqvae):
-        for images, *_ in loader:
+        for images, *_ in progress_bar(loader, desc="score reconstructions", unit="batch"):
             recon, codes, _ = vqvae(images)  # floats (B, C, H, W) in the [-1, 1] scale, codes
             squared = (recon - vqvae.to_float(images)).double().pow(2).sum()
             totals += torch.stack([squared, squared.new_tensor(recon.numel()), squared.new_tensor(len(recon))])

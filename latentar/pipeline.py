@@ -29,7 +29,6 @@ import time
 from functools import partial
 from pathlib import Path
 
-import torch
 from accelerate import PartialState
 from accelerate.utils import set_seed
 from PIL import Image, ImageDraw
@@ -38,11 +37,13 @@ from torch.utils.data import Dataset
 from latentar.config import Recipe, RecipeError, recipe_to_dict
 from latentar.data import first_items, load_dataset
 from latentar.data.codes import write_codes_source
+from latentar.data.subsets import dataset_attribute
 from latentar.evaluation import evaluate_prior, evaluate_vqvae
 from latentar.plan import Plan, Stage, run_device, validate
 from latentar.priors.base import build_prior
 from latentar.runs import SUMMARY_FILE
-from latentar.sampling import class_rows, code_levels, generate, save_grid, save_reconstructions
+from latentar.sampling import (class_rows, code_levels, first_images, generate, reconstruction_preview, sample_preview,
+                               save_grid, save_reconstructions)
 from latentar.saving import atomic_write_json, load
 from latentar.training import TrainConfig
 from latentar.training.objectives import prior_objective, vqvae_objective
@@ -88,7 +89,8 @@ def run_stages(recipe: Recipe, plan: Plan, out: Path, state: PartialState) -> di
     priors = {}
     for stage, level in zip(plan.stages, code_levels(vqvae) if vqvae is not None else [None]):
         priors[stage.name], summary[stage.name] = prior_stage(stage, *symbols[stage.name], out / stage.name,
-                                                              vqvae, level, state)
+                                                              vqvae, level, state, recipe.data.name,
+                                                              top_prior=priors.get("prior"))
     if recipe.mode == "codes":  # the bits of an image's code grid(s), spread over its C·H·W pixels
         nats = sum(summary[stage.name]["nats_per_image"] for stage in plan.stages)
         summary["code_bits_per_pixel_dim"] = nats / (math.log(2) * math.prod(plan.image_shape))
@@ -133,15 +135,16 @@ def check_previous_run(out: Path, recipe: Recipe) -> None:
 
 
 # ---- stages --------------------------------------------------------------------------
-def train_stage(folder: Path, build, objective, train: Dataset, config: TrainConfig, evaluate):
-    """Reuse a finished stage, or train it (resuming from its checkpoints) -> (model, record)."""
+def train_stage(folder: Path, build, objective, train: Dataset, config: TrainConfig, evaluate, preview, dataset: str):
+    """Reuse a finished stage, or train it (resuming from its checkpoints) -> (model, record);
+    ``preview`` draws its grid every ``config.sample_every`` updates, ``dataset`` names its data."""
     done = read_done(folder)
     if done is not None:
         timing = json.loads((folder / TIMING_FILE).read_text()) if (folder / TIMING_FILE).is_file() else {}
         return load(folder / MODEL_DIR), {**done["eval"], "steps": done["step"], "reused": True, **timing}
     tic = time.perf_counter()
     set_seed(config.seed)  # the initial weights
-    trainer = Trainer(build(), objective, train, config, folder, evaluate=evaluate)
+    trainer = Trainer(build(), objective, train, config, folder, evaluate=evaluate, preview=preview, dataset=dataset)
     result = trainer.fit(resume=True)
     timing = {"wall_time_s": time.perf_counter() - tic}
     if trainer.accelerator.is_main_process:
@@ -159,7 +162,10 @@ def vqvae_stage(recipe: Recipe, plan: Plan, train: Dataset, test: Dataset, out: 
         vqvae = VQVAE.from_pretrained(recipe.vqvae_path).eval()
         return vqvae, {**evaluate(vqvae, None), "path": recipe.vqvae_path, "wall_time_s": 0.0}
     build = lambda: VQVAE(plan.image_shape, recipe.vqvae, levels=plan.levels)  # noqa: E731
-    return train_stage(out / "vqvae", build, vqvae_objective, train, recipe.vqvae_train, evaluate)
+    shown = recipe.sampling.reconstructions or recipe.sampling.nrow  # the images of reconstructions.png
+    preview = reconstruction_preview(first_images(test, shown), recipe.sampling.nrow)
+    return train_stage(out / "vqvae", build, vqvae_objective, train, recipe.vqvae_train, evaluate, preview,
+                       recipe.data.name)
 
 
 def codes_stage(vqvae: VQVAE, train: Dataset, test: Dataset, plan: Plan, out: Path, state: PartialState,
@@ -182,13 +188,16 @@ def codes_stage(vqvae: VQVAE, train: Dataset, test: Dataset, plan: Plan, out: Pa
 
 
 def prior_stage(stage: Stage, train: Dataset, test: Dataset, folder: Path, vqvae: VQVAE | None,
-                level: str | None, state: PartialState):
-    """Train (or reuse) one prior; a code prior's folder records the VQ-VAE whose codes it learned."""
+                level: str | None, state: PartialState, dataset: str, top_prior=None):
+    """Train (or reuse) one prior; a code prior's folder records the VQ-VAE whose codes it learned.
+    Its previews decode with the VQ-VAE; a VQ-VAE-2's bottom prior draws under ``top_prior``'s codes."""
     def evaluate(model, accelerator):
         return evaluate_prior(model, test, accelerator)
 
+    levels = vqvae.levels if vqvae is not None else dataset_attribute(train, "num_symbols")
+    preview = sample_preview(vqvae, levels=levels, top_prior=top_prior if level == "bottom" else None)
     prior, record = train_stage(folder, lambda: build_prior(**stage.build), prior_objective, train,
-                                stage.train, evaluate)
+                                stage.train, evaluate, preview, dataset)
     if vqvae is not None and state.is_main_process:
         write_codes_source(folder / MODEL_DIR, vqvae.fingerprint(), level)
     return prior, record
@@ -209,9 +218,8 @@ def write_images(recipe: Recipe, plan: Plan, priors: dict, vqvae: VQVAE | None, 
                      bottom_prior=priors.get("bottom_prior"))
     paths = {"samples": str(save_grid(drawn.images, out / "samples.png", nrow=nrow, levels=plan.levels))}
     if vqvae is not None and cfg.reconstructions > 0:
-        originals = torch.stack([test[i][0] for i in range(min(cfg.reconstructions, len(test)))])  # (n, C, H, W)
-        paths["reconstructions"] = str(save_reconstructions(vqvae, originals, out / "reconstructions.png",
-                                                            nrow=cfg.nrow))
+        paths["reconstructions"] = str(save_reconstructions(vqvae, first_images(test, cfg.reconstructions),
+                                                            out / "reconstructions.png", nrow=cfg.nrow))
     return paths
 
 

@@ -24,6 +24,7 @@ from latentar.sampling import code_grids
 from latentar.saving import NotAModelError, read_config
 from latentar.training import TrainConfig
 from latentar.training.config import check_mixed_precision
+from latentar.training.tracking import TrackerNotInstalledError, trackers
 from latentar.vqvae import VQVAE
 
 
@@ -152,14 +153,22 @@ def training_sections(recipe: Recipe) -> dict[str, TrainConfig]:
 
 
 def check_training(recipe: Recipe, device: Any) -> None:
-    """Each training section must suit the device (``mixed_precision``) and the data
-    (``data.train_limit`` holds at least one batch)."""
+    """Each training section must suit the device (``mixed_precision``), the data
+    (``data.train_limit`` holds at least one batch) and this machine (the packages of its
+    ``report_to`` trackers); a VQ-VAE-2's top codes cannot be previewed alone."""
     limit = recipe.data.train_limit
+    if recipe.bottom_prior is not None and recipe.prior_train.sample_every:
+        raise RecipeError("prior_train.sample_every: the top codes of a VQ-VAE-2 cannot be decoded without the "
+                          "bottom ones; set bottom_prior_train.sample_every, whose grids draw both levels")
     for name, train in training_sections(recipe).items():
         try:
             check_mixed_precision(train.mixed_precision, device)
         except ValueError as e:
             raise RecipeError(f"{name}.mixed_precision: {e}") from e
+        try:
+            trackers(train.report_to)
+        except TrackerNotInstalledError as e:
+            raise RecipeError(f"{name}.report_to: {e}") from e
         if limit is not None and limit < train.batch_size:
             raise RecipeError(f"data.train_limit = {limit} holds no whole batch of {name}.batch_size = "
                               f"{train.batch_size}; expected a train_limit >= the batch size")

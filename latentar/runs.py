@@ -17,6 +17,7 @@ test images, each above its reconstructions).
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -25,11 +26,11 @@ from accelerate.utils import set_seed
 from torch.utils.data import Dataset
 
 from latentar.data import first_items, open_dataset
-from latentar.data.codes import CodeDataset, encode_dataset, write_codes_source
+from latentar.data.codes import CodeDataset, check_codes_match, encode_dataset, write_codes_source
 from latentar.evaluation import evaluate_prior, evaluate_vqvae
 from latentar.priors import Prior, build_prior
 from latentar.registry import PRIORS
-from latentar.sampling import save_reconstructions
+from latentar.sampling import check_pair, first_images, reconstruction_preview, sample_preview, save_reconstructions
 from latentar.saving import atomic_write_json
 from latentar.training import TrainConfig, Trainer, prior_objective, vqvae_objective
 from latentar.training.trainer import MODEL_DIR
@@ -59,31 +60,37 @@ def train_prior(data: str, prior: str, out_dir: str | Path, config: TrainConfig,
                 head: str = "categorical", preset: str | None = None, arch: dict | None = None,
                 class_conditional: bool = False, class_dropout: float = 0.0, subset: int | None = None,
                 data_root: str | Path | None = None, resume: bool = False, overwrite: bool = False,
-                eval_batch_size: int = 256, level: str | None = None) -> dict:
+                eval_batch_size: int = 256, level: str | None = None, vqvae: str | Path | None = None) -> dict:
     """Train, evaluate the test split, write ``out_dir/summary.json`` and return the summary.
 
     ``subset`` keeps the first N training images (quick runs). The test split is scored
     every ``config.eval_every`` updates and at the end. With code grids (``data`` a code
     folder, ``level`` for VQ-VAE-2), the exported model records the VQ-VAE that made them.
     ``resume`` continues the run in ``out_dir``, ``overwrite`` replaces it (see ``Trainer.fit``).
+    ``config.sample_every`` previews draws as training goes; a code prior decodes them with
+    ``vqvae``, the folder of the VQ-VAE that made the codes.
     """
+    tic = time.perf_counter()
     PRIORS.get(prior)  # an unknown name fails before any data is read
     set_seed(config.seed)  # the initial weights
     train, test = (open_dataset(data, split, data_root, level=level) for split in SPLITS)
     source = (train.fingerprint, train.level) if isinstance(train, CodeDataset) else None  # the VQ-VAE, its level
     model = prior_for(train, prior, head=head, preset=preset, class_conditional=class_conditional,
                       class_dropout=class_dropout, arch=arch)
+    preview = prior_preview(model, train, vqvae) if config.sample_every else None
     train = first_items(train, subset)
 
     def evaluate(model, accelerator):
         return evaluate_prior(model, test, accelerator, batch_size=eval_batch_size)
 
-    trainer = Trainer(model, prior_objective, train, config, out_dir, evaluate=evaluate, overwrite=overwrite)
+    trainer = Trainer(model, prior_objective, train, config, out_dir, evaluate=evaluate, overwrite=overwrite,
+                      preview=preview, dataset=data)
     result = trainer.fit(resume=resume)
     summary = {"data": data, "prior": prior, "preset": preset, "head": head, "arch": arch or {},
                "class_conditional": class_conditional, "class_dropout": class_dropout, "train_items": len(train),
                "parameters": sum(p.numel() for p in model.parameters()), "steps": result["step"],
-               "ema": config.ema_decay is not None, "train": result["train"], "test": result["eval"]}
+               "ema": config.ema_decay is not None, "train": result["train"], "test": result["eval"],
+               "wall_time_s": time.perf_counter() - tic}
     if trainer.accelerator.is_main_process:
         atomic_write_json(Path(out_dir) / SUMMARY_FILE, summary)
         if source is not None:
@@ -96,28 +103,42 @@ def train_vqvae(data: str, out_dir: str | Path, config: TrainConfig, vqvae: VQVA
                 overwrite: bool = False, eval_batch_size: int = 256, grid_images: int = 32, nrow: int = 8) -> dict:
     """Train a VQ-VAE on dataset ``data``, score the test split, write summary.json and the
     reconstruction grid into ``out_dir``; returns the summary. ``subset`` keeps the first
-    N training images; ``resume`` continues the run in ``out_dir``, ``overwrite`` replaces it."""
+    N training images; ``resume`` continues the run in ``out_dir``, ``overwrite`` replaces it.
+    ``config.sample_every`` previews the reconstruction grid as training goes."""
+    tic = time.perf_counter()
     set_seed(config.seed)  # the initial weights
     train, test = (open_dataset(data, split, data_root) for split in SPLITS)
     model = VQVAE(train.shape, vqvae, levels=train.num_symbols)
     train = first_items(train, subset)
+    originals = first_images(test, grid_images)  # (n, C, H, W)
 
     def evaluate(model, accelerator):
         return evaluate_vqvae(model, test, accelerator, batch_size=eval_batch_size)
 
-    trainer = Trainer(model, vqvae_objective, train, config, out_dir, evaluate=evaluate, overwrite=overwrite)
+    preview = reconstruction_preview(originals, nrow) if config.sample_every else None
+    trainer = Trainer(model, vqvae_objective, train, config, out_dir, evaluate=evaluate, overwrite=overwrite,
+                      preview=preview, dataset=data)
     result = trainer.fit(resume=resume)
     final = trainer.final_model()
     summary = {"data": data, "image_shape": list(final.image_shape), "vqvae": asdict(final.config),
                "grids": {level: list(shape) for level, shape in final.grid_shapes.items()},
                "fingerprint": final.fingerprint(), "train_items": len(train),
                "parameters": sum(p.numel() for p in final.parameters()), "steps": result["step"],
-               "train": result["train"], "test": result["eval"]}
+               "train": result["train"], "test": result["eval"], "wall_time_s": time.perf_counter() - tic}
     if trainer.accelerator.is_main_process:
         atomic_write_json(Path(out_dir) / SUMMARY_FILE, summary)
-        originals = torch.stack([test[i][0] for i in range(min(grid_images, len(test)))])  # (n, C, H, W)
         save_reconstructions(final, originals, Path(out_dir) / GRID_FILE, nrow=nrow)
     return summary
+
+
+def prior_preview(prior: Prior, train: Dataset, vqvae_dir: str | Path | None):
+    """The ``sample_preview`` of ``prior`` trained on ``train``: pixels as they are, codes decoded by
+    the VQ-VAE in ``vqvae_dir``, which must be the one that made them."""
+    vqvae = None if vqvae_dir is None else VQVAE.from_pretrained(vqvae_dir).eval()
+    if vqvae is not None and isinstance(train, CodeDataset):
+        check_codes_match(vqvae, train.manifest)
+    check_pair(prior, vqvae)  # a code prior needs the VQ-VAE of its codes, a pixel prior none
+    return sample_preview(vqvae, levels=train.num_symbols if vqvae is None else vqvae.levels)
 
 
 def encode_splits(vqvae_dir: str | Path, data: str, out_dir: str | Path, *, data_root: str | Path | None = None,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import torch
 from einops import rearrange, repeat
@@ -189,15 +189,52 @@ def to_display(images: torch.Tensor, levels: int = 256) -> torch.Tensor:
     return (images.float() * (255 / (levels - 1))).round().to(torch.uint8)
 
 
-def save_grid(images: torch.Tensor, path: str | Path, nrow: int = 8, levels: int = 256) -> Path:
-    """Write uint8 images (N, C, H, W) as one PNG grid with ``nrow`` images per row."""
+def image_grid(images: torch.Tensor, nrow: int = 8, levels: int = 256) -> torch.Tensor:
+    """uint8 images (N, C, H, W) with ``levels`` values -> one uint8 grid (3, H', W') in [0, 255],
+    ``nrow`` images per row on white."""
     from torchvision.utils import make_grid  # torchvision is slow to import; only grids need it
 
-    path, nrow = check_image_path(path), check_nrow(nrow)
+    return make_grid(to_display(images, levels), nrow=check_nrow(nrow), padding=2, pad_value=255)
+
+
+def save_grid(images: torch.Tensor, path: str | Path, nrow: int = 8, levels: int = 256) -> Path:
+    """Write uint8 images (N, C, H, W) as one PNG grid with ``nrow`` images per row."""
+    path = check_image_path(path)
+    return save_image(image_grid(images, nrow, levels), path)
+
+
+def save_image(image: torch.Tensor, path: str | Path) -> Path:
+    """Write one uint8 image (C, H, W), C = 1 or 3, as a PNG (its folder made if needed)."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    grid = make_grid(to_display(images, levels), nrow=nrow, padding=2, pad_value=255)  # (3, H', W')
-    Image.fromarray(rearrange(grid, "c h w -> h w c").numpy()).save(path)
+    array = rearrange(image.cpu(), "c h w -> h w c").numpy()
+    Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(path)
     return path
+
+
+def sample_preview(vqvae: Any | None = None, *, n: int = 16, nrow: int = 4, seed: int = 0, levels: int = 256,
+                   top_prior: Prior | None = None) -> Callable[[Prior], torch.Tensor]:
+    """A look at a prior while it trains: ``preview(prior)`` draws n grids with the fast sampler
+    and a fixed seed (the same draws at every call of an unchanged prior), decodes them with the
+    VQ-VAE in code mode, and returns the grid image uint8 (3, H', W'). A class-conditional prior
+    draws rows of one image per class. With ``top_prior`` (VQ-VAE-2) the previewed prior is the
+    bottom one, drawing under the top prior's codes."""
+    def preview(prior: Prior) -> torch.Tensor:
+        labels, per_row = None, nrow
+        if prior.spec.num_classes is not None:
+            per_row = prior.spec.num_classes
+            labels = repeat(torch.arange(per_row), "k -> (r k)", r=max(1, round(n / per_row)))
+        top, bottom = (prior, None) if top_prior is None else (top_prior, prior)
+        drawn = generate(top, vqvae, n if labels is None else len(labels), labels, seed=seed, bottom_prior=bottom)
+        return image_grid(drawn.images, per_row, levels)
+
+    return preview
+
+
+def reconstruction_preview(originals: torch.Tensor, nrow: int = 8) -> Callable[[Any], torch.Tensor]:
+    """A look at a VQ-VAE while it trains: ``preview(vqvae)`` -> the grid image uint8 (3, H', W') of
+    `reconstruction_rows` of the fixed images ``originals`` uint8 (n, C, H, W)."""
+    return lambda vqvae: image_grid(reconstruction_rows(vqvae, originals, nrow), nrow, vqvae.levels)
 
 
 def check_image_path(path: str | Path) -> Path:
@@ -227,15 +264,13 @@ def check_nrow(nrow: Any) -> int:
 
 def save_individual(images: torch.Tensor, folder: str | Path, levels: int = 256) -> list[Path]:
     """Write each uint8 image (N, C, H, W) as ``folder/00000.png`` ..."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, image in enumerate(to_display(images, levels)):
-        array = rearrange(image, "c h w -> h w c").numpy()
-        path = folder / f"{i:05d}.png"
-        Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(path)
-        paths.append(path)
-    return paths
+    return [save_image(image, Path(folder) / f"{i:05d}.png") for i, image in enumerate(to_display(images, levels))]
+
+
+def first_images(dataset: Any, n: int) -> torch.Tensor:
+    """The images of the first ``n`` items (all, when fewer) of a dataset of (uint8 image, ...)
+    items -> uint8 (n, C, H, W)."""
+    return torch.stack([dataset[i][0] for i in range(min(n, len(dataset)))])
 
 
 def reconstruction_rows(vqvae: Any, originals: torch.Tensor, nrow: int = 8) -> torch.Tensor:

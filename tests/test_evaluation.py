@@ -47,7 +47,8 @@ def test_unequal_last_batch_sums_then_divides_once():
     assert scores["bits_per_dim"] == pytest.approx((per_symbol / math.log(2)).mean().item(), rel=1e-6)
     mean_of_batch_means = torch.stack([b.mean() for b in per_symbol.split(4)]).mean() / math.log(2)
     assert scores["bits_per_dim"] != pytest.approx(mean_of_batch_means.item(), rel=1e-4)
-    assert evaluate_prior(prior, data, batch_size=3)["nats"] == pytest.approx(scores["nats"], rel=1e-9)
+    # another batching: the same sums, up to the float32 network's last bits (kernels vary with batch size)
+    assert evaluate_prior(prior, data, batch_size=3)["nats"] == pytest.approx(scores["nats"], rel=1e-6)
 
 
 def test_evaluation_restores_train_mode_and_keeps_no_graph():

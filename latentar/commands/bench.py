@@ -16,9 +16,15 @@ def add_bench_command(subparsers) -> None:
     train = kinds.add_parser("train", help="forward + backward + Adam step on random data")
     add_prior_arguments(train, default_shape="1,28,28", default_symbols=2)
     train.add_argument("--batch", type=int, default=32)
-    train.add_argument("--steps", type=int, default=10, help="timed steps")
+    train.add_argument("--steps", type=int, default=10, help="timed steps (per side with --compare)")
     train.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     train.add_argument("--mixed-precision", default="no", choices=sorted(bench.MIXED_PRECISION))
+    train.add_argument("--compile", action="store_true", help="the prior's loss through torch.compile")
+    train.add_argument("--checkpoint-activations", action="store_true",
+                       help="recompute big blocks' activations in backward (pixelcnn_pp, pixelsnail)")
+    train.add_argument("--compare", action="store_true",
+                       help="also run the baseline (eager float32), interleaved step by step; print both "
+                            "and the speedup")
     train.set_defaults(func=run_bench_train)
     sample = kinds.add_parser("sample", help="naive vs fast sampling, seconds per image")
     add_prior_arguments(sample, default_shape="1,28,28", default_symbols=2)
@@ -28,8 +34,10 @@ def add_bench_command(subparsers) -> None:
 
 
 def run_bench_train(args) -> None:
-    result = bench.bench_train(prior_from_args(args), batch=args.batch, steps=args.steps, warmup=args.warmup,
-                               mixed_precision=args.mixed_precision)
+    measure = bench.bench_train_compare if args.compare else bench.bench_train
+    result = measure(prior_from_args(args), batch=args.batch, steps=args.steps, warmup=args.warmup,
+                     mixed_precision=args.mixed_precision, compile=args.compile,
+                     checkpoint_activations=args.checkpoint_activations)
     print(json.dumps({"preset": args.preset, **result}, indent=2))
 
 

@@ -14,7 +14,7 @@ from latentar.config import parse_text, split_assignment
 from latentar.priors.base import Prior, build_prior
 from latentar.saving import CONFIG_FILE, load
 from latentar.training import TrainConfig
-from latentar.training.config import LR_SCHEDULES, MIXED_PRECISION
+from latentar.training.config import LR_SCHEDULES, MIXED_PRECISION, REPORT_TO
 from latentar.training.trainer import MODEL_DIR
 
 # TrainConfig fields the command line sets: (name, type, argparse extras).
@@ -23,8 +23,13 @@ TRAIN_OPTIONS = [
     ("lr_schedule", str, {"choices": LR_SCHEDULES}), ("lr_decay", float, {}),
     ("warmup_steps", int, {}), ("grad_clip", float, {}), ("grad_accum", int, {}),
     ("mixed_precision", str, {"choices": MIXED_PRECISION}), ("ema_decay", float, {}),
+    ("compile", bool, {"help": "run a prior's loss through torch.compile (inputs checked eagerly first)"}),
+    ("checkpoint_activations", bool, {"help": "recompute big blocks' activations in backward: less memory, "
+                                              "more time (pixelcnn_pp, pixelsnail)"}),
     ("eval_every", int, {}), ("save_every", int, {}), ("log_every", int, {}), ("seed", int, {}),
     ("num_workers", int, {}), ("max_nonfinite", int, {}),
+    ("report_to", str, {"choices": REPORT_TO, "help": "trackers: tensorboard, wandb, all (both) or none"}),
+    ("sample_every", int, {"help": "write a sample (VQ-VAE: reconstruction) grid every N updates; 0 = off"}),
 ]
 
 
@@ -55,8 +60,11 @@ def add_run_folder_options(parser: argparse.ArgumentParser, default: TrainConfig
     parser.add_argument("--overwrite", action="store_true", help="replace the earlier run's outputs in --out")
     parser.add_argument("--eval-batch-size", type=int, default=256)
     for name, kind, extra in TRAIN_OPTIONS:
-        parser.add_argument("--" + name.replace("_", "-"), type=kind, default=getattr(default, name),
-                            dest=name, **extra)
+        flag, value = "--" + name.replace("_", "-"), getattr(default, name)
+        if kind is bool:  # a switch
+            parser.add_argument(flag, action="store_true", default=value, dest=name, **extra)
+        else:
+            parser.add_argument(flag, type=kind, default=value, dest=name, **extra)
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
@@ -84,7 +92,7 @@ def resolve_device(name: str) -> torch.device:
 
 def add_prior_arguments(p: argparse.ArgumentParser, *, default_shape: str, default_symbols: int,
                         prior_required: bool = True) -> None:
-    """--prior --preset --shape --symbols --codes --head --classes --device."""
+    """--prior --preset --shape --symbols --codes --head --classes --arch --device."""
     p.add_argument("--prior", required=prior_required, help="registered prior name")
     p.add_argument("--preset", help="architecture preset (default: the architecture's defaults)")
     p.add_argument("--shape", type=parse_shape, default=parse_shape(default_shape),
@@ -94,13 +102,16 @@ def add_prior_arguments(p: argparse.ArgumentParser, *, default_shape: str, defau
     p.add_argument("--codes", action="store_true", help="model codes (embedded) instead of pixels")
     p.add_argument("--head", default="categorical", help="registered head name")
     p.add_argument("--classes", type=int, help="class-conditional with this many classes")
+    p.add_argument("--arch", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="architecture overrides of the preset, e.g. --arch hidden=32 num_blocks=4")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
 
 
 def prior_from_args(args: argparse.Namespace, name: str | None = None) -> Prior:
     """The prior the arguments describe (``name`` overrides ``--prior``), on its device."""
     prior = build_prior(name or args.prior, args.shape, args.symbols, args.head, args.classes,
-                        symbols="codes" if args.codes else "pixels", preset=args.preset)
+                        symbols="codes" if args.codes else "pixels", preset=args.preset,
+                        **parse_assignments(args.arch))
     return prior.to(resolve_device(args.device))
 
 

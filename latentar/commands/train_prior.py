@@ -6,7 +6,8 @@ import json
 
 from accelerate import PartialState
 
-from latentar.commands.options import add_run_folder_options, check_positive, parse_assignments, train_config
+from latentar.commands.options import (add_run_folder_options, check_positive, model_folder, parse_assignments,
+                                       train_config)
 from latentar.runs import train_prior
 from latentar.training import TrainConfig
 
@@ -26,6 +27,9 @@ def add_train_prior_command(subparsers) -> None:
                              "(enables --cfg-scale at sampling)")
     parser.add_argument("--level", default=None, choices=["top", "bottom"],
                         help="with --data CODES_DIR of a VQ-VAE-2: the code level (bottom is conditioned on top)")
+    parser.add_argument("--vqvae", default=None,
+                        help="with --data CODES_DIR and --sample-every: the VQ-VAE that made the codes, to decode "
+                             "the samples (its run folder or RUN/model)")
     add_run_folder_options(parser, TrainConfig())
     parser.set_defaults(func=run_train_prior)
 
@@ -36,6 +40,7 @@ def run_train_prior(args) -> None:
     summary = train_prior(args.data, args.prior, args.out, config, head=args.head, preset=args.preset,
                           arch=parse_assignments(args.arch), class_conditional=args.class_conditional,
                           class_dropout=args.class_dropout, subset=args.subset, data_root=args.data_root, resume=args.resume,
-                          overwrite=args.overwrite, eval_batch_size=args.eval_batch_size, level=args.level)
+                          overwrite=args.overwrite, eval_batch_size=args.eval_batch_size, level=args.level,
+                          vqvae=model_folder(args.vqvae) if args.vqvae else None)
     if PartialState().is_main_process:  # once, also under `accelerate launch` / torchrun
         print(json.dumps(summary["test"], indent=2))

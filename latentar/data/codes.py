@@ -28,9 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
-
 from latentar.data.subsets import dataset_attribute
+from latentar.progress import progress_bar
 from latentar.saving import atomic_write_json
 
 MANIFEST = "manifest.json"
@@ -108,7 +107,7 @@ def encode_dataset(vqvae: Any, dataset: Dataset, out_dir: str | os.PathLike, spl
     labels = np.zeros(len(dataset), dtype=np.int64)  # (N,)
     start = 0
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
-    for images, batch_labels in tqdm(loader, desc=f"encode {split}", disable=not progress):
+    for images, batch_labels in progress_bar(loader, desc=f"encode {split}") if progress else loader:
         codes = vqvae.encode(images)  # long (B, h, w), or {level: (B, h, w)}
         codes = codes if isinstance(codes, dict) else {"codes": codes}
         for level, array in arrays.items():

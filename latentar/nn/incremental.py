@@ -16,6 +16,9 @@ neighbouring positions through a *pass* object, by convention the parameter ``ru
 - ``run.down`` / ``run.up``: strided conv / cropped transposed conv between levels;
 - ``run.attend(attention, q_in, kv_in, kv_own)``: causal self-attention over raster
   positions, keys and values from ``join(kv_in, kv_own)``;
+- ``run.self_attend(attention, x)``: inclusive causal self-attention of a sequence
+  x (B, N, D) over raster positions (a ``latentar.nn.transformer.SelfAttention``);
+  position i sees positions j <= i, whose inputs are known when i is computed;
 - ``run.view(t)``: a map known in full (context, positional channels) at what the
   pass computes; ``run.share`` / ``run.shared``: hand a row pass's result to the
   position passes; ``run.due(level)``: whether the pass computes anything at a level.
@@ -46,6 +49,7 @@ from torch import nn
 from latentar.nn.attention import CausalSelfAttention
 from latentar.nn.masked import MaskedConv2d
 from latentar.nn.shifted import CroppedConvTranspose2d, Nin, PaddedConv2d
+from latentar.nn.transformer import SelfAttention
 
 
 class ConvParts(NamedTuple):
@@ -194,6 +198,10 @@ class FullPass:
         """q_in (B, Cq, H, W), kv_in (B, Ck, H, W), kv_own (B, Co, H, W) -> (B, n·dv, H, W)."""
         return attention(q_in, torch.cat([kv_in, kv_own], dim=1))
 
+    def self_attend(self, attention: SelfAttention, x: torch.Tensor) -> torch.Tensor:
+        """x (B, N, D) -> (B, N, D), position i attending to positions j <= i."""
+        return attention(x, causal=True)
+
     def view(self, t: torch.Tensor) -> torch.Tensor:
         return t
 
@@ -219,7 +227,7 @@ class StepCache:
         self.batch, self.sizes = batch, sizes
         self.maps: dict[Any, Any] = {}
         self.convs: dict[nn.Module, ConvParts] = {}
-        self.kv: dict[CausalSelfAttention, KVCache] = {}
+        self.kv: dict[CausalSelfAttention | SelfAttention, KVCache] = {}
         self.pending: dict[CausalSelfAttention, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def parts(self, conv: nn.Module) -> ConvParts:
@@ -245,7 +253,7 @@ class StepCache:
             self.maps[key] = x.new_zeros(self.batch, x.shape[1], *self.sizes[level])
         return self.maps[key]
 
-    def keys_values(self, attention: CausalSelfAttention, like: torch.Tensor) -> KVCache:
+    def keys_values(self, attention: CausalSelfAttention | SelfAttention, like: torch.Tensor) -> KVCache:
         if attention not in self.kv:
             H, W = self.sizes[0]
             self.kv[attention] = KVCache(like.new_zeros(self.batch, attention.heads, H * W, attention.key_dim),
@@ -333,6 +341,14 @@ class StepPass:
         keys, values = self.cache.keys_values(attention, q_in)
         self.cache.pending[attention] = (kv_in, kv_own)
         return attention.attend_cached(q_in, keys[:, :, :i], values[:, :, :i])
+
+    def self_attend(self, attention: SelfAttention, x: torch.Tensor) -> torch.Tensor:
+        """Inclusive causal attention at this position i: x (B, 1, D) -> (B, 1, D). Its key
+        and value enter the KV cache at i, and its query attends to the cached positions <= i."""
+        i = self.row * self.cache.sizes[0][1] + self.col
+        keys, values = self.cache.keys_values(attention, x)
+        q, keys[:, :, i:i + 1], values[:, :, i:i + 1] = attention.project(x)  # each (B, n, 1, d)
+        return attention.combine(q, keys[:, :, :i + 1], values[:, :, :i + 1], causal=False)
 
     def view(self, t: torch.Tensor) -> torch.Tensor:
         """A whole map (B, c, H, W) at this row (B, c, 1, W) or position (B, c, 1, 1)."""

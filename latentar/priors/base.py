@@ -36,6 +36,7 @@ The shared suites (``tests/test_priors.py``, ``test_fast_sampling.py``,
 from __future__ import annotations
 
 import dataclasses
+import functools
 import numbers
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, NamedTuple
@@ -127,6 +128,7 @@ class Prior(nn.Module, Saveable):
         super().__init__()
         self.spec, self.arch = spec, arch
         self.checkpoint_activations = False  # set with ``set_activation_checkpointing``
+        self.compiled = False  # set with ``set_compile``
         self._check_spec(spec)
         C, _, _ = spec.shape
         self.input = SymbolInput(spec.symbols, spec.num_symbols, spec.embed_dim)
@@ -194,6 +196,13 @@ class Prior(nn.Module, Saveable):
             return torch.utils.checkpoint.checkpoint(fn, *args, use_reentrant=False)
         return fn(*args)
 
+    # ---- compilation (speed) -------------------------------------------------------
+    def set_compile(self, on: bool) -> None:
+        """Run ``loss`` through ``torch.compile``: the inputs are checked eagerly, then
+        ``validated_loss`` (the network and the head, no host synchronisation) runs compiled.
+        The same values up to float rounding; the weights and their names do not change."""
+        self.compiled = bool(on)
+
     # ---- the distribution --------------------------------------------------------
     def network(self, z: torch.Tensor, labels: torch.Tensor | None,
                 context: torch.Tensor | None) -> torch.Tensor:
@@ -202,11 +211,20 @@ class Prior(nn.Module, Saveable):
 
     def forward(self, x: torch.Tensor, cond: Any = None) -> torch.Tensor:
         """x integer (B, C, H, W) -> head params (B, P, H, W)."""
-        labels, context = self.check_inputs(x, cond)
+        return self.validated_params(x, *self.check_inputs(x, cond))
+
+    def validated_params(self, x: torch.Tensor, labels: torch.Tensor | None,
+                         context: torch.Tensor | None) -> torch.Tensor:
+        """``forward`` of inputs that ``check_inputs`` has passed: no check, no host sync."""
         if self.training and labels is not None and self.spec.class_dropout > 0:  # like dropout
             dropped = torch.rand(labels.shape, device=labels.device) < self.spec.class_dropout
             labels = labels.masked_fill(dropped, self.spec.num_classes)  # the null class
         return self.network(self.input(x.long()), labels, context)
+
+    def validated_loss(self, x: torch.Tensor, labels: torch.Tensor | None,
+                       context: torch.Tensor | None) -> torch.Tensor:
+        """``loss`` of inputs that ``check_inputs`` has passed: the region ``set_compile`` compiles."""
+        return -self.head.log_prob(self.validated_params(x, labels, context), x.long()).mean()
 
     def log_prob_per_symbol(self, x: torch.Tensor, cond: Any = None) -> torch.Tensor:
         """x integer (B, C, H, W) -> log p(x_{c,h,w} | everything earlier), nats (B, C, H, W)."""
@@ -219,7 +237,9 @@ class Prior(nn.Module, Saveable):
 
     def loss(self, x: torch.Tensor, cond: Any = None) -> torch.Tensor:
         """Mean negative log-likelihood in nats per dimension (symbol), a scalar."""
-        return -self.log_prob_per_symbol(x, cond).mean()
+        labels, context = self.check_inputs(x, cond)
+        loss_of = compiled(type(self).validated_loss) if self.compiled else type(self).validated_loss
+        return loss_of(self, x, labels, context)
 
     def sample(self, n: int, cond: Any = None, *, temperature: float = 1.0, top_k: int | None = None,
                top_p: float | None = None, cfg_scale: float = 1.0,
@@ -290,6 +310,13 @@ class Prior(nn.Module, Saveable):
                          context.long() if context is not None else None)
 
 
+@functools.cache
+def compiled(fn):
+    """``torch.compile(fn)``, made once per function: a function of the prior (an argument,
+    not a bound ``self``), so a copy of a prior (the EMA) runs its own weights through it."""
+    return torch.compile(fn)
+
+
 def make_cond(labels: Any = None, context: torch.Tensor | None = None, *, n: int | None = None,
               device: torch.device | None = None) -> dict | None:
     """Labels and a spatial context -> the ``cond`` a prior takes: ``{"labels": (n,), "context":
@@ -327,8 +354,8 @@ def outside(values: torch.Tensor, size: int) -> tuple[int, int] | None:
     """(min, max) of integer ``values`` when some lie outside [0, size), else None."""
     if not values.numel():
         return None
-    wide = values.long()  # min/max lack some unsigned dtypes
-    low, high = int(wide.min()), int(wide.max())
+    low, high = torch.aminmax(values.long())  # long: min/max lack some unsigned dtypes
+    low, high = int(low), int(high)  # the one host synchronisation of a check
     return (low, high) if low < 0 or high >= size else None
 
 

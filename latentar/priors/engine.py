@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from latentar.nn.modes import eval_mode
+from latentar.progress import progress_bar
 
 
 @dataclass(frozen=True)
@@ -167,7 +168,8 @@ def generate(prior, x: torch.Tensor, labels: torch.Tensor | None, context: torch
     head, masked = prior.head, prior.channel_masked
     with eval_mode(prior), torch.inference_mode():
         walker = (stepper or type(prior).Stepper)(prior, x, labels, context)
-        for h in range(0 if walker.needs_history else start_row, H):
+        rows = range(0 if walker.needs_history else start_row, H)
+        for h in progress_bar(rows, desc="complete" if start_row else "sample", unit="row"):
             drawing = h >= start_row
             for w in range(W):
                 for c in range(C) if masked else [None]:

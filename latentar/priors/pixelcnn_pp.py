@@ -77,6 +77,7 @@ class PixelCNNpp(Prior):
     channel_masked = False
     full_context = True  # down- and down-right-shifted streams cover the whole past
     Stepper = PixelCNNppStepper
+    checkpointable = True  # every gated block goes through ``checkpointed``
 
     def __init__(self, spec: PriorSpec, arch: PixelCNNppArch):
         super().__init__(spec, arch)
@@ -120,14 +121,14 @@ class PixelCNNpp(Prior):
                     break
                 skips.append(u)
             for r, block in enumerate(stream.up_blocks[s]):
-                u = block(run, u, None, biases.get(block), s)
+                u = self.checkpointed(block, run, u, None, biases.get(block), s)
                 run.share(("up", s, r), u, s)
                 skips.append(u)
         u = skips.pop() if run.due(S - 1) else None
         for s in reversed(range(S)):
             if run.due(s):
                 for r, block in enumerate(stream.down_blocks[s]):
-                    u = block(run, u, skips.pop(), biases.get(block), s)
+                    u = self.checkpointed(block, run, u, skips.pop(), biases.get(block), s)
                     run.share(("down", s, r), u, s)
             if s:
                 u = run.up(stream.upsample[s - 1], u, s - 1)
@@ -144,14 +145,14 @@ class PixelCNNpp(Prior):
                     break
                 skips.append(ul)
             for r, block in enumerate(stream.up_blocks[s]):
-                ul = block(run, ul, run.shared(("up", s, r), s), biases.get(block), s)
+                ul = self.checkpointed(block, run, ul, run.shared(("up", s, r), s), biases.get(block), s)
                 skips.append(ul)
         ul = skips.pop() if run.due(S - 1) else None
         for s in reversed(range(S)):
             if run.due(s):
                 for r, block in enumerate(stream.down_blocks[s]):
                     aux = torch.cat([run.shared(("down", s, r), s), skips.pop()], dim=1)  # (B, 2F, ...)
-                    ul = block(run, ul, aux, biases.get(block), s)
+                    ul = self.checkpointed(block, run, ul, aux, biases.get(block), s)
             if s:
                 ul = run.up(stream.upsample[s - 1], ul, s - 1)
         return self.out(F.elu(ul))  # (B, P, ...)

@@ -140,6 +140,7 @@ class PixelSNAIL(Prior):
     supports_context = True
     full_context = True  # causal attention reaches every earlier position
     Stepper = PixelSNAILStepper
+    checkpointable = True  # every block (gated units + attention) goes through ``checkpointed``
 
     def __init__(self, spec: PriorSpec, arch: PixelSNAILArch):
         super().__init__(spec, arch)
@@ -187,5 +188,5 @@ class PixelSNAIL(Prior):
         ctx = None if ctx is None else run.view(ctx)
         h = run.conv_input(self.first_above, zb) + run.conv_input(self.first_left, zb)  # (B, F, ...)
         for block, block_biases in zip(self.blocks, biases):
-            h = block(run, h, zb, ctx, block_biases)
+            h = self.checkpointed(block, run, h, zb, ctx, block_biases)
         return self.out(F.elu(h))  # (B, P, ...)

@@ -9,9 +9,11 @@ import torch
 
 LR_SCHEDULES = ("constant", "exponential", "cosine")
 MIXED_PRECISION = ("no", "fp16", "bf16")
+REPORT_TO = ("none", "tensorboard", "wandb", "all")  # trackers (see latentar.training.tracking)
 INT_FIELDS = ("steps", "batch_size", "warmup_steps", "grad_accum", "eval_every", "save_every", "log_every",
-              "seed", "num_workers", "max_nonfinite")
+              "seed", "num_workers", "max_nonfinite", "sample_every")
 FLOAT_FIELDS = ("lr", "lr_decay", "grad_clip", "ema_decay")  # finite numbers (None where allowed)
+BOOL_FIELDS = ("compile", "checkpoint_activations")
 
 
 @dataclass
@@ -25,6 +27,8 @@ class TrainConfig:
     grad_clip: float | None = None  # max global gradient norm; None = no clipping
     grad_accum: int = 1  # micro-batches per optimizer update
     mixed_precision: str = "no"  # "no" | "fp16" | "bf16" autocast
+    compile: bool = False  # a prior's loss runs through torch.compile (its inputs checked eagerly first)
+    checkpoint_activations: bool = False  # recompute big blocks' activations in backward (less memory)
     ema_decay: float | None = None  # Polyak/EMA decay of the weights; None = no EMA
     eval_every: int = 0  # evaluate every N updates; 0 = only at the end
     save_every: int = 0  # checkpoint every N updates; 0 = only at the end
@@ -32,11 +36,15 @@ class TrainConfig:
     seed: int = 0  # seeds the weights, the data order and dropout
     num_workers: int = 0  # DataLoader worker processes
     max_nonfinite: int = 3  # skipped updates (non-finite loss or gradients) in a row that stop the run
+    report_to: str = "none"  # trackers: "none" | "tensorboard" | "wandb" | "all" (both)
+    sample_every: int = 0  # write (and track) a sample or reconstruction grid every N updates; 0 = off
 
     def __post_init__(self):
         for name in INT_FIELDS:
             value = getattr(self, name)
             _check(isinstance(value, int) and not isinstance(value, bool), name, "an integer", value)
+        for name in BOOL_FIELDS:
+            _check(isinstance(getattr(self, name), bool), name, "true or false", getattr(self, name))
         for name in FLOAT_FIELDS:
             value = getattr(self, name)
             _check(value is None or _is_finite_number(value), name, "a finite number", value)
@@ -54,7 +62,8 @@ class TrainConfig:
                self.mixed_precision)
         _check(self.ema_decay is None or 0 <= self.ema_decay < 1, "ema_decay", "a number in [0, 1) or None",
                self.ema_decay)
-        for name in ("eval_every", "save_every", "num_workers"):
+        _check(self.report_to in REPORT_TO, "report_to", f"one of {REPORT_TO}", self.report_to)
+        for name in ("eval_every", "save_every", "num_workers", "sample_every"):
             _check(getattr(self, name) >= 0, name, "an integer >= 0", getattr(self, name))
         _check(self.log_every >= 1, "log_every", "an integer >= 1", self.log_every)
         _check(self.max_nonfinite >= 1, "max_nonfinite", "an integer >= 1", self.max_nonfinite)

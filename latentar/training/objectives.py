@@ -1,4 +1,5 @@
-"""Objectives: ``objective(model, batch) -> (loss scalar, {name: float})``.
+"""Objectives: ``objective(model, batch) -> (loss scalar, {name: float or 0-dim tensor})``;
+tensors stay on the device until the trainer logs them.
 
 The trainer calls the objective inside the (possibly DDP-wrapped) forward pass, with the
 bare model, so an objective may use any method of it (``prior.loss``, ``vqvae.loss``).
@@ -19,7 +20,7 @@ def prior_objective(prior, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
     """Mean negative log-likelihood in nats per symbol; also reported in bits per symbol."""
     x, labels, context = unpack_prior_batch(batch)
     loss = prior.loss(x, prior_cond(prior, labels, context))
-    return loss, {"bits_per_dim": bits_per_dim(float(loss.detach()), 1)}
+    return loss, {"bits_per_dim": bits_per_dim(loss.detach(), 1)}  # a tensor: read at log time
 
 
 def vqvae_objective(vqvae, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:

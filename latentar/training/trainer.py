@@ -8,12 +8,15 @@
 A run folder holds::
 
     metrics.jsonl                  one JSON line per logged update (step, loss, lr, skipped_updates,
-                                   ..., eval)
+                                   ..., eval); the trackers of ``report_to`` get the same numbers
+    samples/step_00000500.png      with ``sample_every``: the ``preview`` grid of the EMA (or raw) weights
+    logs/                          the trackers' files (see ``latentar.training.tracking``)
     checkpoints/step_00000500/     the newest two checkpoints (see ``latentar.training.checkpoint``):
                                    accelerator.save_state (model.safetensors, Adam, LR schedule, RNG
                                    states), trainer_state.json (update counter, non-finite streak),
                                    ema.safetensors, and manifest.json (size and sha256 of each file)
-    model/                         the exported model (config.json + model.safetensors)
+    model/                         the exported model (config.json + model.safetensors + README.md,
+                                   its model card)
     done.json                      written last: the stage finished, with its final metrics
     run.json, .lock                what trains here, and who does (see ``latentar.training.run_folder``)
 
@@ -35,6 +38,7 @@ from __future__ import annotations
 import json
 import time
 import warnings
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
@@ -45,22 +49,27 @@ from accelerate.utils import send_to_device, set_seed
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
-
+from latentar.model_card import write_model_card
+from latentar.progress import progress_bar
+from latentar.sampling import save_image
 from latentar.saving import atomic_write_json
 from latentar.training.checkpoint import Checkpoints, TrainerState
 from latentar.training.config import TrainConfig, check_mixed_precision
 from latentar.training.run_folder import claim_run, run_record
 from latentar.training.schedules import make_scheduler
+from latentar.training.tracking import (LOGS_DIR, accelerator_options, end_trackers, log_image, log_record,
+                                        start_trackers)
 
 Objective = Callable[[nn.Module, Any], tuple[torch.Tensor, dict[str, float]]]
 Evaluate = Callable[[nn.Module, Accelerator], dict]
+Preview = Callable[[nn.Module], torch.Tensor]  # the model (EMA weights) -> a grid image uint8 (C, H, W)
 
 CHECKPOINTS = "checkpoints"
 KEEP_CHECKPOINTS = 2
 METRICS_FILE = "metrics.jsonl"
 MODEL_DIR = "model"
 DONE_FILE = "done.json"
+SAMPLES_DIR = "samples"
 
 
 class NonFiniteLossError(ValueError):
@@ -74,20 +83,29 @@ class Trainer:
     ``evaluate(model, accelerator) -> dict`` runs on every process every
     ``config.eval_every`` updates and at the end, on the EMA weights when EMA is on.
     ``config.batch_size`` is per process: one update sees batch_size · processes · grad_accum items.
+    ``preview(model) -> uint8 (C, H, W)`` draws the grid written every ``config.sample_every``
+    updates (main process); ``dataset`` names the data in the exported model's card.
     """
 
     def __init__(self, model: nn.Module, objective: Objective, train_data: Dataset, config: TrainConfig,
                  out_dir: str | Path, *, evaluate: Evaluate | None = None,
-                 collate_fn: Callable | None = None, overwrite: bool = False):
+                 collate_fn: Callable | None = None, overwrite: bool = False, preview: Preview | None = None,
+                 dataset: str | None = None):
         self.config, self.out_dir, self.evaluate = config, Path(out_dir), evaluate
+        if config.sample_every and preview is None:
+            raise ValueError(f"TrainConfig.sample_every = {config.sample_every} needs a preview: "
+                             "Trainer(..., preview=...) that draws the grid")
+        self.preview, self.dataset = preview, dataset
         self.overwrite = overwrite  # fit replaces an earlier run's outputs in out_dir
         # Accelerate keeps one process-wide state and refuses a second stage's different mixed
         # precision; each Trainer starts its own (the distributed setup, PartialState, is kept).
         AcceleratorState._reset_state(reset_partial_state=False)
         self.accelerator = Accelerator(mixed_precision=config.mixed_precision,
                                        gradient_accumulation_steps=config.grad_accum,
-                                       project_dir=str(self.out_dir), step_scheduler_with_optimizer=False)
+                                       step_scheduler_with_optimizer=False,
+                                       **accelerator_options(config.report_to, self.out_dir))
         check_mixed_precision(config.mixed_precision, self.accelerator.device)  # Accelerate would ignore it
+        apply_speed_settings(model, config)
         set_seed(config.seed)
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
         scheduler = make_scheduler(optimizer, config)
@@ -111,20 +129,22 @@ class Trainer:
         a folder holding an earlier run's outputs needs ``resume`` (the same run.json) or the
         trainer's ``overwrite``."""
         lock = claim_run(self.out_dir, run_record(self.model, self.config), self.accelerator,
-                         outputs=(CHECKPOINTS, METRICS_FILE, MODEL_DIR, DONE_FILE), resume=resume,
-                         overwrite=self.overwrite)
+                         outputs=(CHECKPOINTS, METRICS_FILE, MODEL_DIR, DONE_FILE, SAMPLES_DIR, LOGS_DIR),
+                         resume=resume, overwrite=self.overwrite)
         try:
             return self._fit()
         finally:
+            end_trackers(self.accelerator)
             lock.release()
 
     def _fit(self) -> dict:
         cfg, acc = self.config, self.accelerator
         self._start()
         step = self.state.step
+        start_trackers(acc, self.model, cfg, resumed_at=step)
         data = self.batches.iterate(start=step * cfg.grad_accum)
         window = MetricWindow()
-        bar = tqdm(total=cfg.steps, initial=step, disable=not acc.is_main_process, desc="train")
+        bar = progress_bar(total=cfg.steps, initial=step, desc="train", unit="update", leave=True)
         # the last logged training metrics (a resumed run that has nothing left to do keeps them)
         last_train = next(({k: v for k, v in r.items() if k not in ("step", "eval")}
                            for r in reversed(read_metrics(self.out_dir)) if "loss" in r), {})
@@ -144,6 +164,8 @@ class Trainer:
                 record["eval"] = self.run_evaluate()
             if record:
                 self._log({"step": step, **record})
+            if cfg.sample_every and (step % cfg.sample_every == 0 or step == cfg.steps):
+                self._preview(step)
             if (cfg.save_every and step % cfg.save_every == 0) or step == cfg.steps:
                 self.save_checkpoint()
         bar.close()
@@ -186,7 +208,7 @@ class Trainer:
         self.state.nonfinite_streak = 0
         if self.ema is not None:
             update_ema(self.ema, self.model)
-        for value, batch_metrics in zip(torch.stack(losses).tolist(), metrics):
+        for value, batch_metrics in zip(losses, metrics):
             window.add(value, batch_metrics, cfg.batch_size)
 
     def _clip_gradients(self) -> torch.Tensor | None:
@@ -265,6 +287,14 @@ class Trainer:
         if self.accelerator.is_main_process:
             with open(self.out_dir / METRICS_FILE, "a") as f:
                 f.write(json.dumps(record) + "\n")
+            log_record(self.accelerator, record)
+
+    def _preview(self, step: int) -> None:
+        """Write samples/step_NNNNNNNN.png, the preview of the EMA (or raw) weights, and track it."""
+        if self.accelerator.is_main_process:
+            grid = self.preview(self.final_model())  # uint8 (C, H, W)
+            save_image(grid, self.out_dir / SAMPLES_DIR / f"step_{step:08d}.png")
+            log_image(self.accelerator, SAMPLES_DIR, grid, step=step)
 
     def _finish(self, step: int, last_train: dict) -> dict:
         self._check_finite_weights("model")
@@ -272,6 +302,9 @@ class Trainer:
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
             self.final_model().save(self.out_dir / MODEL_DIR)
+            write_model_card(self.out_dir / MODEL_DIR, self.final_model(), dataset=self.dataset,
+                             training=asdict(self.config), metrics=result["eval"])
+            log_record(self.accelerator, {"step": step, "eval": result["eval"]})
             atomic_write_json(self.out_dir / DONE_FILE, result)
         self.accelerator.wait_for_everyone()
         return result
@@ -304,6 +337,18 @@ class ObjectiveModule(nn.Module):
         return self.objective(self.model, batch)
 
 
+def apply_speed_settings(model: nn.Module, config: TrainConfig) -> None:
+    """``compile`` and ``checkpoint_activations``: settings of a prior (``set_compile``,
+    ``set_activation_checkpointing``); a model without them refuses them by name."""
+    if not (config.compile or config.checkpoint_activations):
+        return
+    if not hasattr(model, "set_compile"):
+        raise ValueError(f"TrainConfig.compile and checkpoint_activations apply to priors; "
+                         f"a {type(model).__name__} takes neither")
+    model.set_compile(config.compile)
+    model.set_activation_checkpointing(config.checkpoint_activations)
+
+
 def make_ema(model: nn.Module, decay: float) -> AveragedModel:
     """A copy of ``model`` whose parameters follow ema ← decay·ema + (1 - decay)·param."""
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=False)
@@ -319,25 +364,30 @@ def update_ema(ema: AveragedModel, model: nn.Module) -> None:
 
 
 class MetricWindow:
-    """Sums of the micro-batch losses and metrics since the last log, averaged over every process."""
+    """Sums of the micro-batch losses and metrics since the last log, averaged over every process.
+
+    Values may be tensors on the device: they are summed there and read once, at ``result``
+    (no host synchronisation per micro-batch)."""
 
     def __init__(self):
         self._reset()
 
     def _reset(self) -> None:
-        self.sums: dict[str, float] = {}
+        self.sums: dict[str, torch.Tensor | float] = {}
         self.count, self.items, self.started = 0, 0, time.perf_counter()
 
-    def add(self, loss: float, metrics: dict[str, float], items: int) -> None:
+    def add(self, loss: torch.Tensor | float, metrics: dict[str, torch.Tensor | float], items: int) -> None:
         for name, value in {"loss": loss, **metrics}.items():
-            self.sums[name] = self.sums.get(name, 0.0) + float(value)
+            value = value.detach().double() if isinstance(value, torch.Tensor) else float(value)
+            self.sums[name] = self.sums.get(name, 0.0) + value
         self.count += 1
         self.items += items
 
     def result(self, accelerator: Accelerator) -> dict:
-        names = sorted(self.sums)
-        totals = torch.tensor([self.sums[n] for n in names] + [self.count, self.items],
-                              dtype=torch.float64, device=accelerator.device)
+        names, device = sorted(self.sums), accelerator.device
+        totals = torch.stack([torch.as_tensor(self.sums[n], dtype=torch.float64, device=device).reshape(())
+                              for n in names] + [torch.tensor(float(v), dtype=torch.float64, device=device)
+                                                 for v in (self.count, self.items)])
         totals = accelerator.reduce(totals, reduction="sum").tolist()
         seconds = time.perf_counter() - self.started
         # a window whose updates were all skipped has no loss to report

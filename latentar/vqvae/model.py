@@ -195,16 +195,17 @@ class VQVAE(nn.Module, Saveable):
             return self.decoder(bottom_q)
         return self.decoder(torch.cat([bottom_q, self.top_upsample(top_q)], 1))  # (B, 2D, hb, wb) in
 
-    def loss(self, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """images uint8 (B, C, H, W) -> (MSE in the [-1, 1] scale + quantizer loss, batch metrics)."""
         recon, codes, vq_loss = self(images)
         mse = F.mse_loss(recon, self.to_float(images))
         loss = mse + vq_loss
-        metrics = {"mse": mse.item(), "psnr": psnr(mse.item()), "vq_loss": vq_loss.item()}
+        # 0-dim tensors, left on the device: the trainer reads them at log time
+        metrics = {"mse": mse.detach(), "psnr": psnr(mse.detach()), "vq_loss": vq_loss.detach()}
         for level, grid in (codes.items() if isinstance(codes, dict) else [("codes", codes)]):
             p = torch.bincount(grid.flatten(), minlength=self.codebook_sizes[level]).double() / grid.numel()
             prefix = "" if level == "codes" else f"{level}_"
-            metrics[f"{prefix}perplexity"] = math.exp(-float((p * p.clamp_min(1e-12).log()).sum()))
+            metrics[f"{prefix}perplexity"] = torch.exp(-(p * p.clamp_min(1e-12).log()).sum())
         return loss, metrics
 
     @torch.no_grad()
@@ -271,8 +272,11 @@ class VQVAE(nn.Module, Saveable):
         return ((x + 1.0) * ((self.levels - 1) / 2.0)).round().clamp(0, self.levels - 1).to(torch.uint8)
 
 
-def psnr(mse: float) -> float:
-    """PSNR in dB of a mean squared error measured in the [-1, 1] scale (peak-to-peak 2)."""
+def psnr(mse: float | torch.Tensor) -> float | torch.Tensor:
+    """PSNR in dB of a mean squared error measured in the [-1, 1] scale (peak-to-peak 2); a
+    tensor gives a tensor (inf where the error is 0), without a host synchronisation."""
+    if isinstance(mse, torch.Tensor):
+        return 10.0 * torch.log10(4.0 / mse)
     return 10.0 * math.log10(4.0 / mse) if mse > 0 else math.inf
 
 

@@ -1,0 +1,104 @@
+"""Transformer layers over sequences (B, N, D): multi-head self-attention through
+``torch.nn.functional.scaled_dot_product_attention`` (flash / memory-efficient kernels on
+GPUs), a GELU MLP, and the pre-LayerNorm block that joins them with residual dropout
+(Radford et al. 2019's GPT-2 layout, as in Image GPT and the VQGAN prior).
+
+A block reads neighbouring positions only through its attention, and makes that call
+through a pass object ``run`` (``latentar.nn.incremental``): ``run.self_attend`` is the
+whole causal sequence in a ``FullPass`` and one position over a KV cache in a
+``StepPass``; ``EncoderPass`` attends over the whole sequence both ways (an encoder of
+a map known in full, such as a spatial context).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention: x (B, N, D) -> (B, N, D), D = heads · key_dim."""
+
+    def __init__(self, width: int, heads: int, dropout: float = 0.0):
+        super().__init__()
+        if width % heads:
+            raise ValueError(f"the width {width} must be a multiple of the number of heads {heads}")
+        self.heads = heads
+        self.key_dim = self.value_dim = width // heads
+        self.qkv = nn.Linear(width, 3 * width)
+        self.out = nn.Linear(width, width)
+        self.dropout = nn.Dropout(dropout)  # residual dropout of the output
+
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x (B, N, D) -> queries, keys, values, each (B, heads, N, key_dim)."""
+        return rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.heads).unbind(0)
+
+    def combine(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> torch.Tensor:
+        """Queries (B, h, Nq, d) over keys and values (B, h, Nk, d) -> (B, Nq, D); ``causal``
+        (Nq = Nk): query i sees keys j <= i only."""
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)  # (B, h, Nq, d)
+        return self.dropout(self.out(rearrange(out, "b h n d -> b n (h d)")))
+
+    def forward(self, x: torch.Tensor, causal: bool = True) -> torch.Tensor:
+        return self.combine(*self.project(x), causal=causal)
+
+
+class MLP(nn.Module):
+    """x (B, N, D) -> (B, N, D): Linear(D, ratio·D), GELU, Linear(ratio·D, D), dropout."""
+
+    def __init__(self, width: int, ratio: int, dropout: float = 0.0):
+        super().__init__()
+        self.expand = nn.Linear(width, ratio * width)
+        self.out = nn.Linear(ratio * width, width)
+        self.dropout = nn.Dropout(dropout)  # residual dropout of the output
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.out(F.gelu(self.expand(x))))
+
+
+class TransformerBlock(nn.Module):
+    """Pre-LayerNorm block: x + attention(LN(x)), then + MLP(LN(x)).
+
+    x (B, N, D), bias (B, D) or None (added to the residual stream first, e.g. a class
+    bias) -> (B, N, D). ``run`` evaluates the attention (see the module docstring).
+    """
+
+    def __init__(self, width: int, heads: int, mlp_ratio: int, dropout: float = 0.0):
+        super().__init__()
+        self.attention_norm = nn.LayerNorm(width)
+        self.attention = SelfAttention(width, heads, dropout)
+        self.mlp_norm = nn.LayerNorm(width)
+        self.mlp = MLP(width, mlp_ratio, dropout)
+
+    def forward(self, run, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        if bias is not None:
+            x = x + bias[:, None]
+        x = x + run.self_attend(self.attention, self.attention_norm(x))
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class EncoderPass:
+    """The pass of a block over a sequence known in full: every position attends to every one."""
+
+    @staticmethod
+    def self_attend(attention: SelfAttention, x: torch.Tensor) -> torch.Tensor:
+        return attention(x, causal=False)
+
+
+def init_weights(module: nn.Module, residual_layers: int) -> None:
+    """GPT-2's initialisation of the layers under ``module``: linear and embedding weights
+    N(0, 0.02²), biases zero, LayerNorms identity; the projections that write into the
+    residual stream scaled by 1/√(2·residual_layers), so its variance does not grow with depth."""
+    for layer in module.modules():
+        if isinstance(layer, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(layer.weight, std=0.02)
+        if isinstance(layer, nn.Linear) and layer.bias is not None:
+            nn.init.zeros_(layer.bias)
+        if isinstance(layer, nn.LayerNorm):
+            nn.init.ones_(layer.weight)
+            nn.init.zeros_(layer.bias)
+    for layer in module.modules():
+        if isinstance(layer, (SelfAttention, MLP)):
+            nn.init.normal_(layer.out.weight, std=0.02 / (2 * residual_layers) ** 0.5)

@@ -1,0 +1,171 @@
+"""A decoder-only Transformer over the raster sequence of the H·W positions (the Image
+Transformer / Image GPT family; the GPT priors of VQGAN and LlamaGen over VQ codes).
+
+Each position (h, w) is one element of a sequence of N = H·W: its C symbols enter as one
+vector (a linear map of their C·E input floats), so the head couples the channels of a
+pixel. The sequence is shifted by one, so that the slot of position i holds the symbols
+of position i - 1 and, through inclusive causal attention (slot i attends to slots
+j <= i), position i sees exactly the positions before it. Slot 0 holds a learned start
+token, or the class embedding for class-conditional priors.
+
+Positions are learned row + column embeddings: the grid is fixed, so absolute
+positions cost nothing at sampling time (a cached key never changes), and the sum keeps
+the 2-D layout (the position above is one row embedding away, not W slots) at H + W
+vectors instead of H·W.
+
+Blocks are pre-LayerNorm (causal multi-head self-attention through
+``scaled_dot_product_attention``, then a GELU MLP), with residual dropout; a
+class-conditional prior also adds a learned per-class bias to the residual stream at
+each block. A spatial context (the VQ-VAE-2 bottom prior's top codes) is embedded, run
+through a small non-causal Transformer encoder (every context position sees the whole
+map), upsampled (nearest) to the grid and added at every position: it is known in full,
+so it may be used non-causally.
+
+Fast sampling (``TransformerStepper``) runs each block at the new position only, its
+attention over a KV cache of the earlier ones (``StepPass.self_attend``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from latentar.checks import COUNT, FRACTION, Checked, FieldError
+from latentar.nn.conditioning import class_bias_table
+from latentar.nn.incremental import FullPass
+from latentar.nn.transformer import EncoderPass, TransformerBlock, init_weights
+from latentar.priors.base import Prior, PriorSpec, register_prior
+from latentar.priors.steppers.transformer import TransformerStepper
+
+
+@dataclass
+class TransformerArch(Checked):
+    label = "transformer"
+    bounds = {"dropout": FRACTION, "context_layers": COUNT}
+
+    width: int = 256  # D: the residual stream's width
+    num_layers: int = 8  # Transformer blocks
+    heads: int = 8  # attention heads; width must be a multiple of it
+    mlp_ratio: int = 4  # the MLP's hidden width, in multiples of D
+    dropout: float = 0.0  # residual and embedding dropout (train mode only)
+    context_layers: int = 1  # non-causal blocks of the context encoder (spatial context only);
+    #                          0: each position sees only the context codes above it
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.width % self.heads:
+            raise FieldError(f"transformer.width ({self.width}) must be a multiple of "
+                             f"transformer.heads ({self.heads})")
+
+
+def grid_positions(rows: nn.Embedding, cols: nn.Embedding) -> torch.Tensor:
+    """Learned row (H, D) + column (W, D) embeddings -> (H·W, D) in raster order."""
+    return rearrange(rows.weight[:, None] + cols.weight[None], "h w d -> (h w) d")
+
+
+class ContextEncoder(nn.Module):
+    """Context codes long (B, h, w) -> (B, H·W, D) for a grid of (H, W): embedded, with
+    their own row + column positions, through non-causal blocks, upsampled (nearest)."""
+
+    def __init__(self, symbols: int, shape: tuple[int, int], arch: TransformerArch):
+        super().__init__()
+        self.embed = nn.Embedding(symbols, arch.width)
+        self.rows, self.cols = nn.Embedding(shape[0], arch.width), nn.Embedding(shape[1], arch.width)
+        self.blocks = nn.ModuleList(TransformerBlock(arch.width, arch.heads, arch.mlp_ratio, arch.dropout)
+                                    for _ in range(arch.context_layers))
+        self.norm = nn.LayerNorm(arch.width)
+
+    def forward(self, context: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        h, w = context.shape[1:]
+        c = self.embed(context.flatten(1)) + grid_positions(self.rows, self.cols)  # (B, h·w, D)
+        for block in self.blocks:
+            c = block(EncoderPass, c)
+        c = rearrange(self.norm(c), "b (h w) d -> b d h w", h=h, w=w)
+        return rearrange(F.interpolate(c, size=size, mode="nearest"), "b d h w -> b (h w) d")  # (B, H·W, D)
+
+
+@register_prior("transformer")
+class Transformer(Prior):
+    Arch = TransformerArch
+    presets = {
+        "tiny": dict(width=8, num_layers=2, heads=2, mlp_ratio=2),
+        # 7×7 / 8×8 code grids on a CPU: a few minutes of training
+        "small": dict(width=96, num_layers=4, heads=4),
+        "default": {},
+        # VQGAN's class-conditional ImageNet prior (Esser et al. 2021): 48 blocks of width 1536,
+        # 24 heads; 1.46B parameters here with 1000 classes over 16×16 codes of K = 16384
+        "paper": dict(width=1536, num_layers=48, heads=24),
+    }
+    heads = ("categorical", "logistic_mixture")
+    supports_context = True
+    full_context = True  # causal attention reaches every earlier position
+    checkpointable = True
+    Stepper = TransformerStepper
+
+    def __init__(self, spec: PriorSpec, arch: TransformerArch):
+        super().__init__(spec, arch)
+        C, H, W = spec.shape
+        D = arch.width
+        self.symbol_projection = nn.Linear(C * self.input.dim, D)  # the C symbols of a position -> one vector
+        self.rows, self.cols = nn.Embedding(H, D), nn.Embedding(W, D)
+        # slot 0: a learned start token, or the class embedding (every parameter is used, as DDP needs)
+        self.start = nn.Parameter(torch.zeros(1, 1, D)) if spec.label_rows is None else None
+        self.class_embedding = None if spec.label_rows is None else nn.Embedding(spec.label_rows, D)
+        self.context = None
+        if spec.context_shape is not None:
+            self.context = ContextEncoder(spec.context_symbols, spec.context_shape, arch)
+        self.dropout = nn.Dropout(arch.dropout)
+        self.blocks = nn.ModuleList(TransformerBlock(D, arch.heads, arch.mlp_ratio, arch.dropout)
+                                    for _ in range(arch.num_layers))
+        self.norm = nn.LayerNorm(D)
+        self.out = nn.Linear(D, self.head.num_params)
+        transformer_parts = [self.symbol_projection, self.rows, self.cols, self.class_embedding, self.context,
+                             self.blocks, self.norm, self.out]
+        for part in filter(None, transformer_parts):
+            init_weights(part, arch.num_layers + arch.context_layers)
+        if self.start is not None:
+            nn.init.normal_(self.start, std=0.02)
+        # a (D) residual bias per block, zero at first (see class_bias_table)
+        self.class_bias = class_bias_table(spec.label_rows, arch.num_layers * D)
+
+    # ---- the pieces a stepper shares -----------------------------------------------------
+    def embed_symbols(self, z: torch.Tensor) -> torch.Tensor:
+        """Input floats z (B, C·E, H, W) -> one vector per position (B, H·W, D)."""
+        return self.symbol_projection(rearrange(z, "b ce h w -> b (h w) ce"))
+
+    def start_token(self, labels: torch.Tensor | None, batch: int) -> torch.Tensor:
+        """What slot 0 holds -> (B, 1, D): the class embedding, or the learned start token."""
+        if self.class_embedding is None:
+            return self.start.expand(batch, -1, -1)
+        return self.class_embedding(labels)[:, None]
+
+    def position_terms(self, context: torch.Tensor | None) -> torch.Tensor:
+        """What every slot adds to its input -> (1 or B, H·W, D): its row + column embedding,
+        plus the encoded context at its position."""
+        _, H, W = self.spec.shape
+        terms = grid_positions(self.rows, self.cols)[None]  # (1, H·W, D)
+        return terms if self.context is None else terms + self.context(context, (H, W))
+
+    def biases(self, labels: torch.Tensor | None) -> list:
+        """Per block a class bias (B, D), or None."""
+        if self.class_bias is None:
+            return [None] * len(self.blocks)
+        return list(self.class_bias(labels).chunk(len(self.blocks), dim=1))
+
+    # ---- the network ---------------------------------------------------------------------
+    def network(self, z, labels, context):
+        B, _, H, W = z.shape
+        shifted = torch.cat([self.start_token(labels, B), self.embed_symbols(z)[:, :-1]], dim=1)  # (B, N, D)
+        params = self.body(FullPass(), shifted + self.position_terms(context), self.biases(labels))  # (B, N, P)
+        return rearrange(params, "b (h w) p -> b p h w", h=H, w=W)
+
+    def body(self, run, slots: torch.Tensor, biases: list) -> torch.Tensor:
+        """Slot inputs (B, N, D) -> head params (B, N, P); N = 1 in a position pass."""
+        x = self.dropout(slots)
+        for block, bias in zip(self.blocks, biases):
+            x = self.checkpointed(block, run, x, bias)
+        return self.out(self.norm(x))

@@ -1,0 +1,129 @@
+"""Experiment trackers through Accelerate: TensorBoard, Weights & Biases, or both.
+
+    Accelerator(**accelerator_options(config.report_to, out_dir))
+    start_trackers(accelerator, model, config, resumed_at=step)
+    log_record(accelerator, {"step": 100, "loss": 0.9, "lr": 1e-3, "eval": {"bits_per_dim": 1.2}})
+    log_image(accelerator, "samples", grid, step=100)    # grid: uint8 (C, H, W)
+    end_trackers(accelerator)
+
+``report_to`` is "none" (no tracker), "tensorboard", "wandb" or "all" (both). TensorBoard
+writes event files under ``RUN/logs/latentar/``; W&B runs in project "latentar", named after
+the run folder, with its files in the run folder. ``metrics.jsonl`` stays the record of a run:
+every line of it is logged with the same names, nested keys joined by "/" (``eval/bits_per_dim``),
+and so is the final evaluation (``done.json``'s) at the last update.
+A resumed run appends to the same TensorBoard folder: its writer purges the events after the
+checkpoint it resumed from, so the series continues at the right step without doubles.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import ProjectConfiguration
+from einops import rearrange
+
+from latentar.saving import Saveable
+from latentar.training.config import REPORT_TO, TrainConfig
+TRACKERS = {"tensorboard": ("tensorboard", 'pip install -e ".[tensorboard]"  (or: pip install tensorboard)'),
+            "wandb": ("wandb", "pip install wandb")}  # tracker -> (its package, how to install it)
+LOGS_DIR = "logs"  # in a run folder: the trackers' files
+PROJECT = "latentar"  # TensorBoard's sub-folder of logs/, W&B's project
+
+
+class TrackerNotInstalledError(ImportError, ValueError):
+    """``report_to`` names a tracker whose package is not installed."""
+
+
+def trackers(report_to: str) -> list[str]:
+    """The trackers ``report_to`` asks for, each checked to be installed."""
+    if report_to not in REPORT_TO:
+        raise ValueError(f"report_to must be one of {REPORT_TO}, got {report_to!r}")
+    names = list(TRACKERS) if report_to == "all" else [] if report_to == "none" else [report_to]
+    for name in names:
+        package, install = TRACKERS[name]
+        if importlib.util.find_spec(package) is None:
+            raise TrackerNotInstalledError(f"report_to={report_to!r} needs the {package} package, which is not "
+                                           f"installed: {install}")
+    return names
+
+
+def accelerator_options(report_to: str, out_dir: str | Path) -> dict:
+    """The keyword arguments of ``Accelerator`` for the trackers of ``report_to``, logging into
+    ``out_dir/logs``."""
+    out_dir = Path(out_dir)
+    project = ProjectConfiguration(project_dir=str(out_dir), logging_dir=str(out_dir / LOGS_DIR))
+    return {"log_with": trackers(report_to) or None, "project_config": project}
+
+
+def start_trackers(accelerator: Accelerator, model: Saveable, config: TrainConfig, *, resumed_at: int = 0) -> None:
+    """Start the trackers with the run's hyper-parameters (the model's config and ``config``,
+    flattened for TensorBoard's HParams). A run resumed at update ``resumed_at`` > 0 drops the
+    events its crashed predecessor wrote after that update."""
+    if not accelerator.log_with:
+        return
+    out_dir = Path(accelerator.project_dir)
+    init = {"wandb": {"name": out_dir.name, "dir": str(out_dir)}}
+    if resumed_at:
+        init["tensorboard"] = {"purge_step": resumed_at + 1}
+    run = {"model_type": model.model_type, "model": model.config_dict(), "train": asdict(config)}
+    accelerator.init_trackers(PROJECT, config=hyperparameters(run), init_kwargs=init)
+
+
+def hyperparameters(config: dict, prefix: str = "") -> dict[str, bool | int | float | str]:
+    """Nested ``config`` -> {"train.lr": 0.001, "model.preset": "small", ...}: scalars kept,
+    None as "none", lists and tuples as their JSON text."""
+    flat: dict[str, bool | int | float | str] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(hyperparameters(value, f"{name}."))
+        elif value is None:
+            flat[name] = "none"
+        elif isinstance(value, (bool, int, float, str)):
+            flat[name] = value
+        else:
+            flat[name] = json.dumps(value)
+    return flat
+
+
+def scalars(record: dict, prefix: str = "") -> dict[str, float]:
+    """A metrics.jsonl record -> its numbers by name, nested keys joined by "/" ("step" left out)."""
+    out: dict[str, float] = {}
+    for key, value in record.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(scalars(value, f"{name}/"))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and name != "step":
+            out[name] = float(value)
+    return out
+
+
+def log_record(accelerator: Accelerator, record: dict) -> None:
+    """Log one metrics.jsonl record (it has a "step") to every tracker."""
+    if accelerator.trackers:
+        accelerator.log(scalars(record), step=record["step"])
+
+
+def log_image(accelerator: Accelerator, name: str, grid: torch.Tensor, *, step: int) -> None:
+    """Log one image, uint8 (C, H, W) with C = 1 or 3, to every tracker."""
+    image = rearrange(grid.cpu(), "c h w -> 1 h w c").numpy()  # (1, H, W, C)
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":
+            tracker.log_images({name: image}, step=step, dataformats="NHWC")
+        else:  # W&B takes a list of images
+            tracker.log_images({name: list(np.ascontiguousarray(image))}, step=step)
+
+
+def end_trackers(accelerator: Accelerator) -> None:
+    """Finish every tracker (flush and close its files). This is ``Accelerator.end_training``
+    without its last act, which would destroy the process group the next stage of a recipe
+    still needs."""
+    for tracker in accelerator.trackers:
+        tracker.finish()
+    accelerator.trackers.clear()

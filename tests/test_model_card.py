@@ -1,0 +1,80 @@
+"""Model cards: every exported model folder gets a README.md in the Hugging Face convention,
+which says what the model is and how it scored, and which loading ignores."""
+
+from __future__ import annotations
+
+
+import pytest
+import torch
+import yaml
+from torch.utils.data import TensorDataset
+
+import latentar
+from latentar.evaluation import evaluate_prior
+from latentar.model_card import CARD_FILE, write_model_card
+from latentar.saving import NotAModelError
+from latentar.training import TrainConfig, Trainer, prior_objective, read_done
+
+
+def front_matter(text: str) -> dict:
+    assert text.startswith("---\n")
+    return yaml.safe_load(text.split("---\n")[1])
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("card")
+    x = (torch.rand(32, 1, 4, 4, generator=torch.Generator().manual_seed(0)) < 0.5).to(torch.uint8)
+    data = TensorDataset(x, torch.zeros(32, dtype=torch.long))
+    torch.manual_seed(0)
+    prior = latentar.build_prior("gated_pixelcnn", (1, 4, 4), 2, preset="tiny")
+    Trainer(prior, prior_objective, data, TrainConfig(steps=2, batch_size=8, lr=3e-3), out, dataset="toy_grids",
+            evaluate=lambda m, acc: evaluate_prior(m, data, acc)).fit()
+    return out
+
+
+def test_the_exported_model_has_a_card_that_parses_and_tells_what_it_is(run):
+    text = (run / "model" / CARD_FILE).read_text()
+    meta = front_matter(text)
+    assert meta["library_name"] == "latentar" and meta["datasets"] == ["toy_grids"]
+    assert {"latentar", "gated_pixelcnn", "categorical", "pixels-mode"} <= set(meta["tags"])
+    model = latentar.load(run / "model")
+    assert f"{sum(p.numel() for p in model.parameters()):,} parameters" in text
+    done = read_done(run)
+    assert f"| bits_per_dim | {done['eval']['bits_per_dim']:.6g} |" in text
+    assert "| lr | 0.003 |" in text and "| steps | 2 |" in text
+    assert f'latentar.load("{run / "model"}")' in text
+
+
+def test_hugging_face_reads_the_card(run):
+    hub = pytest.importorskip("huggingface_hub")
+    card = hub.ModelCard.load(run / "model" / CARD_FILE)
+    assert card.data.library_name == "latentar" and "gated_pixelcnn" in card.data.tags
+
+
+def test_loading_ignores_the_card_and_the_checksum_still_guards_only_the_weights(run, tmp_path):
+    folder = tmp_path / "copy"
+    folder.mkdir()
+    for path in (run / "model").iterdir():
+        (folder / path.name).write_bytes(path.read_bytes())
+    reference = latentar.load(run / "model")
+    (folder / CARD_FILE).write_text("---\nlibrary_name: something else\n---\nedited by hand\n")
+    edited = latentar.load(folder)
+    for a, b in zip(reference.state_dict().values(), edited.state_dict().values()):
+        assert torch.equal(a, b)
+    weights = bytearray((folder / "model.safetensors").read_bytes())
+    weights[-1] ^= 1
+    (folder / "model.safetensors").write_bytes(bytes(weights))
+    with pytest.raises(NotAModelError, match="does not match the sha256"):
+        latentar.load(folder)
+
+
+def test_a_vqvae_card_names_its_codebook(tmp_path):
+    vqvae = latentar.VQVAE((1, 8, 8), preset="tiny")
+    vqvae.save(tmp_path)
+    write_model_card(tmp_path, vqvae, metrics={"psnr": 20.5})
+    text = (tmp_path / CARD_FILE).read_text()
+    assert "vq-vae" in front_matter(text)["tags"] and "datasets" not in front_matter(text)
+    assert f"codebook of {vqvae.config.codebook_size}" in text and "| psnr | 20.5 |" in text
+    assert "## Training\n\nNot recorded." in text
+    assert isinstance(latentar.load(tmp_path), latentar.VQVAE)

@@ -1,0 +1,115 @@
+"""`latentar report`: finished runs side by side, one row each, from their summary files."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from PIL import Image
+
+import latentar
+from latentar.cli import main
+from latentar.report import COLUMNS, run_row
+
+COLUMNS_INDEX = {name: i for i, name in enumerate(COLUMNS)}  # column name -> its cell in a table row
+
+RECIPE = """
+[data]
+name = "image_folder"
+root = "{root}"
+options = {{size = 8}}
+
+[vqvae]
+preset = "tiny"
+
+[vqvae_train]
+steps = 2
+batch_size = 8
+
+[prior]
+name = "pixelsnail"
+preset = "tiny"
+embed_dim = 4
+
+[prior_train]
+steps = 2
+batch_size = 8
+
+[sampling]
+n = 2
+reconstructions = 2
+"""
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A `latentar run` (VQ-VAE + PixelSNAIL) and a `train-prior` run (PixelCNN on pixels)."""
+
+    tmp = tmp_path_factory.mktemp("report")
+    root = make_images(tmp)
+    recipe = tmp / "recipe.toml"
+    recipe.write_text(RECIPE.format(root=root))
+    assert main(["--quiet", "run", str(recipe), "--out", str(tmp / "two_stage")]) == 0
+    assert main(["--quiet", "train-prior", "--data", "image_folder", "--data-root", str(root), "--prior", "pixelcnn",
+                 "--preset", "tiny", "--steps", "2", "--batch-size", "4", "--out", str(tmp / "pixels")]) == 0
+    return tmp / "two_stage", tmp / "pixels"
+
+
+def make_images(tmp):
+    """A one-class image_folder of 8×8 noise: 8 train, 4 test images."""
+    generator = torch.Generator().manual_seed(0)
+    for split, count in (("train", 8), ("test", 4)):
+        folder = tmp / "images" / split / "noise"
+        folder.mkdir(parents=True)
+        for i in range(count):
+            image = torch.randint(0, 256, (8, 8, 3), generator=generator, dtype=torch.uint8)
+            Image.fromarray(image.numpy()).save(folder / f"{i}.png")
+    return tmp / "images"
+
+
+def test_report_prints_one_markdown_row_per_run(runs, capsys):
+    capsys.readouterr()
+    assert main(["report", *map(str, runs)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("| run | data | prior | preset | parameters |") and len(lines) == 4
+    two_stage, pixels = (line.split(" | ") for line in lines[2:])
+    assert two_stage[0] == f"| {runs[0]}" and two_stage[2] == "pixelsnail" and two_stage[3] == "tiny"
+    assert pixels[0] == f"| {runs[1]}" and pixels[2] == "pixelcnn"
+    assert pixels[COLUMNS_INDEX["psnr"]] == "—" and two_stage[COLUMNS_INDEX["bits_per_dim"]] == "—"
+
+
+def test_report_rows_hold_the_runs_own_numbers(runs, capsys):
+    capsys.readouterr()
+    assert main(["report", "--json", *map(str, runs)]) == 0
+    two_stage, pixels = json.loads(capsys.readouterr().out)
+    summary = json.loads((runs[0] / "summary.json").read_text())
+    prior = summary["prior"]
+    assert two_stage["data"] == "image_folder" and two_stage["updates"] == 2
+    assert two_stage["nats_per_image"] == pytest.approx(prior["nats_per_image"])
+    assert two_stage["bits_per_code"] == pytest.approx(prior["nats"] / prior["dims"] / math.log(2))
+    assert two_stage["bits_per_code"] == pytest.approx(prior["bits_per_code"])
+    assert two_stage["psnr"] == summary["vqvae"]["psnr"] and two_stage["codes_used"] == summary["vqvae"]["codes_used"]
+    model = latentar.load(runs[0] / "prior" / "model")
+    assert two_stage["parameters"] == sum(p.numel() for p in model.parameters())
+    stage_times = [summary[k]["wall_time_s"] for k in ("vqvae", "codes", "prior", "images")]
+    assert two_stage["wall_time_s"] == pytest.approx(sum(stage_times))
+
+    trained = json.loads((runs[1] / "summary.json").read_text())
+    assert pixels["bits_per_dim"] == trained["test"]["bits_per_dim"] and pixels["bits_per_code"] is None
+    assert pixels["parameters"] == trained["parameters"] and pixels["updates"] == 2
+    assert pixels["wall_time_s"] == trained["wall_time_s"] > 0
+
+
+def test_a_stage_folder_reads_from_done_json(runs):
+    row = run_row(runs[0] / "vqvae")
+    done = json.loads((runs[0] / "vqvae" / "done.json").read_text())
+    assert row["psnr"] == done["eval"]["psnr"] and row["updates"] == 2 and row["prior"] is None
+    assert row["wall_time_s"] == json.loads((runs[0] / "summary.json").read_text())["vqvae"]["wall_time_s"]
+    assert row["parameters"] == sum(p.numel() for p in latentar.load(runs[0] / "vqvae" / "model").parameters())
+
+
+def test_a_folder_that_is_no_run_is_refused_by_name(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert f"{tmp_path} holds neither summary.json nor done.json" in capsys.readouterr().err
