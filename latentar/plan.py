@@ -19,7 +19,7 @@ from latentar.checks import FieldError
 from latentar.config import PriorConfig, Recipe, RecipeError
 from latentar.data import SourceUnavailableError, load_dataset
 from latentar.priors.base import build_prior
-from latentar.registry import DATASETS, UnknownNameError
+from latentar.registry import DATASETS, PRIORS, UnknownNameError
 from latentar.sampling import code_grids
 from latentar.saving import NotAModelError, read_config
 from latentar.training import TrainConfig
@@ -169,9 +169,25 @@ def check_training(recipe: Recipe, device: Any) -> None:
             trackers(train.report_to)
         except TrackerNotInstalledError as e:
             raise RecipeError(f"{name}.report_to: {e}") from e
+        check_speed_settings(recipe, name, train)
         if limit is not None and limit < train.batch_size:
             raise RecipeError(f"data.train_limit = {limit} holds no whole batch of {name}.batch_size = "
                               f"{train.batch_size}; expected a train_limit >= the batch size")
+
+
+def check_speed_settings(recipe: Recipe, name: str, train: TrainConfig) -> None:
+    """``compile`` and ``checkpoint_activations`` are prior settings; checkpointing needs a prior
+    whose network supports it."""
+    if name == "vqvae_train":
+        for key in ("compile", "checkpoint_activations"):
+            if getattr(train, key):
+                raise RecipeError(f"vqvae_train.{key}: applies to priors only; set it in prior_train")
+        return
+    prior = recipe.prior if name == "prior_train" else recipe.bottom_prior
+    known = prior.name in PRIORS.names()  # an unknown name is reported with the prior's section
+    if train.checkpoint_activations and known and not PRIORS.get(prior.name).checkpointable:
+        raise RecipeError(f"{name}.checkpoint_activations: prior {prior.name!r} does not support it; "
+                          f"priors that do: {[n for n in PRIORS.names() if PRIORS.get(n).checkpointable]}")
 
 
 def run_device():

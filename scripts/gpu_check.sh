@@ -32,9 +32,16 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to $OUT/NAM
 step environment 30 bash -c 'nvidia-smi; python -c "import torch; print(torch.__version__, torch.cuda.get_device_name(0))"'
 step cuda_tests 150 python -m pytest -q -p no:cacheprovider tests/test_priors.py tests/test_fast_sampling.py \
     tests/test_device.py
-for prior in pixelcnn gated_pixelcnn pixelcnn_pp pixelsnail; do
-    step "bench_train_$prior" 30 bash -c "python -m latentar bench train --prior $prior --preset default \
-        --shape 3,32,32 --symbols 256 --batch 32 --steps 10 --device cuda > $OUT/bench_train_$prior.json"
+# the four rows of the README's training table: eager float32 against bf16 + compile, interleaved
+# (the JSON has img/s, TFLOP/s and peak memory of each side, and the speedup)
+ROW_PIXELCNN="--prior pixelcnn --arch hidden=16 num_blocks=15 output_hidden=32 --batch 32"
+ROW_GATED="--prior gated_pixelcnn --arch hidden=128 num_layers=10 output_hidden=32 --batch 32"
+ROW_PIXELSNAIL="--prior pixelsnail --arch hidden=64 num_blocks=8 res_units=2 heads=1 key_dim=4 value_dim=32 --batch 32"
+ROW_PIXELCNN_PP="--prior pixelcnn_pp --preset paper --shape 3,32,32 --symbols 256 --head logistic_mixture --batch 16"
+for row in PIXELCNN GATED PIXELSNAIL PIXELCNN_PP; do
+    args=ROW_$row
+    step "bench_train_${row,,}" 45 bash -c "python -m latentar bench train ${!args} --steps 5 --warmup 2 \
+        --compare --mixed-precision bf16 --compile --device cuda > $OUT/bench_train_${row,,}.json"
 done
 step bench_sample_pixelsnail 40 bash -c "python -m latentar bench sample --prior pixelsnail --preset default \
     --shape 1,8,8 --symbols 512 --codes --batch 16 --device cuda > $OUT/bench_sample_pixelsnail.json"

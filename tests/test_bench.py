@@ -17,6 +17,9 @@ from prior_cases import tiny_prior
 NAMES = latentar.list_priors()
 COMMON = {"prior", "arch", "shape", "num_symbols", "symbols", "head", "parameters", "device", "torch",
           "threads", "omp_num_threads", "load_average_1min", "batch", "preset"}
+SIDE = {"mixed_precision", "compile", "checkpoint_activations", "seconds_per_step", "cpu_seconds_per_step",
+        "images_per_second", "flops_per_step", "tflops_per_second", "loss_nats_per_dim", "peak_memory_mb",
+        "peak_memory_kind"}  # what bench train reports of one setting
 
 
 def run_cli(argv, capsys) -> dict:
@@ -43,9 +46,10 @@ def test_bench_train_cli(capsys, monkeypatch):
     clock = FakeClock()
     clock.install(monkeypatch)
     prior = latentar.build_prior("pixelcnn", (1, 6, 6), 2, preset="tiny")
-    # every forward pass takes 0.25 s on the clock and 0.75 s of CPU (3 threads busy)
-    monkeypatch.setattr(latentar.Prior, "__call__", lambda self, *a, **k: (clock.advance(0.25, 0.75),
-                                                                           torch.nn.Module.__call__(self, *a, **k))[1])
+    # every loss takes 0.25 s on the clock and 0.75 s of CPU (3 threads busy)
+    loss = latentar.Prior.validated_loss
+    monkeypatch.setattr(latentar.Prior, "validated_loss",
+                        lambda self, *a: (clock.advance(0.25, 0.75), loss(self, *a))[1])
     monkeypatch.setattr(bench.os, "getloadavg", lambda: (2.5, 1.0, 0.5))
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     threads = torch.get_num_threads()
@@ -55,9 +59,7 @@ def test_bench_train_cli(capsys, monkeypatch):
                        "--batch", "4", "--steps", "2", "--warmup", "1"], capsys)
     finally:
         torch.set_num_threads(threads)
-    assert set(out) == COMMON | {"bench", "steps", "warmup", "mixed_precision", "seconds_per_step",
-                                 "cpu_seconds_per_step", "images_per_second", "loss_nats_per_dim", "peak_memory_mb",
-                                 "peak_memory_kind"}
+    assert set(out) == COMMON | {"bench", "steps", "warmup"} | SIDE
     assert out["parameters"] == sum(p.numel() for p in prior.parameters())
     assert out["shape"] == [1, 6, 6] and out["num_symbols"] == 2 and out["device"] == "cpu"
     assert out["arch"] == dict(vars(prior.arch)) and out["load_average_1min"] == 2.5
@@ -65,8 +67,38 @@ def test_bench_train_cli(capsys, monkeypatch):
     # one forward pass per step: 0.25 s wall and 0.75 s CPU per step; 4 images / 0.25 s
     assert out["seconds_per_step"] == 0.25 and out["cpu_seconds_per_step"] == 0.75
     assert out["images_per_second"] == 16.0
+    assert out["mixed_precision"] == "no" and out["compile"] is False and out["checkpoint_activations"] is False
+    assert out["flops_per_step"] > 0 and out["tflops_per_second"] == out["flops_per_step"] / 0.25 / 1e12
     assert out["peak_memory_kind"] == "process_max_rss" and out["peak_memory_mb"] > 0
     assert 0 < out["loss_nats_per_dim"] < 2 * torch.log(torch.tensor(2.0)).item()
+
+
+def test_bench_train_compare_interleaves_both_sides(capsys, monkeypatch):
+    """The fast side (bf16 here) and the eager float32 baseline alternate, each its own copy."""
+    clock = FakeClock()
+    clock.install(monkeypatch)
+    loss, order = latentar.Prior.validated_loss, []
+
+    def timed_loss(self, *a):
+        fast = torch.is_autocast_enabled("cpu")
+        order.append("fast" if fast else "baseline")
+        clock.advance(*((0.1, 0.2) if fast else (0.4, 0.4)))  # bf16: 4x by wall, 2x by CPU
+        return loss(self, *a)
+
+    monkeypatch.setattr(latentar.Prior, "validated_loss", timed_loss)
+    out = run_cli(["bench", "train", "--prior", "pixelcnn", "--preset", "tiny", "--shape", "1,5,5",
+                   "--arch", "hidden=4", "num_blocks=1", "--batch", "3", "--steps", "3", "--warmup", "1",
+                   "--compare", "--mixed-precision", "bf16"], capsys)
+    assert set(out) == COMMON | {"bench", "steps", "warmup", "baseline", "fast", "speedup", "cpu_speedup"}
+    assert out["bench"] == "train_compare" and out["arch"]["hidden"] == 4 and out["arch"]["num_blocks"] == 1
+    assert set(out["baseline"]) == set(out["fast"]) == SIDE
+    assert out["baseline"]["mixed_precision"] == "no" and out["fast"]["mixed_precision"] == "bf16"
+    assert out["baseline"]["seconds_per_step"] == pytest.approx(0.4)
+    assert out["fast"]["seconds_per_step"] == pytest.approx(0.1)
+    assert out["speedup"] == pytest.approx(4.0) and out["cpu_speedup"] == pytest.approx(2.0)
+    # warm-up (fast first), then the timed steps in turn, then one eager step counting flops
+    assert order == ["fast", "baseline"] + ["fast", "baseline"] * 3 + ["baseline"]
+    assert out["baseline"]["flops_per_step"] == out["fast"]["flops_per_step"] > 0
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -128,3 +160,7 @@ def test_bench_bad_input_names_the_problem(capsys):
     assert "shape must be C,H,W" in capsys.readouterr().err
     with pytest.raises(ValueError, match="mixed_precision must be one of"):
         bench_train(tiny_prior("pixelcnn", (1, 3, 3), 2), mixed_precision="fp8")
+    with pytest.raises(ValueError, match="prior 'pixelcnn' does not support checkpoint_activations"):
+        bench_train(tiny_prior("pixelcnn", (1, 3, 3), 2), checkpoint_activations=True)
+    assert main(["bench", "train", "--prior", "pixelcnn", "--preset", "tiny", "--arch", "widht=3"]) == 2
+    assert "unknown argument(s) ['widht']" in capsys.readouterr().err

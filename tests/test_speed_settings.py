@@ -12,6 +12,10 @@ import torch._dynamo
 from torch.utils.data import TensorDataset
 
 import latentar
+from latentar.cli import build_parser
+from latentar.commands.options import train_config
+from latentar.config import RecipeError, recipe_from_dict
+from latentar.plan import check_training
 from latentar.training import TrainConfig, Trainer, prior_objective, vqvae_objective
 from latentar.training.trainer import MetricWindow
 from prior_cases import tiny_prior
@@ -52,7 +56,7 @@ def test_compiled_loss_and_gradients_match_eager():
     torch.testing.assert_close(compiled_loss, eager_loss, rtol=1e-5, atol=1e-6)
     assert_same_grads(compiled, eager, rtol=1e-4, atol=1e-6)
     # validation still runs outside the compiled region: bad input gets the usual error
-    with pytest.raises(ValueError, match=r"x has symbols in \[0, 2\], expected \[0, 2\)"):
+    with pytest.raises(ValueError, match=r"x has symbols in \[2, 2\], expected \[0, 2\)"):
         prior.loss(torch.full((1, 1, 5, 5), 2))
 
 
@@ -97,6 +101,28 @@ def test_speed_settings_are_checked_and_refused_where_they_do_not_apply(tmp_path
     with pytest.raises(ValueError, match="apply to priors; a VQVAE takes neither"):
         Trainer(latentar.VQVAE((1, 8, 8), preset="tiny"), vqvae_objective, striped(),
                 TrainConfig(steps=2, batch_size=8, compile=True), tmp_path / "b")
+
+
+def test_train_prior_flags_set_the_speed_settings():
+    parse = build_parser().parse_args
+    args = parse(["train-prior", "--data", "mnist", "--prior", "pixelsnail", "--out", "x", "--compile",
+                  "--checkpoint-activations", "--mixed-precision", "bf16"])
+    config = train_config(args)
+    assert config.compile is True and config.checkpoint_activations is True and config.mixed_precision == "bf16"
+    config = train_config(parse(["train-prior", "--data", "mnist", "--prior", "pixelsnail", "--out", "x"]))
+    assert config.compile is False and config.checkpoint_activations is False
+
+
+def test_recipes_refuse_speed_settings_that_cannot_apply():
+    def check(**sections):
+        check_training(recipe_from_dict({"data": {"name": "mnist"}, "prior": {"name": "pixelcnn"}, **sections}),
+                       "cpu")
+
+    check(prior_train={"compile": True})
+    with pytest.raises(RecipeError, match="prior_train.checkpoint_activations: prior 'pixelcnn' does not support"):
+        check(prior_train={"checkpoint_activations": True})
+    with pytest.raises(RecipeError, match="vqvae_train.compile: applies to priors only"):
+        check(prior_train={}, vqvae={"preset": "tiny"}, vqvae_train={"compile": True})
 
 
 # ---- bf16 autocast -----------------------------------------------------------------------
