@@ -47,8 +47,8 @@ def test_bench_train_cli(capsys, monkeypatch):
     clock.install(monkeypatch)
     prior = latentar.build_prior("pixelcnn", (1, 6, 6), 2, preset="tiny")
     # every loss takes 0.25 s on the clock and 0.75 s of CPU (3 threads busy)
-    loss = latentar.Prior.validated_loss
-    monkeypatch.setattr(latentar.Prior, "validated_loss",
+    loss = latentar.Prior.loss
+    monkeypatch.setattr(latentar.Prior, "loss",
                         lambda self, *a: (clock.advance(0.25, 0.75), loss(self, *a))[1])
     monkeypatch.setattr(bench.os, "getloadavg", lambda: (2.5, 1.0, 0.5))
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
@@ -77,7 +77,7 @@ def test_bench_train_compare_interleaves_both_sides(capsys, monkeypatch):
     """The fast side (bf16 here) and the eager float32 baseline alternate, each its own copy."""
     clock = FakeClock()
     clock.install(monkeypatch)
-    loss, order = latentar.Prior.validated_loss, []
+    loss, order = latentar.Prior.loss, []
 
     def timed_loss(self, *a):
         fast = torch.is_autocast_enabled("cpu")
@@ -85,7 +85,7 @@ def test_bench_train_compare_interleaves_both_sides(capsys, monkeypatch):
         clock.advance(*((0.1, 0.2) if fast else (0.4, 0.4)))  # bf16: 4x by wall, 2x by CPU
         return loss(self, *a)
 
-    monkeypatch.setattr(latentar.Prior, "validated_loss", timed_loss)
+    monkeypatch.setattr(latentar.Prior, "loss", timed_loss)
     out = run_cli(["bench", "train", "--prior", "pixelcnn", "--preset", "tiny", "--shape", "1,5,5",
                    "--arch", "hidden=4", "num_blocks=1", "--batch", "3", "--steps", "3", "--warmup", "1",
                    "--compare", "--mixed-precision", "bf16"], capsys)

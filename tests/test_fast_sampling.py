@@ -13,8 +13,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 import latentar
+from latentar.nn.incremental import RowSplit, conv_parts
+from latentar.nn.masked import MaskedConv2d
+from latentar.nn.shifted import down_right_shifted_conv, down_shifted_conv
 from latentar.priors.base import Prior
 from latentar.registry import PRIORS
 from prior_cases import generator, head_cases, tiny_prior
@@ -141,3 +145,43 @@ def test_guidance_and_top_p_match_naive(name, device):
     labels = torch.tensor([0, 2, 1])
     assert_same_draws(prior, 3, labels, seed=5, cfg_scale=3.0, top_p=0.8, temperature=0.9)
     assert_same_draws(prior, 3, labels, seed=6, cfg_scale=2.0, start_row=1)
+
+
+# ---- the pieces of a step ----------------------------------------------------------------
+CAUSAL_CONVS = {
+    "mask-A-groups": lambda: MaskedConv2d(4, 6, 5, "A", groups=2),
+    "mask-B-groups": lambda: MaskedConv2d(6, 4, 3, "B", groups=2),
+    "mask-B-row": lambda: MaskedConv2d(3, 8, (1, 3), "B"),
+    "down-right": lambda: down_right_shifted_conv(3, 4, (2, 2)),
+    "down-right-shifted": lambda: down_right_shifted_conv(3, 4, (2, 1), shift_right=True),
+    "down-shifted-above-only": lambda: down_shifted_conv(3, 4, (1, 3), shift=True),
+}
+
+
+@pytest.mark.parametrize("make", CAUSAL_CONVS.values(), ids=CAUSAL_CONVS.keys())
+def test_row_split_evaluates_a_causal_conv_position_by_position(make):
+    """``RowSplit`` at every position in raster order == the whole-map conv: ``at`` keeps the last
+    input handed over at a position (a NaN one before it must be forgotten), ``at_input`` never
+    reads a later position of its map (NaN there)."""
+    torch.manual_seed(0)
+    conv = make()
+    H, W = 4, 5
+    x = torch.randn(2, conv.in_channels, H, W)
+    with torch.no_grad():
+        full = conv(x)  # (2, O, H, W)
+        features, inputs = (RowSplit.of(conv, conv_parts(conv), (H, W)) for _ in range(2))
+        for r in range(H):
+            for c in range(W):
+                features.at(r, c, torch.full_like(x[:, :, r, c], float("nan")))  # replaced by the next call
+                assert torch.allclose(features.at(r, c, x[:, :, r, c]), full[:, :, r, c], atol=1e-5), (r, c)
+                known = x.clone().flatten(2)
+                known[:, :, r * W + c + 1:] = float("nan")  # not drawn yet
+                got = inputs.at_input(r, c, known.view_as(x))
+                assert torch.allclose(got, full[:, :, r, c], atol=1e-5), (r, c)
+
+
+def test_row_split_refuses_convs_it_cannot_split():
+    """Weight right of or below the position (a plain conv), or a stride: evaluate whole windows."""
+    for conv in (nn.Conv2d(3, 4, 3, padding=1), down_shifted_conv(3, 4, (2, 3)),
+                 down_right_shifted_conv(3, 4, (2, 2), stride=2)):
+        assert RowSplit.of(conv, conv_parts(conv), (4, 4)) is None, conv

@@ -129,7 +129,7 @@ def _record(calls: list, layer: torch.nn.Module, method: str, monkeypatch) -> No
 
 
 @pytest.mark.parametrize("name", PIXELRNNS)
-def test_stepper_evaluates_each_pixel_c_plus_1_times_and_each_row_once(name, monkeypatch):
+def test_stepper_evaluates_each_pixel_c_times_and_each_row_once(name, monkeypatch):
     C, H, W = 3, 2, 3
     prior = tiny_prior(name, (C, H, W), 4)
     calls = []
@@ -137,8 +137,8 @@ def test_stepper_evaluates_each_pixel_c_plus_1_times_and_each_row_once(name, mon
         _record(calls, prior.body.layers[0], method, monkeypatch)
     prior.sample(2, generator=torch.Generator().manual_seed(0))
     expected = []
-    for i in range(H):  # C channel draws, then the whole pixel once more; rows begin and end once
-        expected += [("begin_row", i, None)] + [("evaluate_at", i, w) for w in range(W) for _ in range(C + 1)]
+    for i in range(H):  # once per channel draw (the last call's states are final); rows begin and end once
+        expected += [("begin_row", i, None)] + [("evaluate_at", i, w) for w in range(W) for _ in range(C)]
         expected.append(("end_row", i, None))
     assert calls == expected
 

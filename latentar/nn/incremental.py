@@ -35,7 +35,13 @@ full-resolution position (i·2^L, j·2^L) and is computed at the step that reach
 Building blocks for steppers that cache by themselves: ``conv_parts(conv)`` ->
 ``ConvParts``; ``PaddedMap``; ``conv_window(parts, padded, row, col)``, a conv's
 output at one row (col None) -> (B, O, 1, W') or one position -> (B, O, 1, 1);
-``conv_transpose_window`` the same for a ``CroppedConvTranspose2d``.
+``conv_transpose_window`` the same for a ``CroppedConvTranspose2d``; ``RowSplit``, a
+causal conv at one position as a once-per-row part and a part of the position's own row.
+
+A step is a chain of small ops on a few positions, so its cost is mostly per-op overhead:
+``StepCache`` keeps what does not change during a generation (weights with their masks
+folded in, as matrices laid out for ``torch.addmm``; each conv's terms from the rows above
+the current one), and a position pass works on (B, C) matrices between its layers.
 """
 
 from __future__ import annotations
@@ -86,8 +92,8 @@ class PaddedMap:
         left, right, top, bottom = pad
         self.left, self.top = left, top
         H, W = size
-        stored = like.new_zeros(batch, H + top + bottom, W + left + right, channels)
-        self.data = stored.permute(0, 3, 1, 2)  # (B, C, H+, W+), channels-last strides
+        self.cells = like.new_zeros(batch, H + top + bottom, W + left + right, channels)  # (B, H+, W+, C)
+        self.data = self.cells.permute(0, 3, 1, 2)  # (B, C, H+, W+), channels-last strides
 
     def write(self, values: torch.Tensor, row: int, col: int | None = None) -> None:
         """Store input row ``row`` (values (B, C, 1, W)) or position (row, col) ((B, C, 1, 1))."""
@@ -95,6 +101,10 @@ class PaddedMap:
         if not 0 <= r < self.data.shape[2]:
             return  # a cropped row: no output reads it
         start = self.left + (0 if col is None else col)
+        if col is not None and values.shape[3] == 1:  # one position: the common case, kept short
+            if start < self.cells.shape[2]:
+                self.cells[:, r, start] = values.flatten(1)
+            return
         stop = min(start + values.shape[3], self.data.shape[3])
         if stop > start:
             self.data[:, :, r, start:stop] = values[:, :, 0, :stop - start]
@@ -109,10 +119,115 @@ def conv_window(parts: ConvParts, padded: torch.Tensor, row: int, col: int | Non
     weight, matrix, bias, _, (sh, sw) = parts
     kh, kw = weight.shape[2:]
     strip = padded[:, :, row * sh:row * sh + kh]  # (B, I, kh, W+)
-    if col is None:
-        return F.conv2d(strip, weight, bias, stride=(1, sw))
+    if col is None:  # one matrix product over the row's windows: on a row, faster than conv2d
+        return F.linear(row_windows(strip, kw, sw), matrix, bias).transpose(1, 2)[:, :, None]  # (B, O, 1, W')
     window = strip[:, :, :, col * sw:col * sw + kw].permute(0, 2, 3, 1)  # (B, kh, kw, I)
     return F.linear(window.flatten(1), matrix, bias)[:, :, None, None]  # (B, O, 1, 1)
+
+
+def row_windows(strip: torch.Tensor, kernel_width: int, stride: int = 1) -> torch.Tensor:
+    """The windows of a strip (B, I, r, W+) along its columns, each flattened in (r, kw, I)
+    order like ``ConvParts.matrix`` -> (B, W', r·kw·I)."""
+    windows = strip.unfold(3, kernel_width, stride)  # (B, I, r, W', kw)
+    return windows.permute(0, 3, 2, 4, 1).flatten(2)
+
+
+class RowSplit:
+    """A stride-1 causal conv evaluated at every position of a map, in raster order, split by
+    when its inputs become final.
+
+    Position (row, col) reads the input rows above ``row`` (the first ``above`` rows of its
+    window), final when the row begins, and its own row up to itself (the next window row,
+    its first ``width`` columns); taps after the position have zero weight in a causal conv
+    and are left out. So the rows-above taps and the bias are evaluated for a whole row in
+    one matrix product when the row begins (on maps this small, several times faster than
+    a conv call), and a position adds one matrix product over its own-row window. ``of``
+    returns None for a conv that is strided, has weight after the position, or has no taps.
+
+    ``at``: the conv of a feature map handed over one position at a time (each position's
+    last input is final); it keeps the current row's inputs and the rows above.
+    ``at_input``: the conv of a whole map that the caller keeps complete up to the position.
+    """
+
+    def __init__(self, parts: ConvParts, above: int, width: int, size: tuple[int, int]):
+        weight, _, bias, (left, right, _, _), _ = parts
+        out, self.channels = weight.shape[:2]  # O, I
+        self.above, self.width, self.left, self.right, self.size = above, width, left, right, size
+        self.kernel_width = weight.shape[3]
+        # (above·kw·I, O): the rows-above taps as a matrix over flattened (above, kw, I) windows
+        self.above_weight = weight[:, :, :above].permute(2, 3, 1, 0).reshape(-1, out) if above else None
+        own = weight[:, :, above, :width] if width else None  # (O, I, width)
+        self.own = None if own is None else own.permute(2, 1, 0).reshape(-1, out)  # (width·I, O)
+        self.bias = bias if bias is not None else weight.new_zeros(out)  # (O,)
+        self.row: int | None = None  # the row begun last
+        self.terms: tuple[torch.Tensor, ...] = ()  # per output column (B, O): its rows-above taps + bias
+        self.strip: torch.Tensor | None = None  # (B, I, above, W+): its padded rows above (``at``)
+        self.inputs: list[torch.Tensor] = []  # (``at``) its inputs (B, I) so far, by padded column
+
+    @classmethod
+    def of(cls, conv: nn.Conv2d, parts: ConvParts, size: tuple[int, int]) -> RowSplit | None:
+        """The split of ``conv`` over a map of ``size`` (H, W), or None."""
+        kh, kw = parts.weight.shape[2:]
+        left, _, top, _ = parts.pad
+        if parts.stride != (1, 1) or tuple(conv.dilation) != (1, 1) or conv.groups != 1 or top < 0:
+            return None
+        # the taps with weight: a mask's pattern, or every tap of an unmasked conv
+        live = (conv.mask.amax(dim=(0, 1)) > 0 if isinstance(conv, MaskedConv2d)
+                else torch.ones(kh, kw, dtype=torch.bool)).tolist()
+        if any(live[i][j] for i in range(top, kh) for j in range(kw) if i > top or j > left):
+            return None  # weight on rows below the position, or right of it on its own row
+        own = live[top] if top < kh else []
+        width = max((j + 1 for j, on in enumerate(own) if on), default=0)
+        above = min(top, kh)
+        return cls(parts, above, width, size) if above or width else None
+
+    def at(self, row: int, col: int, x: torch.Tensor) -> torch.Tensor:
+        """The output at (row, col) -> (B, O), from the input there x (B, I) and the inputs
+        handed over at earlier positions (the last one handed over at each)."""
+        if row != self.row:
+            self._begin(row, x)
+        self.inputs[self.left + col] = x
+        if self.own is None:
+            return self._terms(col)
+        window = self.inputs[col] if self.width == 1 else torch.cat(self.inputs[col:col + self.width], dim=1)
+        return torch.addmm(self._terms(col), window, self.own)
+
+    def at_input(self, row: int, col: int, z: torch.Tensor) -> torch.Tensor:
+        """The output at (row, col) -> (B, O) of z (B, I, H, W), complete up to (row, col)."""
+        if row != self.row and self.above:
+            start = max(row - self.above, 0)
+            strip = F.pad(z[:, :, start:row], (self.left, self.right, self.above - (row - start), 0))
+            self._row_terms(row, strip)
+        if self.own is None:
+            return self._terms(col)
+        first = col - self.left  # the input column of the window's first tap
+        skip = max(-first, 0)  # taps left of the map
+        window = z[:, :, row, first + skip:first + self.width].transpose(1, 2).reshape(z.shape[0], -1)
+        return torch.addmm(self._terms(col), window, self.own[skip * self.channels:])
+
+    def _begin(self, row: int, x: torch.Tensor) -> None:
+        """Row ``row`` begins (rows come in order): the row before joins the rows above."""
+        B, W = x.shape[0], self.size[1]
+        if self.row is None:  # the first row: everything above is padding
+            self.zero = x.new_zeros(B, self.channels)
+            self.strip = x.new_zeros(B, self.channels, self.above, self.left + W + self.right)
+        elif self.above:
+            finished = torch.stack(self.inputs[self.left:self.left + W], dim=-1)  # (B, I, W)
+            finished = F.pad(finished, (self.left, self.right))[:, :, None]  # (B, I, 1, W+)
+            self.strip = torch.cat([self.strip[:, :, 1:], finished], dim=2)
+        self.inputs = [self.zero] * (self.left + W)
+        if self.above:
+            self._row_terms(row, self.strip)
+        self.row = row
+
+    def _row_terms(self, row: int, strip: torch.Tensor) -> None:
+        """The terms of row ``row`` from its padded rows above, strip (B, I, above, W+)."""
+        windows = row_windows(strip, self.kernel_width)  # (B, W', above·kw·I)
+        terms = torch.addmm(self.bias, windows.flatten(0, 1), self.above_weight)  # (B·W', O)
+        self.row, self.terms = row, terms.view(*windows.shape[:2], -1).unbind(1)
+
+    def _terms(self, col: int) -> torch.Tensor:
+        return self.bias if self.above_weight is None else self.terms[col]  # (O,) or (B, O)
 
 
 def conv_transpose_window(deconv: CroppedConvTranspose2d, source: torch.Tensor, row: int,
@@ -154,6 +269,16 @@ def input_window(parts: ConvParts, z: torch.Tensor, row: int, col: int | None = 
     c0 = col * sw - left
     c1, c2 = max(c0, 0), min(c0 + kw, W)
     return F.pad(z[:, :, r1:r2, c1:c2], (c1 - c0, c0 + kw - c2, r1 - r0, r0 + kh - r2))
+
+
+def as_matrix(x: torch.Tensor) -> torch.Tensor:
+    """A position's map (B, C, 1, 1) as a matrix (B, C), a view (cheaper than ``flatten``)."""
+    return x.view(x.shape[0], -1)
+
+
+def as_position(v: torch.Tensor) -> torch.Tensor:
+    """A matrix (B, C) as a position's map (B, C, 1, 1), a view (cheaper than indexing)."""
+    return v.view(v.shape[0], v.shape[1], 1, 1)
 
 
 def in_sequence(layers: nn.Module | tuple) -> tuple:
@@ -227,6 +352,8 @@ class StepCache:
         self.batch, self.sizes = batch, sizes
         self.maps: dict[Any, Any] = {}
         self.convs: dict[nn.Module, ConvParts] = {}
+        self.splits: dict[nn.Module, RowSplit | None] = {}
+        self.plans: dict[Any, tuple] = {}
         self.kv: dict[CausalSelfAttention | SelfAttention, KVCache] = {}
         self.pending: dict[CausalSelfAttention, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -236,6 +363,13 @@ class StepCache:
             self.convs[conv] = conv_parts(conv)
         return self.convs[conv]
 
+    def split(self, conv: nn.Module, level: int) -> RowSplit | None:
+        """The ``RowSplit`` of a conv evaluated at the positions of ``level`` (None: evaluate its
+        whole window), made once per generation."""
+        if conv not in self.splits:
+            self.splits[conv] = RowSplit.of(conv, self.parts(conv), self.sizes[level])
+        return self.splits[conv]
+
     def matrix(self, layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
         """A 1×1 conv or a ``Nin`` as (weight matrix (O, I), bias (O,)), computed once per generation."""
         if isinstance(layer, nn.Linear):
@@ -243,14 +377,33 @@ class StepCache:
         parts = self.parts(layer)
         return parts.matrix, parts.bias
 
+    def plan(self, layers: nn.Module | tuple) -> tuple:
+        """1×1 layers as functions of (B, I) matrices, made once per generation: a matrix
+        product with the weight laid out (I, O) for ``torch.addmm``, ``torch.relu`` for a
+        ``nn.ReLU``, any other layer as it is."""
+        if layers not in self.plans:
+            self.plans[layers] = tuple(map(self.step_function, in_sequence(layers)))
+        return self.plans[layers]
+
+    def step_function(self, layer: nn.Module):
+        if isinstance(layer, (nn.Conv2d, nn.Linear)):
+            matrix, bias = self.matrix(layer)
+            columns = matrix.t()  # (I, O)
+            return (lambda v: v @ columns) if bias is None else (lambda v: torch.addmm(bias, v, columns))
+        if type(layer) is nn.ReLU and not layer.inplace:
+            return torch.relu
+        return layer
+
     def padded(self, conv: nn.Module, x: torch.Tensor, level: int) -> PaddedMap:
         if conv not in self.maps:
             self.maps[conv] = PaddedMap(self.batch, x.shape[1], self.sizes[level], self.parts(conv).pad, x)
         return self.maps[conv]
 
     def plain(self, key: Any, x: torch.Tensor, level: int) -> torch.Tensor:
+        """A map (B, C, H, W) of ``level`` stored channels last, so that a position's channels,
+        which the position passes read, are contiguous."""
         if key not in self.maps:
-            self.maps[key] = x.new_zeros(self.batch, x.shape[1], *self.sizes[level])
+            self.maps[key] = x.new_zeros(self.batch, *self.sizes[level], x.shape[1]).permute(0, 3, 1, 2)
         return self.maps[key]
 
     def keys_values(self, attention: CausalSelfAttention | SelfAttention, like: torch.Tensor) -> KVCache:
@@ -276,7 +429,9 @@ class StepPass:
 
     A level is due when the step reaches a position attached to it; regions of levels
     that are not due are not computed (``due`` tells the network body to skip them).
-    Pointwise layers (``Nin``) need no cache: ``conv`` applies them directly.
+    Pointwise layers (``Nin``) need no cache: ``conv`` applies them directly (at a position,
+    as ``pointwise`` does). A conv evaluated at positions is evaluated at every position of
+    its level, in raster order (``RowSplit`` keeps its rows).
     """
 
     def __init__(self, cache: StepCache, row: int, col: int | None = None):
@@ -294,13 +449,20 @@ class StepPass:
 
     def conv(self, conv: nn.Module, x: torch.Tensor, level: int = 0) -> torch.Tensor:
         if isinstance(conv, Nin):
-            return conv(x)
+            return conv(x) if self.col is None else self.pointwise(conv, x)
+        row, col = self.region(level)
+        split = None if col is None else self.cache.split(conv, level)
+        if split is not None:
+            return as_position(split.at(row, col, as_matrix(x)))  # (B, O, 1, 1)
         target = self.cache.padded(conv, x, level)
         self.write(target, x, level)
-        return conv_window(self.cache.parts(conv), target.data, *self.region(level))
+        return conv_window(self.cache.parts(conv), target.data, row, col)
 
     def conv_input(self, conv: nn.Module, z: torch.Tensor) -> torch.Tensor:
         """A conv of the network input z (B, I, H, W), complete up to this step."""
+        split = None if self.col is None else self.cache.split(conv, 0)
+        if split is not None:
+            return as_position(split.at_input(self.row, self.col, z))  # (B, O, 1, 1)
         parts = self.cache.parts(conv)
         window = input_window(parts, z, self.row, self.col)
         return conv_window(parts, window, 0, None if self.col is None else 0)
@@ -308,7 +470,12 @@ class StepPass:
     def pointwise(self, layers: nn.Module | tuple, x: torch.Tensor) -> torch.Tensor:
         """1×1 layers at this row or position: x (B, I, 1, ·) -> (B, O, 1, ·), as matrix products
         over channels (far cheaper than conv calls on a single position)."""
-        v = x.movedim(1, -1)  # (B, 1, ·, I)
+        if self.col is not None:
+            v = as_matrix(x)  # (B, I)
+            for step in self.cache.plan(layers):
+                v = step(v)
+            return as_position(v)
+        v = x.movedim(1, -1)  # (B, 1, W, I)
         for layer in in_sequence(layers):
             v = F.linear(v, *self.cache.matrix(layer)) if isinstance(layer, (nn.Conv2d, nn.Linear)) else layer(v)
         return v.movedim(-1, 1)

@@ -19,6 +19,9 @@ Besides the whole-grid ``forward``, every layer evaluates itself one position at
 in raster order, from a cache of its own earlier states (``RecurrentStack`` lists the four
 methods). That is the layer's own arithmetic, nothing more: what to evaluate when, and
 any drawing of symbols, belongs to the prior's stepper (``latentar.priors.recurrent``).
+A position step is a chain of tiny ops, so the steps lay their gates out in ``STEP_ORDER``
+(each gate one contiguous block, ``lstm_step``), with the weights reordered once per
+generation (``in_step_order``), and keep per-column states in Python lists.
 """
 
 from __future__ import annotations
@@ -65,15 +68,27 @@ def lstm_cell(gates: torch.Tensor, cell: torch.Tensor, groups: int) -> tuple[tor
     return torch.sigmoid(o) * torch.tanh(cell), cell
 
 
-def pointwise(layers: nn.Module, v: torch.Tensor) -> torch.Tensor:
-    """Apply 1×1 convolutions (a conv, or a Sequential of convs and activations) at one
-    position: (B, in) -> (B, out). A matrix product: far cheaper than a 1×1 conv2d call."""
-    for layer in layers if isinstance(layers, nn.Sequential) else [layers]:
-        if isinstance(layer, nn.Conv2d):
-            v = F.linear(v, conv_parts(layer).matrix, layer.bias)
-        else:
-            v = layer(v)
-    return v
+def in_step_order(gates: torch.Tensor, groups: int, dim: int = 0) -> torch.Tensor:
+    """Gate entries along ``dim`` (4S of them) from (group, gate, unit) order to (gate, group,
+    unit) order, ``lstm_step``'s: gate q is then the block q·S..(q+1)·S in the state's order."""
+    return gates.unflatten(dim, (groups, GATES, -1)).transpose(dim, dim + 1).flatten(dim, dim + 2)
+
+
+def lstm_step(gates: torch.Tensor, cell: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``lstm_cell`` at one position with gates (n, 4S) in step order (``in_step_order``),
+    cell (n, S) -> (hidden, cell), each (n, S)."""
+    S = cell.shape[1]
+    i, f, o = torch.sigmoid(gates[:, :3 * S]).chunk(3, dim=1)
+    cell = torch.addcmul(f * cell, i, torch.tanh(gates[:, 3 * S:]))
+    return o * torch.tanh(cell), cell
+
+
+def step_matrix(layer: nn.Module, groups: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A 1×1 gate layer (a masked 1×1 conv or a Linear) as (matrix (I, 4S), bias (4S,)) for
+    ``torch.addmm``, its gates in step order."""
+    parts = conv_parts(layer) if isinstance(layer, nn.Conv2d) else None
+    matrix, bias = (parts.matrix, parts.bias) if parts else (layer.weight, layer.bias)
+    return in_step_order(matrix, groups).t(), in_step_order(bias, groups)
 
 
 class RecurrentStack(nn.Module):
@@ -87,13 +102,15 @@ class RecurrentStack(nn.Module):
     layer may read or ignore), and the same function one position at a time, where the
     positions (i, w) of a grid come in raster order:
 
-    - ``new_cache(n, H, W, device)``: an empty cache of the layer's states for n grids;
+    - ``new_cache(bias, H, W)``: an empty cache of the layer's states for n grids of H×W
+      with gate biases bias (n, bias_size);
     - ``begin_row(cache, i)``: rows < i are final; prepare what row i reads from them;
-    - ``evaluate_at(cache, i, w, a, z, bias) -> (n, F)``: the layer's output at (i, w) from
-      its input a (n, F) and raw input z (n, C·E) there, stored states of earlier
-      positions, and bias (n, bias_size); stores the states of (i, w). It may be called
-      again at (i, w) with new inputs: the last call's states are the ones kept;
-    - ``end_row(cache, i, bias)``: row i is final; compute what only a complete row gives.
+    - ``evaluate_at(cache, i, w, a) -> (n, F)``: the layer's output at (i, w) from its input
+      a (n, F) there and the stored states of earlier positions; stores the states of
+      (i, w). It may be called again at (i, w) with new inputs: the last call's states are
+      the ones kept;
+    - ``end_row(cache, i, z)``: row i is final, z (n, C·E, W) its raw input; compute what
+      only a complete row gives.
     """
 
     def __init__(self, channels: int, embed_dim: int, hidden: int, num_layers: int, first_kernel: int,

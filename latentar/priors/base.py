@@ -237,9 +237,10 @@ class Prior(nn.Module, Saveable):
 
     def loss(self, x: torch.Tensor, cond: Any = None) -> torch.Tensor:
         """Mean negative log-likelihood in nats per dimension (symbol), a scalar."""
+        if not self.compiled:  # through ``__call__``, so module hooks (FSDP's unsharding) run
+            return -self.log_prob_per_symbol(x, cond).mean()
         labels, context = self.check_inputs(x, cond)
-        loss_of = compiled(type(self).validated_loss) if self.compiled else type(self).validated_loss
-        return loss_of(self, x, labels, context)
+        return compiled(type(self).validated_loss)(self, x, labels, context)
 
     def sample(self, n: int, cond: Any = None, *, temperature: float = 1.0, top_k: int | None = None,
                top_p: float | None = None, cfg_scale: float = 1.0,

@@ -47,7 +47,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from latentar.checks import Checked
-from latentar.nn.lstm import GATES, RecurrentStack, lstm_cell, pointwise, skew, unskew
+from latentar.nn.incremental import conv_parts
+from latentar.nn.lstm import GATES, RecurrentStack, in_step_order, lstm_cell, lstm_step, skew, step_matrix, unskew
 from latentar.nn.masked import MaskedConv2d
 from latentar.priors.base import PriorSpec, register_prior
 from latentar.priors.recurrent import RecurrentPrior
@@ -65,19 +66,23 @@ class DiagonalBiLSTMArch(Checked):
 
 @dataclass
 class DirectionCache:
-    """One direction's states, evaluated one position at a time, state (i, w) at [i+1, w+1]
-    so that the row above and the column to the left are zero at the borders."""
+    """One direction evaluated one position at a time along rows, gates in step order
+    (``latentar.nn.lstm.in_step_order``), weights reordered and masked once per generation.
+    Per-column states are lists: index w+1 holds column w, index 0 the zero state left of it."""
 
-    hidden: torch.Tensor  # (n, S, H+1, W+1)
-    cell: torch.Tensor  # (n, S, H+1, W+1)
+    matrix: torch.Tensor  # (I + 2S, 4S): input-to-state, then K_ss on the state above, to the left
+    bias: torch.Tensor  # (n, 4S): every gate bias, class bias included
+    above: list  # the row above's hidden states (n, S) by column (zeros above row 0)
+    hidden: list  # this row's hidden states
+    cell: list  # this row's cells
 
 
 @dataclass
 class BiCache:
     ltr: DirectionCache
     rtl: DirectionCache  # kept in flipped columns: image column w at W-1-w
-    inputs: torch.Tensor  # the layer input (n, F, H, W)
-    raw: torch.Tensor  # the raw input z (n, C·E, H, W)
+    proj: tuple[torch.Tensor, torch.Tensor]  # the projection as (matrix (S, F), bias (F,))
+    inputs: list  # the layer input (n, F) of this row by column
 
 
 class DiagonalLSTM(nn.Module):
@@ -111,14 +116,27 @@ class DiagonalLSTM(nn.Module):
             columns.append(hidden)  # (B, S, H)
         return unskew(torch.stack(columns, dim=-1), W)
 
-    def evaluate_at(self, cache: DirectionCache, i: int, w: int, a: torch.Tensor,
-                    bias: torch.Tensor) -> torch.Tensor:
-        """The state at (i, w) from the input a (n, F) there -> hidden (n, S); stores it."""
-        above, left = cache.hidden[:, :, i, w + 1], cache.hidden[:, :, i + 1, w]  # (n, S) each
-        gates = pointwise(self.input_to_state, a) + bias + self.recurrent(above, left)  # (n, 4S)
-        hidden, cell = lstm_cell(gates, cache.cell[:, :, i + 1, w], self.groups)
-        cache.hidden[:, :, i + 1, w + 1], cache.cell[:, :, i + 1, w + 1] = hidden, cell
-        return hidden
+    # ---- one position at a time, for ``DiagonalBiLSTMLayer`` --------------------------------
+    def new_cache(self, bias: torch.Tensor, W: int) -> DirectionCache:
+        """Empty states for rows of width W; bias (n, 4S) the class bias of the gates."""
+        input_matrix, input_bias = step_matrix(self.input_to_state, self.groups)  # (I, 4S), (4S,)
+        state_matrix, state_bias = step_matrix(self.state_to_state, self.groups)  # (2S, 4S), (4S,)
+        bias = in_step_order(bias, self.groups, dim=1) + input_bias + state_bias
+        zeros = bias.new_zeros(bias.shape[0], self.state)
+        return DirectionCache(torch.cat([input_matrix, state_matrix]), bias, [zeros] * W,
+                              [zeros] * (W + 1), [zeros] * (W + 1))
+
+    def next_row(self, cache: DirectionCache) -> None:
+        """The row's states become the row above."""
+        zeros = cache.hidden[0]
+        cache.above, cache.hidden, cache.cell = cache.hidden[1:], [zeros] * len(cache.hidden), [zeros] * len(cache.cell)
+
+    def step(self, cache: DirectionCache, w: int, *inputs: torch.Tensor) -> torch.Tensor:
+        """The state at column w of the row from its input there (the concatenation of
+        ``inputs``, (n, ·) each) -> hidden (n, S); stores it."""
+        taps = torch.cat([*inputs, cache.above[w], cache.hidden[w]], dim=1)  # (n, I + 2S)
+        cache.hidden[w + 1], cache.cell[w + 1] = lstm_step(torch.addmm(cache.bias, taps, cache.matrix), cache.cell[w])
+        return cache.hidden[w + 1]
 
 
 class DiagonalBiLSTMLayer(nn.Module):
@@ -142,34 +160,34 @@ class DiagonalBiLSTMLayer(nn.Module):
         return a + self.proj(ltr + rtl)
 
     # ---- one position at a time (the ``RecurrentStack`` protocol) -------------------------
-    def new_cache(self, n: int, H: int, W: int, device: torch.device) -> BiCache:
-        def direction() -> DirectionCache:
-            states = torch.zeros(n, self.state, H + 1, W + 1, device=device)
-            return DirectionCache(states, states.clone())
-
-        inputs = torch.zeros(n, self.proj.out_channels, H, W, device=device)
-        return BiCache(direction(), direction(), inputs, torch.zeros(n, self.raw, H, W, device=device))
+    def new_cache(self, bias: torch.Tensor, H: int, W: int) -> BiCache:
+        ltr_bias, rtl_bias = bias.chunk(2, dim=1)
+        proj = conv_parts(self.proj)
+        return BiCache(self.ltr.new_cache(ltr_bias, W), self.rtl.new_cache(rtl_bias, W),
+                       (proj.matrix.t(), proj.bias), [None] * W)
 
     def begin_row(self, cache: BiCache, i: int) -> None:
-        """Nothing to prepare: the right-to-left states of row i-1 were finished by ``end_row``."""
+        """Row i-1's left-to-right states become the row above (its right-to-left states
+        were finished by ``end_row``)."""
+        self.ltr.next_row(cache.ltr)
 
-    def evaluate_at(self, cache: BiCache, i: int, w: int, a: torch.Tensor, z: torch.Tensor,
-                    bias: torch.Tensor) -> torch.Tensor:
-        """The layer at (i, w) from a (n, F) and z (n, R) there -> (n, F); stores the
-        left-to-right state, and a and z for the right-to-left pass of ``end_row``."""
-        W = cache.inputs.shape[-1]
-        cache.inputs[:, :, i, w], cache.raw[:, :, i, w] = a, z
-        ltr = self.ltr.evaluate_at(cache.ltr, i, w, a, bias.chunk(2, dim=1)[0])  # (n, S)
-        rtl = cache.rtl.hidden[:, :, i, W - w]  # right-to-left state of (i-1, w), zeros at i = 0
-        return a + pointwise(self.proj, ltr + rtl)
+    def evaluate_at(self, cache: BiCache, i: int, w: int, a: torch.Tensor) -> torch.Tensor:
+        """The layer at (i, w) from a (n, F) there -> (n, F); stores the left-to-right state,
+        and a for the right-to-left pass of ``end_row``."""
+        W = len(cache.inputs)
+        cache.inputs[w] = a
+        ltr = self.ltr.step(cache.ltr, w, a)  # (n, S)
+        rtl = cache.rtl.hidden[W - w]  # right-to-left state of (i-1, w), zeros at i = 0
+        return torch.addmm(a, ltr + rtl, cache.proj[0]).add_(cache.proj[1])
 
-    def end_row(self, cache: BiCache, i: int, bias: torch.Tensor) -> None:
-        """Row i is complete: run the right-to-left direction along it (used from row i+1)."""
-        W = cache.inputs.shape[-1]
-        rtl_bias = bias.chunk(2, dim=1)[1]
-        row = torch.cat([cache.inputs[:, :, i], cache.raw[:, :, i]], dim=1)  # (n, F + R, W)
+    def end_row(self, cache: BiCache, i: int, z: torch.Tensor) -> None:
+        """Row i is complete, z (n, R, W) its raw input: run the right-to-left direction along
+        it (read from row i+1 on)."""
+        W = len(cache.inputs)
+        self.rtl.next_row(cache.rtl)
+        raw = z.unbind(-1)  # (n, R) by column
         for w in range(W):  # flipped column w is image column W-1-w
-            self.rtl.evaluate_at(cache.rtl, i, w, row[..., W - 1 - w], rtl_bias)
+            self.rtl.step(cache.rtl, w, cache.inputs[W - 1 - w], raw[W - 1 - w])
 
 
 @register_prior("diagonal_bilstm")
@@ -180,9 +198,9 @@ class DiagonalBiLSTM(RecurrentPrior):
     the layer input at (i, w), so it is computed when pixel (i, w) is drawn. The
     right-to-left state at (i, w) needs all of row i, but is first used at (i+1, w)
     (the one-row shift), so it is computed once per finished row, right to left.
-    Per pixel this costs C + 1 one-position passes through the layers plus one
+    Per pixel this costs C one-position passes through the layers plus one
     right-to-left cell step per layer: O(L) per symbol instead of a whole-grid pass,
-    O(H·W·L·(C + 2)) for a whole grid instead of O((H·W)²·L·C). Draws match
+    O(H·W·L·(C + 1)) for a whole grid instead of O((H·W)²·L·C). Draws match
     ``naive_sample`` exactly for the same generator.
     """
 

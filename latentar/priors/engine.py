@@ -166,6 +166,7 @@ def generate(prior, x: torch.Tensor, labels: torch.Tensor | None, context: torch
         x = x.clone()
     C, H, W = prior.spec.shape
     head, masked = prior.head, prior.channel_masked
+    copies = x.shape[0] // n  # 2 under guidance: both halves take the same draw
     with eval_mode(prior), torch.inference_mode():
         walker = (stepper or type(prior).Stepper)(prior, x, labels, context)
         rows = range(0 if walker.needs_history else start_row, H)
@@ -177,8 +178,8 @@ def generate(prior, x: torch.Tensor, labels: torch.Tensor | None, context: torch
                     for channel in [c] if masked else range(C):
                         if drawing:
                             log_probs = head.next_log_probs(params, channel, x[:, :, h, w])  # (·, K)
-                            x[:, channel, h, w] = draw(transformed(log_probs, knobs, n), generator).repeat(
-                                x.shape[0] // n)
+                            drawn = draw(transformed(log_probs, knobs, n), generator)  # (n,)
+                            x[:, channel, h, w] = drawn if copies == 1 else drawn.repeat(copies)
                 walker.take(h, w)
     return x[:n].clone()
 

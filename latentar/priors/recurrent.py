@@ -10,20 +10,22 @@ from __future__ import annotations
 
 import torch
 
-from latentar.nn.incremental import PaddedMap, conv_parts, conv_window
-from latentar.nn.lstm import RecurrentStack, pointwise
+from latentar.nn.incremental import as_matrix
+from latentar.nn.lstm import RecurrentStack
 from latentar.priors.base import Prior
-from latentar.priors.engine import Stepper
+from latentar.priors.steppers.cached import LayerCacheStepper
 
 
-class RecurrentStepper(Stepper):
+class RecurrentStepper(LayerCacheStepper):
     """Generation through a ``RecurrentStack``, one position at a time, channel-masked.
 
-    ``params(h, w, c)`` evaluates the stack at (h, w) from the symbols x holds there
-    (channels < c drawn) and the layers' cached states of earlier positions; ``take(h, w)``
-    evaluates it once more with the whole pixel, so the states stored for (h, w) are the
-    ones every later position reads, and after the last column finishes the row. So a
-    pixel costs C + 1 one-position passes through the layers.
+    ``params(h, w, c)`` evaluates the stack at (h, w) from the network input there (channels
+    < c drawn) and the layers' cached states of earlier positions. The states the call for
+    the last channel stores at (h, w) are final: every channel group g of every layer sees
+    channels < g of its own pixel only (the mask-A input conv, then mask-B convs and
+    elementwise cell updates), and those are drawn by then. So ``take(h, w)`` only enters
+    the pixel into the network input, and after the last column lets every layer finish
+    the row: a pixel costs C one-position passes through the layers.
     """
 
     def __init__(self, prior: RecurrentPrior, x: torch.Tensor, labels: torch.Tensor | None,
@@ -31,10 +33,8 @@ class RecurrentStepper(Stepper):
         super().__init__(prior, x, labels, context)
         n, _, H, W = x.shape
         body = self.body = prior.body
-        self.first = conv_parts(body.first)
-        self.inputs = PaddedMap(n, body.first.in_channels, (H, W), self.first.pad, body.first.weight)
-        self.biases = body.biases(labels, n, x.device)  # each layer's (n, bias_size)
-        self.caches = [layer.new_cache(n, H, W, x.device) for layer in body.layers]
+        self.caches = [layer.new_cache(bias, H, W)
+                       for layer, bias in zip(body.layers, body.biases(labels, n, x.device))]
         self.row = -1  # the row begun last
 
     def params(self, h: int, w: int, c: int | None) -> torch.Tensor:
@@ -42,22 +42,18 @@ class RecurrentStepper(Stepper):
             for layer, cache in zip(self.body.layers, self.caches):
                 layer.begin_row(cache, h)
             self.row = h
-        return pointwise(self.body.out, self.evaluate_at(h, w))  # (n, P)
+        a = as_matrix(self.step(h, w, c).conv_input(self.body.first, self.z))  # (n, F)
+        for layer, cache in zip(self.body.layers, self.caches):
+            a = layer.evaluate_at(cache, h, w, a)  # (n, F)
+        for step in self.cache.plan(self.body.out):
+            a = step(a)
+        return a  # (n, P)
 
     def take(self, h: int, w: int) -> None:
-        self.evaluate_at(h, w)
+        super().take(h, w)
         if w == self.x.shape[-1] - 1:
-            for layer, cache, bias in zip(self.body.layers, self.caches, self.biases):
-                layer.end_row(cache, h, bias)
-
-    def evaluate_at(self, h: int, w: int) -> torch.Tensor:
-        """The last layer's features (n, F) at (h, w) from x there; stores every layer's states."""
-        z = self.prior.input(self.x[:, :, h:h + 1, w:w + 1])  # (n, C·E, 1, 1)
-        self.inputs.write(z, h, w)
-        a = conv_window(self.first, self.inputs.data, h, w).flatten(1)  # (n, F)
-        for layer, cache, bias in zip(self.body.layers, self.caches, self.biases):
-            a = layer.evaluate_at(cache, h, w, a, z.flatten(1), bias)  # (n, F)
-        return a
+            for layer, cache in zip(self.body.layers, self.caches):
+                layer.end_row(cache, h, self.z[:, :, h])
 
 
 class RecurrentPrior(Prior):

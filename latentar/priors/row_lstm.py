@@ -27,8 +27,10 @@ import torch
 from torch import nn
 
 from latentar.checks import Checked
-from latentar.nn.incremental import ConvParts, PaddedMap, conv_parts, conv_window
-from latentar.nn.lstm import GATES, RecurrentStack, lstm_cell, pointwise
+import torch.nn.functional as F
+
+from latentar.nn.incremental import RowSplit, conv_parts
+from latentar.nn.lstm import GATES, RecurrentStack, in_step_order, lstm_cell, lstm_step
 from latentar.nn.masked import MaskedConv2d
 from latentar.priors.base import PriorSpec, register_prior
 from latentar.priors.recurrent import RecurrentPrior
@@ -47,13 +49,16 @@ class RowLSTMArch(Checked):
 
 @dataclass
 class RowCache:
-    """One layer's states while it is evaluated one position at a time."""
+    """One layer's states while it is evaluated one position at a time; gates in step order
+    (``latentar.nn.lstm.in_step_order``), weights reordered and masked once per generation."""
 
-    input_to_state: ConvParts  # the input-to-state conv, masked once per generation
-    inputs: PaddedMap  # the layer input (n, F, H, W + k - 1), written one position at a time
-    hidden: torch.Tensor  # (n, S, H+1, W): row i's states at index i+1, zeros on top
-    cell: torch.Tensor  # (n, S, H+1, W)
-    recurrent: torch.Tensor | None = None  # K_ss ⊛ (row i-1's hidden states), (n, 4S, W)
+    input_to_state: RowSplit  # the input-to-state conv along the row, one position at a time
+    state_to_state: tuple[torch.Tensor, torch.Tensor]  # its conv1d weight (4S, S, k), bias (n, 4S, 1)
+    proj: tuple[torch.Tensor, torch.Tensor]  # the projection as (matrix (S, F), bias (F,))
+    hidden: list  # the current row's hidden states (n, S) by column (at first: zeros, above row 0)
+    cell: list  # the current row's cells (n, S) by column
+    cell_above: list = ()  # the row above's cells (n, S) by column
+    recurrent: tuple = ()  # per column (n, 4S): K_ss ⊛ (the row above's hidden states) + the biases
 
 
 class RowLSTMLayer(nn.Module):
@@ -81,27 +86,32 @@ class RowLSTMLayer(nn.Module):
         return a + self.proj(torch.stack(rows, dim=2))
 
     # ---- one position at a time (the ``RecurrentStack`` protocol) -------------------------
-    def new_cache(self, n: int, H: int, W: int, device: torch.device) -> RowCache:
-        states = torch.zeros(n, self.state, H + 1, W, device=device)
+    def new_cache(self, bias: torch.Tensor, H: int, W: int) -> RowCache:
         parts = conv_parts(self.input_to_state)
-        inputs = PaddedMap(n, self.input_to_state.in_channels, (H, W), parts.pad, states)
-        return RowCache(parts, inputs, states, states.clone())
+        parts = parts._replace(weight=in_step_order(parts.weight, self.groups),
+                               matrix=in_step_order(parts.matrix, self.groups),
+                               bias=in_step_order(parts.bias, self.groups))
+        weight = in_step_order(self.state_to_state.weight, self.groups)  # (4S, S, k)
+        biases = in_step_order(bias + self.state_to_state.bias, self.groups, dim=1)  # (n, 4S)
+        proj = conv_parts(self.proj)
+        zeros = [bias.new_zeros(bias.shape[0], self.state)] * W
+        return RowCache(RowSplit.of(self.input_to_state, parts, (H, W)), (weight, biases[:, :, None]),
+                        (proj.matrix.t(), proj.bias), zeros, zeros)
 
     def begin_row(self, cache: RowCache, i: int) -> None:
         """Convolve row i-1's finished states once: every position of row i reads them."""
-        cache.recurrent = self.state_to_state(cache.hidden[:, :, i])  # (n, 4S, W)
+        weight, bias = cache.state_to_state
+        above = torch.stack(cache.hidden, dim=-1)  # (n, S, W): row i-1's hidden states
+        cache.recurrent = (F.conv1d(above, weight, padding=weight.shape[-1] // 2) + bias).unbind(2)
+        cache.cell_above, cache.hidden, cache.cell = cache.cell, list(cache.hidden), list(cache.cell)
 
-    def evaluate_at(self, cache: RowCache, i: int, w: int, a: torch.Tensor, z: torch.Tensor,
-                    bias: torch.Tensor) -> torch.Tensor:
+    def evaluate_at(self, cache: RowCache, i: int, w: int, a: torch.Tensor) -> torch.Tensor:
         """The layer at (i, w) from a (n, F) there -> (n, F); stores the states at (i, w)."""
-        cache.inputs.write(a[:, :, None, None], i, w)
-        gates = conv_window(cache.input_to_state, cache.inputs.data, i, w).flatten(1)  # (n, 4S)
-        gates = gates + bias + cache.recurrent[:, :, w]
-        hidden, cell = lstm_cell(gates, cache.cell[:, :, i, w], self.groups)  # (n, S) each
-        cache.hidden[:, :, i + 1, w], cache.cell[:, :, i + 1, w] = hidden, cell
-        return a + pointwise(self.proj, hidden)
+        gates = cache.input_to_state.at(i, w, a) + cache.recurrent[w]  # (n, 4S)
+        cache.hidden[w], cache.cell[w] = lstm_step(gates, cache.cell_above[w])  # (n, S) each
+        return torch.addmm(a, cache.hidden[w], cache.proj[0]).add_(cache.proj[1])
 
-    def end_row(self, cache: RowCache, i: int, bias: torch.Tensor) -> None:
+    def end_row(self, cache: RowCache, i: int, z: torch.Tensor) -> None:
         """Nothing is left to do: every state of row i was computed during the row."""
 
 
@@ -112,7 +122,7 @@ class RowLSTM(RecurrentPrior):
     A state at (i, w) depends only on row i-1's states and the layer input at
     (i, w-1..w), so each row starts by convolving the finished row above once and then
     computes one position per step: per symbol, O(layers) work on one position
-    instead of a whole-grid pass (C + 1 position evaluations per pixel). Draws match
+    instead of a whole-grid pass (C position evaluations per pixel). Draws match
     ``naive_sample`` exactly for the same generator.
     """
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from latentar.nn.incremental import as_matrix
 from latentar.priors.steppers.cached import LayerCacheStepper
 
 
@@ -19,4 +20,4 @@ class GatedPixelCNNStepper(LayerCacheStepper):
     def params(self, h: int, w: int, c: int | None) -> torch.Tensor:
         if w == 0 and not c:
             self.prior.vertical_stack(self.step(h), self.z, self.biases)
-        return self.prior.horizontal_stack(self.step(h, w, c), self.z, self.biases)[:, :, 0, 0]  # (n, P)
+        return as_matrix(self.prior.horizontal_stack(self.step(h, w, c), self.z, self.biases))  # (n, P)

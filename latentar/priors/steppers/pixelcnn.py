@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from latentar.nn.incremental import as_matrix
 from latentar.priors.steppers.cached import LayerCacheStepper
 
 
@@ -16,4 +17,4 @@ class PixelCNNStepper(LayerCacheStepper):
         self.biases = prior.biases(labels)
 
     def params(self, h: int, w: int, c: int | None) -> torch.Tensor:
-        return self.prior.body(self.step(h, w, c), self.z, self.biases)[:, :, 0, 0]  # (n, P)
+        return as_matrix(self.prior.body(self.step(h, w, c), self.z, self.biases))  # (n, P)

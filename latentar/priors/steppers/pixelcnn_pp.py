@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from latentar.nn.incremental import as_matrix
 from latentar.priors.steppers.cached import LayerCacheStepper
 
 
@@ -20,4 +21,4 @@ class PixelCNNppStepper(LayerCacheStepper):
     def params(self, h: int, w: int, c: int | None) -> torch.Tensor:
         if w == 0:
             self.prior.u_stream(self.step(h), self.z, self.biases)
-        return self.prior.ul_stream(self.step(h, w), self.z, self.biases)[:, :, 0, 0]  # (n, P)
+        return as_matrix(self.prior.ul_stream(self.step(h, w), self.z, self.biases))  # (n, P)

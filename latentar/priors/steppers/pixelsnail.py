@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from latentar.nn.incremental import as_matrix
 from latentar.priors.steppers.cached import LayerCacheStepper
 
 
@@ -19,4 +20,4 @@ class PixelSNAILStepper(LayerCacheStepper):
         self.biases = prior.biases(labels)
 
     def params(self, h: int, w: int, c: int | None) -> torch.Tensor:
-        return self.prior.body(self.step(h, w), self.z, self.ctx, self.biases)[:, :, 0, 0]  # (n, P)
+        return as_matrix(self.prior.body(self.step(h, w), self.z, self.ctx, self.biases))  # (n, P)
