@@ -220,7 +220,7 @@ class Trainer:
             return None
         if norm is None:
             norm = torch.nn.utils.get_total_norm([p.grad for p in self.net.parameters() if p.grad is not None])
-        return norm
+        return norm.full_tensor() if hasattr(norm, "full_tensor") else norm  # FSDP2: a sharded DTensor
 
     def _skipped(self) -> None:
         """Count a skipped update, warn, and stop the run after ``max_nonfinite`` in a row."""
