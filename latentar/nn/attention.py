@@ -14,24 +14,28 @@ attention one position at a time, for the KV cache of incremental sampling (kept
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
 from latentar.nn.shifted import Nin
 
 
-def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-    """Masked softmax attention.
+def attend_strictly_causal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Softmax attention of query i to keys j < i: q (B, n, N, dk), k (B, n, N, dk),
+    v (B, n, N, dv) -> (B, n, N, dv); the first query, which has no key, gets exactly zero.
 
-    q (B, n, Nq, dk), k (B, n, Nk, dk), v (B, n, Nk, dv), allowed bool (Nq, Nk)
-    -> (B, n, Nq, dv). A query with no allowed key gets exactly zero.
+    Query i attends to keys 0..i-1, so queries 1.. over keys ..N-2 is the inclusive causal
+    pattern that ``scaled_dot_product_attention`` fuses (no N×N mask or score matrix is kept).
+    Its fused CPU kernel wants one head width for q, k and v: the narrower ones are padded
+    with zeros, which adds nothing to a score or an output; the scale stays 1/√dk.
     """
-    scores = q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5  # (B, n, Nq, Nk)
-    # a finite fill: exp(fill - max) is exactly 0 where any key is allowed, and a row with
-    # none stays finite (uniform) before the zeroing below, so no NaN reaches a gradient
-    scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
-    weights = torch.softmax(scores, dim=-1) * allowed.any(-1, keepdim=True)
-    return weights @ v
+    B, n, _, dv = v.shape
+    width = max(q.shape[-1], dv)
+    pad = lambda t: F.pad(t, (0, width - t.shape[-1]))  # noqa: E731
+    rest = F.scaled_dot_product_attention(pad(q[:, :, 1:]), pad(k[:, :, :-1]), pad(v[:, :, :-1]),
+                                          is_causal=True, scale=q.shape[-1] ** -0.5)[..., :dv]
+    return torch.cat([rest.new_zeros(B, n, 1, dv), rest], dim=2)
 
 
 class CausalSelfAttention(nn.Module):
@@ -57,8 +61,7 @@ class CausalSelfAttention(nn.Module):
         q = self._split(self.query(q_in))  # (B, n, N, dk)
         k = self._split(self.key(kv_in))  # (B, n, N, dk)
         v = self._split(self.value(kv_in))  # (B, n, N, dv)
-        allowed = torch.ones(H * W, H * W, dtype=torch.bool, device=q.device).tril(-1)  # j < i
-        return rearrange(attend(q, k, v, allowed), "b n (h w) d -> b (n d) h w", h=H)
+        return rearrange(attend_strictly_causal(q, k, v), "b n (h w) d -> b (n d) h w", h=H)
 
     # ---- one position at a time -----------------------------------------------------------
     def key_value(self, kv_in: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -72,7 +75,7 @@ class CausalSelfAttention(nn.Module):
         if keys.shape[2] == 0:  # nothing to attend to
             return q_in.new_zeros(q_in.shape[0], self.out_channels, 1, 1)
         q = self.query(q_in).view(-1, self.heads, 1, self.key_dim)  # (B, n, 1, dk)
-        # every cached position is allowed: ``attend`` without its (no-op) masking
+        # every cached position is allowed: no mask
         scores = q @ keys.transpose(-1, -2) * self.key_dim ** -0.5  # (B, n, 1, i)
         out = torch.softmax(scores, dim=-1) @ values  # (B, n, 1, dv)
         return out.view(-1, self.out_channels, 1, 1)
