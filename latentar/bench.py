@@ -5,7 +5,7 @@ threads; on a CPU shared with other jobs the steadier number, on a GPU host time
 
 ``bench_train``: seconds per step (the median), images/s and achieved TFLOP/s of
 forward + backward + Adam step, under chosen speed settings (``SpeedSettings``: autocast,
-``torch.compile``, activation checkpointing). ``bench_train_compare``: the baseline (eager
+``torch.compile``, activation checkpointing, channels-last memory format). ``bench_train_compare``: the baseline (eager
 float32) and chosen settings interleaved step by step in one process, and their ratio.
 ``bench_sample``: seconds per image of the naive sampler (one full forward pass per
 symbol draw) and of ``prior.sample`` (the prior's fast sampler where it has one), and
@@ -92,11 +92,13 @@ def environment(prior: Prior) -> dict:
 
 @dataclass(frozen=True)
 class SpeedSettings:
-    """How a training step runs: autocast dtype, ``torch.compile``, activation checkpointing."""
+    """How a training step runs: autocast dtype, ``torch.compile``, activation checkpointing,
+    memory format."""
 
     mixed_precision: str = "no"  # "no" | "fp16" | "bf16"
     compile: bool = False  # Prior.set_compile: the loss of checked inputs through torch.compile
     checkpoint_activations: bool = False  # Prior.set_activation_checkpointing
+    channels_last: bool = False  # Prior.set_channels_last: 4-D weights and feature maps channels last
 
     def __post_init__(self):
         if self.mixed_precision not in MIXED_PRECISION:
@@ -114,6 +116,7 @@ class TrainStep:
         self.dtype = MIXED_PRECISION[settings.mixed_precision]
         prior.set_compile(settings.compile)
         prior.set_activation_checkpointing(settings.checkpoint_activations)
+        prior.set_channels_last(settings.channels_last)
         self.opt = torch.optim.Adam(prior.parameters(), lr=1e-4)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=settings.mixed_precision == "fp16")
         self.losses: list[torch.Tensor] = []
@@ -160,13 +163,13 @@ def check_counts(batch: int, steps: int, warmup: int) -> None:
 
 def bench_train(prior: Prior, *, batch: int = 32, steps: int = 10, warmup: int = 2,
                 mixed_precision: str = "no", compile: bool = False, checkpoint_activations: bool = False,
-                seed: int = 0) -> dict:
+                channels_last: bool = False, seed: int = 0) -> dict:
     """Time ``steps`` forward + backward + Adam steps on one random batch (after ``warmup``);
     median seconds per step, peak memory of the process (CPU: max RSS) or of the device."""
-    settings = SpeedSettings(mixed_precision, compile, checkpoint_activations)
+    settings = SpeedSettings(mixed_precision, compile, checkpoint_activations, channels_last)
     check_counts(batch, steps, warmup)
     x, cond = random_batch(prior, batch, seed)
-    was = prior.training, prior.compiled, prior.checkpoint_activations
+    was = prior.training, prior.compiled, prior.checkpoint_activations, prior.channels_last
     prior.train()
     step = TrainStep(prior, x, cond, settings)
     for _ in range(warmup):
@@ -183,7 +186,7 @@ def bench_train(prior: Prior, *, batch: int = 32, steps: int = 10, warmup: int =
 
 def bench_train_compare(prior: Prior, *, batch: int = 32, steps: int = 10, warmup: int = 2,
                         mixed_precision: str = "no", compile: bool = False, checkpoint_activations: bool = False,
-                        seed: int = 0) -> dict:
+                        channels_last: bool = False, seed: int = 0) -> dict:
     """The baseline (eager float32) and ``fast`` settings on two copies of ``prior`` (same
     weights, each its own Adam), timed step by step in turn on the same batch, so that the
     load of a shared machine hits both alike; ``speedup`` and ``cpu_speedup`` are ratios of
@@ -195,7 +198,7 @@ def bench_train_compare(prior: Prior, *, batch: int = 32, steps: int = 10, warmu
     fast number is its own peak (plus the baseline's weights) and the baseline's is the larger
     of the two; ``bench train`` without ``--compare`` in a fresh process measures one alone.
     """
-    fast_settings = SpeedSettings(mixed_precision, compile, checkpoint_activations)
+    fast_settings = SpeedSettings(mixed_precision, compile, checkpoint_activations, channels_last)
     check_counts(batch, steps, warmup)
     x, cond = random_batch(prior, batch, seed)
     sides = {"fast": TrainStep(copy.deepcopy(prior).train(), x, cond, fast_settings),
@@ -221,11 +224,12 @@ def bench_train_compare(prior: Prior, *, batch: int = 32, steps: int = 10, warmu
             "cpu_speedup": out["baseline"]["cpu_seconds_per_step"] / out["fast"]["cpu_seconds_per_step"]}
 
 
-def restore(prior: Prior, training: bool, compiled: bool, checkpointing: bool) -> None:
+def restore(prior: Prior, training: bool, compiled: bool, checkpointing: bool, channels_last: bool) -> None:
     """Put back the prior's mode and speed settings after a bench."""
     prior.train(training)
     prior.set_compile(compiled)
     prior.set_activation_checkpointing(checkpointing)
+    prior.set_channels_last(channels_last)
 
 
 def has_fast_sampler(prior: Prior) -> bool:

@@ -176,10 +176,10 @@ def check_training(recipe: Recipe, device: Any) -> None:
 
 
 def check_speed_settings(recipe: Recipe, name: str, train: TrainConfig) -> None:
-    """``compile`` and ``checkpoint_activations`` are prior settings; checkpointing needs a prior
+    """``compile``, ``checkpoint_activations`` and ``channels_last`` are prior settings; checkpointing needs a prior
     whose network supports it."""
     if name == "vqvae_train":
-        for key in ("compile", "checkpoint_activations"):
+        for key in ("compile", "checkpoint_activations", "channels_last"):
             if getattr(train, key):
                 raise RecipeError(f"vqvae_train.{key}: applies to priors only; set it in prior_train")
         return

@@ -68,11 +68,11 @@ def striped(n: int = 32) -> TensorDataset:
     return TensorDataset(x, torch.zeros(n, dtype=torch.long))
 
 
-def fit(out, steps: int, compile: bool, resume: bool = False) -> Trainer:
+def fit(out, steps: int, compile: bool = False, resume: bool = False, channels_last: bool = False) -> Trainer:
     torch.manual_seed(0)
     prior = latentar.build_prior("pixelcnn", (1, 4, 4), 2, preset="tiny")
     config = TrainConfig(steps=steps, batch_size=8, lr=1e-2, ema_decay=0.9, save_every=2, log_every=1,
-                         compile=compile)
+                         compile=compile, channels_last=channels_last)
     trainer = Trainer(prior, prior_objective, striped(), config, out)
     trainer.fit(resume=resume)
     return trainer
@@ -92,13 +92,44 @@ def test_resume_across_compile_matches_an_uninterrupted_run(tmp_path):
     assert all(t.dtype == torch.float32 for t in exported.state_dict().values() if t.is_floating_point())
 
 
+# ---- channels-last memory format ---------------------------------------------------------
+@pytest.mark.parametrize("name", ["pixelcnn_pp", "pixelsnail"])
+def test_channels_last_keeps_the_loss_and_gradients(name):
+    prior = tiny_prior(name, (1, 5, 5), 3).train()
+    x = torch.randint(0, 3, (4, 1, 5, 5))
+    torch.manual_seed(0)
+    eager_loss, eager = grads(prior, x)
+    prior.set_channels_last(True)
+    conv = next(p for p in prior.parameters() if p.dim() == 4 and p.shape[1] > 1 and p.shape[-1] > 1)
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    torch.manual_seed(0)
+    last_loss, last = grads(prior, x)
+    torch.testing.assert_close(last_loss, eager_loss, rtol=1e-5, atol=1e-6)
+    assert_same_grads(last, eager, rtol=1e-4, atol=1e-6)
+    prior.set_channels_last(False)
+    assert conv.is_contiguous()
+
+
+def test_resume_across_channels_last_matches_an_uninterrupted_run(tmp_path):
+    whole = fit(tmp_path / "whole", 4)
+    fit(tmp_path / "split", 2, channels_last=True)  # checkpoints written from channels-last weights
+    resumed = fit(tmp_path / "split", 4, resume=True)
+    for a, b in zip(whole.model.state_dict().values(), resumed.model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    back = fit(tmp_path / "split", 6, channels_last=True, resume=True)
+    assert back.state.step == 6
+    exported = latentar.load(tmp_path / "split" / "model")
+    assert list(exported.state_dict()) == list(whole.model.state_dict())
+    assert all(t.is_contiguous() for t in exported.state_dict().values())
+
+
 def test_speed_settings_are_checked_and_refused_where_they_do_not_apply(tmp_path):
     with pytest.raises(ValueError, match="TrainConfig.compile must be true or false, got 'yes'"):
         TrainConfig(compile="yes")
     with pytest.raises(ValueError, match="prior 'pixelcnn' does not support checkpoint_activations"):
         Trainer(tiny_prior("pixelcnn", (1, 4, 4), 2), prior_objective, striped(),
                 TrainConfig(steps=2, batch_size=8, checkpoint_activations=True), tmp_path / "a")
-    with pytest.raises(ValueError, match="apply to priors; a VQVAE takes neither"):
+    with pytest.raises(ValueError, match="channels_last apply to priors; a VQVAE takes none of them"):
         Trainer(latentar.VQVAE((1, 8, 8), preset="tiny"), vqvae_objective, striped(),
                 TrainConfig(steps=2, batch_size=8, compile=True), tmp_path / "b")
 
@@ -106,11 +137,12 @@ def test_speed_settings_are_checked_and_refused_where_they_do_not_apply(tmp_path
 def test_train_prior_flags_set_the_speed_settings():
     parse = build_parser().parse_args
     args = parse(["train-prior", "--data", "mnist", "--prior", "pixelsnail", "--out", "x", "--compile",
-                  "--checkpoint-activations", "--mixed-precision", "bf16"])
+                  "--checkpoint-activations", "--channels-last", "--mixed-precision", "bf16"])
     config = train_config(args)
     assert config.compile is True and config.checkpoint_activations is True and config.mixed_precision == "bf16"
+    assert config.channels_last is True
     config = train_config(parse(["train-prior", "--data", "mnist", "--prior", "pixelsnail", "--out", "x"]))
-    assert config.compile is False and config.checkpoint_activations is False
+    assert config.compile is False and config.checkpoint_activations is False and config.channels_last is False
 
 
 def test_recipes_refuse_speed_settings_that_cannot_apply():
@@ -123,6 +155,8 @@ def test_recipes_refuse_speed_settings_that_cannot_apply():
         check(prior_train={"checkpoint_activations": True})
     with pytest.raises(RecipeError, match="vqvae_train.compile: applies to priors only"):
         check(prior_train={}, vqvae={"preset": "tiny"}, vqvae_train={"compile": True})
+    with pytest.raises(RecipeError, match="vqvae_train.channels_last: applies to priors only"):
+        check(prior_train={}, vqvae={"preset": "tiny"}, vqvae_train={"channels_last": True})
 
 
 # ---- bf16 autocast -----------------------------------------------------------------------

@@ -22,6 +22,8 @@ def add_bench_command(subparsers) -> None:
     train.add_argument("--compile", action="store_true", help="the prior's loss through torch.compile")
     train.add_argument("--checkpoint-activations", action="store_true",
                        help="recompute big blocks' activations in backward (pixelcnn_pp, pixelsnail)")
+    train.add_argument("--channels-last", action="store_true",
+                       help="4-D weights and feature maps in channels-last memory format")
     train.add_argument("--compare", action="store_true",
                        help="also run the baseline (eager float32), interleaved step by step; print both "
                             "and the speedup")
@@ -37,7 +39,7 @@ def run_bench_train(args) -> None:
     measure = bench.bench_train_compare if args.compare else bench.bench_train
     result = measure(prior_from_args(args), batch=args.batch, steps=args.steps, warmup=args.warmup,
                      mixed_precision=args.mixed_precision, compile=args.compile,
-                     checkpoint_activations=args.checkpoint_activations)
+                     checkpoint_activations=args.checkpoint_activations, channels_last=args.channels_last)
     print(json.dumps({"preset": args.preset, **result}, indent=2))
 
 

@@ -26,6 +26,8 @@ TRAIN_OPTIONS = [
     ("compile", bool, {"help": "run a prior's loss through torch.compile (inputs checked eagerly first)"}),
     ("checkpoint_activations", bool, {"help": "recompute big blocks' activations in backward: less memory, "
                                               "more time (pixelcnn_pp, pixelsnail)"}),
+    ("channels_last", bool, {"help": "a prior's 4-D weights and feature maps in channels-last memory format "
+                                     "(faster convolutions on some CPUs and GPUs)"}),
     ("eval_every", int, {}), ("save_every", int, {}), ("log_every", int, {}), ("seed", int, {}),
     ("num_workers", int, {}), ("max_nonfinite", int, {}),
     ("report_to", str, {"choices": REPORT_TO, "help": "trackers: tensorboard, wandb, all (both) or none"}),

@@ -13,7 +13,7 @@ REPORT_TO = ("none", "tensorboard", "wandb", "all")  # trackers (see latentar.tr
 INT_FIELDS = ("steps", "batch_size", "warmup_steps", "grad_accum", "eval_every", "save_every", "log_every",
               "seed", "num_workers", "max_nonfinite", "sample_every")
 FLOAT_FIELDS = ("lr", "lr_decay", "grad_clip", "ema_decay")  # finite numbers (None where allowed)
-BOOL_FIELDS = ("compile", "checkpoint_activations")
+BOOL_FIELDS = ("compile", "checkpoint_activations", "channels_last")
 
 
 @dataclass
@@ -29,6 +29,7 @@ class TrainConfig:
     mixed_precision: str = "no"  # "no" | "fp16" | "bf16" autocast
     compile: bool = False  # a prior's loss runs through torch.compile (its inputs checked eagerly first)
     checkpoint_activations: bool = False  # recompute big blocks' activations in backward (less memory)
+    channels_last: bool = False  # a prior's 4-D weights and feature maps in channels-last memory format
     ema_decay: float | None = None  # Polyak/EMA decay of the weights; None = no EMA
     eval_every: int = 0  # evaluate every N updates; 0 = only at the end
     save_every: int = 0  # checkpoint every N updates; 0 = only at the end

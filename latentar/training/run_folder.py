@@ -46,10 +46,10 @@ LOCK_FILE = ".lock"
 RUN_FILE = "run.json"
 # TrainConfig fields a resumed run may change: how long it trains, how often and where it
 # reports, samples and saves, how it loads data and how many non-finite updates it tolerates.
-# compile and checkpoint_activations change how fast and in how much memory, not what is computed.
+# compile, checkpoint_activations and channels_last change how fast and in how much memory, not what is computed.
 # The other fields change the updates themselves.
 RESUMABLE_FIELDS = ("steps", "eval_every", "save_every", "log_every", "num_workers", "max_nonfinite", "report_to",
-                    "sample_every", "compile", "checkpoint_activations")
+                    "sample_every", "compile", "checkpoint_activations", "channels_last")
 SHOWN_DIFFERENCES = 5  # differing keys named in a refusal
 
 

@@ -338,15 +338,17 @@ class ObjectiveModule(nn.Module):
 
 
 def apply_speed_settings(model: nn.Module, config: TrainConfig) -> None:
-    """``compile`` and ``checkpoint_activations``: settings of a prior (``set_compile``,
-    ``set_activation_checkpointing``); a model without them refuses them by name."""
-    if not (config.compile or config.checkpoint_activations):
+    """``compile``, ``checkpoint_activations`` and ``channels_last``: settings of a prior
+    (``set_compile``, ``set_activation_checkpointing``, ``set_channels_last``); a model without
+    them refuses them by name."""
+    if not (config.compile or config.checkpoint_activations or config.channels_last):
         return
     if not hasattr(model, "set_compile"):
-        raise ValueError(f"TrainConfig.compile and checkpoint_activations apply to priors; "
-                         f"a {type(model).__name__} takes neither")
+        raise ValueError(f"TrainConfig.compile, checkpoint_activations and channels_last apply to priors; "
+                         f"a {type(model).__name__} takes none of them")
     model.set_compile(config.compile)
     model.set_activation_checkpointing(config.checkpoint_activations)
+    model.set_channels_last(config.channels_last)
 
 
 def make_ema(model: nn.Module, decay: float) -> AveragedModel:
