@@ -41,7 +41,7 @@ ROW_PIXELCNN_PP="--prior pixelcnn_pp --preset paper --shape 3,32,32 --symbols 25
 for row in PIXELCNN GATED PIXELSNAIL PIXELCNN_PP; do
     args=ROW_$row
     step "bench_train_${row,,}" 45 bash -c "python -m latentar bench train ${!args} --steps 5 --warmup 2 \
-        --compare --mixed-precision bf16 --compile --device cuda > $OUT/bench_train_${row,,}.json"
+        --compare --mixed-precision bf16 --compile --channels-last --device cuda > $OUT/bench_train_${row,,}.json"
 done
 step bench_sample_pixelsnail 40 bash -c "python -m latentar bench sample --prior pixelsnail --preset default \
     --shape 1,8,8 --symbols 512 --codes --batch 16 --device cuda > $OUT/bench_sample_pixelsnail.json"
