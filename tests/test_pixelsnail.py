@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import latentar
-from latentar.nn.attention import CausalSelfAttention
+from latentar.nn.attention import CausalSelfAttention, attend_strictly_causal
 from latentar.nn.incremental import FullPass, StepCache, StepPass
 from prior_cases import tiny_prior
 from test_fast_sampling import assert_same_draws
@@ -33,6 +33,17 @@ def test_attention_matches_a_loop_over_earlier_positions():
         scores = torch.einsum("bnd,bndj->bnj", q[..., i], k[..., :i]) / math.sqrt(4)  # (B, heads, i)
         expected = torch.einsum("bnj,bndj->bnd", scores.softmax(-1), v[..., :i]).flatten(1)
         assert torch.allclose(out[:, :, i], expected, atol=1e-6)
+
+
+def test_attention_under_cpu_bf16_autocast_runs_its_core_in_float32():
+    """bf16 in, bf16 out, but the fused kernel works in float32: the same as float32
+    attention of the same (bf16-rounded) inputs, rounded once at the end."""
+    q, k = torch.randn(2, 2, 12, 4).bfloat16(), torch.randn(2, 2, 12, 4).bfloat16()
+    v = torch.randn(2, 2, 12, 3).bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = attend_strictly_causal(q, k, v)
+    assert out.dtype == torch.bfloat16
+    assert torch.equal(out, attend_strictly_causal(q.float(), k.float(), v.float()).bfloat16())
 
 
 def test_attention_is_strictly_causal_and_nan_free():
