@@ -8,7 +8,8 @@ every import (those inside functions too) and holds it so.
 Where the order differs from the plain stack "models, data, tools, pipeline, CLI":
 
 - ``checks`` (field checks of the config dataclasses) sits at the bottom with ``registry``:
-  priors, VQ-VAEs, datasets and configs all check their fields with it.
+  priors, VQ-VAEs, datasets and configs all check their fields with it. So does ``files``
+  (safe reads and atomic writes): every unit that reads or writes a run's files uses it.
 - ``evaluation`` and ``sampling`` sit below ``training``: the training objectives score
   batches with ``evaluation``, and neither scoring nor drawing knows of a trainer.
 - ``bench`` sits with them, and ``receptive_field`` one layer up: it measures on the same
@@ -22,7 +23,7 @@ Where the order differs from the plain stack "models, data, tools, pipeline, CLI
   sits with ``pipeline``.
 
 Layers (lowest first):
-registry, checks, progress
+registry, checks, progress, files
 saving, model_card
 nn, heads, quantizers
 priors, vqvae

@@ -8,8 +8,10 @@ errors a user causes into ``latentar: error: <message>`` with exit status 2.
 Which errors a user causes:
 
 - ``USER_ERRORS``: a bad value (ValueError, TypeError), an unknown name (LookupError), a
-  missing file (FileNotFoundError) or a folder that holds no model (NotAModelError). The
-  code raises these for bad input only, with a message naming what was expected and got.
+  missing file (FileNotFoundError), a folder that holds no model (NotAModelError) or an
+  output that could not be written (WriteError: "cannot write PATH: reason", a full disk
+  most often; the previous file is kept). The code raises these for bad input only, with
+  a message naming what was expected and got.
 - an ``OSError`` whose errno is in ``USER_ERRNOS``: a path the user named cannot be
   used (no permission, read-only, a file where a folder belongs or the reverse, disk
   full). The message is the system's reason and the path.
@@ -26,9 +28,10 @@ import sys
 
 from latentar.commands import bench, data, evaluate, receptive_field, report, run, sample, train_prior, train_vqvae
 from latentar.progress import set_quiet
+from latentar.files import WriteError
 from latentar.saving import NotAModelError
 
-USER_ERRORS = (ValueError, LookupError, FileNotFoundError, NotAModelError, TypeError)
+USER_ERRORS = (ValueError, LookupError, FileNotFoundError, NotAModelError, TypeError, WriteError)
 USER_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.EEXIST, errno.ENOTDIR, errno.EISDIR,
                          errno.ENOENT, errno.ENAMETOOLONG, errno.ENOSPC, errno.EDQUOT})
 USAGE_ERROR = 2

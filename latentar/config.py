@@ -19,7 +19,6 @@ recipe that cannot run fails before any work starts.
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 import types
 import typing
@@ -33,6 +32,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from latentar.checks import COUNT, FRACTION, Bound, Checked, FieldError
+from latentar.files import BadFileError, read_json, read_toml
 from latentar.training import TrainConfig
 from latentar.vqvae import VQVAE, VQVAEConfig
 
@@ -122,12 +122,14 @@ PRESET_KEY = "preset"  # [vqvae] preset = "mnist": start from a VQ-VAE preset, f
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
     """Read a recipe (``.toml``, or a resolved ``recipe.json``) and apply ``--set`` overrides."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"recipe {path} does not exist")
     try:
-        raw = json.loads(path.read_text()) if path.suffix == ".json" else tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
-        raise RecipeError(f"recipe {path} is not valid {path.suffix[1:].upper() or 'TOML'}: {e}") from e
+        raw = read_json(path, follow=True) if path.suffix == ".json" else read_toml(path, follow=True)
+    except BadFileError as e:
+        raise RecipeError(f"recipe {e}") from e
+    if not isinstance(raw, dict):
+        raise RecipeError(f"recipe {path} must hold tables of settings, got {type(raw).__name__}")
     for item in overrides:
         apply_override(raw, item)
     return recipe_from_dict(raw)
@@ -315,7 +317,7 @@ def parse_text(text: str, tp: Any = Any) -> Any:
         return text
     try:
         return tomllib.loads(f"value = {text}")["value"]
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, RecursionError):
         return text  # not a TOML value: check_value reports the type mismatch
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from torch import nn
 
-from latentar.saving import atomic_write_bytes
+from latentar.files import atomic_write_bytes
 
 CARD_FILE = "README.md"
 

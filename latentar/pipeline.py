@@ -23,7 +23,6 @@ main process encodes, samples and writes the report. A live run holds the folder
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from functools import partial
@@ -44,7 +43,8 @@ from latentar.priors.base import build_prior
 from latentar.runs import SUMMARY_FILE
 from latentar.sampling import (class_rows, code_levels, first_images, generate, reconstruction_preview, sample_preview,
                                save_grid, save_reconstructions)
-from latentar.saving import atomic_write_json, load
+from latentar.files import atomic_write_json, read_json
+from latentar.saving import load
 from latentar.training import TrainConfig
 from latentar.training.objectives import prior_objective, vqvae_objective
 from latentar.training.run_folder import differing_keys, hold, remove
@@ -126,7 +126,7 @@ def check_previous_run(out: Path, recipe: Recipe) -> None:
     path = out / RECIPE_FILE
     if not path.is_file():
         return
-    changed = differing_keys(json.loads(path.read_text()), recipe_to_dict(recipe))
+    changed = differing_keys(read_json(path), recipe_to_dict(recipe))
     for stage, inputs in STAGE_INPUTS.items():
         keys = [k for k in changed if k.split(".")[0] in inputs]
         if keys and (out / stage).exists():
@@ -140,7 +140,7 @@ def train_stage(folder: Path, build, objective, train: Dataset, config: TrainCon
     ``preview`` draws its grid every ``config.sample_every`` updates, ``dataset`` names its data."""
     done = read_done(folder)
     if done is not None:
-        timing = json.loads((folder / TIMING_FILE).read_text()) if (folder / TIMING_FILE).is_file() else {}
+        timing = read_json(folder / TIMING_FILE) if (folder / TIMING_FILE).is_file() else {}
         return load(folder / MODEL_DIR), {**done["eval"], "steps": done["step"], "reused": True, **timing}
     tic = time.perf_counter()
     set_seed(config.seed)  # the initial weights

@@ -13,13 +13,13 @@ symbols), the wall time adds up the stages, and the VQ-VAE gives PSNR and code u
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 import latentar.priors  # noqa: F401  (registers the priors, so their folders can be read)
 import latentar.vqvae  # noqa: F401  (registers the VQ-VAE)
+from latentar.files import read_json
 from latentar.pipeline import RECIPE_FILE, TIMING_FILE
 from latentar.registry import MODELS
 from latentar.runs import SUMMARY_FILE
@@ -41,15 +41,15 @@ IMAGE_STAGES = ("vqvae", "codes", "images")  # the other timed parts of a `laten
 def run_row(folder: str | Path) -> dict[str, Any]:
     """The row of one run folder: {column: value or None}."""
     folder = Path(folder)
-    summary = read_json(folder / SUMMARY_FILE)
+    summary = read_if_present(folder / SUMMARY_FILE)
     if summary is not None and (folder / RECIPE_FILE).is_file():
-        row = recipe_row(folder, summary, read_json(folder / RECIPE_FILE))
+        row = recipe_row(folder, summary, read_if_present(folder / RECIPE_FILE))
     elif summary is not None and isinstance(summary.get("prior"), str):
         row = {"data": summary["data"], "prior": summary["prior"], "preset": summary.get("preset"),
                **scores(summary["test"]), "parameters": summary.get("parameters")}
     elif summary is not None and "vqvae" in summary:
         row = {"data": summary["data"], **vqvae_scores(summary["test"]), "parameters": summary.get("parameters")}
-    elif (done := read_json(folder / DONE_FILE)) is not None:
+    elif (done := read_if_present(folder / DONE_FILE)) is not None:
         row = {**scores(done["eval"]), **vqvae_scores(done["eval"]), "parameters": parameter_count(folder / MODEL_DIR)}
         config = read_config(folder / MODEL_DIR)
         if config["model_type"] == "prior":
@@ -62,7 +62,7 @@ def run_row(folder: str | Path) -> dict[str, Any]:
         row.setdefault("wall_time_s", summary.get("wall_time_s"))
     else:
         row["updates"] = done["step"]
-        row["wall_time_s"] = (read_json(folder / TIMING_FILE) or {}).get("wall_time_s")  # a recipe's stage
+        row["wall_time_s"] = (read_if_present(folder / TIMING_FILE) or {}).get("wall_time_s")  # a recipe's stage
     return {column: row.get(column) for column in COLUMNS} | {"run": str(folder)}
 
 
@@ -101,8 +101,9 @@ def parameter_count(model_folder: Path) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def read_json(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.is_file() else None
+def read_if_present(path: Path) -> dict | None:
+    """The JSON file ``path`` of a run folder, or None where there is none."""
+    return read_json(path) if path.is_file() else None
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:

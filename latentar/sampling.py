@@ -24,6 +24,7 @@ import torch
 from einops import rearrange, repeat
 from PIL import Image
 
+from latentar.files import atomic_write
 from latentar.priors.base import Prior, check_labels, check_num_samples, is_integer, make_cond
 
 
@@ -204,11 +205,13 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int = 8, levels: int
 
 
 def save_image(image: torch.Tensor, path: str | Path) -> Path:
-    """Write one uint8 image (C, H, W), C = 1 or 3, as a PNG (its folder made if needed)."""
+    """Write one uint8 image (C, H, W), C = 1 or 3, as a PNG (its folder made if needed),
+    atomically: a failed write keeps the previous file at ``path`` and raises ``WriteError``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     array = rearrange(image.cpu(), "c h w -> h w c").numpy()
-    Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(path)
+    Image.init()
+    with atomic_write(path) as f:
+        Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(f, format=image_format(path))
     return path
 
 
@@ -253,6 +256,11 @@ def check_image_path(path: str | Path) -> Path:
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ValueError(f"cannot write {path}: the folder {parent} is not writable")
     return path
+
+
+def image_format(path: Path) -> str:
+    """The PIL format that ``path``'s extension names (PNG when it names none)."""
+    return Image.registered_extensions().get(path.suffix.lower(), "PNG")
 
 
 def check_nrow(nrow: Any) -> int:

@@ -6,7 +6,9 @@ damaged or hostile folder holds is trusted before it is checked, in this order: 
 sha256 of the weights that ``config.json`` records, the config values (checked by the
 model's own config classes), the tensor names and shapes of the safetensors header
 against the model built on the meta device (no memory), and finally the weights
-themselves, which must be finite. Extra files in the folder are ignored.
+themselves, which must be finite. Both files must be regular files in the folder (a link
+or a FIFO in their place is refused, never followed or read forever), and config.json is
+read only up to 1 MiB. Extra files in the folder are ignored.
 """
 
 from __future__ import annotations
@@ -14,24 +16,25 @@ from __future__ import annotations
 import functools
 import hashlib
 import itertools
-import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Callable, ClassVar
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
+from latentar.files import (BadFileError, atomic_write_bytes, atomic_write_json, is_regular_file, open_regular,
+                            read_json)
 from latentar.registry import MODELS
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 FORMAT_VERSION = 2  # 2 records the sha256 of the weights; 1 (no checksum) still loads
 SHA256_KEY = "weights_sha256"
+CONFIG_KEYS = ("format_version", "model_type", "config", SHA256_KEY)  # what config.json holds, at most
 SHOWN = 5  # tensor names quoted in an error at most
 MAX_ELEMENTS = 2**32  # ~17 GB of float32 weights and buffers; a larger model is refused before allocation
 
@@ -42,35 +45,6 @@ class NotAModelError(ValueError):
 
 class NonFiniteWeightsError(ValueError):
     """A model whose weights hold NaN or inf (a diverged training): it is never saved."""
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves either the old file or the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_folder(path.parent)
-
-
-def fsync_folder(folder: Path) -> None:
-    """Flush a folder's entries (a rename into it) to disk."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(Path(path), (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
 class Saveable:
@@ -133,15 +107,18 @@ def read_config(folder: str | os.PathLike) -> dict:
         raise NotAModelError(f"{folder} is not a folder; expected a saved model folder "
                              f"with {CONFIG_FILE} and {WEIGHTS_FILE}")
     path = folder / CONFIG_FILE
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise NotAModelError(f"{folder} is not a saved model: {CONFIG_FILE} is missing")
     try:
-        config = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise NotAModelError(f"{path} is not valid JSON: {e}") from e
+        config = read_json(path)
+    except BadFileError as e:
+        raise NotAModelError(str(e)) from e
     for key in ("model_type", "config"):
         if not isinstance(config, dict) or key not in config:
             raise NotAModelError(f"{path} has no {key!r} entry; it was not written by latentar")
+    unknown = sorted(set(config) - set(CONFIG_KEYS))
+    if unknown:
+        raise NotAModelError(f"{path} has unknown top-level key(s) {unknown}; it holds only {list(CONFIG_KEYS)}")
     version = config.get("format_version")
     if type(version) is not int or not 1 <= version <= FORMAT_VERSION:
         raise NotAModelError(f"{path} has format_version {version!r}; this latentar reads versions "
@@ -165,8 +142,11 @@ def load(folder: str | os.PathLike, map_location: str | torch.device = "cpu", *,
     folder = Path(folder)
     config = read_config(folder)
     weights = folder / WEIGHTS_FILE
-    if not weights.is_file():
+    if not os.path.lexists(weights):
         raise NotAModelError(f"{folder} is not a saved model: {WEIGHTS_FILE} is missing")
+    if not is_regular_file(weights):
+        raise NotAModelError(f"{weights} is not a regular file (a link, folder, FIFO or device); a saved model's "
+                             "files are regular files inside its folder")
     if verify:
         verify_weights(weights, config.get(SHA256_KEY))
     try:
@@ -194,8 +174,14 @@ def verify_weights(weights: Path, expected: str | None) -> None:
         warnings.warn(f"{weights.parent} was saved in format 1, which records no sha256 of "
                       f"{WEIGHTS_FILE}: it cannot be verified; save it again to record one", stacklevel=3)
         return
-    with weights.open("rb") as f:
-        found = hashlib.file_digest(f, "sha256").hexdigest()
+    digest = hashlib.sha256()
+    try:
+        with open_regular(weights) as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    except BadFileError as e:
+        raise NotAModelError(str(e)) from e
+    found = digest.hexdigest()
     if found != expected:
         raise NotAModelError(f"{weights} does not match the sha256 that {CONFIG_FILE} records "
                              f"(the file is damaged or was replaced): expected {expected}, found {found}")

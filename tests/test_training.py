@@ -141,7 +141,7 @@ def test_run_keeps_the_last_two_checkpoints_and_marks_itself_done(full_run):
     assert files == ["ema.safetensors", "manifest.json", "model.safetensors", "optimizer.bin",
                      "random_states_0.pkl", "scheduler.bin", "trainer_state.json"]
     state = json.loads((trainer.checkpoints()[-1] / "trainer_state.json").read_text())
-    assert state == {"format_version": 1, "step": 40, "nonfinite_streak": 0, "skipped_updates": 0}
+    assert state == {"format_version": 2, "step": 40, "nonfinite_streak": 0, "skipped_updates": 0, "window": {}}
     assert not list((out / "checkpoints").glob("*.partial"))
     done = read_done(out)
     assert done["step"] == 40

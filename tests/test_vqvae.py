@@ -140,7 +140,7 @@ def test_bad_inputs_are_named():
         model.encode(torch.rand(2, 1, 8, 8))
     with pytest.raises(ValueError, match=r"\(B, 1, 8, 8\)"):
         model.encode(images(2, (1, 16, 16)))
-    with pytest.raises(ValueError, match=r"codes must have shape \(B, 4, 4\)"):
+    with pytest.raises(ValueError, match=r"^codes must have shape \(B, 4, 4\)"):
         model.decode_codes(torch.zeros(2, 3, 3, dtype=torch.long))
     with pytest.raises(ValueError, match=r"\[0, 8\)"):
         model.decode_codes(torch.full((2, 4, 4), 8))

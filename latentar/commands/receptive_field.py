@@ -12,7 +12,8 @@ from latentar.receptive_field import COLOURS, field_figure
 from latentar.receptive_field import __doc__ as FIELD_HELP  # the package exports the function of that name
 from latentar.commands.options import add_prior_arguments, load_model, prior_from_args
 from latentar.priors.base import Prior, list_priors
-from latentar.sampling import check_image_path
+from latentar.files import atomic_write
+from latentar.sampling import check_image_path, image_format
 
 
 def parse_position(text: str) -> tuple[int, int]:
@@ -60,8 +61,8 @@ def run_receptive_field(args) -> None:
     if args.scale < 1:
         raise ValueError(f"--scale (pixels per grid cell) must be an integer >= 1, got {args.scale}")
     image, summaries = field_figure(chosen_priors(args), args.position, args.threshold, args.scale)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    save_image(image, args.out)
+    with atomic_write(args.out) as f:
+        save_image(image, f, format=image_format(Path(args.out)))
     print(json.dumps({"out": str(args.out), "threshold": args.threshold,
                       "colours": {k: list(v) for k, v in COLOURS.items()}, "priors": summaries},
                      indent=2))

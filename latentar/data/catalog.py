@@ -9,14 +9,16 @@ folder of images itself.
 from __future__ import annotations
 
 import inspect
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Iterator, Mapping
 
 from torch.utils.data import Dataset
 
 from latentar.checks import Bound, check_value
+from latentar.data.cache import SourceUnavailableError
 from latentar.data.cifar import IMAGE_SHAPE as CIFAR_SHAPE
 from latentar.data.cifar import NUM_CLASSES as CIFAR_CLASSES
 from latentar.data.cifar import fetch_cifar10, load_cifar_split
@@ -34,6 +36,11 @@ from latentar.registry import DATASETS
 SPLITS = ("train", "test")
 MNIST_SHAPE = (1, 28, 28)  # (C, H, W), MNIST and Fashion-MNIST
 MAX_IMAGE_SIZE = 4096  # image_folder's size option: larger images would not fit a prior's memory
+
+
+class DatasetUnavailableError(SourceUnavailableError, LookupError):
+    """A dataset neither on disk nor fetchable here (no network, a failed download): a user
+    error, so the CLI prints the message (what was tried, where to put the files) and exits 2."""
 
 
 @dataclass(frozen=True)
@@ -61,7 +68,8 @@ def load_dataset(name: str, split: str, root: str | Path | None = None, **option
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; splits: {', '.join(SPLITS)}")
     check_options(name, spec, options)
-    return spec.load(split, root, **options)
+    with _unavailable_as_user_error():
+        return spec.load(split, root, **options)
 
 
 def check_options(name: str, spec: DatasetSpec, options: dict) -> None:
@@ -85,7 +93,17 @@ def fetch(name: str, root: str | Path | None = None) -> dict:
     spec = DATASETS.get(name)
     if spec.fetch is None:
         raise ValueError(f"dataset {name!r} has nothing to fetch: {spec.source}")
-    return spec.fetch(root)
+    with _unavailable_as_user_error():
+        return spec.fetch(root)
+
+
+@contextmanager
+def _unavailable_as_user_error() -> Iterator[None]:
+    """Re-raise a `SourceUnavailableError` as a `DatasetUnavailableError`, with the same message."""
+    try:
+        yield
+    except SourceUnavailableError as err:
+        raise DatasetUnavailableError(str(err)) from err
 
 
 def describe_fetch(report: dict) -> str:
@@ -124,10 +142,11 @@ def _load_cifar10(split: str, root: str | Path | None, *, download: bool = True,
     return TensorImageDataset(images, labels, num_classes=CIFAR_CLASSES)
 
 
-def _load_image_folder(split: str, root: str | Path | None, *, size: int = 64) -> ImageFolderDataset:
+def _load_image_folder(split: str, root: str | Path | None, *, size: int = 64,
+                       skip_bad_images: bool = False) -> ImageFolderDataset:
     if root is None:
         raise ValueError("dataset 'image_folder' needs root= the folder of images (CLI: --data-root FOLDER)")
-    return ImageFolderDataset(image_folder_split(root, split), size)
+    return ImageFolderDataset(image_folder_split(root, split), size, skip_bad_images=skip_bad_images)
 
 
 DATASETS.register("mnist")(DatasetSpec(
@@ -147,7 +166,7 @@ DATASETS.register("cifar10")(DatasetSpec(
 DATASETS.register("image_folder")(DatasetSpec(
     load=_load_image_folder, fetch=None,
     shape=None, num_symbols=256, num_classes=None,
-    source="a folder of images you provide (root=FOLDER, option size)",
+    source="a folder of images you provide (root=FOLDER, options size, skip_bad_images)",
     bounds={"size": Bound(1, MAX_IMAGE_SIZE)}))
 
 

@@ -20,7 +20,6 @@ Every split of a folder comes from the same VQ-VAE (the fingerprint says which).
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from latentar.data.subsets import dataset_attribute
 from latentar.progress import progress_bar
-from latentar.saving import atomic_write_json
+from latentar.files import atomic_write_json, read_json
 
 MANIFEST = "manifest.json"
 CODES_SOURCE_FILE = "codes_source.json"  # in a code prior's model folder: the VQ-VAE its codes came from
@@ -48,9 +47,9 @@ def read_manifest(folder: str | os.PathLike) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{folder} holds no code grids: {MANIFEST} is missing "
                                 f"(make them with `latentar encode --vqvae DIR --data NAME --out {folder}`)")
-    manifest = json.loads(path.read_text())
+    manifest = read_json(path)
     for key in ("vqvae_fingerprint", "grids", "splits"):
-        if key not in manifest:
+        if not isinstance(manifest, dict) or key not in manifest:
             raise ValueError(f"{path} has no {key!r} entry; it is not a latentar code manifest")
     return manifest
 
@@ -76,7 +75,7 @@ def check_codes_source(prior_folder: str | os.PathLike, vqvae: Any) -> None:
     path = Path(prior_folder) / CODES_SOURCE_FILE
     if not path.is_file():
         return
-    expected, found = json.loads(path.read_text())["vqvae_fingerprint"], vqvae.fingerprint()
+    expected, found = read_json(path)["vqvae_fingerprint"], vqvae.fingerprint()
     if expected != found:
         raise CodesMismatchError(f"the prior in {prior_folder} learned the codes of VQ-VAE {expected}, but "
                                  f"--vqvae is VQ-VAE {found}: decode with the VQ-VAE that made its codes")

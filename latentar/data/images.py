@@ -7,14 +7,24 @@ Every dataset carries what a prior needs to know about its symbols:
 
 from __future__ import annotations
 
+import os
+import stat
+import warnings
 from pathlib import Path
 
 import torch
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision import transforms
 from torchvision.datasets import ImageFolder
+from torchvision.datasets.folder import IMG_EXTENSIONS
 
 BINARIZATION_SEED = 0  # the fixed seed of binarized MNIST, the same for both splits
+MAX_IMAGE_PIXELS = 64 * 2**20  # width * height of one image file; larger ones are refused undecoded
+LISTED_BAD_FILES = 10  # how many bad files a message names before "and N more"
+SKIP_HINT = ("Fix or remove them, or leave them out with the dataset option skip_bad_images = true (a recipe: "
+             "[data] options = {skip_bad_images = true}; `latentar sample`: --data-option skip_bad_images=true; "
+             "Python: skip_bad_images=True)")
 
 
 class TensorImageDataset(Dataset):
@@ -63,16 +73,22 @@ class ImageFolderDataset(Dataset):
 
     Images in class sub-folders (``FOLDER/CLASS/x.png``, torchvision's ImageFolder
     layout) get one label per sub-folder; a flat folder of images is one class.
-    Decoding happens per item, so the folder can be larger than memory.
+    Every file is decoded once here (see `image_problem`): a bad one raises a
+    ``ValueError`` listing them all, or with ``skip_bad_images`` is left out with a
+    warning. Items are decoded again when read, so the folder can be larger than memory.
     """
 
-    def __init__(self, folder: str | Path, size: int):
+    def __init__(self, folder: str | Path, size: int, *, skip_bad_images: bool = False):
         self.folder = Path(folder)
         if not self.folder.is_dir():
             raise FileNotFoundError(f"image folder {self.folder} does not exist")
         pipeline = transforms.Compose([transforms.Resize(size), transforms.CenterCrop(size),
                                        transforms.PILToTensor()])
-        self._images = _FlatOrClassFolder(str(self.folder), transform=pipeline)
+        self._images = _FlatOrClassFolder(str(self.folder), transform=pipeline, allow_empty=True)
+        bad = {path: problem for path, _ in self._images.samples if (problem := image_problem(path))}
+        if bad:
+            self._leave_out(bad, skip_bad_images)
+        _check_every_class_has_images(self.folder, self._images, len(bad))
         self.classes = self._images.classes
         self.shape = (3, size, size)  # (C, H, W)
         self.num_symbols = 256
@@ -84,6 +100,82 @@ class ImageFolderDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         return self._images[index]  # (uint8 (3, size, size), int)
+
+    def _leave_out(self, bad: dict[str, str], skip: bool) -> None:
+        """Drop the ``bad`` files (path -> problem) from the samples with a warning, or raise if not ``skip``."""
+        listing = _list_bad_files(self.folder, bad)
+        if not skip:
+            raise ValueError(f"image folder {self.folder} has {len(bad)} bad image file(s) out of "
+                             f"{len(self._images.samples)}:\n{listing}\n{SKIP_HINT}")
+        warnings.warn(f"image folder {self.folder}: left out {len(bad)} bad image file(s) "
+                      f"(skip_bad_images):\n{listing}", stacklevel=3)
+        self._images.samples = [(path, label) for path, label in self._images.samples if path not in bad]
+        self._images.imgs = self._images.samples
+        self._images.targets = [label for _, label in self._images.samples]
+
+
+def image_problem(path: str | Path) -> str | None:
+    """Why the file at ``path`` is no usable image, or None when it decodes in full.
+
+    Only a regular file is opened (a FIFO or a device would block or never end), and
+    non-blocking, so a file swapped for a FIFO meanwhile cannot hang either. An image of
+    more than `MAX_IMAGE_PIXELS` is refused from its header, before any pixel is decoded.
+    """
+    try:
+        info = os.stat(path)
+    except OSError as err:
+        return f"cannot be read ({err.strerror})"
+    if not stat.S_ISREG(info.st_mode):
+        return "not a regular file"
+    if info.st_size == 0:
+        return "empty file (0 bytes)"
+    try:
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as err:
+        return f"cannot be read ({err.strerror})"
+    with open(descriptor, "rb") as file:
+        return _decoding_problem(file)
+
+
+def _decoding_problem(file) -> str | None:
+    """Why the image in the open binary ``file`` does not decode within the pixel cap, or None."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the cap below decides
+            with Image.open(file) as image:
+                if image.width * image.height > MAX_IMAGE_PIXELS:
+                    return (f"too large: {image.width}x{image.height} = {image.width * image.height} pixels, "
+                            f"more than the cap of {MAX_IMAGE_PIXELS}")
+                image.load()
+    except Image.DecompressionBombError:  # PIL's own cap, raised from the header alone
+        return f"too large: more than the cap of {MAX_IMAGE_PIXELS} pixels"
+    except UnidentifiedImageError:
+        return "cannot be decoded (not in an image format PIL reads, or its header is damaged)"
+    except Exception as err:  # a damaged file fails in many ways (OSError, SyntaxError, ...); all mean "bad"
+        return f"cannot be decoded ({type(err).__name__}: {err})"
+    return None
+
+
+def _list_bad_files(folder: Path, bad: dict[str, str]) -> str:
+    """The first `LISTED_BAD_FILES` of ``bad`` (path -> problem), one indented line each, then "and N more"."""
+    lines = [f"  {os.path.relpath(path, folder)}: {problem}" for path, problem in list(bad.items())[:LISTED_BAD_FILES]]
+    if len(bad) > LISTED_BAD_FILES:
+        lines.append(f"  and {len(bad) - LISTED_BAD_FILES} more")
+    return "\n".join(lines)
+
+
+def _check_every_class_has_images(folder: Path, images: ImageFolder, skipped: int) -> None:
+    """Raise ``FileNotFoundError`` naming ``folder`` if it (flat), or one of its class sub-folders, has no image."""
+    found = {label for _, label in images.samples}
+    empty = [name for name, label in images.class_to_idx.items() if label not in found]
+    if not empty:
+        return
+    left_out = f" once {skipped} bad file(s) are left out" if skipped else ""
+    extensions = f"(extensions: {', '.join(IMG_EXTENSIONS)})"
+    if images.classes == [""]:  # a flat folder
+        raise FileNotFoundError(f"image folder {folder} holds no images{left_out} {extensions}")
+    raise FileNotFoundError(f"image folder {folder}: the class sub-folder(s) {', '.join(sorted(empty))} "
+                            f"hold no images{left_out} {extensions}")
 
 
 class _FlatOrClassFolder(ImageFolder):

@@ -31,7 +31,7 @@ from latentar.data.cache import (
 )
 from latentar.data.idx import IMAGES_MAGIC, LABELS_MAGIC, images_and_labels, parse_idx
 from latentar.progress import progress_bar
-from latentar.saving import atomic_write_bytes
+from latentar.files import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,8 @@ def fetch_idx(source: IdxSource, root: str | Path | None = None) -> dict:
         try:
             fetched_from = source.fetcher(source, folder)
         except SourceUnavailableError as err:
-            raise SourceUnavailableError(f"{err}\nTo work offline, {_manual_hint(source, folder)}") from err
+            raise SourceUnavailableError(f"could not fetch {source.name} from {source.origin}: {err}\n"
+                                         f"To work offline, {_manual_hint(source, folder)}") from err
     return {
         "dataset": source.name,
         "status": "fetched" if fetched_from else "already present",

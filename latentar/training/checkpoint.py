@@ -27,14 +27,15 @@ checkpoint is written, so tests can interrupt a run exactly there.
 from __future__ import annotations
 
 import hashlib
-import json
+import math
 import os
 import pickle
 import random
 import re
 import shutil
 import sys
-from dataclasses import asdict, dataclass, fields
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
@@ -48,9 +49,11 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 from torch.optim.swa_utils import AveragedModel
 
-from latentar.saving import atomic_write_bytes, atomic_write_json, fsync_folder
+from latentar.files import (BadFileError, WriteError, atomic_write_bytes, atomic_write_json, fsync_folder,
+                            is_real_folder, is_regular_file, open_regular, read_json, write_error)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # of manifest.json
+STATE_FORMAT_VERSION = 2  # of trainer_state.json: 2 adds the metric window
 STATE_FILE = "trainer_state.json"
 EMA_FILE = "ema.safetensors"
 MANIFEST_FILE = "manifest.json"
@@ -91,36 +94,61 @@ class TrainerState:
     step: int = 0  # finished updates, skipped ones included
     nonfinite_streak: int = 0  # updates skipped in a row (non-finite loss or gradients), up to now
     skipped_updates: int = 0  # updates skipped in the whole run
+    # the metric window since the last log line, summed over the processes: {"sums": {name: float},
+    # "count": micro-batches, "items": examples}; {} when empty. A resumed run logs what an uninterrupted one logs.
+    window: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
-        return {"format_version": FORMAT_VERSION, **asdict(self)}
+        return {"format_version": STATE_FORMAT_VERSION, **asdict(self)}
 
     @classmethod
     def from_json(cls, data) -> TrainerState:
-        """Strict: exactly the keys ``to_json`` writes, each a non-negative integer."""
-        expected = {"format_version", *(f.name for f in fields(cls))}
+        """Strict: exactly the keys ``to_json`` writes, the counters non-negative integers, the
+        window as ``check_window`` takes it. Format 1 (no window) reads with an empty window."""
+        version = data.get("format_version") if isinstance(data, dict) else None
+        names = [f.name for f in fields(cls) if version != 1 or f.name != "window"]
+        expected = {"format_version", *names}
         if not isinstance(data, dict) or set(data) != expected:
             got = sorted(data) if isinstance(data, dict) else type(data).__name__
             raise DamagedCheckpoint(f"{STATE_FILE} must hold the keys {sorted(expected)}, got {got}")
-        if data["format_version"] != FORMAT_VERSION:
-            raise DamagedCheckpoint(f"{STATE_FILE} has format_version {data['format_version']!r}; "
-                                    f"this latentar reads {FORMAT_VERSION}")
-        values = {f.name: data[f.name] for f in fields(cls)}
+        if version not in (1, STATE_FORMAT_VERSION):
+            raise DamagedCheckpoint(f"{STATE_FILE} has format_version {version!r}; "
+                                    f"this latentar reads 1 and {STATE_FORMAT_VERSION}")
+        values = {name: data[name] for name in names}
         for name, value in values.items():
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            if name != "window" and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
                 raise DamagedCheckpoint(f"{STATE_FILE}: {name} must be an integer >= 0, got {value!r}")
+        check_window(values.get("window", {}))
         return cls(**values)
 
 
+def check_window(window) -> None:
+    """A metric window as trainer_state.json holds it: {} or {"sums": {name: finite number},
+    "count": int >= 0, "items": int >= 0}; DamagedCheckpoint otherwise."""
+    if window == {}:
+        return
+    counts_ok = isinstance(window, dict) and all(
+        type(window.get(key)) is int and window[key] >= 0 for key in ("count", "items"))
+    sums = window.get("sums") if isinstance(window, dict) else None
+    sums_ok = isinstance(sums, dict) and all(
+        type(v) in (int, float) and math.isfinite(v) for v in sums.values())
+    if not (counts_ok and sums_ok and set(window) == {"sums", "count", "items"}):
+        raise DamagedCheckpoint(f"{STATE_FILE}: window must be {{}} or {{\"sums\": {{name: number}}, "
+                                f"\"count\": int, \"items\": int}}, got {window!r:.200}")
+
+
 # ---- files on disk -----------------------------------------------------------------
-def file_digest(path: Path) -> dict:
-    """{"size", "sha256"} of a file; the file is fsynced on the way (it may be fresh)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
+def file_digest(path: Path, limit: int | None = None) -> dict:
+    """{"size", "sha256"} of the regular file ``path``, fsynced on the way (it may be fresh).
+    With ``limit``, at most ``limit + 1`` bytes are read: a larger file's size then reads as
+    ``limit + 1`` (enough to tell that it is not the recorded file)."""
+    digest, size = hashlib.sha256(), 0
+    with open_regular(path) as f:
+        while chunk := f.read(CHUNK if limit is None else min(CHUNK, limit + 1 - size)):
             digest.update(chunk)
+            size += len(chunk)
         os.fsync(f.fileno())
-    return {"size": path.stat().st_size, "sha256": digest.hexdigest()}
+    return {"size": size, "sha256": digest.hexdigest()}
 
 
 def write_manifest(folder: Path) -> None:
@@ -129,27 +157,47 @@ def write_manifest(folder: Path) -> None:
     atomic_write_json(folder / MANIFEST_FILE, {"format_version": FORMAT_VERSION, "files": files})  # + folder
 
 
-def verify_manifest(folder: Path) -> list[str]:
-    """What is wrong with ``folder`` against its manifest: [] when every file is as recorded."""
+def read_manifest(folder: Path) -> dict[str, tuple[int, str]]:
+    """File name -> (size, sha256) as ``folder``'s manifest records them; DamagedCheckpoint if it cannot."""
     path = folder / MANIFEST_FILE
-    if not path.is_file():
-        return [f"it has no {MANIFEST_FILE}, so it cannot be verified (it was written by an older "
-                "latentar, or not completely)"]
+    if not os.path.lexists(path):
+        raise DamagedCheckpoint(f"it has no {MANIFEST_FILE}, so it cannot be verified (it was written by an "
+                                "older latentar, or not completely)")
     try:
-        listed = json.loads(path.read_text())["files"]
+        listed = read_json(path)["files"]
         listed = {name: (entry["size"], entry["sha256"]) for name, entry in listed.items()}
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as e:
-        return [f"{MANIFEST_FILE} is not a checkpoint manifest ({type(e).__name__}: {e})"]
+    except (BadFileError, KeyError, TypeError, AttributeError) as e:
+        raise DamagedCheckpoint(f"{MANIFEST_FILE} is not a checkpoint manifest ({type(e).__name__}: {e})") from e
+    bad = [name for name, (size, sha256) in listed.items()
+           if type(size) is not int or size < 0 or not isinstance(sha256, str)]
+    if bad:
+        raise DamagedCheckpoint(f"{MANIFEST_FILE} records no valid size and sha256 for {', '.join(sorted(bad))}")
+    return listed
+
+
+def verify_manifest(folder: Path) -> list[str]:
+    """What is wrong with ``folder`` against its manifest: [] when every file is as recorded.
+    Every file must be a regular file (a link or a special file is never followed or read),
+    and none is read past its recorded size."""
+    try:
+        listed = read_manifest(folder)
+    except DamagedCheckpoint as e:
+        return [str(e)]
     present = {p.name for p in folder.iterdir() if p.name != MANIFEST_FILE}
     problems = [f"{name} is not a file of a latentar checkpoint" for name in sorted(present | set(listed))
                 if not CHECKPOINT_FILES.match(name)]
     problems += [f"{name} is not listed in {MANIFEST_FILE}" for name in sorted(present - set(listed))]
     problems += [f"{name} is missing" for name in sorted(set(listed) - present)]
+    problems += [f"{name} is not a regular file (a link, folder, FIFO or device)"
+                 for name in sorted(present) if not is_regular_file(folder / name)]
     for name in sorted(present & set(listed)):
         size, sha256 = listed[name]
-        found = file_digest(folder / name)
+        if not is_regular_file(folder / name):
+            continue
+        found = file_digest(folder / name, limit=size)
         if found["size"] != size:
-            problems.append(f"{name} has {found['size']} bytes, {MANIFEST_FILE} says {size}")
+            more = "more than " if found["size"] > size else ""
+            problems.append(f"{name} has {more}{min(found['size'], size)} bytes, {MANIFEST_FILE} says {size}")
         elif found["sha256"] != sha256:
             problems.append(f"{name} does not match its sha256 in {MANIFEST_FILE} (the file is damaged)")
     return problems
@@ -158,14 +206,17 @@ def verify_manifest(folder: Path) -> list[str]:
 def publish(partial: Path, final: Path) -> None:
     """Rename the complete ``partial`` folder to ``final`` (replacing an older one) durably."""
     fault_point("before_rename", partial)
-    shutil.rmtree(final, ignore_errors=True)
+    if is_real_folder(final):
+        shutil.rmtree(final)
+    elif os.path.lexists(final):  # a link (or file) at the name: removed, what it points to untouched
+        final.unlink()
     partial.rename(final)
     fsync_folder(final.parent)
     fault_point("after_rename", final)
 
 
 def prune(checkpoints: list[Path], keep: int) -> None:
-    """Remove all but the newest ``keep`` of ``checkpoints`` (oldest first)."""
+    """Remove all but the newest ``keep`` of ``checkpoints`` (real folders, oldest first)."""
     if checkpoints:
         fault_point("before_prune", checkpoints[-1])
     for old in checkpoints[:-keep]:
@@ -185,8 +236,8 @@ def write_trainer_state(folder: Path, state: TrainerState, ema: AveragedModel | 
 
 def read_trainer_state(folder: Path) -> TrainerState:
     try:
-        return TrainerState.from_json(json.loads((folder / STATE_FILE).read_text()))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        return TrainerState.from_json(read_json(folder / STATE_FILE))
+    except BadFileError as e:
         raise DamagedCheckpoint(f"{STATE_FILE} is not valid JSON ({e})") from e
 
 
@@ -258,32 +309,58 @@ def restore_random_states(states: dict, name: str) -> None:
 
 
 # ---- saving and choosing -------------------------------------------------------------
+@contextmanager
+def written(partial: Path):
+    """Writes into the unfinished checkpoint ``partial``: a failure (a full disk, an I/O error,
+    torch's "iostream error") removes it, keeping the older checkpoints, and raises
+    ``WriteError`` "cannot write PARTIAL: reason"."""
+    try:
+        yield
+    except (OSError, RuntimeError) as e:
+        error = e if isinstance(e, WriteError) else write_error(partial, e)
+        shutil.rmtree(partial, ignore_errors=True)
+        raise error from e
+
+
 class Checkpoints:
     """The checkpoint folders of one run (``root``), written and read through ``accelerator``."""
 
     def __init__(self, root: Path, accelerator: Accelerator, keep: int):
         self.root, self.accelerator, self.keep = Path(root), accelerator, keep
+        self._reported: set[Path] = set()  # strays already reported by ``folders``
 
     def folders(self) -> list[Path]:
-        """Published checkpoint folders, oldest first."""
-        return sorted(p for p in self.root.glob("step_*") if p.suffix != PARTIAL)
+        """Published checkpoint folders, oldest first. Anything else under ``root`` (a link
+        to a folder, a file) is not a checkpoint: it is reported once and left alone."""
+        found = sorted(p for p in self.root.glob("step_*") if p.suffix != PARTIAL)
+        strays = [p for p in found if not is_real_folder(p)]
+        for stray in strays:
+            if stray not in self._reported:
+                self._reported.add(stray)
+                self._say(f"{stray} is not a checkpoint folder (a link or a file); it is left alone")
+        return [p for p in found if p not in strays]
 
     def remove_partial(self) -> None:
-        """Remove the unfinished folders a crash left (main process)."""
+        """Remove the unfinished folders a crash left (main process); links are only unlinked."""
         for unfinished in self.root.glob(f"*{PARTIAL}"):
-            shutil.rmtree(unfinished)
+            if is_real_folder(unfinished):
+                shutil.rmtree(unfinished)
+            else:
+                unfinished.unlink()
 
     def save(self, state: TrainerState, ema: AveragedModel | None) -> Path:
         """Write the checkpoint of update ``state.step``; called on every process."""
         acc = self.accelerator
         final = self.root / step_folder_name(state.step)
         partial = final.with_suffix(PARTIAL)
-        acc.save_state(str(partial))
+        with written(partial):
+            acc.save_state(str(partial))
         fault_point("after_save_state", partial)
         acc.wait_for_everyone()
         if acc.is_main_process:
-            write_trainer_state(partial, state, ema)
-            write_manifest(partial)
+            with written(partial):
+                write_trainer_state(partial, state, ema)
+                write_manifest(partial)
             fault_point("after_manifest", partial)
             publish(partial, final)
             prune(self.folders(), self.keep)

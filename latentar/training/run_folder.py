@@ -25,11 +25,13 @@ only the main one locks and checks; every process waits for it and raises the sa
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
 import shutil
 import socket
+import stat
 import sys
 from dataclasses import asdict
 from functools import partial
@@ -39,7 +41,8 @@ from typing import Callable, Protocol
 import torch
 from accelerate.utils import broadcast
 
-from latentar.saving import atomic_write_json
+from latentar.files import (MAX_CONFIG_BYTES, BadFileError, atomic_write_json, is_real_folder, read_json,
+                            remove_stale_temporaries)
 from latentar.training.config import TrainConfig
 
 LOCK_FILE = ".lock"
@@ -83,12 +86,12 @@ class FolderLock:
             raise RunFolderError(f"{self.folder} is a file; a run folder must be a folder (a new one, or a run's)")
         self.folder.mkdir(parents=True, exist_ok=True)
         while True:
-            file = open(self.path, "a+")  # appends: opening never erases the holder's record
+            file = self._open()
             try:
                 fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 file.seek(0)
-                holder = describe_holder(file.read())
+                holder = describe_holder(file.read(MAX_CONFIG_BYTES))
                 file.close()
                 raise RunFolderError(f"{self.folder} is in use by {holder}, which holds {self.path}; wait for "
                                      "it to finish, or choose another folder") from None
@@ -99,6 +102,23 @@ class FolderLock:
         file.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "command": sys.argv}) + "\n")
         file.flush()
         self._file = file
+
+    def _open(self):
+        """The lock file, opened for appending (opening never erases the holder's record) without
+        following a link at its name; a link or anything but a regular file there is refused."""
+        flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        refusal = (f"{self.path} is not a regular file (a link, folder, FIFO or device); latentar never "
+                   "writes through one: remove it, or choose another folder")
+        try:
+            fd = os.open(self.path, flags, 0o644)
+        except OSError as e:
+            if e.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
+                raise RunFolderError(refusal) from None
+            raise
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise RunFolderError(refusal)
+        return os.fdopen(fd, "a+")
 
     def _still_at_path(self, file) -> bool:
         try:
@@ -191,7 +211,13 @@ def take_over(folder: Path, *, record: dict, outputs: tuple[str, ...], resume: b
     """Make ``folder`` the run ``record``'s: an empty folder starts it; one holding any of
     ``outputs`` (an earlier run's) needs ``overwrite`` (they are removed), or ``resume`` and
     the same run.json. Writes run.json for a run that starts."""
-    found = [name for name in outputs if (folder / name).exists()]
+    remove_stale_temporaries(folder)
+    found = [name for name in outputs if os.path.lexists(folder / name)]
+    links = [name for name in found if (folder / name).is_symlink()]
+    if links and not overwrite:
+        raise RunFolderError(f"{folder} holds {', '.join(links)} as symbolic link(s); latentar never follows "
+                             "links out of a run folder: remove them, replace the run with overwrite=True "
+                             "(CLI --overwrite), or choose another folder")
     if found and overwrite:
         remove(folder, [*found, RUN_FILE])
     elif found:
@@ -209,12 +235,12 @@ def check_owner(folder: Path, record: dict, shown: str) -> None:
     """Refuse to resume unless ``folder/run.json`` records the run ``record``; name what differs."""
     path = folder / RUN_FILE
     replace = "replace it with overwrite=True (CLI --overwrite), or choose another folder"
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise RunFolderError(f"{folder} holds {shown} but no {RUN_FILE}, so nothing says which run made them "
                              f"(another program, or an older latentar); {replace}")
     try:
-        recorded = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as e:
+        recorded = read_json(path)
+    except BadFileError as e:
         raise RunFolderError(f"{path} is damaged ({e}); {replace}") from e
     if not isinstance(recorded, dict):
         raise RunFolderError(f"{path} is damaged (a JSON object expected, got {type(recorded).__name__}); "
@@ -253,7 +279,7 @@ def remove(folder: Path, names: list[str]) -> None:
     """Delete the files and folders ``names`` of ``folder`` (those that exist)."""
     for name in names:
         path = folder / name
-        if path.is_dir() and not path.is_symlink():
+        if is_real_folder(path):
             shutil.rmtree(path)
         else:
             path.unlink(missing_ok=True)

@@ -36,6 +36,7 @@ are never checkpointed or exported.
 from __future__ import annotations
 
 import json
+import os
 import time
 import warnings
 from dataclasses import asdict
@@ -52,7 +53,7 @@ from torch.utils.data import DataLoader, Dataset
 from latentar.model_card import write_model_card
 from latentar.progress import progress_bar
 from latentar.sampling import save_image
-from latentar.saving import atomic_write_json
+from latentar.files import BadFileError, atomic_write_bytes, atomic_write_json, open_regular, read_json, write_error
 from latentar.training.checkpoint import Checkpoints, TrainerState
 from latentar.training.config import TrainConfig, check_mixed_precision
 from latentar.training.run_folder import claim_run, run_record
@@ -114,6 +115,7 @@ class Trainer:
         self.model = self.accelerator.unwrap_model(self.net).model  # the bare model, on the device
         self.ema = make_ema(self.model, config.ema_decay) if config.ema_decay is not None else None
         self.state = TrainerState()
+        self.window = MetricWindow()  # carried in the checkpoints (TrainerState.window)
         self.checkpointing = Checkpoints(self.out_dir / CHECKPOINTS, self.accelerator, keep=KEEP_CHECKPOINTS)
         self.batches = ShuffledBatches(train_data, config.batch_size, seed=config.seed,
                                        num_processes=self.accelerator.num_processes,
@@ -143,7 +145,7 @@ class Trainer:
         step = self.state.step
         start_trackers(acc, self.model, cfg, resumed_at=step)
         data = self.batches.iterate(start=step * cfg.grad_accum)
-        window = MetricWindow()
+        window = self.window
         bar = progress_bar(total=cfg.steps, initial=step, desc="train", unit="update", leave=True)
         # the last logged training metrics (a resumed run that has nothing left to do keeps them)
         last_train = next(({k: v for k, v in r.items() if k not in ("step", "eval")}
@@ -268,6 +270,7 @@ class Trainer:
     def save_checkpoint(self) -> Path:
         """The checkpoint of the current update (see ``checkpoint``), on every process."""
         self._check_finite_weights("checkpoint")
+        self.state.window = self.window.gather(self.accelerator)
         return self.checkpointing.save(self.state, self.ema)
 
     def _start(self) -> None:
@@ -275,18 +278,18 @@ class Trainer:
         resumed = self.checkpointing.resume(self.ema)
         if resumed is not None:
             folder, self.state = resumed
+            self.window.restore(self.state.window, main=self.accelerator.is_main_process)
             self.accelerator.print(f"resuming from {folder} at update {self.state.step}")
         if self.accelerator.is_main_process:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             self.checkpointing.remove_partial()
             keep = read_metrics(self.out_dir, up_to=self.state.step) if resumed else []
-            (self.out_dir / METRICS_FILE).write_text("".join(json.dumps(r) + "\n" for r in keep))
+            atomic_write_bytes(self.out_dir / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in keep).encode())
         self.accelerator.wait_for_everyone()
 
     def _log(self, record: dict) -> None:
         if self.accelerator.is_main_process:
-            with open(self.out_dir / METRICS_FILE, "a") as f:
-                f.write(json.dumps(record) + "\n")
+            append_line(self.out_dir / METRICS_FILE, json.dumps(record))
             log_record(self.accelerator, record)
 
     def _preview(self, step: int) -> None:
@@ -315,14 +318,44 @@ def read_done(out_dir: str | Path) -> dict | None:
     out_dir = Path(out_dir)
     if not (out_dir / DONE_FILE).is_file() or not (out_dir / MODEL_DIR / "config.json").is_file():
         return None
-    return json.loads((out_dir / DONE_FILE).read_text())
+    return read_json(out_dir / DONE_FILE)
 
 
 def read_metrics(out_dir: str | Path, up_to: int | None = None) -> list[dict]:
-    """The records of metrics.jsonl (those with step <= ``up_to`` when given)."""
+    """The records of metrics.jsonl (those with step <= ``up_to`` when given). A torn last
+    line (a crash while it was written) is dropped with a warning; any other line that is not
+    a record is a ``BadFileError`` naming the file and the line."""
     path = Path(out_dir) / METRICS_FILE
-    records = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+    if not os.path.lexists(path):
+        return []
+    with open_regular(path) as f:
+        lines = f.read().decode("utf-8", errors="replace").splitlines()
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict) or type(record.get("step")) is not int:
+                raise ValueError("a JSON object with an integer step expected")
+        except (ValueError, RecursionError) as e:
+            if number < len(lines):
+                raise BadFileError(f"{path}, line {number}, is not a metrics record ({e})") from e
+            warnings.warn(f"{path}: the last line is torn (a crash while it was written); it is dropped",
+                          stacklevel=2)
+            break
+        records.append(record)
     return [r for r in records if up_to is None or r["step"] <= up_to]
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append ``line`` and a newline to the regular file ``path`` (created if missing), never
+    through a link; a failed write is a ``WriteError`` naming the file."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, 0o666)
+        with os.fdopen(fd, "a") as f:
+            f.write(line + "\n")
+    except OSError as e:
+        raise write_error(path, e) from e
 
 
 # ---- pieces -------------------------------------------------------------------------
@@ -369,7 +402,7 @@ class MetricWindow:
     """Sums of the micro-batch losses and metrics since the last log, averaged over every process.
 
     Values may be tensors on the device: they are summed there and read once, at ``result``
-    (no host synchronisation per micro-batch)."""
+    or ``gather`` (no host synchronisation per micro-batch)."""
 
     def __init__(self):
         self._reset()
@@ -385,18 +418,39 @@ class MetricWindow:
         self.count += 1
         self.items += items
 
-    def result(self, accelerator: Accelerator) -> dict:
+    def _totals(self, accelerator: Accelerator) -> tuple[list[str], list[float]]:
+        """(names, their sums followed by count and items), each summed over the processes."""
         names, device = sorted(self.sums), accelerator.device
         totals = torch.stack([torch.as_tensor(self.sums[n], dtype=torch.float64, device=device).reshape(())
                               for n in names] + [torch.tensor(float(v), dtype=torch.float64, device=device)
                                                  for v in (self.count, self.items)])
-        totals = accelerator.reduce(totals, reduction="sum").tolist()
+        return names, accelerator.reduce(totals, reduction="sum").tolist()
+
+    def result(self, accelerator: Accelerator) -> dict:
+        names, totals = self._totals(accelerator)
         seconds = time.perf_counter() - self.started
         # a window whose updates were all skipped has no loss to report
         out = {n: totals[i] / totals[-2] for i, n in enumerate(names)} if totals[-2] else {}
         out["items_per_sec"] = totals[-1] / seconds
         self._reset()
         return out
+
+    def gather(self, accelerator: Accelerator) -> dict:
+        """The window summed over the processes, as ``TrainerState.window`` holds it (a
+        collective: every process calls it). The window goes on from those sums on the main
+        process (from zero on the others), exactly as a run resumed from them does."""
+        names, totals = self._totals(accelerator)
+        state = {"sums": dict(zip(names, totals)), "count": int(totals[-2]), "items": int(totals[-1])}
+        self.restore(state if state["count"] else {}, main=accelerator.is_main_process)
+        return state if state["count"] else {}
+
+    def restore(self, state: dict, main: bool) -> None:
+        """Go on from the sums ``state`` (``gather``'s) on the main process; empty elsewhere."""
+        started = self.started
+        self._reset()
+        self.started = started
+        if main and state:
+            self.sums, self.count, self.items = dict(state["sums"]), state["count"], state["items"]
 
 
 class ShuffledBatches:

@@ -247,7 +247,8 @@ class VQVAE(nn.Module, Saveable):
             grid = grid[:, 0]
         h, w = self.grid_shapes[level]
         if grid.dim() != 3 or tuple(grid.shape[1:]) != (h, w):
-            raise ValueError(f"{level} codes must have shape (B, {h}, {w}), got {tuple(grid.shape)}")
+            what = "codes" if level == "codes" else f"{level} codes"  # one level is named "codes" itself
+            raise ValueError(f"{what} must have shape (B, {h}, {w}), got {tuple(grid.shape)}")
         return quantizer.embed_codes(grid.to(self.device))
 
     # ---- pixels <-> floats -------------------------------------------------------
