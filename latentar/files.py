@@ -76,8 +76,7 @@ def read_bytes(path: str | os.PathLike, limit: int = MAX_CONFIG_BYTES, *, follow
     with open_regular(path, follow=follow) as f:
         data = f.read(limit + 1)
     if len(data) > limit:
-        raise BadFileError(f"{path} is larger than the {limit} bytes latentar reads from such a file; "
-                           "it is not one latentar wrote")
+        raise BadFileError(f"{path} is larger than the {limit} bytes latentar reads from such a file")
     return data
 
 
@@ -96,7 +95,7 @@ def parse_json(text: str, path: str | os.PathLike) -> Any:
     except json.JSONDecodeError as e:
         raise BadFileError(f"{path} is not valid JSON: {e}") from e
     except RecursionError as e:
-        raise BadFileError(f"{path} is nested too deeply to be JSON that latentar wrote") from e
+        raise BadFileError(f"{path} is nested too deeply for a JSON file latentar reads") from e
 
 
 def read_json(path: str | os.PathLike, limit: int = MAX_CONFIG_BYTES, *, follow: bool = False) -> Any:

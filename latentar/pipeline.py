@@ -38,12 +38,12 @@ from latentar.data import first_items, load_dataset
 from latentar.data.codes import write_codes_source
 from latentar.data.subsets import dataset_attribute
 from latentar.evaluation import evaluate_prior, evaluate_vqvae
+from latentar.files import atomic_write_json, read_json
 from latentar.plan import Plan, Stage, run_device, validate
 from latentar.priors.base import build_prior
 from latentar.runs import SUMMARY_FILE
 from latentar.sampling import (class_rows, code_levels, first_images, generate, reconstruction_preview, sample_preview,
                                save_grid, save_reconstructions)
-from latentar.files import atomic_write_json, read_json
 from latentar.saving import load
 from latentar.training import TrainConfig
 from latentar.training.objectives import prior_objective, vqvae_objective
@@ -64,23 +64,25 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, *, overwrite: bool = False) 
     plan = validate(recipe)
     state = process_state()
     out = Path(out_dir)
+    started = time.perf_counter()
+    # both splits open (every image checked) before anything is written into the run folder
+    data = [first_items(load_dataset(recipe.data.name, split, recipe.data.root, **recipe.data.options), n,
+                        at_most=True)
+            for split, n in (("train", recipe.data.train_limit), ("test", recipe.data.test_limit))]
     lock = hold(out, state, partial(remove, names=list(RUN_OUTPUTS)) if overwrite else None)
     try:
-        return run_stages(recipe, plan, out, state)
+        return run_stages(recipe, plan, out, state, *data, started=started)
     finally:
         lock.release()
 
 
-def run_stages(recipe: Recipe, plan: Plan, out: Path, state: PartialState) -> dict:
-    """``run_recipe`` in the run folder it holds."""
+def run_stages(recipe: Recipe, plan: Plan, out: Path, state: PartialState, train: Dataset, test: Dataset, *,
+               started: float) -> dict:
+    """``run_recipe`` in the run folder it holds, on the opened splits; ``started``: perf_counter at its start."""
     check_previous_run(out, recipe)
     if state.is_main_process:
         atomic_write_json(out / RECIPE_FILE, recipe_to_dict(recipe))
     state.wait_for_everyone()
-    started = time.perf_counter()
-    train, test = (first_items(load_dataset(recipe.data.name, split, recipe.data.root, **recipe.data.options), n,
-                               at_most=True)
-                   for split, n in (("train", recipe.data.train_limit), ("test", recipe.data.test_limit)))
     summary: dict = {"mode": recipe.mode, "data": recipe.data.name, "image_shape": list(plan.image_shape)}
     vqvae, symbols = None, {stage.name: (train, test) for stage in plan.stages}
     if recipe.mode == "codes":

@@ -93,8 +93,10 @@ def dataset_facts(recipe: Recipe) -> tuple[tuple[int, int, int], int, int | None
         test = load_dataset(data.name, "test", data.root, **data.options)
     except (TypeError, FieldError) as e:
         raise RecipeError(f"data.options: {e}") from e
-    except (SourceUnavailableError, FileNotFoundError, OSError, ValueError) as e:
+    except (SourceUnavailableError, FileNotFoundError, OSError) as e:
         raise RecipeError(f"data.name {data.name!r} cannot be found (data.root = {data.root!r}): {e}") from e
+    except ValueError as e:  # found, but unusable (bad image files, ...): the dataset's own words
+        raise RecipeError(f"data {data.name!r}: {e}") from e
     return tuple(test.shape), test.num_symbols, test.num_classes
 
 

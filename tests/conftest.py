@@ -69,3 +69,31 @@ def image_folder(tmp_path):
                 image[2:6, 2:6] += 0 if label == 0 else 190
                 Image.fromarray(image.numpy()).save(folder / f"{i}.png")
     return tmp_path / "images"
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MiB tmpfs mounted at a fresh folder (needs root; skipped elsewhere) -> (folder, fill):
+    ``fill()`` takes every free byte left, and returns the filler file to delete for room again."""
+    import subprocess
+
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(folder)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root and a mount namespace that allows it")
+
+    def fill():
+        filler = folder / "filler"
+        with open(filler, "ab", buffering=0) as f:
+            try:
+                while True:
+                    f.write(bytes(1 << 12))
+            except OSError:
+                pass
+        return filler
+
+    try:
+        yield folder, fill
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)

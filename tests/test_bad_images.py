@@ -163,3 +163,15 @@ def test_train_prior_refuses_bad_images_before_writing_the_run_folder(capsys, tm
     assert err.startswith(f"latentar: error: image folder {image_folder / 'train'} has 1 bad image file(s)")
     assert f"{os.path.join('bars', 'broken.jpg')}: cannot be decoded" in err and "Traceback" not in err
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_a_recipe_refuses_bad_training_images_before_writing_its_folder(capsys, tmp_path, image_folder):
+    whole = jpeg_bytes()
+    (image_folder / "train" / "bars" / "broken.jpg").write_bytes(whole[: len(whole) // 2])
+    recipe, out = tmp_path / "recipe.toml", tmp_path / "run"
+    recipe.write_text(f'[data]\nname = "image_folder"\nroot = "{image_folder}"\noptions = {{size = 4}}\n'
+                      '[prior]\nname = "pixelcnn"\npreset = "tiny"\n[prior_train]\nsteps = 1\nbatch_size = 4\n')
+    code = cli.main(["run", str(recipe), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "bars/broken.jpg" in err and "Traceback" not in err
+    assert not out.exists() or not any(out.iterdir())

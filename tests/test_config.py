@@ -72,6 +72,19 @@ def test_bad_recipes_name_the_key(tmp_path, extra, message):
         load_recipe(tiny(tmp_path, extra=extra))
 
 
+@pytest.mark.parametrize("content, message", [
+    ("x = " + "[" * 100_000 + "]" * 100_000 + "\n", "is nested too deeply"),
+    ("[data]\nname = 'caf\xe9'\n".encode("latin-1"), "is not UTF-8 text"),
+    (b"# " + b"x" * (2 << 20), "is larger than the 1048576 bytes"),
+    ("[data\n", "is not valid TOML"),
+])
+def test_an_unreadable_recipe_is_named(tmp_path, content, message):
+    path = tmp_path / "bad.toml"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(RecipeError, match=rf"recipe {path} {message}"):
+        load_recipe(path)
+
+
 def test_section_checks_name_the_section(tmp_path):
     with pytest.raises(RecipeError, match=r"\[prior_train\]: TrainConfig.steps must be an integer >= 1"):
         load_recipe(tiny(tmp_path), ["prior_train.steps=0"])

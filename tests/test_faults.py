@@ -16,8 +16,12 @@ from accelerate.utils import load
 from safetensors.torch import load_file
 
 import latentar
+from latentar import cli
+from latentar.files import WriteError
 from latentar.training import checkpoint
 from latentar.training.checkpoint import FAULT_POINTS, CheckpointError, write_manifest
+from latentar.training.run_folder import RunFolderError
+from prior_cases import tiny_prior
 from test_training import train
 
 STEPS, SAVE_EVERY = 6, 2  # checkpoints at updates 2, 4 and 6; the newest two are kept
@@ -212,3 +216,164 @@ def test_a_damaged_newest_checkpoint_is_named_and_the_older_one_is_used(name, da
     assert f"checkpoint {out / 'checkpoints' / NEWEST} cannot be used" in err and problem in err
     assert f"resuming from the older checkpoint {out / 'checkpoints' / OLDER}" in err
     assert_same_run(out, reference)
+
+
+# ---- links and special files in a run folder ------------------------------------------
+def test_a_lock_that_is_a_link_is_refused_and_its_target_untouched(tmp_path):
+    victim = tmp_path / "precious.txt"
+    victim.write_text("keep me")
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".lock").symlink_to(victim)
+    with pytest.raises(RunFolderError, match=r"\.lock is not a regular file"):
+        short_run(out)
+    assert victim.read_text() == "keep me"
+
+
+def test_a_lock_that_is_a_fifo_is_refused(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    os.mkfifo(out / ".lock")
+    with pytest.raises(RunFolderError, match=r"\.lock is not a regular file"):
+        short_run(out)
+
+
+def test_an_output_that_is_a_link_is_refused_on_resume(reference, tmp_path):
+    out, elsewhere = copy_run(reference, tmp_path), tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (out / "metrics.jsonl").unlink()
+    (out / "metrics.jsonl").symlink_to(elsewhere / "metrics.jsonl")
+    with pytest.raises(RunFolderError, match="metrics.jsonl as symbolic link"):
+        short_run(out, resume=True)
+    assert not (elsewhere / "metrics.jsonl").exists()
+
+
+@pytest.mark.parametrize("special", ["dev-zero", "fifo"])
+def test_a_checkpoint_file_that_is_not_a_regular_file_is_skipped_without_reading_it(special, reference, tmp_path,
+                                                                                    capsys):
+    out = copy_run(reference, tmp_path)
+    file = out / "checkpoints" / NEWEST / "optimizer.bin"
+    file.unlink()
+    file.symlink_to("/dev/zero") if special == "dev-zero" else os.mkfifo(file)
+    short_run(out, resume=True)  # hashing /dev/zero or waiting on the FIFO would never end
+    err = capsys.readouterr().err
+    assert "optimizer.bin is not a regular file" in err and f"older checkpoint {out / 'checkpoints' / OLDER}" in err
+    assert_same_run(out, reference)
+
+
+def test_hashing_stops_past_the_recorded_size(tmp_path):
+    file = tmp_path / "big.bin"
+    file.write_bytes(bytes(10_000))
+    assert checkpoint.file_digest(file, limit=100)["size"] == 101
+
+
+def test_a_link_under_checkpoints_is_reported_and_never_pruned(reference, tmp_path, capsys):
+    out, kept = copy_run(reference, tmp_path), tmp_path / "kept"
+    kept.mkdir()
+    (kept / "data.txt").write_text("mine")
+    (out / "checkpoints" / "step_00000001").symlink_to(kept, target_is_directory=True)
+    train(out, resume=True, steps=STEPS + 4, save_every=SAVE_EVERY)  # two more checkpoints, pruning each time
+    assert (kept / "data.txt").read_text() == "mine" and (out / "checkpoints" / "step_00000001").is_symlink()
+    assert "step_00000001 is not a checkpoint folder (a link or a file); it is left alone" in capsys.readouterr().err
+
+
+# ---- deep, huge and torn files -------------------------------------------------------
+def deep_json(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+def test_a_deeply_nested_manifest_falls_back_to_the_older_checkpoint(reference, tmp_path, capsys):
+    out = copy_run(reference, tmp_path)
+    (out / "checkpoints" / NEWEST / "manifest.json").write_text(deep_json(200_000))
+    short_run(out, resume=True)
+    err = capsys.readouterr().err
+    assert "nested too deeply" in err and f"older checkpoint {out / 'checkpoints' / OLDER}" in err
+    assert_same_run(out, reference)
+
+
+def test_a_huge_manifest_is_not_read(reference, tmp_path, capsys):
+    out = copy_run(reference, tmp_path)
+    (out / "checkpoints" / NEWEST / "manifest.json").write_text(" " * (2 << 20) + "{}")
+    short_run(out, resume=True)
+    assert "larger than the 1048576 bytes" in capsys.readouterr().err
+    assert_same_run(out, reference)
+
+
+def test_a_torn_last_metrics_line_is_dropped_with_a_warning(reference, tmp_path):
+    out = copy_run(reference, tmp_path)
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write('{"step": 7, "loss": 0.')  # a crash in the middle of a line
+    with pytest.warns(UserWarning, match="the last line is torn"):
+        short_run(out, resume=True)
+    assert_same_run(out, reference)
+
+
+def test_a_damaged_metrics_line_before_the_last_is_named(reference, tmp_path):
+    out = copy_run(reference, tmp_path)
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    (out / "metrics.jsonl").write_text("\n".join(["{oops", *lines[1:]]) + "\n")
+    with pytest.raises(ValueError, match=r"metrics.jsonl, line 1, is not a metrics record"):
+        short_run(out, resume=True)
+
+
+def test_a_resumed_run_logs_what_the_uninterrupted_one_logged(tmp_path, monkeypatch):
+    """log_every > save_every: the window of losses since the last log line is carried over."""
+    settings = dict(steps=8, save_every=2, log_every=4)
+    train(tmp_path / "whole", **settings)
+
+    def hook(name: str, folder: Path) -> None:
+        if name == "after_rename" and folder.name == "step_00000006":
+            raise Kill(name)
+
+    monkeypatch.setattr(checkpoint, "fault_hook", hook)
+    with pytest.raises(Kill):
+        train(tmp_path / "cut", **settings)
+    monkeypatch.setattr(checkpoint, "fault_hook", None)
+    train(tmp_path / "cut", resume=True, **settings)
+    losses = {name: [(r["step"], r.get("loss")) for r in map(json.loads, (tmp_path / name / "metrics.jsonl")
+                                                                .read_text().splitlines())]
+              for name in ("whole", "cut")}
+    assert losses["cut"] == losses["whole"] and [s for s, _ in losses["whole"]] == [4, 8]
+
+
+def test_an_old_trainer_state_without_a_window_still_loads():
+    state = checkpoint.TrainerState.from_json({"format_version": 1, "step": 3, "nonfinite_streak": 0,
+                                               "skipped_updates": 1})
+    assert state == checkpoint.TrainerState(step=3, skipped_updates=1)
+    with pytest.raises(checkpoint.DamagedCheckpoint, match="window must be"):
+        checkpoint.TrainerState.from_json({**state.to_json(), "window": {"sums": {"loss": "x"}, "count": 1,
+                                                                          "items": 2}})
+
+
+# ---- a full disk -----------------------------------------------------------------------
+def test_a_checkpoint_on_a_full_disk_is_a_write_error_and_the_older_ones_are_kept(small_disk, reference):
+    disk, fill = small_disk
+    out, filler = disk / "run", []
+
+    def hook(name: str, folder: Path) -> None:
+        if name == "after_rename" and folder.name == OLDER:
+            filler.append(fill())
+
+    checkpoint.fault_hook = hook
+    try:
+        with pytest.raises(WriteError, match=rf"cannot write {out / 'checkpoints' / NEWEST}\.partial: No space left"):
+            short_run(out)
+    finally:
+        checkpoint.fault_hook = None
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_00000002", OLDER]  # no .partial
+    filler[0].unlink()
+    short_run(out, resume=True)
+    assert_same_run(out, reference)
+
+
+def test_a_grid_on_a_full_disk_keeps_the_previous_grid(small_disk, tmp_path, capsys):
+    disk, fill = small_disk
+    model, grid = tmp_path / "prior", disk / "grid.png"
+    tiny_prior("pixelcnn", (1, 4, 4), 2).save(model)
+    assert cli.main(["sample", "--model", str(model), "-n", "4", "--out", str(grid)]) == 0
+    before = grid.read_bytes()
+    fill()
+    assert cli.main(["sample", "--model", str(model), "-n", "64", "--seed", "1", "--out", str(grid)]) == 2
+    assert f"latentar: error: cannot write {grid}: No space left on device" in capsys.readouterr().err
+    assert grid.read_bytes() == before
+    assert not [p for p in disk.iterdir() if p.name.endswith(".tmp")]

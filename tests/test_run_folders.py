@@ -209,7 +209,7 @@ def test_latentar_run_overwrite_removes_only_what_a_run_wrote(tmp_path, monkeypa
         (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_text("earlier")
     seen = {}
-    monkeypatch.setattr(pipeline, "run_stages", lambda recipe, plan, out, state: seen.update(
+    monkeypatch.setattr(pipeline, "run_stages", lambda recipe, plan, out, state, *data, **kw: seen.update(
         names=sorted(p.name for p in out.iterdir()), locked=(out / LOCK_FILE).exists()))
     pipeline.run_recipe(load_recipe(RECIPE), tmp_path, overwrite=True)
     assert seen == {"names": [LOCK_FILE, "notes.txt"], "locked": True}

@@ -1,16 +1,21 @@
 """Saved model folders: checksums, config values, header shapes and finite weights, checked
 before anything is allocated; damaged or hostile folders fail with a clear error."""
 
+import errno
 import hashlib
 import json
 import math
+import os
+import stat
 import struct
+import subprocess
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
 import latentar
+from latentar import files
 from latentar.checks import FieldError
 from latentar.data.codes import write_codes_source
 from latentar.saving import (CONFIG_FILE, FORMAT_VERSION, WEIGHTS_FILE, NonFiniteWeightsError, NotAModelError,
@@ -215,3 +220,71 @@ def test_extra_files_in_a_model_folder_are_ignored(tmp_path):
     saved_prior(tmp_path)
     write_codes_source(tmp_path, "0123456789abcdef", "codes")
     assert isinstance(load(tmp_path), latentar.Prior)
+
+
+# ---- hostile and half-written folders --------------------------------------------------
+@pytest.mark.parametrize("damage, message", [
+    (lambda path: path.write_text("[" * 200_000 + "]" * 200_000), "nested too deeply"),
+    (lambda path: path.write_text(" " * (2 << 20) + "{}"), "larger than the 1048576 bytes"),
+    (lambda path: path.write_bytes(b"\xff\xfe{}"), "is not UTF-8 text"),
+    (lambda path: (path.unlink(), path.symlink_to("/dev/zero")), "is a symbolic link"),
+])
+def test_a_hostile_config_is_refused_naming_it(tmp_path, damage, message):
+    folder = saved_prior(tmp_path / "m")
+    damage(folder / CONFIG_FILE)
+    with pytest.raises(NotAModelError, match=message) as error:
+        load(folder)
+    assert str(folder / CONFIG_FILE) in str(error.value)
+
+
+@pytest.mark.parametrize("special", ["link", "fifo"])
+def test_weights_that_are_not_a_regular_file_are_refused_unread(tmp_path, special):
+    folder = saved_prior(tmp_path / "m")
+    elsewhere = tmp_path / "elsewhere.safetensors"
+    (folder / WEIGHTS_FILE).rename(elsewhere)
+    (folder / WEIGHTS_FILE).symlink_to(elsewhere) if special == "link" else os.mkfifo(folder / WEIGHTS_FILE)
+    with pytest.raises(NotAModelError, match="is not a regular file"):
+        load(folder)
+
+
+def test_unknown_top_level_config_keys_are_refused(tmp_path):
+    folder = saved_prior(tmp_path / "m")
+    edit_config(folder, ["licence"], "mine")
+    with pytest.raises(NotAModelError, match=r"unknown top-level key\(s\) \['licence'\]"):
+        load(folder)
+
+
+def test_saved_files_get_the_usual_mode(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        folder = saved_prior(tmp_path / "m")
+    finally:
+        os.umask(umask)
+    assert {stat.S_IMODE((folder / name).stat().st_mode) for name in (CONFIG_FILE, WEIGHTS_FILE)} == {0o644}
+
+
+def test_temporaries_left_by_a_killed_writer_are_removed_at_the_next_write(tmp_path):
+    folder = saved_prior(tmp_path / "m")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = folder / f".{CONFIG_FILE}.{dead.pid}.abc123.tmp"
+    live = folder / f".{WEIGHTS_FILE}.{os.getpid()}.def456.tmp"  # a writer that still runs: kept
+    for path in (stale, live):
+        path.write_text("half")
+    saved_prior(folder)
+    assert not stale.exists() and live.exists()
+
+
+def test_a_failed_write_keeps_the_previous_file(tmp_path, monkeypatch):
+    folder = saved_prior(tmp_path / "m")
+    before = (folder / CONFIG_FILE).read_bytes()
+
+    def full(fd, *args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files.os, "fsync", full)
+    with pytest.raises(files.WriteError, match=rf"cannot write {folder / WEIGHTS_FILE}: No space left on device"):
+        saved_prior(folder)
+    monkeypatch.undo()
+    assert (folder / CONFIG_FILE).read_bytes() == before and load(folder) is not None
+    assert sorted(p.name for p in folder.iterdir()) == sorted([CONFIG_FILE, WEIGHTS_FILE])

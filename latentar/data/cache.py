@@ -40,8 +40,9 @@ class ChecksumError(CorruptFileError):
         self.algorithm, self.expected, self.actual = algorithm, expected, actual
 
 
-class SourceUnavailableError(RuntimeError):
-    """A dataset that is neither on disk nor fetchable here; the message says what to do."""
+class SourceUnavailableError(RuntimeError, LookupError):
+    """A dataset that is neither on disk nor fetchable here (no network, a failed download); the
+    message says what was tried and where to put the files. A LookupError: a user error, exit 2."""
 
 
 def data_root(root: str | Path | None = None) -> Path:

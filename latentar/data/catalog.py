@@ -9,16 +9,14 @@ folder of images itself.
 from __future__ import annotations
 
 import inspect
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Callable, Iterator, Mapping
+from typing import Callable, Mapping
 
 from torch.utils.data import Dataset
 
 from latentar.checks import Bound, check_value
-from latentar.data.cache import SourceUnavailableError
 from latentar.data.cifar import IMAGE_SHAPE as CIFAR_SHAPE
 from latentar.data.cifar import NUM_CLASSES as CIFAR_CLASSES
 from latentar.data.cifar import fetch_cifar10, load_cifar_split
@@ -36,11 +34,6 @@ from latentar.registry import DATASETS
 SPLITS = ("train", "test")
 MNIST_SHAPE = (1, 28, 28)  # (C, H, W), MNIST and Fashion-MNIST
 MAX_IMAGE_SIZE = 4096  # image_folder's size option: larger images would not fit a prior's memory
-
-
-class DatasetUnavailableError(SourceUnavailableError, LookupError):
-    """A dataset neither on disk nor fetchable here (no network, a failed download): a user
-    error, so the CLI prints the message (what was tried, where to put the files) and exits 2."""
 
 
 @dataclass(frozen=True)
@@ -68,8 +61,7 @@ def load_dataset(name: str, split: str, root: str | Path | None = None, **option
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; splits: {', '.join(SPLITS)}")
     check_options(name, spec, options)
-    with _unavailable_as_user_error():
-        return spec.load(split, root, **options)
+    return spec.load(split, root, **options)
 
 
 def check_options(name: str, spec: DatasetSpec, options: dict) -> None:
@@ -93,17 +85,7 @@ def fetch(name: str, root: str | Path | None = None) -> dict:
     spec = DATASETS.get(name)
     if spec.fetch is None:
         raise ValueError(f"dataset {name!r} has nothing to fetch: {spec.source}")
-    with _unavailable_as_user_error():
-        return spec.fetch(root)
-
-
-@contextmanager
-def _unavailable_as_user_error() -> Iterator[None]:
-    """Re-raise a `SourceUnavailableError` as a `DatasetUnavailableError`, with the same message."""
-    try:
-        yield
-    except SourceUnavailableError as err:
-        raise DatasetUnavailableError(str(err)) from err
+    return spec.fetch(root)
 
 
 def describe_fetch(report: dict) -> str:

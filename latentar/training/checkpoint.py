@@ -312,11 +312,11 @@ def restore_random_states(states: dict, name: str) -> None:
 @contextmanager
 def written(partial: Path):
     """Writes into the unfinished checkpoint ``partial``: a failure (a full disk, an I/O error,
-    torch's "iostream error") removes it, keeping the older checkpoints, and raises
-    ``WriteError`` "cannot write PARTIAL: reason"."""
+    torch's "iostream error", safetensors' serialisation error) removes it, keeping the older
+    checkpoints, and raises ``WriteError`` "cannot write PARTIAL: reason"."""
     try:
         yield
-    except (OSError, RuntimeError) as e:
+    except (OSError, RuntimeError, SafetensorError) as e:
         error = e if isinstance(e, WriteError) else write_error(partial, e)
         shutil.rmtree(partial, ignore_errors=True)
         raise error from e
