@@ -26,7 +26,7 @@ import os
 import re
 import shutil
 import stat
-import tempfile
+import secrets
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
@@ -39,8 +39,6 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 MAX_CONFIG_BYTES = 1 << 20  # config.json, manifests, run.json, recipes, summaries: 1 MiB at most
 MIN_FREE_BYTES = 1 << 20  # a write that failed with less room than this on its disk failed for want of space
 TEMPORARY = re.compile(r"^\..+\.(\d+)\.[^.]+\.tmp$")  # .NAME.PID.XXXXXX.tmp
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 
 class BadFileError(ValueError):
@@ -148,14 +146,12 @@ def atomic_write(path: str | os.PathLike) -> Iterator[BinaryIO]:
     block ends without an error, removed otherwise. Failures raise ``WriteError``."""
     path = Path(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(path.parent)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
+        tmp = temporary_path(path)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
     except OSError as e:
         raise write_error(path, e) from e
     try:
         with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o666 & ~_UMASK)
             yield f
             f.flush()
             os.fsync(f.fileno())
@@ -166,6 +162,15 @@ def atomic_write(path: str | os.PathLike) -> Iterator[BinaryIO]:
         if isinstance(e, (OSError, RuntimeError)) and not isinstance(e, WriteError):
             raise write_error(path, e) from e
         raise
+
+
+def temporary_path(path: str | os.PathLike) -> Path:
+    """A fresh name beside ``path`` for its next content, ``.NAME.PID.XXXXXX.tmp`` (the folder made
+    if needed, and cleared of the temporaries of writers that are gone)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path.parent)
+    return path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
 
 
 def write_error(path: str | os.PathLike, error: BaseException) -> WriteError:

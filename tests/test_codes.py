@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 import latentar
 from latentar.data import TensorImageDataset
 from latentar.data.codes import CodeDataset, CodesMismatchError, check_codes_match, encode_dataset, read_manifest
+from latentar.files import WriteError
 from latentar.vqvae import VQVAE
 
 
@@ -161,3 +162,18 @@ def test_command_line_chain(tmp_path, capsys):
     assert source == {"vqvae_fingerprint": summary["fingerprint"], "level": "codes"}
     assert main(["train-prior", "--data", str(tmp_path), "--prior", "pixelcnn", "--out", str(prior)]) == 2
     assert "without manifest.json" in capsys.readouterr().err
+
+
+def test_codes_on_a_full_disk_are_a_write_error_that_leaves_nothing_half_written(small_disk):
+    disk, fill = small_disk
+    model, data = fitted(), image_set(4096, seed=0)  # 4096 grids of 4×4 uint16 codes: 128 KiB
+    filler = fill()
+    filler.write_bytes(bytes(filler.stat().st_size - (64 << 10)))  # leave 64 KiB: too little for the codes
+    with pytest.raises(WriteError, match=rf"cannot write {disk / 'codes'}: No space left on device"):
+        encode_dataset(model, data, disk / "codes", "train", batch_size=512, progress=False)
+    assert not [p.name for p in (disk / "codes").iterdir()]
+    filler.unlink()
+    manifest = encode_dataset(model, data, disk / "codes", "train", batch_size=512, progress=False)
+    assert manifest["splits"]["train"]["count"] == 4096
+    assert sorted(p.name for p in (disk / "codes").iterdir()) == ["manifest.json", "train_codes.npy",
+                                                                 "train_labels.npy"]

@@ -29,7 +29,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from latentar.data.subsets import dataset_attribute
 from latentar.progress import progress_bar
-from latentar.files import atomic_write_json, read_json
+from latentar.files import atomic_write, atomic_write_json, read_json, temporary_path, write_error
 
 MANIFEST = "manifest.json"
 CODES_SOURCE_FILE = "codes_source.json"  # in a code prior's model folder: the VQ-VAE its codes came from
@@ -98,11 +98,33 @@ def encode_dataset(vqvae: Any, dataset: Dataset, out_dir: str | os.PathLike, spl
         if done and done["count"] == len(dataset) and all((out / f).is_file() for f in _files(done)):
             return manifest
     _check_images(vqvae, dataset)
-    out.mkdir(parents=True, exist_ok=True)
     files = {level: f"{split}_{level}.npy" for level in grids}
-    arrays = {level: np.lib.format.open_memmap(out / f".{name}.tmp", mode="w+", dtype=CODE_DTYPE,
-                                               shape=(len(dataset), *grids[level]["shape"]))
-              for level, name in files.items()}  # each (N, h, w)
+    temporaries = {level: temporary_path(out / name) for level, name in files.items()}
+    try:
+        labels = _encode_into(vqvae, dataset, grids, temporaries, split, batch_size, progress)
+        for level, name in files.items():
+            os.replace(temporaries[level], out / name)
+        with atomic_write(out / f"{split}_labels.npy") as f:
+            np.save(f, labels)
+    except OSError as e:
+        raise write_error(out, e) from e
+    finally:
+        for path in temporaries.values():
+            path.unlink(missing_ok=True)
+    if manifest is None:
+        manifest = {"format_version": FORMAT_VERSION, "vqvae_fingerprint": fingerprint,
+                    "vqvae": vqvae.config_dict(), "grids": grids, "splits": {}}
+    manifest["num_classes"] = dataset_attribute(dataset, "num_classes")
+    manifest["splits"][split] = {"count": len(dataset), "source": source, "labels": f"{split}_labels.npy",
+                                 "files": files}
+    atomic_write_json(out / MANIFEST, manifest)
+    return manifest
+
+
+def _encode_into(vqvae: Any, dataset: Dataset, grids: dict, paths: dict[str, Path], split: str, batch_size: int,
+                 progress: bool) -> np.ndarray:
+    """Encode ``dataset`` into one .npy code file per level at ``paths`` -> the labels (N,)."""
+    arrays = {level: code_array(path, (len(dataset), *grids[level]["shape"])) for level, path in paths.items()}
     labels = np.zeros(len(dataset), dtype=np.int64)  # (N,)
     start = 0
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
@@ -115,18 +137,17 @@ def encode_dataset(vqvae: Any, dataset: Dataset, out_dir: str | os.PathLike, spl
         start += len(images)
     for array in arrays.values():
         array.flush()
-    arrays.clear()  # close the memory maps before the files take their final names
-    for name in files.values():
-        os.replace(out / f".{name}.tmp", out / name)
-    np.save(out / f"{split}_labels.npy", labels)
-    if manifest is None:
-        manifest = {"format_version": FORMAT_VERSION, "vqvae_fingerprint": fingerprint,
-                    "vqvae": vqvae.config_dict(), "grids": grids, "splits": {}}
-    manifest["num_classes"] = dataset_attribute(dataset, "num_classes")
-    manifest["splits"][split] = {"count": len(dataset), "source": source, "labels": f"{split}_labels.npy",
-                                 "files": files}
-    atomic_write_json(out / MANIFEST, manifest)
-    return manifest
+    return labels
+
+
+def code_array(path: Path, shape: tuple[int, ...]) -> np.memmap:
+    """A zeroed .npy memory map of ``CODE_DTYPE`` codes of ``shape`` (N, h, w) at ``path``, its disk
+    space reserved first: a full disk is an OSError here, not a SIGBUS while the map is written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=CODE_DTYPE, shape=shape)
+    with open(path, "r+b") as f:
+        os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+    return array
 
 
 def _grids(vqvae: Any) -> dict:
