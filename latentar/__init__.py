@@ -10,6 +10,8 @@ Where the order differs from the plain stack "models, data, tools, pipeline, CLI
 - ``checks`` (field checks of the config dataclasses) sits at the bottom with ``registry``:
   priors, VQ-VAEs, datasets and configs all check their fields with it. So does ``files``
   (safe reads and atomic writes): every unit that reads or writes a run's files uses it.
+  ``memory`` (the memory cap and the meta-device estimates checked against it) sits there too:
+  loading a model, sampling, scoring, benchmarks and recipes all check their sizes with it.
 - ``evaluation`` and ``sampling`` sit below ``training``: the training objectives score
   batches with ``evaluation``, and neither scoring nor drawing knows of a trainer.
 - ``bench`` sits with them, and ``receptive_field`` one layer up: it measures on the same
@@ -23,7 +25,7 @@ Where the order differs from the plain stack "models, data, tools, pipeline, CLI
   sits with ``pipeline``.
 
 Layers (lowest first):
-registry, checks, progress, files
+registry, checks, progress, files, memory
 saving, model_card
 nn, heads, quantizers
 priors, vqvae

@@ -15,6 +15,10 @@ whatever the step, so timing ``rows · W · S`` passes (S = C draws per position
 channel-masked backbones, else 1) and scaling to ``H · W · S`` steps measures it
 without running it all. The per-step head draws (a softmax over one position) are
 left out of that estimate; the output says which method was used.
+
+Before any work, each bench checks that its batch fits the memory cap (``latentar.memory``;
+``--max-memory``) in one piece and refuses one that does not with a ``MemoryCapError``: a
+bench measures the batch it was given, so it never splits it.
 """
 
 from __future__ import annotations
@@ -31,8 +35,10 @@ from typing import Callable, NamedTuple
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from latentar.memory import check_fits
 from latentar.nn.modes import eval_mode
 from latentar.priors.base import Prior, make_cond
+from latentar.priors.footprint import forward_bytes, grid_bytes, training_bytes
 
 MIXED_PRECISION = {"no": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -161,6 +167,14 @@ def check_counts(batch: int, steps: int, warmup: int) -> None:
         raise ValueError(f"need batch >= 1, steps >= 1, warmup >= 0; got {batch}, {steps}, {warmup}")
 
 
+def check_train_memory(prior: Prior, batch: int, copies: int = 1) -> None:
+    """Refuse (``MemoryCapError``) a training step of ``batch`` grids on ``copies`` copies of the
+    prior that cannot fit the memory cap (``priors.footprint.training_bytes``), before any work."""
+    estimate, made_of = training_bytes(prior, batch)
+    check_fits(copies * estimate, f"bench train of batch={batch} grids {tuple(prior.spec.shape)}", prior.device,
+               made_of if copies == 1 else f"{copies} copies of {made_of}")
+
+
 def bench_train(prior: Prior, *, batch: int = 32, steps: int = 10, warmup: int = 2,
                 mixed_precision: str = "no", compile: bool = False, checkpoint_activations: bool = False,
                 channels_last: bool = False, seed: int = 0) -> dict:
@@ -168,6 +182,7 @@ def bench_train(prior: Prior, *, batch: int = 32, steps: int = 10, warmup: int =
     median seconds per step, peak memory of the process (CPU: max RSS) or of the device."""
     settings = SpeedSettings(mixed_precision, compile, checkpoint_activations, channels_last)
     check_counts(batch, steps, warmup)
+    check_train_memory(prior, batch)
     x, cond = random_batch(prior, batch, seed)
     was = prior.training, prior.compiled, prior.checkpoint_activations, prior.channels_last
     prior.train()
@@ -200,6 +215,7 @@ def bench_train_compare(prior: Prior, *, batch: int = 32, steps: int = 10, warmu
     """
     fast_settings = SpeedSettings(mixed_precision, compile, checkpoint_activations, channels_last)
     check_counts(batch, steps, warmup)
+    check_train_memory(prior, batch, copies=2)
     x, cond = random_batch(prior, batch, seed)
     sides = {"fast": TrainStep(copy.deepcopy(prior).train(), x, cond, fast_settings),
              "baseline": TrainStep(copy.deepcopy(prior).train(), x, cond, SpeedSettings())}
@@ -259,6 +275,9 @@ def bench_sample(prior: Prior, *, batch: int = 16, rows: int | None = None, seed
         raise ValueError(f"batch must be >= 1, got {batch}")
     if rows is not None and not 1 <= rows <= H:
         raise ValueError(f"rows must lie in [1, {H}] for a grid of height {H}, got {rows}")
+    per_grid = forward_bytes(prior) + 3 * grid_bytes(prior.spec)
+    check_fits(batch * per_grid, f"bench sample of batch={batch} grids {tuple(prior.spec.shape)}", prior.device,
+               "the grids and one forward's activations, in one batch")
     gen = torch.Generator().manual_seed(seed)
     cond = random_cond(prior, batch, gen)
     draw_gen = torch.Generator(prior.device).manual_seed(seed)

@@ -49,11 +49,17 @@ class Bound:
         return True
 
     def __str__(self) -> str:
+        low, high = _number(self.low), _number(self.high)
         if self.high is None:
-            return "" if self.low is None else f">= {self.low:g}"
+            return "" if self.low is None else f">= {low}"
         if self.low is None:
-            return f"{'<' if self.open_high else '<='} {self.high:g}"
-        return f"in [{self.low:g}, {self.high:g}{')' if self.open_high else ']'}"
+            return f"{'<' if self.open_high else '<='} {high}"
+        return f"in [{low}, {high}{')' if self.open_high else ']'}"
+
+
+def _number(value: float | None) -> str:
+    """An end of a bound in words: an int exactly (a seed's 18446744073709551615), a float in short form."""
+    return str(value) if isinstance(value, int) or value is None else f"{value:g}"
 
 
 SIZE = Bound(low=1)  # widths, depths, kernels, grid sizes
@@ -61,6 +67,7 @@ COUNT = Bound(low=0)  # how many of something, where none is fine
 FRACTION = Bound(0.0, 1.0, open_high=True)  # dropout rates, decays
 NON_NEGATIVE = Bound(low=0.0)  # loss weights, thresholds
 SYMBOLS = Bound(2, 65536)  # K of a symbol grid: codes are stored as uint16
+SEED = Bound(0, 2**64 - 1)  # a sampling seed: the range of torch.Generator.manual_seed (negatives refused)
 
 Rule = Bound | tuple  # a range, or the strings a str field takes
 

@@ -29,6 +29,7 @@ import sys
 from latentar.commands import bench, data, evaluate, receptive_field, report, run, sample, train_prior, train_vqvae
 from latentar.progress import set_quiet
 from latentar.files import WriteError
+from latentar.memory import max_memory
 from latentar.saving import NotAModelError
 
 USER_ERRORS = (ValueError, LookupError, FileNotFoundError, NotAModelError, TypeError, WriteError)
@@ -59,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     set_quiet(args.quiet)
     try:
-        args.func(args)
+        with max_memory(getattr(args, "max_memory", None)):  # the --max-memory of commands that take it
+            args.func(args)
     except (*USER_ERRORS, OSError) as e:
         if isinstance(e, OSError) and not isinstance(e, USER_ERRORS) and e.errno not in USER_ERRNOS:
             raise

@@ -31,7 +31,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from latentar.checks import COUNT, FRACTION, Bound, Checked, FieldError
+from latentar.checks import COUNT, FRACTION, SEED, Bound, Checked, FieldError
 from latentar.files import BadFileError, read_json, read_toml
 from latentar.training import TrainConfig
 from latentar.vqvae import VQVAE, VQVAEConfig
@@ -70,7 +70,7 @@ class PriorConfig(Checked):
 @dataclass
 class SamplingConfig(Checked):
     label = "sampling"
-    bounds = {"seed": COUNT, "reconstructions": COUNT, "top_p": Bound(0.0, 1.0)}
+    bounds = {"seed": SEED, "reconstructions": COUNT, "top_p": Bound(0.0, 1.0)}
 
     n: int = 64  # images in the sample grid (unconditional priors)
     nrow: int = 8  # images per grid row

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from latentar.data.subsets import dataset_attribute
 from latentar.nn.modes import eval_mode
 from latentar.priors.base import check_integer_tensor, make_cond
+from latentar.priors.footprint import scoring_batch
 from latentar.progress import progress_bar
 from latentar.quantizers import CodeUsage
 from latentar.vqvae.model import psnr
@@ -69,15 +70,19 @@ def evaluate_prior(prior, data: Dataset | DataLoader, accelerator=None, *, batch
     DataLoader that already yields this process's share. Returns nats (total), dims,
     count, nats_per_image and bits_per_dim — named bits_per_code for code priors — plus
     the dataset's binarization when it has one.
+
+    A batch whose forward would not fit the memory cap is scored in parts that do
+    (``priors.footprint.scoring_batch``): the same sums, up to float rounding.
     """
     loader = process_share(data, accelerator, batch_size)
+    fit = scoring_batch(prior)  # grids per forward
     totals = torch.zeros(3, dtype=torch.float64, device=prior.device)  # nats, dims, count
     with eval_mode(prior):
         for batch in progress_bar(loader, desc="score", unit="batch"):
-            x, labels, context = (t.to(prior.device) if t is not None else None
-                                  for t in unpack_prior_batch(batch))
-            nats = -prior.log_prob(x, prior_cond(prior, labels, context)).double().sum()
-            totals += torch.stack([nats, nats.new_tensor(x.numel()), nats.new_tensor(x.shape[0])])
+            for x, labels, context in split_batch(unpack_prior_batch(batch), fit):
+                x, labels, context = (t.to(prior.device) if t is not None else None for t in (x, labels, context))
+                nats = -prior.log_prob(x, prior_cond(prior, labels, context)).double().sum()
+                totals += torch.stack([nats, nats.new_tensor(x.numel()), nats.new_tensor(x.shape[0])])
     if accelerator is not None:
         totals = accelerator.reduce(totals, reduction="sum")
     nats, dims, count = totals.tolist()
@@ -90,6 +95,12 @@ def evaluate_prior(prior, data: Dataset | DataLoader, accelerator=None, *, batch
     if binarization is not None:
         scores["binarization"] = binarization
     return scores
+
+
+def split_batch(batch: PriorBatch, size: int) -> list[PriorBatch]:
+    """A batch -> consecutive parts of at most ``size`` grids each."""
+    return [PriorBatch(*(None if t is None else t[start:start + size] for t in batch))
+            for start in range(0, len(batch.x), size)]
 
 
 def process_share(data: Dataset | DataLoader, accelerator=None, batch_size: int = 256) -> DataLoader:

@@ -29,7 +29,7 @@ import stat
 import secrets
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
 try:  # Python 3.11+
     import tomllib
@@ -86,30 +86,25 @@ def read_text(path: str | os.PathLike, limit: int = MAX_CONFIG_BYTES, *, follow:
         raise BadFileError(f"{path} is not UTF-8 text ({e})") from e
 
 
-def parse_json(text: str, path: str | os.PathLike) -> Any:
-    """JSON ``text`` read from ``path`` -> its value; malformed or too deeply nested: BadFileError."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise BadFileError(f"{path} is not valid JSON: {e}") from e
-    except RecursionError as e:
-        raise BadFileError(f"{path} is nested too deeply for a JSON file latentar reads") from e
-
-
 def read_json(path: str | os.PathLike, limit: int = MAX_CONFIG_BYTES, *, follow: bool = False) -> Any:
     """The parsed JSON file ``path`` (see the module docstring for what is refused)."""
-    return parse_json(read_text(path, limit, follow=follow), path)
+    return parse(read_text(path, limit, follow=follow), path, json.loads, json.JSONDecodeError, "JSON")
 
 
 def read_toml(path: str | os.PathLike, limit: int = MAX_CONFIG_BYTES, *, follow: bool = False) -> dict:
     """The parsed TOML file ``path`` (see the module docstring for what is refused)."""
-    text = read_text(path, limit, follow=follow)
+    return parse(read_text(path, limit, follow=follow), path, tomllib.loads, tomllib.TOMLDecodeError, "TOML")
+
+
+def parse(text: str, path: str | os.PathLike, loads: Callable[[str], Any], error: type[Exception], kind: str) -> Any:
+    """``loads(text)``, the content of ``path``; its ``error`` or a RecursionError (text nested
+    deeper than Python's parsers go) -> ``BadFileError`` naming the file and the ``kind`` of text."""
     try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise BadFileError(f"{path} is not valid TOML: {e}") from e
+        return loads(text)
+    except error as e:
+        raise BadFileError(f"{path} is not valid {kind}: {e}") from e
     except RecursionError as e:
-        raise BadFileError(f"{path} is nested too deeply to be a TOML file latentar reads") from e
+        raise BadFileError(f"{path} is nested too deeply for a {kind} file latentar reads") from e
 
 
 def is_regular_file(path: str | os.PathLike) -> bool:

@@ -38,7 +38,7 @@ from latentar.data import first_items, load_dataset
 from latentar.data.codes import write_codes_source
 from latentar.data.subsets import dataset_attribute
 from latentar.evaluation import evaluate_prior, evaluate_vqvae
-from latentar.files import atomic_write_json, read_json
+from latentar.files import atomic_write, atomic_write_json, read_json
 from latentar.plan import Plan, Stage, run_device, validate
 from latentar.priors.base import build_prior
 from latentar.runs import SUMMARY_FILE
@@ -266,5 +266,6 @@ def plot_curves(panels: dict[str, list[tuple[float, float]]], path: str | Path, 
         draw.text((x0, y1 + 6), f"{lo_s:g}", fill="black")
         draw.text((x1 - 60, y1 + 6), f"step {hi_s:g}", fill="black")
     path = Path(path)
-    image.save(path)
+    with atomic_write(path) as f:
+        image.save(f, format="PNG")
     return path

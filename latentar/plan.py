@@ -9,7 +9,7 @@ Every failure is a `RecipeError` that names the recipe key at fault.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -18,10 +18,11 @@ from accelerate.utils import parse_flag_from_env
 from latentar.checks import FieldError
 from latentar.config import PriorConfig, Recipe, RecipeError
 from latentar.data import SourceUnavailableError, load_dataset
+from latentar.memory import MemoryCapError
 from latentar.priors.base import build_prior
 from latentar.registry import DATASETS, PRIORS, UnknownNameError
-from latentar.sampling import code_grids
-from latentar.saving import NotAModelError, read_config
+from latentar.sampling import check_output, code_grids
+from latentar.saving import NotAModelError, meta_model, read_config
 from latentar.training import TrainConfig
 from latentar.training.config import check_mixed_precision
 from latentar.training.tracking import TrackerNotInstalledError, trackers
@@ -73,11 +74,13 @@ def validate(recipe: Recipe, device: Any = None) -> Plan:
         if i == 1:  # the bottom prior sees the top codes
             symbols.update(context_symbols=grids[0][0], context_shape=grids[0][1])
         stage.build = check_stage(stage, symbols, num_classes, recipe.data.name)
-    check_training(recipe, run_device() if device is None else device)
+    device = run_device() if device is None else device
+    check_training(recipe, device)
     unguided = [s.name for s in stages if s.config.class_dropout == 0]
     if recipe.sampling.cfg_scale != 1 and unguided:
         raise RecipeError(f"sampling.cfg_scale = {recipe.sampling.cfg_scale} needs a null class: set "
                           f"{unguided[0]}.class_dropout > 0 (with class_conditional = true)")
+    check_sampling(recipe, stages, shape, num_classes, device)
     return Plan(shape, levels, num_classes, grids, stages)
 
 
@@ -105,8 +108,8 @@ def vqvae_grids(recipe: Recipe, shape: tuple[int, int, int], levels: int) -> lis
     first; [] in pixel mode."""
     if recipe.vqvae is not None:
         try:
-            with torch.device("meta"):
-                return code_grids(VQVAE(shape, recipe.vqvae, levels=levels))
+            return code_grids(meta_model(lambda: VQVAE(shape, recipe.vqvae, levels=levels), "the VQ-VAE",
+                                         {"vqvae": asdict(recipe.vqvae)}))
         except (ValueError, TypeError) as e:
             raise RecipeError(f"vqvae: {e}") from e
     if recipe.vqvae_path is None:
@@ -119,8 +122,7 @@ def vqvae_grids(recipe: Recipe, shape: tuple[int, int, int], levels: int) -> lis
     if saved["model_type"] != "vqvae":
         raise RecipeError(f"vqvae.path {path} holds a {saved['model_type']}, not a VQ-VAE")
     try:
-        with torch.device("meta"):
-            vqvae = VQVAE.from_config(saved["config"])
+        vqvae = meta_model(lambda: VQVAE.from_config(saved["config"]), "it", {"config": saved["config"]})
     except (ValueError, TypeError) as e:
         raise RecipeError(f"vqvae.path {path}: {e}") from e
     if (vqvae.image_shape, vqvae.levels) != (shape, levels):
@@ -146,6 +148,25 @@ def check_stage(stage: Stage, symbols: dict, num_classes: int | None, data_name:
         hint = " (see the prior's arch keys)" if "argument" in str(e) else ""
         raise RecipeError(f"{stage.name}: {e}{hint}") from e
     return build
+
+
+def check_sampling(recipe: Recipe, stages: list[Stage], image_shape: tuple[int, int, int], num_classes: int | None,
+                   device: Any) -> None:
+    """The sample grid a run draws at its end (``sampling.n`` images, or ``sampling.per_class`` per
+    class from a class-conditional prior) must fit the memory cap of ``device`` next to the work of
+    drawing one (``sampling.check_output`` on the priors built on the meta device), before any
+    stage trains."""
+    cfg = recipe.sampling
+    if recipe.prior.class_conditional:
+        n, key = num_classes * cfg.per_class, f"sampling.per_class = {cfg.per_class} (× {num_classes} classes)"
+    else:
+        n, key = cfg.n, f"sampling.n = {cfg.n}"
+    with torch.device("meta"):
+        priors = [build_prior(**stage.build) for stage in stages]
+    try:
+        check_output(n, priors, image_shape, key, device)
+    except MemoryCapError as e:
+        raise RecipeError(str(e)) from e
 
 
 def training_sections(recipe: Recipe) -> dict[str, TrainConfig]:

@@ -25,8 +25,10 @@ from torchvision.transforms.functional import pil_to_tensor
 from torchvision.utils import make_grid
 
 from latentar.bench import random_cond
+from latentar.memory import check_fits
 from latentar.nn.modes import eval_mode
 from latentar.priors.base import Prior
+from latentar.priors.footprint import training_bytes
 
 COLOURS = {  # RGB in [0, 1]
     "target": (0.90, 0.10, 0.10),
@@ -60,6 +62,8 @@ def input_gradient(prior: Prior, position: tuple[int, int] | None = None, *, num
     """
     C, H, W = prior.spec.shape
     h, w = check_position(centre(prior.spec.shape) if position is None else position, prior.spec.shape)
+    estimate, made_of = training_bytes(prior, num_grids)  # a forward and backward, before allocating
+    check_fits(estimate, f"the receptive field from {num_grids} grids {tuple(prior.spec.shape)}", prior.device, made_of)
     gen = torch.Generator().manual_seed(seed)
     x = torch.randint(0, prior.spec.num_symbols, (num_grids, C, H, W), generator=gen).to(prior.device)
     cond = random_cond(prior, num_grids, gen)

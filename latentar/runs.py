@@ -17,6 +17,7 @@ test images, each above its reconstructions).
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -30,6 +31,7 @@ from latentar.data.codes import CodeDataset, check_codes_match, encode_dataset, 
 from latentar.evaluation import evaluate_prior, evaluate_vqvae
 from latentar.priors import Prior, build_prior
 from latentar.registry import PRIORS
+from latentar.saving import meta_model
 from latentar.sampling import check_pair, first_images, reconstruction_preview, sample_preview, save_reconstructions
 from latentar.files import atomic_write_json
 from latentar.training import TrainConfig, Trainer, prior_objective, vqvae_objective
@@ -108,7 +110,9 @@ def train_vqvae(data: str, out_dir: str | Path, config: TrainConfig, vqvae: VQVA
     tic = time.perf_counter()
     set_seed(config.seed)  # the initial weights
     train, test = (open_dataset(data, split, data_root) for split in SPLITS)
-    model = VQVAE(train.shape, vqvae, levels=train.num_symbols)
+    build = functools.partial(VQVAE, train.shape, vqvae, levels=train.num_symbols)
+    meta_model(build, "the VQ-VAE", {"vqvae": asdict(vqvae)})  # sizes checked before a real build
+    model = build()
     train = first_items(train, subset)
     originals = first_images(test, grid_images)  # (n, C, H, W)
 

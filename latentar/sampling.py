@@ -24,8 +24,11 @@ import torch
 from einops import rearrange, repeat
 from PIL import Image
 
+from latentar.checks import SEED, check_value
 from latentar.files import atomic_write
+from latentar.memory import batch_that_fits, check_fits, format_size, tensor_bytes
 from latentar.priors.base import Prior, check_labels, check_num_samples, is_integer, make_cond
+from latentar.priors.footprint import grid_bytes
 
 
 class Generation(NamedTuple):
@@ -40,7 +43,10 @@ class Completion(NamedTuple):
 
 
 def make_generator(seed: int | None, device: torch.device) -> torch.Generator | None:
-    return None if seed is None else torch.Generator(device=device).manual_seed(seed)
+    """A generator on ``device`` seeded with ``seed``, an integer in ``SEED``'s range (None: no generator)."""
+    if seed is None:
+        return None
+    return torch.Generator(device=device).manual_seed(check_value(seed, int, "seed", SEED))
 
 
 def expand_labels(prior: Prior, n: int, labels: int | torch.Tensor | None) -> torch.Tensor | None:
@@ -107,12 +113,42 @@ def code_grids(vqvae: Any) -> list[tuple[int, tuple[int, int]]]:
 def decode(vqvae: Any | None, symbols: tuple[torch.Tensor, ...]) -> torch.Tensor:
     """Prior draws, top first, each long (n, 1, h, w) -> uint8 images (n, C, H, W).
 
-    Without a VQ-VAE the draws are the pixels themselves.
+    Without a VQ-VAE the draws are the pixels themselves. The VQ-VAE decodes in batches of
+    as many images as fit the memory cap (``VQVAE.memory_floor`` per image), in order.
     """
     if vqvae is None:
         return symbols[0].to(torch.uint8)
-    codes = dict(zip(code_levels(vqvae), symbols))
-    return vqvae.decode_codes(codes["codes"] if "codes" in codes else codes).cpu()
+    n, (per_image, made_of) = len(symbols[0]), vqvae.memory_floor()
+    check_fits(per_image, "decoding one image", vqvae.device, made_of)
+    batch = batch_that_fits(per_image, device=vqvae.device)
+    images = torch.empty(n, *vqvae.image_shape, dtype=torch.uint8)  # (n, C, H, W)
+    for start in range(0, n, batch):
+        codes = dict(zip(code_levels(vqvae), (s[start:start + batch] for s in symbols)))
+        images[start:start + batch] = vqvae.decode_codes(codes["codes"] if "codes" in codes else codes).cpu()
+    return images
+
+
+def check_output(n: int, priors: list[Any], image_shape: tuple[int, int, int], what: str,
+                 device: torch.device | str | None = None) -> None:
+    """Refuse (``MemoryCapError`` naming ``what``, the setting as the user wrote it) n draws
+    whose output cannot fit the memory cap next to the work of drawing one grid: the grids
+    each of ``priors`` draws, int64 (C, h, w), and the images uint8 ``image_shape``
+    (decoded, or the pixels themselves), n of each. The priors may live on the meta device."""
+    output = n * (sum(grid_bytes(p.spec) for p in priors) + tensor_bytes(image_shape, torch.uint8))
+    work = max(p.memory_floor()[0] for p in priors)
+    grids = " + ".join(f"a grid {tuple(p.spec.shape)}" for p in priors)
+    check_fits(output + work, what, device, f"{n} × ({grids} of int64 symbols and an image {tuple(image_shape)} "
+                                            f"of uint8): {format_size(output)}, and {format_size(work)} to draw one")
+
+
+def check_generation(prior: Prior, vqvae: Any | None, n: int, bottom_prior: Prior | None = None,
+                     what: str | None = None) -> None:
+    """`check_output` of what `generate` hands back for n draws: the grids of the prior (and the
+    bottom prior) and the images (decoded by the VQ-VAE, or the pixels); ``what`` names the
+    setting (default ``generate(n=...)``)."""
+    priors = [prior] if bottom_prior is None else [prior, bottom_prior]
+    image_shape = prior.spec.shape if vqvae is None else vqvae.image_shape
+    check_output(n, priors, image_shape, what or f"generate(n={n})", prior.device)
 
 
 @torch.no_grad()
@@ -124,9 +160,14 @@ def generate(prior: Prior, vqvae: Any | None = None, n: int = 64, labels: int | 
     With ``bottom_prior`` (VQ-VAE-2), ``prior`` draws the top codes and the bottom
     prior draws the bottom codes given them as its spatial context. The knobs are
     ``Prior.sample``'s (``latentar.priors.engine``); ``cfg_scale`` guides both priors.
+
+    Memory: n draws whose grids and images cannot fit the memory cap (``check_generation``) raise
+    a ``MemoryCapError`` naming n before anything is drawn; below that, each prior draws and
+    the VQ-VAE decodes in batches that fit (``Prior.draw_in_batches``, ``decode``).
     """
     n = check_num_samples(n)
     check_pair(prior, vqvae, bottom_prior)
+    check_generation(prior, vqvae, n, bottom_prior)
     labels = expand_labels(prior, n, labels)
     generator = make_generator(seed, prior.device)
     draw = dict(temperature=temperature, top_k=top_k, top_p=top_p, cfg_scale=cfg_scale, generator=generator)
@@ -157,6 +198,7 @@ def complete(prior: Prior, images: torch.Tensor, keep_rows: int, samples: int = 
                          f"got {keep_rows}")
     if S < 1:
         raise ValueError(f"samples must be >= 1, got {S}")
+    check_output(n * S, [prior], images.shape[1:], f"completing {n} images × samples={S}", prior.device)
     if vqvae is None:
         x = images.long()  # (n, C, H, W)
     else:

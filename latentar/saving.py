@@ -19,7 +19,7 @@ import itertools
 import os
 import warnings
 from pathlib import Path
-from typing import Callable, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -28,6 +28,7 @@ from safetensors.torch import save as safetensors_bytes
 
 from latentar.files import (BadFileError, atomic_write_bytes, atomic_write_json, is_regular_file, open_regular,
                             read_json)
+from latentar.memory import check_fits
 from latentar.registry import MODELS
 
 CONFIG_FILE = "config.json"
@@ -61,6 +62,12 @@ class Saveable:
         """The model ``config`` describes; raises ValueError/TypeError naming a bad value."""
         raise NotImplementedError
 
+    def memory_floor(self) -> tuple[int, str]:
+        """(bytes, what they are) that one use of the model needs besides its weights: one input
+        at batch 1 and the activations of one forward, estimated without allocating anything
+        (``latentar.memory``); the model may live on the meta device."""
+        raise NotImplementedError
+
     def save(self, folder: str | os.PathLike) -> Path:
         """Write ``model.safetensors`` then ``config.json`` (recording the weights' sha256) into
         ``folder``, each file atomically. Raises ``NonFiniteWeightsError`` if a weight is NaN or inf."""
@@ -87,17 +94,40 @@ class Saveable:
         return model
 
 
-def meta_model(make: Callable[[], torch.nn.Module], what: str) -> torch.nn.Module:
+def meta_model(make: Callable[[], torch.nn.Module], what: str, fields: Any = None) -> torch.nn.Module:
     """Build ``make()`` on the meta device (no memory, no work) -> that model, refused with a
     ValueError when its parameters and buffers hold more than ``MAX_ELEMENTS`` values, before
-    a real build tries to allocate them."""
-    with torch.device("meta"):
-        model = make()
+    a real build tries to allocate them.
+
+    Sizes so large that torch's size arithmetic overflows (a RuntimeError or a TypeError whose
+    message says so, the latter with a C++ frame dump) become a one-line ValueError that
+    names the largest integer among ``fields`` (the config values ``make`` builds from: a
+    dict, nested dicts / lists allowed), e.g. ``pixelcnn.hidden = 4611686018427387904``."""
+    try:
+        with torch.device("meta"):
+            model = make()
+    except (RuntimeError, TypeError) as e:
+        if "overflow" not in str(e).lower():
+            raise
+        culprit = max(integer_fields(fields), key=lambda item: item[1], default=None)
+        named = f" with {culprit[0]} = {culprit[1]}" if culprit else ""
+        raise ValueError(f"{what} is too large to build{named}: a tensor size overflows torch's 64-bit size "
+                         "arithmetic; choose smaller sizes") from None
     count = sum(t.numel() for t in itertools.chain(model.parameters(), model.buffers()))
     if count > MAX_ELEMENTS:
         raise ValueError(f"{what} would hold {count:.3g} weights and buffer values, more than the "
                          f"{MAX_ELEMENTS:.3g} latentar builds; choose smaller sizes")
     return model
+
+
+def integer_fields(value: Any, path: str = "") -> list[tuple[str, int]]:
+    """(dotted path, value) of every integer in nested dicts, lists and tuples (bools excepted):
+    {"arch": {"hidden": 32}, "shape": [1, 28, 28]} -> [("arch.hidden", 32), ("shape[0]", 1), ...]."""
+    if isinstance(value, dict):
+        return [item for k, v in value.items() for item in integer_fields(v, f"{path}.{k}" if path else str(k))]
+    if isinstance(value, (list, tuple)):
+        return [item for i, v in enumerate(value) for item in integer_fields(v, f"{path}[{i}]")]
+    return [(path, value)] if isinstance(value, int) and not isinstance(value, bool) else []
 
 
 def read_config(folder: str | os.PathLike) -> dict:
@@ -137,7 +167,10 @@ def load(folder: str | os.PathLike, map_location: str | torch.device = "cpu", *,
     safetensors header before any tensor is allocated), or NaN/inf weights.
     ``verify=False`` skips the sha256 check, which reads the whole weights file once;
     every other check still runs. A format-1 folder records no sha256 and loads with a
-    warning that it cannot be verified.
+    warning that it cannot be verified. A config whose sizes need more than the memory cap
+    of ``map_location`` for the weights, one input and one forward at batch 1 (grid sizes
+    do not change conv weights, so the header check alone passes them) raises
+    ``latentar.memory.MemoryCapError`` before anything is allocated.
     """
     folder = Path(folder)
     config = read_config(folder)
@@ -151,11 +184,16 @@ def load(folder: str | os.PathLike, map_location: str | torch.device = "cpu", *,
         verify_weights(weights, config.get(SHA256_KEY))
     try:
         make = functools.partial(MODELS.get(config["model_type"]).from_config, config["config"])
-        skeleton = meta_model(make, "it")
+        skeleton = meta_model(make, "it", {"config": config["config"]})
     except (ValueError, TypeError, LookupError) as e:
         raise NotAModelError(f"{folder / CONFIG_FILE} does not describe a model latentar can build: "
                              f"{e}") from e
     check_header(weights, read_header(weights), skeleton.state_dict())
+    floor, made_of = skeleton.memory_floor()
+    weights_bytes = sum(t.numel() * t.element_size() for t in itertools.chain(skeleton.parameters(),
+                                                                              skeleton.buffers()))
+    check_fits(weights_bytes + floor, f"loading {folder} (the sizes in its {CONFIG_FILE})", map_location,
+               f"its weights and {made_of}")
     model = make()
     try:
         state = load_file(str(weights), device=str(map_location))

@@ -80,6 +80,10 @@ def saved_prior(tmp_path):
     ("data.options={size = 1000000}", "option size must be an integer in [1, 4096], got 1000000"),
     ("prior.nope=1", "unknown key prior.nope; [prior] takes: name, preset"),
     ("sampling=3", "--set expects section.key=value, got 'sampling=3'"),
+    ("sampling.n=1000000000000", "sampling.n = 1000000000000 needs about 432 TB"),  # 3·4·4 int64 + uint8
+    ("sampling.seed=99999999999999999999", "sampling.seed must be an integer in [0, 18446744073709551615]"),
+    ("prior.arch={hidden = 4611686018427387904}", "prior: prior 'pixelcnn' is too large to build with "
+                                                  "pixelcnn.hidden = 4611686018427387904"),
 ])
 def test_a_bad_recipe_value_stops_the_run_before_any_work(capsys, tmp_path, recipe, override, message):
     out = tmp_path / "run"
@@ -118,6 +122,8 @@ def test_fp16_on_a_cpu_is_refused_before_any_work(capsys, tmp_path, recipe):
     (["--out", "{tmp}"], "is a folder; expected an image file name"),
     (["--out", "{tmp}/prior/config.json/s.png"], "config.json is a file, expected a folder"),
     (["--vqvae", "{tmp}/prior"], "--vqvae {tmp}/prior holds a PixelCNN, expected a VQVAE"),
+    (["-n", 10**12], "sample -n 1000000000000 needs about 432 TB"),
+    (["--max-memory", "1KB"], "more than the memory cap of 1 KB (--max-memory 1KB); ask for less, or raise the cap"),
 ])
 def test_sample_rejects_bad_arguments(capsys, tmp_path, saved_prior, argv, message):
     argv = [str(a).format(tmp=tmp_path) for a in argv]
@@ -133,6 +139,7 @@ def test_sample_rejects_bad_arguments(capsys, tmp_path, saved_prior, argv, messa
     (["--keep-rows", 1, "--data-option", "size=x"], "option size must be an integer in [1, 4096], got 'x'"),
     (["--keep-rows", 1, "--data-option", "colour=1"], "dataset 'image_folder' has no option colour"),
     (["--keep-rows", 1, "--out", "{tmp}/c"], "expected an image file name"),
+    (["--keep-rows", 1, "--samples", 10**12], "completing 8 images × samples=1000000000000 needs about"),
 ])
 def test_complete_rejects_bad_arguments(capsys, tmp_path, image_folder, saved_prior, argv, message):
     argv = [str(a).format(tmp=tmp_path) for a in argv]
@@ -160,11 +167,27 @@ def test_complete_rejects_bad_arguments(capsys, tmp_path, image_folder, saved_pr
     (["eval", "--model", "{tmp}/nothing", "--data", "mnist", "--batch-size", 0],
      "--batch-size must be an integer >= 1, got 0"),
     (["run", "{tmp}/nowhere.toml"], "nowhere.toml does not exist"),
+    (["bench", "train", "--prior", "pixelcnn", "--preset", "tiny", "--shape", "1,100000,100000"],
+     "bench train of batch=32 grids (1, 100000, 100000) needs about"),
+    (["bench", "sample", "--prior", "pixelcnn", "--preset", "tiny", "--shape", "1,100000,100000"],
+     "bench sample of batch=16 grids (1, 100000, 100000) needs about"),
+    (["bench", "train", "--prior", "pixelcnn", "--preset", "tiny", "--batch", 10**9, "--max-memory", "8GB"],
+     "more than the memory cap of 8 GB (--max-memory 8GB)"),
+    (["receptive-field", "--prior", "pixelcnn", "--preset", "tiny", "--shape", "1,100000,100000", "--out",
+      "{tmp}/f.png"], "the receptive field from 16 grids (1, 100000, 100000) needs about"),
+    (["bench", "train", "--prior", "pixelcnn", "--arch", "hidden=4611686018427387904"],
+     "prior 'pixelcnn' is too large to build with pixelcnn.hidden = 4611686018427387904: a tensor size"),
+    (["bench", "train", "--prior", "pixelcnn", "--max-memory", "8XB"],
+     "argument --max-memory: the value must be a size such as 8GB"),
+    (["sample", "--prior", "{tmp}/nothing", "--seed", "99999999999999999999", "--out", "{tmp}/s.png"],
+     "argument --seed: the value must be an integer in [0, 18446744073709551615], got '99999999999999999999'"),
+    (["train-prior", "--data", "mnist", "--prior", "pixelcnn", "--seed", "99999999999999999999", "--out", "{tmp}/r"],
+     "TrainConfig.seed must be an integer in [0, 4294967295], got 99999999999999999999"),
 ])
 def test_commands_reject_bad_arguments(capsys, tmp_path, argv, message):
     code, err = run(capsys, *[str(a).format(tmp=tmp_path) for a in argv])
     assert code == 2 and ": error: " in err and message in err, err
-    assert "Traceback" not in err
+    assert "Traceback" not in err and message in err.strip().splitlines()[-1]  # one line (after argparse's usage)
 
 
 def test_eval_of_a_vqvae_folder_is_a_user_error(capsys, tmp_path, image_folder):

@@ -21,8 +21,9 @@ def test_every_module_in_priors_registers_its_prior():
 
     import latentar.priors as package
 
-    # the interface, the sampling engine, a shared base class and the fast steppers: no prior of their own
-    helpers = {"base", "engine", "recurrent", "steppers"}
+    # the interface, the sampling engine, a shared base class, the fast steppers and the memory
+    # estimates: no prior of their own
+    helpers = {"base", "engine", "recurrent", "steppers", "footprint"}
     modules = {m.name for m in pkgutil.iter_modules(package.__path__)} - helpers
     assert set(NAMES) == modules and NAMES == sorted(NAMES)
     for name in NAMES:

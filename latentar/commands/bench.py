@@ -6,7 +6,7 @@ import argparse
 import json
 
 from latentar import bench
-from latentar.commands.options import add_prior_arguments, prior_from_args
+from latentar.commands.options import add_max_memory, add_prior_arguments, prior_from_args
 
 
 def add_bench_command(subparsers) -> None:
@@ -15,6 +15,7 @@ def add_bench_command(subparsers) -> None:
     kinds = parser.add_subparsers(dest="bench", required=True)
     train = kinds.add_parser("train", help="forward + backward + Adam step on random data")
     add_prior_arguments(train, default_shape="1,28,28", default_symbols=2)
+    add_max_memory(train)
     train.add_argument("--batch", type=int, default=32)
     train.add_argument("--steps", type=int, default=10, help="timed steps (per side with --compare)")
     train.add_argument("--warmup", type=int, default=2, help="untimed steps first")
@@ -30,6 +31,7 @@ def add_bench_command(subparsers) -> None:
     train.set_defaults(func=run_bench_train)
     sample = kinds.add_parser("sample", help="naive vs fast sampling, seconds per image")
     add_prior_arguments(sample, default_shape="1,28,28", default_symbols=2)
+    add_max_memory(sample)
     sample.add_argument("--batch", type=int, default=16)
     sample.add_argument("--rows", type=int, help="extrapolate the naive time from this many rows (default: run it all)")
     sample.set_defaults(func=run_bench_sample)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from latentar.commands.options import add_data_root, check_positive, load_model
+from latentar.commands.options import add_data_root, add_max_memory, check_positive, load_model
 from latentar.data import open_dataset
 from latentar.evaluation import evaluate_prior
 from latentar.priors import Prior
@@ -17,6 +17,7 @@ def add_eval_command(subparsers) -> None:
     parser.add_argument("--split", default="test", choices=["train", "test"])
     parser.add_argument("--batch-size", type=int, default=256)
     add_data_root(parser)
+    add_max_memory(parser)
     parser.set_defaults(func=run_eval)
 
 

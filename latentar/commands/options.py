@@ -10,7 +10,9 @@ from typing import Any
 
 import torch
 
+from latentar.checks import SEED, check_value
 from latentar.config import parse_text, split_assignment
+from latentar.memory import ENV_VAR, parse_size
 from latentar.priors.base import Prior, build_prior
 from latentar.saving import CONFIG_FILE, load
 from latentar.training import TrainConfig
@@ -43,6 +45,31 @@ def parse_assignments(items: list[str], flag: str = "--arch") -> dict:
     """["hidden=32", "dropout=0.5", "name=x", "size=none"] -> {"hidden": 32, "dropout": 0.5,
     "name": "x", "size": None}: each value read by the one literal rule (``parse_text``)."""
     return {key: parse_text(text) for key, text in (split_assignment(item, flag) for item in items)}
+
+
+def add_max_memory(parser: argparse.ArgumentParser) -> None:
+    """--max-memory SIZE: the memory cap of this command (``latentar.memory``), applied by ``cli.main``."""
+    parser.add_argument("--max-memory", type=max_memory_size, default=None, metavar="SIZE",
+                        help=f"refuse work estimated to need more memory than SIZE, e.g. 8GB or 512MiB; larger "
+                             f"requests run in batches that fit where they can (default: {ENV_VAR}, else 80%% "
+                             f"of the device's memory)")
+
+
+def max_memory_size(text: str) -> str:
+    """The text of --max-memory, checked to be a size (``latentar.memory.parse_size``)."""
+    try:
+        parse_size(text, "the value")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+    return text
+
+
+def seed_value(text: str) -> int:
+    """The text of a --seed flag -> an integer in ``SEED``'s range (that of torch.Generator)."""
+    try:
+        return check_value(int(text), int, "the value", SEED)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"the value must be an integer {SEED}, got {text!r}") from None
 
 
 def check_positive(value: int, flag: str) -> None:
@@ -145,7 +172,7 @@ def add_sampling_knobs(parser: argparse.ArgumentParser) -> None:
                         help="draw among the most likely symbols whose probability reaches p (nucleus)")
     parser.add_argument("--cfg-scale", type=float, default=1.0,
                         help="classifier-free guidance scale (a prior trained with class_dropout > 0)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the draws (default 0)")
+    parser.add_argument("--seed", type=seed_value, default=0, help="seed of the draws (default 0)")
 
 
 def sampling_knobs(args: argparse.Namespace) -> dict:

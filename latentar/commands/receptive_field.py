@@ -10,7 +10,7 @@ from torchvision.utils import save_image
 
 from latentar.receptive_field import COLOURS, field_figure
 from latentar.receptive_field import __doc__ as FIELD_HELP  # the package exports the function of that name
-from latentar.commands.options import add_prior_arguments, load_model, prior_from_args
+from latentar.commands.options import add_max_memory, add_prior_arguments, load_model, prior_from_args
 from latentar.priors.base import Prior, list_priors
 from latentar.files import atomic_write
 from latentar.sampling import check_image_path, image_format
@@ -32,6 +32,7 @@ def add_receptive_field_command(subparsers) -> None:
         "receptive-field", help="draw the positions a symbol's log-prob depends on",
         description=FIELD_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_prior_arguments(p, default_shape="1,15,15", default_symbols=256, prior_required=False)
+    add_max_memory(p)
     p.add_argument("--model", help="a saved prior folder (instead of --prior)")
     p.add_argument("--all", action="store_true", help="every registered prior side by side")
     p.add_argument("--position", type=parse_position, help="h,w of the target symbol (default: the centre)")

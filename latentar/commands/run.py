@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from latentar.commands.options import add_data_root
+from latentar.commands.options import add_data_root, add_max_memory
 from latentar.config import load_recipe
 from latentar.pipeline import process_state, run_recipe
 
@@ -19,6 +19,7 @@ def add_run_command(subparsers) -> None:
     add_data_root(parser, help="where datasets live (sets data.root)")
     parser.add_argument("--overwrite", action="store_true",
                         help="start the run folder afresh: remove the stages, codes and report of an earlier run")
+    add_max_memory(parser)
     parser.set_defaults(func=run_command)
 
 

@@ -8,13 +8,13 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from latentar.commands.options import (add_data_root, add_sampling_knobs, load_model, model_folder,
+from latentar.commands.options import (add_data_root, add_max_memory, add_sampling_knobs, load_model, model_folder,
                                        parse_assignments, sampling_knobs)
 from latentar.data import load_dataset
 from latentar.data.codes import check_codes_source
 from latentar.priors.base import Prior, check_num_samples
-from latentar.sampling import (check_image_path, check_nrow, check_pair, class_rows, code_levels, complete,
-                               completion_grid, generate, save_grid, save_individual)
+from latentar.sampling import (check_generation, check_image_path, check_nrow, check_pair, class_rows, code_levels,
+                               complete, completion_grid, generate, save_grid, save_individual)
 from latentar.vqvae import VQVAE
 
 
@@ -53,6 +53,7 @@ def add_model_arguments(parser) -> None:
     parser.add_argument("--bottom-prior", default=None,
                         help="VQ-VAE-2: the bottom prior (--prior is then the top prior)")
     add_sampling_knobs(parser)
+    add_max_memory(parser)
     parser.add_argument("--out", required=True, help="the PNG grid to write")
 
 
@@ -78,11 +79,11 @@ def run_sample(args) -> None:
     check_num_samples(args.n)
     check_nrow(args.nrow)
     prior, vqvae, bottom = load_models(args)
-    labels, nrow = args.label, args.nrow
-    if prior.spec.num_classes is not None and labels is None:  # one row per class
-        nrow = -(-args.n // prior.spec.num_classes)
-        labels = class_rows(prior.spec.num_classes, nrow)
-    n = args.n if not isinstance(labels, torch.Tensor) else len(labels)
+    classes = prior.spec.num_classes if args.label is None else None  # then one row per class
+    nrow = args.nrow if classes is None else -(-args.n // classes)
+    n = args.n if classes is None else nrow * classes
+    check_generation(prior, vqvae, n, bottom, f"sample -n {args.n}")  # before anything is allocated
+    labels = args.label if classes is None else class_rows(classes, nrow)
     drawn = generate(prior, vqvae, n, labels, bottom_prior=bottom, **sampling_knobs(args))
     levels = levels_of(prior, vqvae)
     out = save_grid(drawn.images, args.out, nrow=nrow, levels=levels)

@@ -7,8 +7,8 @@ import json
 
 from accelerate import PartialState
 
-from latentar.commands.options import (add_data_root, add_run_folder_options, model_folder, parse_assignments,
-                                       train_config)
+from latentar.commands.options import (add_data_root, add_max_memory, add_run_folder_options, model_folder,
+                                       parse_assignments, train_config)
 from latentar.runs import SPLITS, encode_splits, train_vqvae
 from latentar.training import TrainConfig
 from latentar.vqvae import VQVAE
@@ -52,6 +52,7 @@ def add_encode_command(subparsers) -> None:
     parser.add_argument("--split", choices=SPLITS, default=None, help="one split only (default: both)")
     add_data_root(parser)
     parser.add_argument("--batch-size", type=int, default=256)
+    add_max_memory(parser)
     parser.set_defaults(func=run_encode)
 
 

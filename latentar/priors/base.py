@@ -49,6 +49,7 @@ from latentar.checks import FRACTION, SYMBOLS, Checked, FieldError, build
 from latentar.heads import Head
 from latentar.nn.inputs import SYMBOL_KINDS, SymbolInput
 from latentar.priors.engine import Knobs, NaiveStepper, Stepper, generate
+from latentar.priors.footprint import floor_bytes, sampling_batch
 from latentar.registry import HEADS, MODELS, PRIORS
 from latentar.saving import Saveable, meta_model
 
@@ -182,6 +183,10 @@ class Prior(nn.Module, Saveable):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
+    def memory_floor(self) -> tuple[int, str]:
+        """(bytes, what they are) of one grid and one forward at batch 1 (``priors.footprint``)."""
+        return floor_bytes(self)
+
     # ---- activation checkpointing (memory for big configurations) ----------------
     def set_activation_checkpointing(self, on: bool) -> None:
         """Recompute the activations of each big block in the backward pass instead of keeping
@@ -260,24 +265,45 @@ class Prior(nn.Module, Saveable):
 
         The knobs are those of ``latentar.priors.engine``: temperature scales each symbol's
         conditional log-probabilities, top_k / top_p keep the most likely values, cfg_scale
-        guides a prior built with ``class_dropout > 0``. Defaults draw from the exact model."""
-        x, (labels, context) = self.blank_grids(n, cond)
+        guides a prior built with ``class_dropout > 0``. Defaults draw from the exact model.
+        Memory: see ``draw_in_batches``; n grids that cannot fit raise a ``MemoryCapError``."""
         knobs = Knobs(temperature, top_k, top_p, cfg_scale)
-        return generate(self, x, labels, context, knobs, generator=generator)
+        return self.draw_in_batches(*self.blank_grids(n, cond, knobs), knobs, generator=generator)
 
     def naive_sample(self, n: int, cond: Any = None, *, temperature: float = 1.0, top_k: int | None = None,
                      top_p: float | None = None, cfg_scale: float = 1.0,
                      generator: torch.Generator | None = None) -> torch.Tensor:
         """The reference sampler: one whole forward pass per symbol draw (``NaiveStepper``)."""
-        x, (labels, context) = self.blank_grids(n, cond)
         knobs = Knobs(temperature, top_k, top_p, cfg_scale)
-        return generate(self, x, labels, context, knobs, stepper=NaiveStepper, generator=generator)
+        return self.draw_in_batches(*self.blank_grids(n, cond, knobs), knobs, stepper=NaiveStepper,
+                                    generator=generator)
 
-    def blank_grids(self, n: int, cond: Any = None) -> tuple[torch.Tensor, Condition]:
+    def blank_grids(self, n: int, cond: Any = None, knobs: Knobs | None = None) -> tuple[torch.Tensor, Condition]:
         """Start of a sampler: zeros long (n, C, H, W) on this prior's device, and ``cond``
-        for n grids (an int label repeated), checked against the spec."""
-        x = torch.zeros(check_num_samples(n), *self.spec.shape, dtype=torch.long, device=self.device)
+        for n grids (an int label repeated), checked against the spec; first, n is checked to
+        fit the memory cap (``priors.footprint.sampling_batch``) before anything is allocated."""
+        n = check_num_samples(n)
+        sampling_batch(self, n, knobs is not None and knobs.guided, f"drawing n={n} grids")
+        x = torch.zeros(n, *self.spec.shape, dtype=torch.long, device=self.device)
         return x, self.check_inputs(x, self.expand_cond(n, cond))
+
+    def draw_in_batches(self, x: torch.Tensor, cond: Condition, knobs: Knobs, *, start_row: int = 0,
+                        stepper: type[Stepper] | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``engine.generate`` over x long (n, C, H, W), written in place, in batches of as many
+        grids as fit the memory cap (``priors.footprint.sampling_batch``) -> x.
+
+        The batches run in order and draw from the one ``generator``. When all n grids fit in
+        one batch (the usual case) the draws are exactly those of one ``generate`` call; when
+        they do not, they differ from them but depend only on the seed and the batch size, so
+        the same seed under the same cap (``--max-memory``) gives the same samples."""
+        n, (labels, context) = len(x), cond
+        batch = sampling_batch(self, n, knobs.guided, f"drawing n={n} grids")
+        for start in range(0, n, batch):
+            part = slice(start, start + batch)
+            x[part] = generate(self, x[part], None if labels is None else labels[part],
+                               None if context is None else context[part], knobs, start_row=start_row,
+                               stepper=stepper, generator=generator)
+        return x
 
     def redraw(self, x: torch.Tensor, start_row: int, cond: Any = None, *, temperature: float = 1.0,
                top_k: int | None = None, top_p: float | None = None, cfg_scale: float = 1.0,
@@ -290,10 +316,10 @@ class Prior(nn.Module, Saveable):
         H = self.spec.shape[1]
         if not is_integer(start_row) or not 0 <= start_row <= H:
             raise ValueError(f"start_row must be an integer in [0, {H}], got {start_row!r}")
-        labels, context = self.check_inputs(x, cond)
-        x = x.to(self.device, torch.long)  # long: draws may exceed the input's dtype
+        cond = self.check_inputs(x, cond)
+        x = x.to(self.device, torch.long, copy=True)  # long: draws may exceed the input's dtype
         knobs = Knobs(temperature, top_k, top_p, cfg_scale)
-        return generate(self, x, labels, context, knobs, start_row=start_row, generator=generator)
+        return self.draw_in_batches(x, cond, knobs, start_row=start_row, generator=generator)
 
     # ---- input checks ------------------------------------------------------------
     def expand_cond(self, n: int, cond: Any) -> Any:
@@ -432,7 +458,7 @@ def build_prior(name: str, shape: tuple[int, int, int], num_symbols: int, head: 
                      context_shape=context_shape, head_options=dict(head_options or {}),
                      class_dropout=class_dropout)
     arch = cls.make_arch(preset, **arch_kwargs)
-    meta_model(lambda: cls(spec, arch), f"prior {name!r}")
+    meta_model(lambda: cls(spec, arch), f"prior {name!r}", {"prior": asdict(spec), name: asdict(arch)})
     return cls(spec, arch)
 
 

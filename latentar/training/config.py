@@ -10,6 +10,7 @@ import torch
 LR_SCHEDULES = ("constant", "exponential", "cosine")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 REPORT_TO = ("none", "tensorboard", "wandb", "all")  # trackers (see latentar.training.tracking)
+MAX_SEED = 2**32 - 1  # accelerate's set_seed seeds numpy too, whose seeds lie in [0, 2**32 - 1]
 INT_FIELDS = ("steps", "batch_size", "warmup_steps", "grad_accum", "eval_every", "save_every", "log_every",
               "seed", "num_workers", "max_nonfinite", "sample_every")
 FLOAT_FIELDS = ("lr", "lr_decay", "grad_clip", "ema_decay")  # finite numbers (None where allowed)
@@ -68,6 +69,7 @@ class TrainConfig:
             _check(getattr(self, name) >= 0, name, "an integer >= 0", getattr(self, name))
         _check(self.log_every >= 1, "log_every", "an integer >= 1", self.log_every)
         _check(self.max_nonfinite >= 1, "max_nonfinite", "an integer >= 1", self.max_nonfinite)
+        _check(0 <= self.seed <= MAX_SEED, "seed", f"an integer in [0, {MAX_SEED}]", self.seed)
 
 
 def check_mixed_precision(mixed_precision: str, device: torch.device | str) -> None:

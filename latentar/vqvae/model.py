@@ -26,6 +26,7 @@ from torch import nn
 
 from latentar.checks import (COUNT, FRACTION, NON_NEGATIVE, SYMBOLS, Bound, Checked, FieldError, build,
                              check_value)
+from latentar.memory import leaf_output_bytes, tensor_bytes
 from latentar.nn.modes import eval_mode
 from latentar.quantizers import VectorQuantizer
 from latentar.quantizers.vector_quantizer import UPDATES
@@ -165,6 +166,23 @@ class VQVAE(nn.Module, Saveable):
         if not isinstance(config, dict) or sorted(config) != keys:
             raise FieldError(f"a VQ-VAE config must be a dict with the keys {keys}, got {config!r:.200}")
         return cls(config["image_shape"], build(VQVAEConfig, config["config"], "vqvae"), levels=config["levels"])
+
+    def memory_floor(self) -> tuple[int, str]:
+        """(bytes, what they are) of one image and the activations of its encoder and decoder
+        passes at batch 1, measured on a meta copy (``latentar.memory.leaf_output_bytes``; the
+        quantizers' distance tables and the top level's smaller maps are left out)."""
+        C, H, W = self.image_shape
+        D = self.config.embed_dim
+
+        def one_pass(model: VQVAE) -> None:
+            model.encoder(torch.zeros(1, C, H, W, device="meta"))
+            vectors = {level: torch.zeros(1, D, *shape, device="meta") for level, shape in model.grid_shapes.items()}
+            model._decode(vectors.get("codes", vectors.get("bottom")), vectors.get("top"))
+
+        with torch.device("meta"):
+            meta = VQVAE.from_config(self.config_dict())
+        floor = tensor_bytes(self.image_shape, torch.uint8) + leaf_output_bytes(meta, one_pass)
+        return floor, f"one image {self.image_shape} and its encoder and decoder passes"
 
     def fingerprint(self) -> str:
         """A short stable hash of the config and every weight and buffer (16 hex digits)."""
