@@ -9,11 +9,14 @@ Where the order differs from the plain stack "models, data, tools, pipeline, CLI
 
 - ``checks`` (field checks of the config dataclasses) sits at the bottom with ``registry``:
   priors, VQ-VAEs, datasets and configs all check their fields with it. So does ``files``
-  (safe reads and atomic writes): every unit that reads or writes a run's files uses it.
+  (safe reads and atomic writes): every unit that reads or writes a run's files uses it; and
+  ``images`` (PNG grids, image writing, image-path checks) on top of it: the trainer writes its
+  preview grids and the commands check their output paths with it.
   ``memory`` (the memory cap and the meta-device estimates checked against it) sits there too:
   loading a model, sampling, scoring, benchmarks and recipes all check their sizes with it.
-- ``evaluation`` and ``sampling`` sit below ``training``: the training objectives score
-  batches with ``evaluation``, and neither scoring nor drawing knows of a trainer.
+- ``evaluation`` and ``generation`` sit below ``training``: the training objectives score
+  batches with ``evaluation``, the training previews draw with ``generation``, and neither
+  scoring nor drawing knows of a trainer.
 - ``bench`` sits with them, and ``receptive_field`` one layer up: it measures on the same
   random inputs as ``bench`` (``random_cond``).
 - ``config`` (the recipe dataclasses, TOML in) is built from ``training``'s ``TrainConfig``
@@ -25,12 +28,12 @@ Where the order differs from the plain stack "models, data, tools, pipeline, CLI
   sits with ``pipeline``.
 
 Layers (lowest first):
-registry, checks, progress, files, memory
+registry, checks, progress, files, memory, images
 saving, model_card
 nn, heads, quantizers
 priors, vqvae
 data
-evaluation, sampling, bench
+evaluation, generation, bench
 training, receptive_field
 config
 plan
@@ -50,7 +53,7 @@ from latentar.evaluation import bits_per_dim, evaluate_prior
 from latentar.training import TrainConfig, Trainer
 from latentar.vqvae import VQVAE, VQVAEConfig
 from latentar.receptive_field import receptive_field
-from latentar.sampling import generate
+from latentar.generation import generate
 
 __version__ = "0.1.0"
 

@@ -39,14 +39,15 @@ from latentar.data.codes import write_codes_source
 from latentar.data.subsets import dataset_attribute
 from latentar.evaluation import evaluate_prior, evaluate_vqvae
 from latentar.files import atomic_write, atomic_write_json, read_json
+from latentar.generation import class_rows, generate
+from latentar.images import save_grid
 from latentar.plan import Plan, Stage, run_device, validate
 from latentar.priors.base import build_prior
 from latentar.runs import SUMMARY_FILE
-from latentar.sampling import (class_rows, code_levels, first_images, generate, reconstruction_preview, sample_preview,
-                               save_grid, save_reconstructions)
 from latentar.saving import load
 from latentar.training import TrainConfig
 from latentar.training.objectives import prior_objective, vqvae_objective
+from latentar.training.previews import first_images, reconstruction_preview, sample_preview, save_reconstructions
 from latentar.training.run_folder import differing_keys, hold, remove
 from latentar.training.trainer import MODEL_DIR, Trainer, read_done, read_metrics
 from latentar.vqvae import VQVAE
@@ -89,7 +90,7 @@ def run_stages(recipe: Recipe, plan: Plan, out: Path, state: PartialState, train
         vqvae, summary["vqvae"] = vqvae_stage(recipe, plan, train, test, out)
         symbols, summary["codes"] = codes_stage(vqvae, train, test, plan, out, state, recipe.data.name)
     priors = {}
-    for stage, level in zip(plan.stages, code_levels(vqvae) if vqvae is not None else [None]):
+    for stage, level in zip(plan.stages, vqvae.code_levels if vqvae is not None else [None]):
         priors[stage.name], summary[stage.name] = prior_stage(stage, *symbols[stage.name], out / stage.name,
                                                               vqvae, level, state, recipe.data.name,
                                                               top_prior=priors.get("prior"))
@@ -182,7 +183,7 @@ def codes_stage(vqvae: VQVAE, train: Dataset, test: Dataset, plan: Plan, out: Pa
             encode_dataset(vqvae, data, folder, split, source=source)
     state.wait_for_everyone()
     sets = {}
-    for stage, level in zip(plan.stages, code_levels(vqvae)):
+    for stage, level in zip(plan.stages, vqvae.code_levels):
         context = "top" if level == "bottom" else None
         sets[stage.name] = tuple(CodeDataset(folder, split, level=level, context=context, vqvae=vqvae)
                                  for split in ("train", "test"))

@@ -21,7 +21,7 @@ from latentar.data import SourceUnavailableError, load_dataset
 from latentar.memory import MemoryCapError
 from latentar.priors.base import build_prior
 from latentar.registry import DATASETS, PRIORS, UnknownNameError
-from latentar.sampling import check_output, code_grids
+from latentar.generation import check_output
 from latentar.saving import NotAModelError, meta_model, read_config
 from latentar.training import TrainConfig
 from latentar.training.config import check_mixed_precision
@@ -108,8 +108,8 @@ def vqvae_grids(recipe: Recipe, shape: tuple[int, int, int], levels: int) -> lis
     first; [] in pixel mode."""
     if recipe.vqvae is not None:
         try:
-            return code_grids(meta_model(lambda: VQVAE(shape, recipe.vqvae, levels=levels), "the VQ-VAE",
-                                         {"vqvae": asdict(recipe.vqvae)}))
+            return meta_model(lambda: VQVAE(shape, recipe.vqvae, levels=levels), "the VQ-VAE",
+                              {"vqvae": asdict(recipe.vqvae)}).code_grids
         except (ValueError, TypeError) as e:
             raise RecipeError(f"vqvae: {e}") from e
     if recipe.vqvae_path is None:
@@ -128,7 +128,7 @@ def vqvae_grids(recipe: Recipe, shape: tuple[int, int, int], levels: int) -> lis
     if (vqvae.image_shape, vqvae.levels) != (shape, levels):
         raise RecipeError(f"vqvae.path {path} encodes {vqvae.image_shape} images with {vqvae.levels} "
                           f"levels, but data.name {recipe.data.name!r} has {shape} with {levels}")
-    return code_grids(vqvae)
+    return vqvae.code_grids
 
 
 def check_stage(stage: Stage, symbols: dict, num_classes: int | None, data_name: str) -> dict:
@@ -154,7 +154,7 @@ def check_sampling(recipe: Recipe, stages: list[Stage], image_shape: tuple[int, 
                    device: Any) -> None:
     """The sample grid a run draws at its end (``sampling.n`` images, or ``sampling.per_class`` per
     class from a class-conditional prior) must fit the memory cap of ``device`` next to the work of
-    drawing one (``sampling.check_output`` on the priors built on the meta device), before any
+    drawing one (``generation.check_output`` on the priors built on the meta device), before any
     stage trains."""
     cfg = recipe.sampling
     if recipe.prior.class_conditional:

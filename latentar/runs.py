@@ -32,9 +32,10 @@ from latentar.evaluation import evaluate_prior, evaluate_vqvae
 from latentar.priors import Prior, build_prior
 from latentar.registry import PRIORS
 from latentar.saving import meta_model
-from latentar.sampling import check_pair, first_images, reconstruction_preview, sample_preview, save_reconstructions
+from latentar.generation import check_pair
 from latentar.files import atomic_write_json
 from latentar.training import TrainConfig, Trainer, prior_objective, vqvae_objective
+from latentar.training.previews import first_images, reconstruction_preview, sample_preview, save_reconstructions
 from latentar.training.trainer import MODEL_DIR
 from latentar.vqvae import VQVAE, VQVAEConfig
 

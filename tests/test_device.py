@@ -9,7 +9,7 @@ from torch.utils.data import TensorDataset
 
 import latentar
 from latentar.evaluation import evaluate_prior
-from latentar.sampling import generate
+from latentar.generation import generate
 from latentar.training import TrainConfig, Trainer, prior_objective
 from prior_cases import tiny_prior
 

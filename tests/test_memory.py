@@ -12,10 +12,10 @@ import torch
 import latentar
 from latentar import cli, memory
 from latentar.evaluation import evaluate_prior
+from latentar.generation import decode, generate
 from latentar.memory import ENV_VAR, MemoryCapError, format_size, max_memory, memory_cap, parse_size
 from latentar.priors import footprint
 from latentar.priors.footprint import forward_bytes, grid_bytes, sampling_batch
-from latentar.sampling import decode, generate
 from latentar.saving import CONFIG_FILE, NotAModelError, load
 from latentar.vqvae import VQVAE
 from prior_cases import tiny_prior

@@ -18,7 +18,7 @@ from latentar.cli import main
 from latentar.data.codes import encode_dataset
 from latentar.data.sources import IdxSource, fetch_idx
 from latentar.evaluation import evaluate_prior, evaluate_vqvae
-from latentar.sampling import complete
+from latentar.generation import complete
 
 
 class Terminal(io.StringIO):

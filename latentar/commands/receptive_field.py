@@ -13,7 +13,7 @@ from latentar.receptive_field import __doc__ as FIELD_HELP  # the package export
 from latentar.commands.options import add_max_memory, add_prior_arguments, load_model, prior_from_args
 from latentar.priors.base import Prior, list_priors
 from latentar.files import atomic_write
-from latentar.sampling import check_image_path, image_format
+from latentar.images import check_image_path, image_format
 
 
 def parse_position(text: str) -> tuple[int, int]:

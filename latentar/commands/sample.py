@@ -13,8 +13,8 @@ from latentar.commands.options import (add_data_root, add_max_memory, add_sampli
 from latentar.data import load_dataset
 from latentar.data.codes import check_codes_source
 from latentar.priors.base import Prior, check_num_samples
-from latentar.sampling import (check_generation, check_image_path, check_nrow, check_pair, class_rows, code_levels,
-                               complete, completion_grid, generate, save_grid, save_individual)
+from latentar.generation import check_generation, check_pair, class_rows, complete, completion_grid, generate
+from latentar.images import check_image_path, check_nrow, save_grid, save_individual
 from latentar.vqvae import VQVAE
 
 
@@ -89,7 +89,7 @@ def run_sample(args) -> None:
     out = save_grid(drawn.images, args.out, nrow=nrow, levels=levels)
     print(f"wrote {n} samples to {out}")
     if args.save_codes:
-        names = code_levels(vqvae) if vqvae is not None else ["pixels"]
+        names = vqvae.code_levels if vqvae is not None else ["pixels"]
         path = out.with_suffix(".codes.safetensors")
         save_file({name: s.contiguous() for name, s in zip(names, drawn.symbols)}, str(path))
         print(f"wrote the drawn grids ({', '.join(names)}) to {path}")

@@ -48,7 +48,7 @@ from torch import nn
 from latentar.checks import FRACTION, SYMBOLS, Checked, FieldError, build
 from latentar.heads import Head
 from latentar.nn.inputs import SYMBOL_KINDS, SymbolInput
-from latentar.priors.engine import Knobs, NaiveStepper, Stepper, generate
+from latentar.priors.engine import Knobs, NaiveStepper, Stepper, draw_grids
 from latentar.priors.footprint import floor_bytes, sampling_batch
 from latentar.registry import HEADS, MODELS, PRIORS
 from latentar.saving import Saveable, meta_model
@@ -289,20 +289,20 @@ class Prior(nn.Module, Saveable):
 
     def draw_in_batches(self, x: torch.Tensor, cond: Condition, knobs: Knobs, *, start_row: int = 0,
                         stepper: type[Stepper] | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-        """``engine.generate`` over x long (n, C, H, W), written in place, in batches of as many
+        """``engine.draw_grids`` over x long (n, C, H, W), written in place, in batches of as many
         grids as fit the memory cap (``priors.footprint.sampling_batch``) -> x.
 
         The batches run in order and draw from the one ``generator``. When all n grids fit in
-        one batch (the usual case) the draws are exactly those of one ``generate`` call; when
+        one batch (the usual case) the draws are exactly those of one ``draw_grids`` call; when
         they do not, they differ from them but depend only on the seed and the batch size, so
         the same seed under the same cap (``--max-memory``) gives the same samples."""
         n, (labels, context) = len(x), cond
         batch = sampling_batch(self, n, knobs.guided, f"drawing n={n} grids")
         for start in range(0, n, batch):
             part = slice(start, start + batch)
-            x[part] = generate(self, x[part], None if labels is None else labels[part],
-                               None if context is None else context[part], knobs, start_row=start_row,
-                               stepper=stepper, generator=generator)
+            x[part] = draw_grids(self, x[part], None if labels is None else labels[part],
+                                 None if context is None else context[part], knobs, start_row=start_row,
+                                 stepper=stepper, generator=generator)
         return x
 
     def redraw(self, x: torch.Tensor, start_row: int, cond: Any = None, *, temperature: float = 1.0,

@@ -1,6 +1,6 @@
 """The sampling engine: one generation loop for every prior, every head, every knob.
 
-    x = generate(prior, x, labels, context, Knobs(temperature=0.9, top_p=0.95), generator=g)
+    x = draw_grids(prior, x, labels, context, Knobs(temperature=0.9, top_p=0.95), generator=g)
 
 The driver owns the raster order over (h, w), the channel order inside a position, the
 head call and the knobs. A prior contributes a ``Stepper``: started on n grids and a
@@ -152,7 +152,7 @@ class NaiveStepper(Stepper):
 
 
 # ---- the driver ------------------------------------------------------------------------
-def generate(prior, x: torch.Tensor, labels: torch.Tensor | None, context: torch.Tensor | None,
+def draw_grids(prior, x: torch.Tensor, labels: torch.Tensor | None, context: torch.Tensor | None,
              knobs: Knobs, *, start_row: int = 0, stepper: type[Stepper] | None = None,
              generator: torch.Generator | None = None) -> torch.Tensor:
     """Draw every symbol of x long (n, C, H, W) at rows >= ``start_row`` given the rows above

@@ -52,7 +52,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Dataset
 from latentar.model_card import write_model_card
 from latentar.progress import progress_bar
-from latentar.sampling import save_image
+from latentar.images import save_image
 from latentar.files import BadFileError, atomic_write_bytes, atomic_write_json, open_regular, read_json, write_error
 from latentar.training.checkpoint import Checkpoints, TrainerState
 from latentar.training.config import TrainConfig, check_mixed_precision

@@ -156,6 +156,17 @@ class VQVAE(nn.Module, Saveable):
             return {"codes": self.config.codebook_size}
         return {"bottom": self.config.codebook_size, "top": self.top_codebook_size}
 
+    @property
+    def code_levels(self) -> list[str]:
+        """The code levels in the order priors draw them, top first: ["codes"] flat, ["top", "bottom"]
+        hierarchical (the keys of ``grid_shapes``)."""
+        return ["codes"] if not self.config.hierarchical else ["top", "bottom"]
+
+    @property
+    def code_grids(self) -> list[tuple[int, tuple[int, int]]]:
+        """[(K, (h, w))] of each code grid, in ``code_levels`` order (top first)."""
+        return [(self.codebook_sizes[level], self.grid_shapes[level]) for level in self.code_levels]
+
     def config_dict(self) -> dict:
         return {"image_shape": list(self.image_shape), "levels": self.levels, "config": asdict(self.config)}
 

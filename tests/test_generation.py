@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 import latentar
-from latentar.sampling import (class_rows, complete, completion_grid, generate, save_grid,
-                               save_individual)
+from latentar.generation import class_rows, complete, completion_grid, generate
+from latentar.images import save_grid, save_individual
 from prior_cases import every_grid, tiny_prior
 
 NAMES = latentar.list_priors()
