@@ -16,6 +16,7 @@ from latentar import cli
 from latentar.checks import FieldError
 from latentar.data import load_dataset
 from latentar.data.images import MAX_IMAGE_PIXELS
+from recipe_cases import SMALL_PIXELS, write_recipe
 
 BAD = {  # file name -> the start of its reason, as the error lists it
     "truncated.jpg": "cannot be decoded",
@@ -168,9 +169,7 @@ def test_train_prior_refuses_bad_images_before_writing_the_run_folder(capsys, tm
 def test_a_recipe_refuses_bad_training_images_before_writing_its_folder(capsys, tmp_path, image_folder):
     whole = jpeg_bytes()
     (image_folder / "train" / "bars" / "broken.jpg").write_bytes(whole[: len(whole) // 2])
-    recipe, out = tmp_path / "recipe.toml", tmp_path / "run"
-    recipe.write_text(f'[data]\nname = "image_folder"\nroot = "{image_folder}"\noptions = {{size = 4}}\n'
-                      '[prior]\nname = "pixelcnn"\npreset = "tiny"\n[prior_train]\nsteps = 1\nbatch_size = 4\n')
+    recipe, out = write_recipe(tmp_path, image_folder, **SMALL_PIXELS), tmp_path / "run"
     code = cli.main(["run", str(recipe), "--out", str(out)])
     err = capsys.readouterr().err
     assert code == 2 and "bars/broken.jpg" in err and "Traceback" not in err

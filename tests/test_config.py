@@ -9,37 +9,9 @@ import pytest
 
 from latentar.config import Recipe, RecipeError, apply_override, load_recipe, recipe_from_dict, recipe_to_dict
 from latentar.plan import validate
+from recipe_cases import write_recipe
 
 RECIPES = sorted((Path(__file__).parent.parent / "recipes").glob("*.toml"))
-
-TINY = """
-[data]
-name = "image_folder"
-root = "{root}"
-options = {{size = 8}}
-
-[vqvae]
-preset = "tiny"
-
-[vqvae_train]
-steps = 3
-batch_size = 8
-
-[prior]
-name = "pixelcnn"
-preset = "tiny"
-
-[prior_train]
-steps = 3
-batch_size = 8
-"""
-
-
-def tiny(tmp_path, root="unused", extra="") -> Path:
-    path = tmp_path / "tiny.toml"
-    path.write_text(TINY.format(root=root) + extra)
-    return path
-
 
 def test_every_shipped_recipe_parses_and_round_trips_through_json():
     assert {p.name for p in RECIPES} >= {
@@ -52,7 +24,7 @@ def test_every_shipped_recipe_parses_and_round_trips_through_json():
 
 
 def test_recipe_reads_sections_and_presets(tmp_path):
-    recipe = load_recipe(tiny(tmp_path))
+    recipe = load_recipe(write_recipe(tmp_path))
     assert recipe.mode == "codes" and recipe.vqvae.codebook_size == 8 and recipe.vqvae.downsample == 1
     assert recipe.prior_train.steps == 3 and recipe.sampling.n == 64  # defaults fill the rest
     pixels = recipe_from_dict({"data": {"name": "mnist"}, "prior": {"name": "pixelcnn"}, "prior_train": {}})
@@ -69,7 +41,7 @@ def test_recipe_reads_sections_and_presets(tmp_path):
 ])
 def test_bad_recipes_name_the_key(tmp_path, extra, message):
     with pytest.raises(RecipeError, match=message):
-        load_recipe(tiny(tmp_path, extra=extra))
+        load_recipe(write_recipe(tmp_path, extra=extra))
 
 
 @pytest.mark.parametrize("content, message", [
@@ -87,11 +59,11 @@ def test_an_unreadable_recipe_is_named(tmp_path, content, message):
 
 def test_section_checks_name_the_section(tmp_path):
     with pytest.raises(RecipeError, match=r"\[prior_train\]: TrainConfig.steps must be an integer >= 1"):
-        load_recipe(tiny(tmp_path), ["prior_train.steps=0"])
+        load_recipe(write_recipe(tmp_path), ["prior_train.steps=0"])
     with pytest.raises(RecipeError, match="vqvae.path reuses a trained VQ-VAE; vqvae.preset cannot"):
-        load_recipe(tiny(tmp_path), ["vqvae.path=somewhere"])
+        load_recipe(write_recipe(tmp_path), ["vqvae.path=somewhere"])
     with pytest.raises(RecipeError, match=r"vqvae.preset 'huge' is unknown; presets: tiny, mnist"):
-        load_recipe(tiny(tmp_path), ["vqvae.preset=huge"])
+        load_recipe(write_recipe(tmp_path), ["vqvae.preset=huge"])
     with pytest.raises(RecipeError, match="no \\[prior\\] section"):
         recipe_from_dict({"data": {}})
     with pytest.raises(RecipeError, match=r"\[vqvae_train\] needs a \[vqvae\] section"):
@@ -99,7 +71,7 @@ def test_section_checks_name_the_section(tmp_path):
 
 
 def test_set_overrides_are_parsed_by_the_field_type(tmp_path):
-    recipe = load_recipe(tiny(tmp_path), [
+    recipe = load_recipe(write_recipe(tmp_path), [
         "prior_train.steps=7", "prior_train.lr=0.01", "sampling.temperature=1", "sampling.top_k=none",
         "prior.class_conditional=true", "prior.arch.hidden=16", "data.name=1234", "vqvae.codebook_size=16",
         "prior_train.grad_clip=none", "prior.preset=none"])
@@ -120,7 +92,7 @@ def test_set_overrides_are_parsed_by_the_field_type(tmp_path):
 ])
 def test_bad_overrides_name_the_key(tmp_path, item, message):
     with pytest.raises(RecipeError, match=message):
-        load_recipe(tiny(tmp_path), [item])
+        load_recipe(write_recipe(tmp_path), [item])
 
 
 def test_overrides_write_into_the_raw_sections():
@@ -131,7 +103,7 @@ def test_overrides_write_into_the_raw_sections():
 
 
 def test_validation_plans_the_stages(tmp_path, image_folder):
-    plan = validate(load_recipe(tiny(tmp_path, image_folder), ["prior.class_conditional=true"]))
+    plan = validate(load_recipe(write_recipe(tmp_path, image_folder), ["prior.class_conditional=true"]))
     assert plan.image_shape == (3, 8, 8) and plan.levels == 256 and plan.num_classes == 2
     assert plan.grids == [(8, (4, 4))]
     (stage,) = plan.stages
@@ -141,7 +113,7 @@ def test_validation_plans_the_stages(tmp_path, image_folder):
 
 def test_validation_of_a_hierarchical_recipe(tmp_path, image_folder):
     extra = "[bottom_prior]\nname = 'pixelsnail'\npreset = 'tiny'\n[bottom_prior_train]\nsteps = 2\n"
-    recipe = load_recipe(tiny(tmp_path, image_folder, extra), ["vqvae.hierarchical=true"])
+    recipe = load_recipe(write_recipe(tmp_path, image_folder, extra=extra), ["vqvae.hierarchical=true"])
     top, bottom = validate(recipe).stages
     assert top.build["shape"] == (1, 2, 2) and bottom.build["shape"] == (1, 4, 4)
     assert bottom.build["context_shape"] == (2, 2) and bottom.build["context_symbols"] == 8
@@ -164,13 +136,13 @@ def test_validation_of_a_hierarchical_recipe(tmp_path, image_folder):
 ])
 def test_validation_names_the_key(tmp_path, image_folder, overrides, message):
     with pytest.raises(RecipeError, match=message):
-        validate(load_recipe(tiny(tmp_path, image_folder), overrides))
+        validate(load_recipe(write_recipe(tmp_path, image_folder), overrides))
 
 
 def test_a_missing_dataset_or_vqvae_is_reported_before_any_work(tmp_path, image_folder):
     with pytest.raises(RecipeError, match=r"data.name 'image_folder' cannot be found"):
-        validate(load_recipe(tiny(tmp_path, tmp_path / "nowhere")))
-    recipe = load_recipe(tiny(tmp_path, image_folder))
+        validate(load_recipe(write_recipe(tmp_path, tmp_path / "nowhere")))
+    recipe = load_recipe(write_recipe(tmp_path, image_folder))
     recipe.vqvae, recipe.vqvae_path = None, str(tmp_path / "novq")
     with pytest.raises(RecipeError, match=r"vqvae.path: .*novq is not a folder"):
         validate(recipe)

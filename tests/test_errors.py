@@ -14,22 +14,7 @@ from latentar.commands import data as data_command
 from latentar.config import load_recipe
 from latentar.plan import validate
 from prior_cases import tiny_prior
-
-RECIPE = """
-[data]
-name = "image_folder"
-root = "{root}"
-options = {{size = 4}}
-
-[prior]
-name = "pixelcnn"
-preset = "tiny"
-
-[prior_train]
-steps = 1
-batch_size = 4
-"""
-
+from recipe_cases import SMALL_PIXELS, write_recipe
 
 def run(capsys, *argv) -> tuple[int, str]:
     """cli.main on argv -> (exit status, stderr); argparse's own errors exit too."""
@@ -42,9 +27,7 @@ def run(capsys, *argv) -> tuple[int, str]:
 
 @pytest.fixture
 def recipe(tmp_path, image_folder):
-    path = tmp_path / "recipe.toml"
-    path.write_text(RECIPE.format(root=image_folder))
-    return path
+    return write_recipe(tmp_path, image_folder, **SMALL_PIXELS)
 
 
 @pytest.fixture

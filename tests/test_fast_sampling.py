@@ -1,4 +1,4 @@
-"""Fast samplers (overrides of ``Prior.sample``) against the generic ``naive_sample``.
+"""Fast sampling (``Prior.sample``, the prior's own stepper) against ``naive_sample`` (the naive stepper).
 
 Both paths go through the one driver (``latentar.priors.engine``), which asks
 ``prior.head.next_log_probs`` for every symbol in raster (then channel) order, so the

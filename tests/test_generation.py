@@ -65,7 +65,7 @@ def test_redraw_of_a_narrow_dtype_returns_long_draws_beyond_its_range():
 
 @pytest.mark.parametrize("n", [0, -1, 2.5, True, "3"])
 def test_every_sampler_refuses_a_bad_number_of_grids(n):
-    prior = tiny_prior("pixelcnn", (1, 2, 2), 2)  # pixelcnn has a fast sampler of its own
+    prior = tiny_prior("pixelcnn", (1, 2, 2), 2)  # pixelcnn has a fast stepper of its own
     for sample in (prior.sample, prior.naive_sample, lambda n: generate(prior, n=n)):
         with pytest.raises(ValueError, match=rf"n \(the number of grids to draw\) must be an integer >= 1, "
                                              rf"got {n!r}"):
@@ -80,7 +80,7 @@ def test_every_sampler_refuses_a_bad_number_of_grids(n):
     ({"top_k": 0}, r"top_k must be an integer >= 1 or None, got 0"),
     ({"top_k": 2.5}, r"top_k must be an integer >= 1 or None, got 2.5"),
 ])
-@pytest.mark.parametrize("name", ["pixelcnn", "row_lstm"])  # two kinds of fast sampler
+@pytest.mark.parametrize("name", ["pixelcnn", "row_lstm"])  # two kinds of fast stepper
 def test_every_sampler_refuses_bad_knobs(name, knobs, message):
     prior = tiny_prior(name, (1, 2, 2), 2)
     for sample in (prior.sample, prior.naive_sample):

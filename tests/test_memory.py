@@ -19,7 +19,7 @@ from latentar.priors.footprint import forward_bytes, grid_bytes, sampling_batch
 from latentar.saving import CONFIG_FILE, NotAModelError, load
 from latentar.vqvae import VQVAE
 from prior_cases import tiny_prior
-from test_config import tiny
+from recipe_cases import write_recipe
 
 HUGE = 10**12
 
@@ -187,7 +187,7 @@ def test_sample_refuses_a_crafted_model_folder_and_honours_max_memory(capsys, tm
 ])
 def test_a_code_mode_recipe_is_refused_in_one_line_before_any_stage(capsys, tmp_path, image_folder, override,
                                                                      message):
-    recipe, out = tiny(tmp_path, root=image_folder), tmp_path / "run"
+    recipe, out = write_recipe(tmp_path, image_folder), tmp_path / "run"
     assert cli.main(["run", str(recipe), "--out", str(out), "--set", override]) == 2
     err = capsys.readouterr().err
     assert err.startswith("latentar: error: ") and message in err and err.count("\n") == 1, err

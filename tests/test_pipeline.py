@@ -8,7 +8,6 @@ import math
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,73 +17,14 @@ from latentar.cli import main
 from latentar.config import RecipeError, load_recipe
 from latentar.pipeline import run_recipe
 from latentar.training import trainer as trainer_module
+from recipe_cases import PIXELS as PIXEL_MODE, PIXELSNAIL, write_recipe
 
-PIXELS = """
-[data]
-name = "image_folder"
-root = "{root}"
-options = {{size = 8}}
-
-[prior]
-name = "pixelcnn"
-preset = "tiny"
-class_conditional = true
-
-[prior_train]
-steps = 4
-batch_size = 8
-log_every = 1
-save_every = 2
-
-[sampling]
-per_class = 3
-"""
-
-CODES = """
-[data]
-name = "image_folder"
-root = "{root}"
-options = {{size = 8}}
-
-[vqvae]
-preset = "tiny"
-
-[vqvae_train]
-steps = 4
-batch_size = 8
-log_every = 2
-
-[prior]
-name = "pixelsnail"
-preset = "tiny"
-embed_dim = 4
-
-[prior_train]
-steps = 3
-batch_size = 8
-
-[sampling]
-n = 6
-nrow = 3
-reconstructions = 5
-"""
-
-HIERARCHICAL = CODES + """
-[bottom_prior]
-name = "pixelsnail"
-preset = "tiny"
-embed_dim = 4
-
-[bottom_prior_train]
-steps = 3
-batch_size = 8
-"""
-
-
-def write(tmp_path: Path, text: str, root: Path) -> Path:
-    path = tmp_path / "recipe.toml"
-    path.write_text(text.format(root=root))
-    return path
+PIXELS = {**PIXEL_MODE, "prior": {"name": "pixelcnn", "preset": "tiny", "class_conditional": True},
+          "prior_train": {"steps": 4, "batch_size": 8, "log_every": 1, "save_every": 2},
+          "sampling": {"per_class": 3}}
+CODES = {"vqvae_train": {"steps": 4, "batch_size": 8, "log_every": 2}, "prior": PIXELSNAIL,
+         "sampling": {"n": 6, "nrow": 3, "reconstructions": 5}}
+HIERARCHICAL = {**CODES, "bottom_prior": PIXELSNAIL, "bottom_prior_train": {"steps": 3, "batch_size": 8}}
 
 
 def key_tree(obj) -> object:
@@ -94,7 +34,7 @@ def key_tree(obj) -> object:
 
 @pytest.mark.slow
 def test_two_stage_run_leaves_every_output_and_reuses_finished_stages(tmp_path, image_folder, capsys):
-    recipe = write(tmp_path, CODES, image_folder)
+    recipe = write_recipe(tmp_path, image_folder, **CODES)
     out = tmp_path / "run"
     assert main(["run", str(recipe), "--out", str(out), "--set", "sampling.temperature=0.8"]) == 0
     summary = json.loads((out / "summary.json").read_text())
@@ -138,7 +78,7 @@ def test_two_stage_run_leaves_every_output_and_reuses_finished_stages(tmp_path, 
 @pytest.mark.slow
 def test_sample_rejects_a_vqvae_whose_codes_the_prior_never_saw(tmp_path, image_folder, capsys):
     out = tmp_path / "run"
-    run_recipe(load_recipe(write(tmp_path, CODES, image_folder)), out)
+    run_recipe(load_recipe(write_recipe(tmp_path, image_folder, **CODES)), out)
     stranger = latentar.load(out / "vqvae" / "model")
     with torch.no_grad():
         stranger.decoder[0].weight.add_(1.0)
@@ -151,7 +91,7 @@ def test_sample_rejects_a_vqvae_whose_codes_the_prior_never_saw(tmp_path, image_
 @pytest.mark.slow
 def test_hierarchical_recipe_trains_a_top_and_a_bottom_prior(tmp_path, image_folder):
     out = tmp_path / "run"
-    summary = run_recipe(load_recipe(write(tmp_path, HIERARCHICAL, image_folder), ["vqvae.hierarchical=true"]),
+    summary = run_recipe(load_recipe(write_recipe(tmp_path, image_folder, **HIERARCHICAL), ["vqvae.hierarchical=true"]),
                          out)
     top, bottom = latentar.load(out / "prior" / "model"), latentar.load(out / "bottom_prior" / "model")
     assert top.spec.shape == (1, 2, 2) and bottom.spec.shape == (1, 4, 4)
@@ -163,7 +103,7 @@ def test_hierarchical_recipe_trains_a_top_and_a_bottom_prior(tmp_path, image_fol
 @pytest.mark.slow
 def test_pixel_mode_runs_the_prior_stage_only(tmp_path, image_folder):
     out = tmp_path / "run"
-    summary = run_recipe(load_recipe(write(tmp_path, PIXELS, image_folder)), out)
+    summary = run_recipe(load_recipe(write_recipe(tmp_path, image_folder, **PIXELS)), out)
     assert summary["mode"] == "pixels" and "vqvae" not in summary and "codes" not in summary
     assert {"bits_per_dim", "nats_per_image", "wall_time_s"} <= set(summary["prior"])
     assert sorted(p.name for p in out.iterdir()) == ["curves.png", "prior", "recipe.json", "samples.png",
@@ -172,7 +112,7 @@ def test_pixel_mode_runs_the_prior_stage_only(tmp_path, image_folder):
 
 @pytest.mark.slow
 def test_an_interrupted_stage_resumes_where_it_stopped(tmp_path, image_folder, monkeypatch):
-    recipe = load_recipe(write(tmp_path, PIXELS, image_folder))
+    recipe = load_recipe(write_recipe(tmp_path, image_folder, **PIXELS))
     run_recipe(recipe, tmp_path / "whole")
 
     save = trainer_module.Trainer.save_checkpoint
@@ -197,7 +137,7 @@ def test_an_interrupted_stage_resumes_where_it_stopped(tmp_path, image_folder, m
 
 @pytest.mark.slow
 def test_two_processes_write_once_and_summarise_like_one(tmp_path, image_folder):
-    recipe = write(tmp_path, CODES, image_folder)
+    recipe = write_recipe(tmp_path, image_folder, **CODES)
     one = run_recipe(load_recipe(recipe), tmp_path / "one")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     # on a machine without CUDA, `--multi_gpu` starts 2 processes that form a gloo group

@@ -12,36 +12,9 @@ from PIL import Image
 import latentar
 from latentar.cli import main
 from latentar.report import COLUMNS, run_row
+from recipe_cases import PIXELSNAIL, write_recipe
 
 COLUMNS_INDEX = {name: i for i, name in enumerate(COLUMNS)}  # column name -> its cell in a table row
-
-RECIPE = """
-[data]
-name = "image_folder"
-root = "{root}"
-options = {{size = 8}}
-
-[vqvae]
-preset = "tiny"
-
-[vqvae_train]
-steps = 2
-batch_size = 8
-
-[prior]
-name = "pixelsnail"
-preset = "tiny"
-embed_dim = 4
-
-[prior_train]
-steps = 2
-batch_size = 8
-
-[sampling]
-n = 2
-reconstructions = 2
-"""
-
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
@@ -49,8 +22,8 @@ def runs(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("report")
     root = make_images(tmp)
-    recipe = tmp / "recipe.toml"
-    recipe.write_text(RECIPE.format(root=root))
+    recipe = write_recipe(tmp, root, vqvae_train={"steps": 2, "batch_size": 8}, prior=PIXELSNAIL,
+                          prior_train={"steps": 2, "batch_size": 8}, sampling={"n": 2, "reconstructions": 2})
     assert main(["--quiet", "run", str(recipe), "--out", str(tmp / "two_stage")]) == 0
     assert main(["--quiet", "train-prior", "--data", "image_folder", "--data-root", str(root), "--prior", "pixelcnn",
                  "--preset", "tiny", "--steps", "2", "--batch-size", "4", "--out", str(tmp / "pixels")]) == 0

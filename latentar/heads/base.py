@@ -1,11 +1,12 @@
 """The head interface: the likelihood of one pixel's symbols given backbone features.
 
 A head turns ``params (B, P, H, W)`` (what the backbone outputs at each position) and
-the symbols ``x (B, C, H, W)`` into per-symbol log-probabilities, and samples a whole
-pixel from one position's params. When ``couple_channels`` is True the backbone saw
-only whole earlier pixels, so the head itself makes channel c depend on channels < c
-of the same pixel; when False the backbone already masked channel groups and params
-block c was computed from channels < c.
+the symbols ``x (B, C, H, W)`` into per-symbol log-probabilities, and gives the exact
+conditional of one symbol at one position (``next_log_probs``), which the sampling engine
+draws from. When ``couple_channels`` is True the backbone saw only whole earlier pixels,
+so the head itself makes channel c depend on channels < c of the same pixel; when False
+the backbone already masked channel groups and params block c was computed from
+channels < c.
 """
 
 from __future__ import annotations

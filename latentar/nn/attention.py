@@ -30,8 +30,7 @@ def attend_strictly_causal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) ->
     Its fused CPU kernel wants one head width for q, k and v: the narrower ones are padded
     with zeros, which adds nothing to a score or an output; the scale stays 1/√dk. On a CPU
     the kernel runs in float32 even under bf16 autocast: its float32 backward is faster there
-    (about 110 against 135 ms per PixelSNAIL block of 32×784 positions, one thread); the
-    output comes back in v's dtype.
+    (docs/benchmarks.md); the output comes back in v's dtype.
     """
     B, n, _, dv = v.shape
     width = max(q.shape[-1], dv)

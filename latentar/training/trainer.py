@@ -89,9 +89,8 @@ class Trainer:
     """
 
     def __init__(self, model: nn.Module, objective: Objective, train_data: Dataset, config: TrainConfig,
-                 out_dir: str | Path, *, evaluate: Evaluate | None = None,
-                 collate_fn: Callable | None = None, overwrite: bool = False, preview: Preview | None = None,
-                 dataset: str | None = None):
+                 out_dir: str | Path, *, evaluate: Evaluate | None = None, overwrite: bool = False,
+                 preview: Preview | None = None, dataset: str | None = None):
         self.config, self.out_dir, self.evaluate = config, Path(out_dir), evaluate
         if config.sample_every and preview is None:
             raise ValueError(f"TrainConfig.sample_every = {config.sample_every} needs a preview: "
@@ -120,7 +119,7 @@ class Trainer:
         self.batches = ShuffledBatches(train_data, config.batch_size, seed=config.seed,
                                        num_processes=self.accelerator.num_processes,
                                        process_index=self.accelerator.process_index,
-                                       num_workers=config.num_workers, collate_fn=collate_fn)
+                                       num_workers=config.num_workers)
 
     # ---- the loop ------------------------------------------------------------------
     def fit(self, resume: bool = False) -> dict:
@@ -462,10 +461,10 @@ class ShuffledBatches:
     """
 
     def __init__(self, dataset: Dataset, batch_size: int, *, seed: int, num_processes: int = 1,
-                 process_index: int = 0, num_workers: int = 0, collate_fn: Callable | None = None):
+                 process_index: int = 0, num_workers: int = 0):
         self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
         self.num_processes, self.process_index = num_processes, process_index
-        self.loader_options = dict(num_workers=num_workers, collate_fn=collate_fn)
+        self.loader_options = dict(num_workers=num_workers)
         self.per_epoch = len(dataset) // (batch_size * num_processes)  # batches per process per epoch
         if self.per_epoch == 0:
             raise ValueError(f"the training set has {len(dataset)} items, fewer than one batch of "

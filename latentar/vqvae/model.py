@@ -67,9 +67,9 @@ PRESETS: dict[str, dict] = {
     "tiny": dict(downsample=1, hidden=8, res_hidden=4, res_blocks=1, embed_dim=4, codebook_size=8,
                  kmeans_iters=2),  # tests
     "mnist": dict(downsample=2, hidden=32, res_hidden=16, res_blocks=2, embed_dim=16,
-                  codebook_size=128),  # 28×28 -> 7×7 in minutes on a CPU (the defaults)
+                  codebook_size=128),  # 28×28 -> 7×7, sized for a CPU (the defaults)
     "small": dict(downsample=2, hidden=64, res_hidden=32, res_blocks=2, embed_dim=32,
-                  codebook_size=256),  # twice as wide: better reconstructions, ~3× the time
+                  codebook_size=256),  # twice as wide: better reconstructions, slower
     "paper": dict(downsample=2, hidden=256, res_hidden=256, res_blocks=2, embed_dim=64,
                   codebook_size=512),  # the VQ-VAE paper's CIFAR-10 / ImageNet model
 }
