@@ -32,7 +32,7 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to $OUT/NAM
 step environment 30 bash -c 'nvidia-smi; python -c "import torch; print(torch.__version__, torch.cuda.get_device_name(0))"'
 step cuda_tests 150 python -m pytest -q -p no:cacheprovider tests/test_priors.py tests/test_fast_sampling.py \
     tests/test_device.py
-# the four rows of the README's training table: eager float32 against bf16 + compile, interleaved
+# the four rows of docs/benchmarks.md's training table: eager float32 against bf16 + compile, interleaved
 # (the JSON has img/s, TFLOP/s and peak memory of each side, and the speedup)
 ROW_PIXELCNN="--prior pixelcnn --arch hidden=16 num_blocks=15 output_hidden=32 --batch 32"
 ROW_GATED="--prior gated_pixelcnn --arch hidden=128 num_layers=10 output_hidden=32 --batch 32"
