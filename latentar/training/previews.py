@@ -9,10 +9,11 @@ updates, ``Trainer(preview=...)``) and the VQ-VAE's reconstruction grids.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 from einops import rearrange, repeat
+from torch.utils.data import Dataset
 
 from latentar.generation import generate
 from latentar.images import image_grid, save_grid
@@ -20,7 +21,7 @@ from latentar.priors.base import Prior
 from latentar.vqvae import VQVAE
 
 
-def first_images(dataset: Any, n: int) -> torch.Tensor:
+def first_images(dataset: Dataset, n: int) -> torch.Tensor:
     """The images of the first ``n`` items (all, when fewer) of a dataset of (uint8 image, ...)
     items -> uint8 (n, C, H, W)."""
     return torch.stack([dataset[i][0] for i in range(min(n, len(dataset)))])
