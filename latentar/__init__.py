@@ -16,7 +16,8 @@ Where the order differs from the plain stack "models, data, tools, pipeline, CLI
   loading a model, sampling, scoring, benchmarks and recipes all check their sizes with it.
 - ``evaluation`` and ``generation`` sit below ``training``: the training objectives score
   batches with ``evaluation``, the training previews draw with ``generation``, and neither
-  scoring nor drawing knows of a trainer.
+  scoring nor drawing knows of a trainer. ``sampling`` keeps the names it held before
+  ``generation`` and ``images`` split it (``from latentar.sampling import generate, save_grid``).
 - ``bench`` sits with them, and ``receptive_field`` one layer up: it measures on the same
   random inputs as ``bench`` (``random_cond``).
 - ``config`` (the recipe dataclasses, TOML in) is built from ``training``'s ``TrainConfig``
@@ -33,7 +34,7 @@ saving, model_card
 nn, heads, quantizers
 priors, vqvae
 data
-evaluation, generation, bench
+evaluation, generation, sampling, bench
 training, receptive_field
 config
 plan

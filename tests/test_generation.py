@@ -200,3 +200,12 @@ def test_generate_chains_top_and_bottom_priors_of_a_hierarchical_vqvae():
     assert torch.equal(again.images, drawn.images)
     with pytest.raises(ValueError, match=r"speaks 2 code grid\(s\).* but 1 prior\(s\)"):
         generate(top, vqvae, n=2)
+
+
+def test_the_old_sampling_imports_still_work(tmp_path):
+    from latentar import sampling
+    from latentar.generation import generate
+
+    assert sampling.generate is generate
+    sampling.save_grid(torch.zeros(2, 1, 4, 4, dtype=torch.uint8), tmp_path / "g.png", nrow=2)
+    assert (tmp_path / "g.png").is_file()
