@@ -16,7 +16,7 @@ import torch
 import latentar
 from latentar.cli import main
 from latentar.config import RecipeError, load_recipe
-from latentar.pipeline import run_recipe
+from latentar.runs import run_recipe
 from latentar.training import trainer as trainer_module
 
 PIXELS = """

@@ -11,7 +11,7 @@ from PIL import Image
 
 import latentar
 from latentar.cli import main
-from latentar.report import COLUMNS, run_row
+from latentar.runs.report import COLUMNS, run_row
 
 COLUMNS_INDEX = {name: i for i, name in enumerate(COLUMNS)}  # column name -> its cell in a table row
 

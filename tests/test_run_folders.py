@@ -19,7 +19,8 @@ from latentar import pipeline
 from latentar.cli import main
 from latentar.config import load_recipe
 from latentar.training import TrainConfig, Trainer, prior_objective, read_metrics
-from latentar.training.run_folder import LOCK_FILE, RUN_FILE, FolderLock, RunFolderError
+from latentar.run_files import LOCK_FILE, RUN_FILE
+from latentar.training.run_folder import FolderLock, RunFolderError
 
 
 def grids(n: int = 16) -> TensorDataset:
