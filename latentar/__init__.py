@@ -21,9 +21,6 @@ Where the order differs from the plain stack "models, data, tools, pipeline, CLI
   data and models, so it sits above ``config``.
 - ``run_files`` (the name of every file in a run folder, and the readers of a finished stage)
   sits with ``saving``: the trainer writes those files, and ``runs`` and the commands read them.
-- ``runs`` is the stack's "pipeline": a stage (VQ-VAE, codes, prior) built, trained or reused
-  and summarised, alone (train-prior, train-vqvae, encode) or chained by a recipe (``latentar
-  run``), and the report read from those summaries.
 
 Layers (lowest first):
 registry, checks, progress, files, memory

@@ -51,7 +51,7 @@ class DataConfig(Checked):
 
     name: str = "mnist"  # a registered dataset (latentar.data.DATASETS)
     root: str | None = None  # data root (image_folder: the folder of images); None: the default
-    options: dict = field(default_factory=dict)  # dataset options, e.g. {size = 32} for image_folder
+    options: dict = field(default_factory=dict)  # dataset options, e.g. size = 32 for image_folder
     train_limit: int | None = None  # use the first N training images only (quick runs)
     test_limit: int | None = None  # evaluate on the first N test images only
 
@@ -69,7 +69,7 @@ class PriorConfig(Checked):
     name: str = "pixelsnail"  # a registered prior (latentar.list_priors())
     preset: str | None = "small"  # a preset of that prior ("tiny", "small", ..., "paper")
     head: str = "categorical"  # "categorical" or "logistic_mixture" (pixels only)
-    head_options: dict = field(default_factory=dict)  # e.g. {num_mixtures = 10} for logistic_mixture
+    head_options: dict = field(default_factory=dict)  # head arguments, e.g. num_mixtures = 10 for logistic_mixture
     class_conditional: bool = False  # condition on the dataset's labels
     embed_dim: int = 32  # code embedding width (code mode)
     class_dropout: float = 0.0  # > 0: a null class for classifier-free guidance (class-conditional only)

@@ -8,9 +8,10 @@ from __future__ import annotations
 import argparse
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
@@ -34,32 +35,32 @@ def add_settings(parser: argparse.ArgumentParser, cls: type, defaults: Mapping[s
                  required: tuple[str, ...] = ()) -> None:
     """One flag per field of the dataclass ``cls`` (those in ``only``, default all), as
     improved-diffusion's ``add_dict_to_argparser`` does: ``--field-name`` (``flags`` renames a
-    field, e.g. {"name": "prior"}), typed by the field's annotation, its value in ``defaults``
-    (e.g. ``asdict(TrainConfig())``; None: every flag defaults to None, "not given"), ``cls.bounds``' strings as choices and
-    the field's comment (`field_comments`) as help. A bool is a switch; a dict takes KEY=VALUE
-    items (`parse_assignments`). A new field of ``cls`` is a new flag, with nothing else to write."""
+    field, e.g. {"name": "prior"}), typed by the field's annotation (`flag_options`), defaulting
+    to its value in ``defaults`` (e.g. ``asdict(TrainConfig())``; None: to None, "not given"),
+    with the field's comment as help (`field_comments`). A new field of ``cls`` is a new flag."""
     hints, comments, bounds = field_types(cls), field_comments(cls), getattr(cls, "bounds", {})
     for name in only or tuple(hints):
-        dest, kind = flags.get(name, name), flag_type(hints[name])
-        default = None if defaults is None else defaults[name]
-        extra: dict[str, Any] = {"type": kind, "choices": bounds.get(name) if isinstance(bounds.get(name), tuple)
-                                 else None}
-        if kind is bool:  # a switch
-            extra = {"action": "store_true"}
-        elif kind is dict:
-            extra, default = {"nargs": "*", "action": "extend", "metavar": "KEY=VALUE"}, [] if defaults is not None else None
-        shown = "" if default in (None, False, []) else " (default: %(default)s)"
-        parser.add_argument("--" + dest.replace("_", "-"), dest=dest, default=default, required=name in required,
-                            help=comments.get(name, "").replace("%", "%%") + shown, **extra)
+        dest = flags.get(name, name)
+        options = flag_options(hints[name], bounds.get(name), None if defaults is None else defaults[name])
+        shown = "" if name in required or options["default"] in (None, False, []) else " (default: %(default)s)"
+        parser.add_argument("--" + dest.replace("_", "-"), dest=dest, required=name in required,
+                            help=comments.get(name, "").replace("%", "%%") + shown, **options)
 
 
-def flag_type(tp: Any) -> type:
-    """The type a flag parses for a field of type ``tp``: ``X | None`` -> X; int, float, str, bool or dict."""
+def flag_options(tp: Any, rule: Any, default: Any) -> dict:
+    """argparse's options for a field of type ``tp`` (int, float, str, bool, dict, or one of them
+    or None) under its ``rule`` (`latentar.checks.Rule`: a tuple of strings becomes the choices):
+    a bool is a switch; a dict takes KEY=VALUE items (`settings` parses them), repeats adding up."""
     args = [a for a in typing.get_args(tp) if a is not type(None)]
     kind = args[0] if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(args) == 1 else tp
-    if kind not in (int, float, str, bool, dict):
+    if kind is bool:
+        return {"action": "store_true", "default": default}
+    if kind is dict:
+        items = None if default is None else [f"{key}={value}" for key, value in default.items()]
+        return {"nargs": "*", "action": "extend", "metavar": "KEY=VALUE", "default": items}
+    if kind not in (int, float, str):
         raise TypeError(f"a field of type {tp} has no command-line flag")
-    return kind
+    return {"type": kind, "default": default, "choices": rule if isinstance(rule, tuple) else None}
 
 
 def settings(args: argparse.Namespace, cls: type, *, only: tuple[str, ...] | None = None,

@@ -32,7 +32,7 @@ from latentar.data.codes import CodeDataset, check_codes_match
 from latentar.priors import build_prior
 from latentar.registry import PRIORS
 from latentar.run_files import RECONSTRUCTIONS_FILE
-from latentar.runs.stages import Rerun, Splits, codes_stage, prior_stage, vqvae_stage
+from latentar.runs.stages import FRESH, Rerun, Splits, codes_stage, prior_stage, vqvae_stage
 from latentar.sampling import check_pair, first_images, save_reconstructions
 from latentar.saving import meta_model
 from latentar.training import TrainConfig
@@ -47,7 +47,7 @@ def open_splits(data: DataConfig, level: str | None = None) -> tuple[Dataset, Da
 
 def train_prior(data: DataConfig, prior: PriorConfig, out_dir: str | Path, config: TrainConfig, *,
                 subset: int | None = None, level: str | None = None, vqvae: str | Path | None = None,
-                rerun: Rerun = Rerun(), eval_batch_size: int = 256) -> dict:
+                rerun: Rerun = FRESH, eval_batch_size: int = 256) -> dict:
     """Train ``prior`` on ``data`` (a dataset, or code grids: a code folder, ``level`` for a VQ-VAE-2)
     into ``out_dir``, scoring the test split every ``config.eval_every`` updates and at the end;
     returns its stage record. ``subset`` keeps the first N training items. A code prior records the
@@ -83,7 +83,7 @@ def preview_decoder(build: dict, train: Dataset, vqvae_dir: str | Path | None) -
 
 
 def train_vqvae(data: DataConfig, vqvae: VQVAEConfig, out_dir: str | Path, config: TrainConfig, *,
-                subset: int | None = None, rerun: Rerun = Rerun(), eval_batch_size: int = 256,
+                subset: int | None = None, rerun: Rerun = FRESH, eval_batch_size: int = 256,
                 grid_images: int = 32, nrow: int = 8) -> dict:
     """Train a VQ-VAE of ``vqvae`` on ``data`` into ``out_dir``, score the test split and draw
     ``reconstructions.png`` (the first ``grid_images`` test images, ``nrow`` a row, also the previews

@@ -11,8 +11,9 @@ already holds the stage.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 from accelerate import PartialState
 from accelerate.utils import set_seed
@@ -52,6 +53,7 @@ class Rerun(NamedTuple):
     overwrite: bool = False
 
 
+FRESH = Rerun()  # a one-stage run's default: a folder holding an earlier run is refused
 RECIPE_RERUN = Rerun(reuse=True, resume=True)  # a recipe reuses finished stages and resumes the others
 
 

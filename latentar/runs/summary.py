@@ -42,7 +42,6 @@ from pathlib import Path
 from typing import Any
 
 import latentar.priors  # noqa: F401  (registers the priors, so their folders can be read)
-import latentar.vqvae  # noqa: F401  (registers the VQ-VAE)
 from latentar.config import PriorConfig
 from latentar.registry import MODELS
 from latentar.run_files import (DONE_FILE, MODEL_DIR, RECIPE_FILE, SUMMARY_FILE, TIMING_FILE, read_done,

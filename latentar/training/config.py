@@ -32,7 +32,7 @@ class TrainConfig:
     grad_accum: int = 1  # micro-batches per optimizer update
     mixed_precision: str = "no"  # "no" | "fp16" | "bf16" autocast
     compile: bool = False  # a prior's loss runs through torch.compile (its inputs checked eagerly first)
-    checkpoint_activations: bool = False  # recompute big blocks' activations in backward (less memory)
+    checkpoint_activations: bool = False  # recompute big blocks' activations in backward: less memory, more time
     channels_last: bool = False  # a prior's 4-D weights and feature maps in channels-last memory format
     ema_decay: float | None = None  # Polyak/EMA decay of the weights; None = no EMA
     eval_every: int = 0  # evaluate every N updates; 0 = only at the end
