@@ -5,7 +5,7 @@
     result = trainer.fit(resume=True)   # continues from the newest checkpoint if there is one
     trainer.final_model()               # the EMA (or raw) weights, as a bare model
 
-A run folder holds::
+A run folder holds (every name is in ``latentar.run_files``)::
 
     metrics.jsonl                  one JSON line per logged update (step, loss, lr, skipped_updates,
                                    ..., eval); the trackers of ``report_to`` get the same numbers
