@@ -23,14 +23,12 @@ Where the order differs from the plain stack "models, data, tools, pipeline, CLI
 - ``config`` (the recipe dataclasses, TOML in) is built from ``training``'s ``TrainConfig``
   and ``vqvae``'s ``VQVAEConfig``, so it sits above both; ``plan`` validates a recipe against
   data and models, so it sits above ``config``.
-- ``runs`` (one model on its own: train-prior, train-vqvae, encode) sits below ``pipeline``,
-  which chains those stages and shares their run-folder files.
-- ``report`` (a table of finished runs) reads the run folders of ``runs`` and ``pipeline``, so it
-  sits with ``pipeline``.
+- ``run_files`` (the name of every file in a run folder, and the readers of a finished stage)
+  sits with ``saving``: the trainer writes those files, and ``runs`` and the commands read them.
 
 Layers (lowest first):
 registry, checks, progress, files, memory, images
-saving, model_card
+saving, model_card, run_files
 nn, heads, quantizers
 priors, vqvae
 data
@@ -39,7 +37,6 @@ training, receptive_field
 config
 plan
 runs
-pipeline, report
 commands
 cli
 __main__

@@ -26,7 +26,8 @@ import argparse
 import errno
 import sys
 
-from latentar.commands import bench, data, evaluate, receptive_field, report, run, sample, train_prior, train_vqvae
+from latentar.commands import (bench, data, encode, evaluate, receptive_field, report, run, sample, train_prior,
+                               train_vqvae)
 from latentar.progress import set_quiet
 from latentar.files import WriteError
 from latentar.memory import max_memory
@@ -40,7 +41,7 @@ USAGE_ERROR = 2
 COMMANDS = [data.add_data_command, train_prior.add_train_prior_command, evaluate.add_eval_command,
             bench.add_bench_command, receptive_field.add_receptive_field_command, run.add_run_command,
             sample.add_sample_command, sample.add_complete_command, train_vqvae.add_train_vqvae_command,
-            train_vqvae.add_encode_command, report.add_report_command]
+            encode.add_encode_command, report.add_report_command]
 QUIET_HELP = "no progress bars (they show only on a terminal anyway)"
 
 

@@ -19,7 +19,11 @@ recipe that cannot run fails before any work starts.
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import io
 import sys
+import textwrap
+import tokenize
 import types
 import typing
 from dataclasses import dataclass, field
@@ -47,24 +51,41 @@ class DataConfig(Checked):
 
     name: str = "mnist"  # a registered dataset (latentar.data.DATASETS)
     root: str | None = None  # data root (image_folder: the folder of images); None: the default
-    options: dict = field(default_factory=dict)  # dataset options, e.g. {size = 32} for image_folder
+    options: dict = field(default_factory=dict)  # dataset options, e.g. size = 32 for image_folder
     train_limit: int | None = None  # use the first N training images only (quick runs)
     test_limit: int | None = None  # evaluate on the first N test images only
 
 
 @dataclass
 class PriorConfig(Checked):
+    """A prior to train, as a recipe's ``[prior]`` section and ``train-prior``'s flags give it: its
+    ``name``, ``preset`` and ``arch`` overrides, the `PriorSpec` fields a user chooses (``head``,
+    ``head_options``, ``embed_dim``, ``class_dropout``, spelled as there) and ``class_conditional``.
+    The data decide the rest of the spec (`build_arguments`)."""
+
     label = "prior"
     bounds = {"class_dropout": FRACTION}
 
     name: str = "pixelsnail"  # a registered prior (latentar.list_priors())
     preset: str | None = "small"  # a preset of that prior ("tiny", "small", ..., "paper")
     head: str = "categorical"  # "categorical" or "logistic_mixture" (pixels only)
-    head_options: dict = field(default_factory=dict)  # e.g. {num_mixtures = 10} for logistic_mixture
+    head_options: dict = field(default_factory=dict)  # head arguments, e.g. num_mixtures = 10 for logistic_mixture
     class_conditional: bool = False  # condition on the dataset's labels
     embed_dim: int = 32  # code embedding width (code mode)
     class_dropout: float = 0.0  # > 0: a null class for classifier-free guidance (class-conditional only)
     arch: dict = field(default_factory=dict)  # overrides of the preset's architecture fields
+
+    def build_arguments(self, grid: dict, num_classes: int | None) -> dict:
+        """The keyword arguments of `latentar.build_prior` for this prior on the symbol ``grid``
+        (``shape`` (C, H, W) and ``num_symbols``; code grids add ``symbols="codes"`` and, under a
+        spatial context, ``context_symbols`` and ``context_shape``) of data with ``num_classes``
+        labels (None: unlabelled). ``embed_dim`` applies to code grids only."""
+        if self.class_conditional and not num_classes:
+            raise ValueError("class_conditional = true, but the data has no class labels")
+        codes = {"embed_dim": self.embed_dim} if grid.get("symbols") == "codes" else {}
+        return dict(name=self.name, head=self.head, head_options=self.head_options, preset=self.preset,
+                    num_classes=num_classes if self.class_conditional else None, class_dropout=self.class_dropout,
+                    **codes, **self.arch, **grid)
 
 
 @dataclass
@@ -214,6 +235,25 @@ def field_types(cls: type) -> dict[str, Any]:
     """{field name: its type} of a dataclass, in field order (class variables left out)."""
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def field_comments(cls: type) -> dict[str, str]:
+    """{field name: its trailing comment} of a dataclass, read from its source (a comment's
+    continuation lines joined): the help text of the field's command-line flag."""
+    comments: dict[str, str] = {}
+    for owner in reversed(cls.__mro__):  # a subclass's comment wins
+        names = set(getattr(owner, "__dataclass_fields__", ()))
+        if not names:
+            continue
+        current = None
+        source = textwrap.dedent(inspect.getsource(owner))
+        for token in tokenize.generate_tokens(io.StringIO(source).readline):
+            if token.type == tokenize.NAME and token.start[1] == 4:  # a statement of the class body
+                current = token.string if token.string in names else None
+                comments.pop(current, None)
+            elif token.type == tokenize.COMMENT and current is not None:
+                comments[current] = f"{comments.get(current, '')} {token.string.lstrip('#').strip()}".strip()
+    return comments
 
 
 def check_value(value: Any, tp: Any, key: str) -> Any:

@@ -36,7 +36,7 @@ class Stage:
     name: str  # "prior" or "bottom_prior": its section and its folder in the run
     config: PriorConfig
     train: TrainConfig
-    build: dict  # keyword arguments of latentar.build_prior
+    build: dict  # keyword arguments of latentar.build_prior (PriorConfig.build_arguments)
 
 
 @dataclass
@@ -67,13 +67,13 @@ def validate(recipe: Recipe, device: Any = None) -> Plan:
         stages.append(Stage("bottom_prior", recipe.bottom_prior, recipe.bottom_prior_train, {}))
     for i, stage in enumerate(stages):
         if recipe.mode == "pixels":
-            symbols = dict(shape=shape, num_symbols=levels)
+            grid = dict(shape=shape, num_symbols=levels)
         else:
             K, (h, w) = grids[i]
-            symbols = dict(shape=(1, h, w), num_symbols=K, symbols="codes", embed_dim=stage.config.embed_dim)
+            grid = dict(shape=(1, h, w), num_symbols=K, symbols="codes")
         if i == 1:  # the bottom prior sees the top codes
-            symbols.update(context_symbols=grids[0][0], context_shape=grids[0][1])
-        stage.build = check_stage(stage, symbols, num_classes, recipe.data.name)
+            grid.update(context_symbols=grids[0][0], context_shape=grids[0][1])
+        stage.build = check_stage(stage, grid, num_classes)
     device = run_device() if device is None else device
     check_training(recipe, device)
     unguided = [s.name for s in stages if s.config.class_dropout == 0]
@@ -131,15 +131,11 @@ def vqvae_grids(recipe: Recipe, shape: tuple[int, int, int], levels: int) -> lis
     return vqvae.code_grids
 
 
-def check_stage(stage: Stage, symbols: dict, num_classes: int | None, data_name: str) -> dict:
-    """The `build_prior` arguments of one prior stage, checked by building it on the meta device."""
-    cfg = stage.config
-    if cfg.class_conditional and not num_classes:
-        raise RecipeError(f"{stage.name}.class_conditional: data.name {data_name!r} has no labels")
-    build = dict(name=cfg.name, head=cfg.head, head_options=cfg.head_options, preset=cfg.preset,
-                 num_classes=num_classes if cfg.class_conditional else None, class_dropout=cfg.class_dropout,
-                 **cfg.arch, **symbols)
+def check_stage(stage: Stage, grid: dict, num_classes: int | None) -> dict:
+    """The `build_prior` arguments of one prior stage on the symbol ``grid`` (`PriorConfig.build_arguments`),
+    checked by building the prior on the meta device."""
     try:
+        build = stage.config.build_arguments(grid, num_classes)
         with torch.device("meta"):
             build_prior(**build)
     except UnknownNameError as e:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import runpy
 import sys
+from dataclasses import asdict, dataclass, field
 
 import pytest
 
 import latentar
 from latentar import cli
 from latentar.commands import data as data_command
-from latentar.commands.options import parse_assignments
+from latentar.commands.options import add_settings, parse_assignments, settings
+from latentar.config import field_comments
+from latentar.training import TrainConfig
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
     code = cli.main([str(a) for a in argv])
@@ -40,6 +44,40 @@ def test_parse_assignments_reads_literals_and_strings():
         "hidden": 32, "dropout": 0.5, "gated": True, "kind": "rows", "size": None}
     with pytest.raises(ValueError, match="--arch expects KEY=VALUE"):
         parse_assignments(["hidden"])
+
+
+def test_every_trainconfig_field_is_a_flag_with_its_default_choices_and_comment():
+    parser = cli.build_parser()
+    train_prior = parser._subparsers._group_actions[0].choices["train-prior"]
+    actions = {action.dest: action for action in train_prior._actions}
+    comments = field_comments(TrainConfig)
+    for name, default in asdict(TrainConfig()).items():
+        action = actions[name]
+        assert action.option_strings == ["--" + name.replace("_", "-")] and action.default == default
+        assert action.help.startswith(comments[name].replace("%", "%%")), name
+    assert actions["lr_schedule"].choices == TrainConfig.bounds["lr_schedule"]
+    assert actions["prior"].required and actions["preset"].default is None  # PriorConfig's flags, --prior NAME
+
+
+def test_a_new_field_is_a_new_flag():
+    @dataclass
+    class Settings:
+        bounds = {"mode": ("fast", "exact")}
+
+        width: int = 4  # channels of the thing
+        rate: float | None = None  # how often; None = never
+        mode: str = "exact"  # how it runs
+        loud: bool = False  # say more
+        extra: dict = field(default_factory=dict)  # anything else
+
+    parser = argparse.ArgumentParser()
+    add_settings(parser, Settings, asdict(Settings()), flags={"width": "size"})
+    args = parser.parse_args(["--size", "8", "--rate", "0.5", "--loud", "--extra", "a=1", "b=x"])
+    assert settings(args, Settings, flags={"width": "size"}) == {
+        "width": 8, "rate": 0.5, "mode": "exact", "loud": True, "extra": {"a": 1, "b": "x"}}
+    assert "how often; None = never" in parser.format_help()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--mode", "slow"])
 
 
 def test_train_prior_then_eval_round_trip(capsys, tmp_path, image_folder):

@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader
 
 import latentar
-from latentar.data import TensorImageDataset
+from latentar.data import TensorImageDataset, load_dataset
 from latentar.data.codes import CodeDataset, CodesMismatchError, check_codes_match, encode_dataset, read_manifest
 from latentar.files import WriteError
 from latentar.vqvae import VQVAE
@@ -162,6 +162,17 @@ def test_command_line_chain(tmp_path, capsys):
     assert source == {"vqvae_fingerprint": summary["fingerprint"], "level": "codes"}
     assert main(["train-prior", "--data", str(tmp_path), "--prior", "pixelcnn", "--out", str(prior)]) == 2
     assert "without manifest.json" in capsys.readouterr().err
+
+
+def test_load_dataset_opens_a_code_folder_by_its_path(tmp_path):
+    model = VQVAE((1, 8, 8), preset="tiny")
+    encode_dataset(model, image_set(4, seed=0), tmp_path, "train", progress=False)
+    codes = load_dataset(str(tmp_path), "train")
+    assert isinstance(codes, CodeDataset) and codes.shape == (1, 4, 4) and len(codes) == 4
+    with pytest.raises(TypeError, match="take no dataset options"):
+        load_dataset(str(tmp_path), "train", size=8)
+    with pytest.raises(ValueError, match="level='top' picks a level of code grids"):
+        load_dataset("mnist", "train", level="top")
 
 
 def test_codes_on_a_full_disk_are_a_write_error_that_leaves_nothing_half_written(small_disk):

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import typing
 from pathlib import Path
 
 import pytest
 
-from latentar.config import Recipe, RecipeError, apply_override, load_recipe, recipe_from_dict, recipe_to_dict
+from latentar.config import (PriorConfig, Recipe, RecipeError, apply_override, load_recipe, recipe_from_dict,
+                             recipe_to_dict)
+from latentar.priors import PriorSpec
 from latentar.plan import validate
 from recipe_cases import write_recipe
 
@@ -100,6 +104,22 @@ def test_overrides_write_into_the_raw_sections():
     apply_override(raw, "prior.arch.num_blocks = 2")
     apply_override(raw, "vqvae.path=/models/vq")
     assert raw == {"prior": {"arch": {"hidden": 4, "num_blocks": 2}}, "vqvae": {"path": "/models/vq"}}
+
+
+def test_the_prior_section_spells_the_prior_spec_fields_as_the_spec_does():
+    """[prior] is PriorSpec's settings (same names, types, defaults) plus name, preset, arch and
+    class_conditional; the data decide the other spec fields."""
+    spec, section = dataclass_fields(PriorSpec), dataclass_fields(PriorConfig)
+    from_data = {"shape", "num_symbols", "num_classes", "symbols", "context_symbols", "context_shape"}
+    assert set(spec) - from_data == set(section) - {"name", "preset", "arch", "class_conditional"}
+    for name in set(spec) - from_data:
+        assert section[name] == spec[name], name
+
+
+def dataclass_fields(cls) -> dict:
+    hints = typing.get_type_hints(cls)
+    return {f.name: (hints[f.name], f.default if f.default_factory is dataclasses.MISSING else f.default_factory())
+            for f in dataclasses.fields(cls)}
 
 
 def test_validation_plans_the_stages(tmp_path, image_folder):

@@ -107,8 +107,8 @@ def test_no_import_cycle_between_units():
 def test_the_checker_sees_an_upward_import_inside_a_function(tmp_path, monkeypatch):
     bad = tmp_path / "latentar" / "nn"
     bad.mkdir(parents=True)
-    (bad / "x.py").write_text("def f():\n    from latentar.pipeline import run_recipe\n")
+    (bad / "x.py").write_text("def f():\n    from latentar.runs import run_recipe\n")
     monkeypatch.setattr(__import__(__name__), "PACKAGE", tmp_path / "latentar")
-    assert imports_of(bad / "x.py") == {"latentar.pipeline"}
-    with pytest.raises(AssertionError, match="nn -> pipeline"):
+    assert imports_of(bad / "x.py") == {"latentar.runs"}
+    with pytest.raises(AssertionError, match="nn -> runs"):
         test_every_import_points_down_the_layer_order()

@@ -15,7 +15,7 @@ import torch
 import latentar
 from latentar.cli import main
 from latentar.config import RecipeError, load_recipe
-from latentar.pipeline import run_recipe
+from latentar.runs import run_recipe
 from latentar.training import trainer as trainer_module
 from recipe_cases import PIXELS as PIXEL_MODE, PIXELSNAIL, write_recipe
 

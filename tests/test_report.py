@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ from PIL import Image
 
 import latentar
 from latentar.cli import main
-from latentar.report import COLUMNS, run_row
+from latentar.runs.report import COLUMNS, run_row
 from recipe_cases import PIXELSNAIL, write_recipe
 
 COLUMNS_INDEX = {name: i for i, name in enumerate(COLUMNS)}  # column name -> its cell in a table row
@@ -81,6 +82,46 @@ def test_a_stage_folder_reads_from_done_json(runs):
     assert row["psnr"] == done["eval"]["psnr"] and row["updates"] == 2 and row["prior"] is None
     assert row["wall_time_s"] == json.loads((runs[0] / "summary.json").read_text())["vqvae"]["wall_time_s"]
     assert row["parameters"] == sum(p.numel() for p in latentar.load(runs[0] / "vqvae" / "model").parameters())
+
+
+def test_every_stage_is_summarised_one_way(runs):
+    run = json.loads((runs[0] / "summary.json").read_text())
+    assert run["prior"] == json.loads((runs[0] / "prior" / "summary.json").read_text())
+    assert run["vqvae"] == json.loads((runs[0] / "vqvae" / "summary.json").read_text())
+    assert run["codes"] == json.loads((runs[0] / "codes" / "summary.json").read_text())
+    alone = json.loads((runs[1] / "summary.json").read_text())  # train-prior
+    assert alone["stage"] == run["prior"]["stage"] == "prior" and alone["format"] == run["format"] == 2
+    assert set(alone) - set(alone["test"]) == set(run["prior"]) - set(run["prior"]["test"])
+    assert alone["test"]["bits_per_dim"] == alone["bits_per_dim"]
+
+
+def test_folders_of_earlier_versions_report_as_before(runs, tmp_path):
+    """Summaries of format 1: a run's stage entries of flat scores (timing.json in the stage
+    folders), a train-prior summary with its scores under "test" only."""
+    old = [tmp_path / "two_stage", tmp_path / "pixels"]
+    for new, copy in zip(runs, old):
+        shutil.copytree(new, copy)
+    run = json.loads((old[0] / "summary.json").read_text())
+    for name in ("vqvae", "prior"):
+        record = run[name]
+        run[name] = {**record["test"], "steps": record["steps"], "reused": record["reused"],
+                     "wall_time_s": record["wall_time_s"]}
+        (old[0] / name / "summary.json").unlink()
+        (old[0] / name / "timing.json").write_text(json.dumps({"wall_time_s": record["wall_time_s"]}))
+    run["codes"] = {"wall_time_s": run["codes"]["wall_time_s"], "folder": run["codes"]["folder"]}
+    del run["format"]
+    (old[0] / "summary.json").write_text(json.dumps(run))
+    alone = json.loads((old[1] / "summary.json").read_text())
+    (old[1] / "summary.json").write_text(json.dumps({key: alone[key] for key in FORMAT_1_PRIOR}))
+    for new, copy in zip(runs, old):
+        assert run_row(copy) == {**run_row(new), "run": str(copy)}
+    for stage in ("prior", "vqvae"):  # a bare stage folder gives no data or preset
+        assert run_row(old[0] / stage) == {**run_row(runs[0] / stage), "run": str(old[0] / stage), "data": None,
+                                           "preset": None}
+
+
+FORMAT_1_PRIOR = ("data", "prior", "preset", "head", "arch", "class_conditional", "class_dropout", "train_items",
+                  "parameters", "steps", "ema", "train", "test", "wall_time_s")
 
 
 def test_a_folder_that_is_no_run_is_refused_by_name(tmp_path, capsys):

@@ -15,11 +15,12 @@ import torch
 from torch.utils.data import TensorDataset
 
 import latentar
-from latentar import pipeline
+from latentar.runs import recipe as recipe_runs
 from latentar.cli import main
 from latentar.config import load_recipe
 from latentar.training import TrainConfig, Trainer, prior_objective, read_metrics
-from latentar.training.run_folder import LOCK_FILE, RUN_FILE, FolderLock, RunFolderError
+from latentar.run_files import LOCK_FILE, RUN_FILE
+from latentar.training.run_folder import FolderLock, RunFolderError
 
 
 def grids(n: int = 16) -> TensorDataset:
@@ -209,9 +210,9 @@ def test_latentar_run_overwrite_removes_only_what_a_run_wrote(tmp_path, monkeypa
         (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_text("earlier")
     seen = {}
-    monkeypatch.setattr(pipeline, "run_stages", lambda recipe, plan, out, state, *data, **kw: seen.update(
+    monkeypatch.setattr(recipe_runs, "run_stages", lambda recipe, plan, out, state, *data, **kw: seen.update(
         names=sorted(p.name for p in out.iterdir()), locked=(out / LOCK_FILE).exists()))
-    pipeline.run_recipe(load_recipe(RECIPE), tmp_path, overwrite=True)
+    recipe_runs.run_recipe(load_recipe(RECIPE), tmp_path, overwrite=True)
     assert seen == {"names": [LOCK_FILE, "notes.txt"], "locked": True}
 
 

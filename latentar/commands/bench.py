@@ -5,8 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 
+from dataclasses import asdict
+
 from latentar import bench
-from latentar.commands.options import add_max_memory, add_prior_arguments, prior_from_args
+from latentar.commands.options import add_max_memory, add_prior_arguments, add_settings, prior_from_args, settings
+from latentar.training import TrainConfig
+
+SPEED_SETTINGS = ("mixed_precision", "compile", "checkpoint_activations", "channels_last")  # TrainConfig's, timed
 
 
 def add_bench_command(subparsers) -> None:
@@ -19,12 +24,7 @@ def add_bench_command(subparsers) -> None:
     train.add_argument("--batch", type=int, default=32)
     train.add_argument("--steps", type=int, default=10, help="timed steps (per side with --compare)")
     train.add_argument("--warmup", type=int, default=2, help="untimed steps first")
-    train.add_argument("--mixed-precision", default="no", choices=sorted(bench.MIXED_PRECISION))
-    train.add_argument("--compile", action="store_true", help="the prior's loss through torch.compile")
-    train.add_argument("--checkpoint-activations", action="store_true",
-                       help="recompute big blocks' activations in backward (pixelcnn_pp, pixelsnail)")
-    train.add_argument("--channels-last", action="store_true",
-                       help="4-D weights and feature maps in channels-last memory format")
+    add_settings(train, TrainConfig, asdict(TrainConfig()), only=SPEED_SETTINGS)
     train.add_argument("--compare", action="store_true",
                        help="also run the baseline (eager float32), interleaved step by step; print both "
                             "and the speedup")
@@ -40,8 +40,7 @@ def add_bench_command(subparsers) -> None:
 def run_bench_train(args) -> None:
     measure = bench.bench_train_compare if args.compare else bench.bench_train
     result = measure(prior_from_args(args), batch=args.batch, steps=args.steps, warmup=args.warmup,
-                     mixed_precision=args.mixed_precision, compile=args.compile,
-                     checkpoint_activations=args.checkpoint_activations, channels_last=args.channels_last)
+                     **settings(args, TrainConfig, only=SPEED_SETTINGS))
     print(json.dumps({"preset": args.preset, **result}, indent=2))
 
 

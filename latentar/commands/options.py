@@ -1,44 +1,89 @@
-"""Options the commands share: the data root, TrainConfig as flags, a prior described by
-flags, the sampling knobs, saved-model folders, and the one KEY=VALUE parser (the literal
+"""Options the commands share: flags generated from the config dataclasses (`add_settings`:
+`TrainConfig`, `PriorConfig`, `DataConfig`, `VQVAEConfig`, one flag per field), a prior described
+by flags, the sampling knobs, saved-model folders, and the one KEY=VALUE parser (the literal
 rule of ``latentar.config.parse_text``, used by ``--set``, ``--arch`` and ``--data-option``)."""
 
 from __future__ import annotations
 
 import argparse
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from latentar.checks import SEED, check_value
-from latentar.config import parse_text, split_assignment
+from latentar.config import DataConfig, PriorConfig, field_comments, field_types, parse_text, split_assignment
 from latentar.memory import ENV_VAR, parse_size
 from latentar.priors.base import Prior, build_prior
+from latentar.run_files import MODEL_DIR
+from latentar.runs import Rerun
 from latentar.saving import CONFIG_FILE, load
 from latentar.training import TrainConfig
-from latentar.training.config import LR_SCHEDULES, MIXED_PRECISION, REPORT_TO
-from latentar.training.trainer import MODEL_DIR
 
-# TrainConfig fields the command line sets: (name, type, argparse extras).
-TRAIN_OPTIONS = [
-    ("steps", int, {}), ("batch_size", int, {}), ("lr", float, {}),
-    ("lr_schedule", str, {"choices": LR_SCHEDULES}), ("lr_decay", float, {}),
-    ("warmup_steps", int, {}), ("grad_clip", float, {}), ("grad_accum", int, {}),
-    ("mixed_precision", str, {"choices": MIXED_PRECISION}), ("ema_decay", float, {}),
-    ("compile", bool, {"help": "run a prior's loss through torch.compile (inputs checked eagerly first)"}),
-    ("checkpoint_activations", bool, {"help": "recompute big blocks' activations in backward: less memory, "
-                                              "more time (pixelcnn_pp, pixelsnail)"}),
-    ("channels_last", bool, {"help": "a prior's 4-D weights and feature maps in channels-last memory format "
-                                     "(faster convolutions on some CPUs and GPUs)"}),
-    ("eval_every", int, {}), ("save_every", int, {}), ("log_every", int, {}), ("seed", int, {}),
-    ("num_workers", int, {}), ("max_nonfinite", int, {}),
-    ("report_to", str, {"choices": REPORT_TO, "help": "trackers: tensorboard, wandb, all (both) or none"}),
-    ("sample_every", int, {"help": "write a sample (VQ-VAE: reconstruction) grid every N updates; 0 = off"}),
-]
+PRIOR_FLAGS = {"name": "prior"}  # PriorConfig fields whose flag has another name: --prior NAME
+DATA_FLAGS = {"root": "data_root", "options": "data_option"}  # DataConfig's: --data-root, --data-option
+PRIOR_CHOICE = ("name", "preset", "head", "arch")  # the PriorConfig fields that pick an architecture (bench, ...)
 
 
-def add_data_root(parser: argparse.ArgumentParser, help: str = "where datasets live (default: the data root)"):
-    parser.add_argument("--data-root", default=None, help=help)
+# ---- flags generated from config dataclasses -------------------------------------------
+def add_settings(parser: argparse.ArgumentParser, cls: type, defaults: Mapping[str, Any] | None = None, *,
+                 only: tuple[str, ...] | None = None, flags: Mapping[str, str] = {},
+                 required: tuple[str, ...] = ()) -> None:
+    """One flag per field of the dataclass ``cls`` (those in ``only``, default all), as
+    improved-diffusion's ``add_dict_to_argparser`` does: ``--field-name`` (``flags`` renames a
+    field, e.g. {"name": "prior"}), typed by the field's annotation (`flag_options`), defaulting
+    to its value in ``defaults`` (e.g. ``asdict(TrainConfig())``; None: to None, "not given"),
+    with the field's comment as help (`field_comments`). A new field of ``cls`` is a new flag."""
+    hints, comments, bounds = field_types(cls), field_comments(cls), getattr(cls, "bounds", {})
+    for name in only or tuple(hints):
+        dest = flags.get(name, name)
+        options = flag_options(hints[name], bounds.get(name), None if defaults is None else defaults[name])
+        shown = "" if name in required or options["default"] in (None, False, []) else " (default: %(default)s)"
+        parser.add_argument("--" + dest.replace("_", "-"), dest=dest, required=name in required,
+                            help=comments.get(name, "").replace("%", "%%") + shown, **options)
+
+
+def flag_options(tp: Any, rule: Any, default: Any) -> dict:
+    """argparse's options for a field of type ``tp`` (int, float, str, bool, dict, or one of them
+    or None) under its ``rule`` (`latentar.checks.Rule`: a tuple of strings becomes the choices):
+    a bool is a switch; a dict takes KEY=VALUE items (`settings` parses them), repeats adding up."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    kind = args[0] if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(args) == 1 else tp
+    if kind is bool:
+        return {"action": "store_true", "default": default}
+    if kind is dict:
+        items = None if default is None else [f"{key}={value}" for key, value in default.items()]
+        return {"nargs": "*", "action": "extend", "metavar": "KEY=VALUE", "default": items}
+    if kind not in (int, float, str):
+        raise TypeError(f"a field of type {tp} has no command-line flag")
+    return {"type": kind, "default": default, "choices": rule if isinstance(rule, tuple) else None}
+
+
+def settings(args: argparse.Namespace, cls: type, *, only: tuple[str, ...] | None = None,
+             flags: Mapping[str, str] = {}) -> dict:
+    """The values of the `add_settings` flags of ``cls`` -> {field: value}, KEY=VALUE items parsed to a dict."""
+    values = {name: getattr(args, flags.get(name, name)) for name in only or tuple(field_types(cls))}
+    return {name: parse_assignments(value, "--" + flags.get(name, name).replace("_", "-"))
+            if isinstance(value, list) else value for name, value in values.items()}
+
+
+def add_data_root(parser: argparse.ArgumentParser) -> None:
+    """--data-root: `DataConfig.root`."""
+    add_settings(parser, DataConfig, asdict(DataConfig()), only=("root",), flags=DATA_FLAGS)
+
+
+def add_data_options(parser: argparse.ArgumentParser) -> None:
+    """--data-root and --data-option: `DataConfig.root` and ``options``."""
+    add_settings(parser, DataConfig, asdict(DataConfig()), only=("root", "options"), flags=DATA_FLAGS)
+
+
+def data_config(args: argparse.Namespace) -> DataConfig:
+    """The `DataConfig` of ``--data`` and the `add_data_options` flags."""
+    return DataConfig(name=args.data, **settings(args, DataConfig, only=("root", "options"), flags=DATA_FLAGS))
 
 
 def parse_assignments(items: list[str], flag: str = "--arch") -> dict:
@@ -80,25 +125,24 @@ def check_positive(value: int, flag: str) -> None:
 
 # ---- training a model into a run folder -----------------------------------------------
 def add_run_folder_options(parser: argparse.ArgumentParser, default: TrainConfig) -> None:
-    """--out --resume --overwrite --subset --data-root --eval-batch-size, and one flag per
-    ``TRAIN_OPTIONS`` field with ``default``'s value."""
+    """--out --resume --overwrite --subset --eval-batch-size, and a flag per `TrainConfig`
+    field with ``default``'s value."""
     parser.add_argument("--subset", type=int, default=None, help="train on the first N training images only")
-    add_data_root(parser)
     parser.add_argument("--out", required=True, help="run folder: metrics, checkpoints, model, summary.json")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     parser.add_argument("--overwrite", action="store_true", help="replace the earlier run's outputs in --out")
     parser.add_argument("--eval-batch-size", type=int, default=256)
-    for name, kind, extra in TRAIN_OPTIONS:
-        flag, value = "--" + name.replace("_", "-"), getattr(default, name)
-        if kind is bool:  # a switch
-            parser.add_argument(flag, action="store_true", default=value, dest=name, **extra)
-        else:
-            parser.add_argument(flag, type=kind, default=value, dest=name, **extra)
+    add_settings(parser, TrainConfig, asdict(default))
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
-    """The TrainConfig of the ``TRAIN_OPTIONS`` flags."""
-    return TrainConfig(**{name: getattr(args, name) for name, _, _ in TRAIN_OPTIONS})
+    """The `TrainConfig` of the `add_run_folder_options` flags."""
+    return TrainConfig(**settings(args, TrainConfig))
+
+
+def rerun(args: argparse.Namespace) -> Rerun:
+    """What --resume and --overwrite ask of a run folder that holds an earlier run."""
+    return Rerun(resume=args.resume, overwrite=args.overwrite)
 
 
 # ---- a prior described by flags (bench, receptive-field) ------------------------------
@@ -119,20 +163,29 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def add_prior_settings(parser: argparse.ArgumentParser) -> None:
+    """A flag per `PriorConfig` field (--prior NAME, required, --preset, --head, ..., --arch KEY=VALUE ...)."""
+    add_settings(parser, PriorConfig, {**asdict(PriorConfig()), "preset": None}, flags=PRIOR_FLAGS,
+                 required=("name",))
+
+
+def prior_config(args: argparse.Namespace) -> PriorConfig:
+    """The `PriorConfig` of the `add_prior_settings` flags."""
+    return PriorConfig(**settings(args, PriorConfig, flags=PRIOR_FLAGS))
+
+
 def add_prior_arguments(p: argparse.ArgumentParser, *, default_shape: str, default_symbols: int,
                         prior_required: bool = True) -> None:
-    """--prior --preset --shape --symbols --codes --head --classes --arch --device."""
-    p.add_argument("--prior", required=prior_required, help="registered prior name")
-    p.add_argument("--preset", help="architecture preset (default: the architecture's defaults)")
+    """--prior --preset --head --arch (`PriorConfig`'s flags) and the grid it models: --shape --symbols
+    --codes --classes, and --device."""
+    add_settings(p, PriorConfig, {**asdict(PriorConfig()), "name": None, "preset": None}, only=PRIOR_CHOICE,
+                 flags=PRIOR_FLAGS, required=("name",) if prior_required else ())
     p.add_argument("--shape", type=parse_shape, default=parse_shape(default_shape),
                    help=f"C,H,W of the symbol grid (default {default_shape})")
     p.add_argument("--symbols", type=int, default=default_symbols,
                    help=f"number of symbols K (default {default_symbols})")
     p.add_argument("--codes", action="store_true", help="model codes (embedded) instead of pixels")
-    p.add_argument("--head", default="categorical", help="registered head name")
     p.add_argument("--classes", type=int, help="class-conditional with this many classes")
-    p.add_argument("--arch", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="architecture overrides of the preset, e.g. --arch hidden=32 num_blocks=4")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
 
 

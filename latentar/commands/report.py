@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from latentar.report import markdown_table, run_row
+from latentar.runs.report import markdown_table, run_row
 
 
 def add_report_command(subparsers) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from latentar.commands.options import add_data_root, add_max_memory
 from latentar.config import load_recipe
-from latentar.pipeline import process_state, run_recipe
+from latentar.runs.recipe import process_state, run_recipe
 
 
 def add_run_command(subparsers) -> None:
@@ -16,7 +16,7 @@ def add_run_command(subparsers) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a recipe value, e.g. --set prior_train.steps=500 (repeatable)")
     parser.add_argument("--out", default=None, help="the run folder (default: runs/RECIPE_NAME)")
-    add_data_root(parser, help="where datasets live (sets data.root)")
+    add_data_root(parser)  # sets data.root
     parser.add_argument("--overwrite", action="store_true",
                         help="start the run folder afresh: remove the stages, codes and report of an earlier run")
     add_max_memory(parser)

@@ -1,5 +1,6 @@
-"""The named image datasets: ``load_dataset(name, split)``, ``fetch(name)``, ``dataset_info(name)``;
-``open_dataset(name_or_code_folder, split)`` also opens the code grids of ``latentar encode``.
+"""The named image datasets: ``load_dataset(name, split)``, ``fetch(name)``, ``dataset_info(name)``.
+``load_dataset`` also opens a folder of code grids made by ``latentar encode``, so one call opens
+whatever a ``--data`` flag names.
 
 Each name in ``DATASETS`` maps to a `DatasetSpec`; ``root`` is the data root (the
 CLI's ``--data-root``, see `data_root`) except for ``image_folder``, where it is the
@@ -49,19 +50,37 @@ class DatasetSpec:
     bounds: Mapping[str, Bound] = field(default_factory=dict)  # the range of a number option
 
 
-def load_dataset(name: str, split: str, root: str | Path | None = None, **options) -> Dataset:
-    """Build the ``split`` ("train" or "test") of the dataset registered as ``name``.
+def load_dataset(name: str, split: str, root: str | Path | None = None, *, level: str | None = None,
+                 **options) -> Dataset:
+    """The ``split`` ("train" or "test") of the dataset registered as ``name``, or of the code
+    grids in the folder ``name`` (made by ``latentar encode``).
 
-    Items are ``(uint8 tensor (C, H, W), int label)``; the dataset has ``shape``,
-    ``num_symbols``, ``num_classes`` and ``binarization``. Unknown names, splits or
+    A registered dataset's items are ``(uint8 tensor (C, H, W), int label)``; the dataset has
+    ``shape``, ``num_symbols``, ``num_classes`` and ``binarization``. Unknown names, splits or
     options raise with the valid ones listed, and option values are checked against the
-    loader's annotations (``FieldError``) before anything is read.
+    loader's annotations (``FieldError``) before anything is read. A code folder gives a
+    `CodeDataset` (items ``(long (1, h, w), label)``) and takes no options: ``level`` picks a
+    VQ-VAE-2 level, and the bottom level comes with the top codes as its spatial context.
     """
+    if name not in DATASETS and Path(name).is_dir():
+        return load_codes(name, split, level, options)
+    if level is not None:
+        raise ValueError(f"level={level!r} picks a level of code grids, but {name} is an image dataset")
     spec = DATASETS.get(name)
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; splits: {', '.join(SPLITS)}")
     check_options(name, spec, options)
     return spec.load(split, root, **options)
+
+
+def load_codes(folder: str, split: str, level: str | None, options: dict) -> CodeDataset:
+    """`load_dataset` of a folder, which must hold the code grids of ``latentar encode``."""
+    if not (Path(folder) / MANIFEST).is_file():
+        raise ValueError(f"{folder} is a folder without {MANIFEST}, so neither code grids nor a dataset name; "
+                         f"known datasets: {', '.join(DATASETS.names())}")
+    if options:
+        raise TypeError(f"{folder} holds code grids, which take no dataset options; got {', '.join(options)}")
+    return CodeDataset(folder, split, level, context="top" if level == "bottom" else None)
 
 
 def check_options(name: str, spec: DatasetSpec, options: dict) -> None:
@@ -150,18 +169,3 @@ DATASETS.register("image_folder")(DatasetSpec(
     shape=None, num_symbols=256, num_classes=None,
     source="a folder of images you provide (root=FOLDER, options size, skip_bad_images)",
     bounds={"size": Bound(1, MAX_IMAGE_SIZE)}))
-
-
-def open_dataset(data: str, split: str, data_root: str | Path | None = None, *,
-                 level: str | None = None) -> Dataset:
-    """A split of the dataset registered as ``data``, or of the code grids in folder ``data``
-    (made by ``latentar encode``): ``level`` picks a VQ-VAE-2 level, and the bottom level
-    comes with the top codes as its spatial context."""
-    if data not in DATASETS and Path(data).is_dir():
-        if (Path(data) / MANIFEST).is_file():
-            return CodeDataset(data, split, level, context="top" if level == "bottom" else None)
-        raise ValueError(f"{data} is a folder without {MANIFEST}, so neither code grids nor a dataset name; "
-                         f"known datasets: {', '.join(DATASETS.names())}")
-    if level is not None:
-        raise ValueError(f"level={level!r} picks a level of code grids, but {data} is an image dataset")
-    return load_dataset(data, split, data_root)

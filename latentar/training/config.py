@@ -19,6 +19,9 @@ BOOL_FIELDS = ("compile", "checkpoint_activations", "channels_last")
 
 @dataclass
 class TrainConfig:
+    # the strings a str field takes (as in latentar.checks.Checked); the command line offers them as choices
+    bounds = {"lr_schedule": LR_SCHEDULES, "mixed_precision": MIXED_PRECISION, "report_to": REPORT_TO}
+
     steps: int = 1000  # optimizer updates (not micro-batches, not epochs)
     batch_size: int = 32  # examples per micro-batch on each process
     lr: float = 1e-3  # peak Adam learning rate
@@ -29,7 +32,7 @@ class TrainConfig:
     grad_accum: int = 1  # micro-batches per optimizer update
     mixed_precision: str = "no"  # "no" | "fp16" | "bf16" autocast
     compile: bool = False  # a prior's loss runs through torch.compile (its inputs checked eagerly first)
-    checkpoint_activations: bool = False  # recompute big blocks' activations in backward (less memory)
+    checkpoint_activations: bool = False  # recompute big blocks' activations in backward: less memory, more time
     channels_last: bool = False  # a prior's 4-D weights and feature maps in channels-last memory format
     ema_decay: float | None = None  # Polyak/EMA decay of the weights; None = no EMA
     eval_every: int = 0  # evaluate every N updates; 0 = only at the end
@@ -53,18 +56,16 @@ class TrainConfig:
         _check(self.steps >= 1, "steps", "an integer >= 1", self.steps)
         _check(self.batch_size >= 1, "batch_size", "an integer >= 1", self.batch_size)
         _check(self.lr > 0, "lr", "a positive number", self.lr)
-        _check(self.lr_schedule in LR_SCHEDULES, "lr_schedule", f"one of {LR_SCHEDULES}", self.lr_schedule)
+        for name, choices in self.bounds.items():
+            _check(getattr(self, name) in choices, name, f"one of {choices}", getattr(self, name))
         _check(0 < self.lr_decay <= 1, "lr_decay", "a number in (0, 1]", self.lr_decay)
         _check(0 <= self.warmup_steps < self.steps, "warmup_steps", f"an integer in [0, steps={self.steps})",
                self.warmup_steps)
         _check(self.grad_clip is None or self.grad_clip > 0, "grad_clip", "a positive number or None",
                self.grad_clip)
         _check(self.grad_accum >= 1, "grad_accum", "an integer >= 1", self.grad_accum)
-        _check(self.mixed_precision in MIXED_PRECISION, "mixed_precision", f"one of {MIXED_PRECISION}",
-               self.mixed_precision)
         _check(self.ema_decay is None or 0 <= self.ema_decay < 1, "ema_decay", "a number in [0, 1) or None",
                self.ema_decay)
-        _check(self.report_to in REPORT_TO, "report_to", f"one of {REPORT_TO}", self.report_to)
         for name in ("eval_every", "save_every", "num_workers", "sample_every"):
             _check(getattr(self, name) >= 0, name, "an integer >= 0", getattr(self, name))
         _check(self.log_every >= 1, "log_every", "an integer >= 1", self.log_every)

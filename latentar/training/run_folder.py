@@ -43,10 +43,9 @@ from accelerate.utils import broadcast
 
 from latentar.files import (MAX_CONFIG_BYTES, BadFileError, atomic_write_json, is_real_folder, read_json,
                             remove_stale_temporaries)
+from latentar.run_files import LOCK_FILE, RUN_FILE
 from latentar.training.config import TrainConfig
 
-LOCK_FILE = ".lock"
-RUN_FILE = "run.json"
 # TrainConfig fields a resumed run may change: how long it trains, how often and where it
 # reports, samples and saves, how it loads data and how many non-finite updates it tolerates.
 # compile, checkpoint_activations and channels_last change how fast and in how much memory, not what is computed.

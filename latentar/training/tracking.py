@@ -28,11 +28,12 @@ from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration
 from einops import rearrange
 
+from latentar.run_files import LOGS_DIR
 from latentar.saving import Saveable
 from latentar.training.config import REPORT_TO, TrainConfig
+
 TRACKERS = {"tensorboard": ("tensorboard", 'pip install -e ".[tensorboard]"  (or: pip install tensorboard)'),
             "wandb": ("wandb", "pip install wandb")}  # tracker -> (its package, how to install it)
-LOGS_DIR = "logs"  # in a run folder: the trackers' files
 PROJECT = "latentar"  # TensorBoard's sub-folder of logs/, W&B's project
 
 

@@ -5,7 +5,7 @@
     result = trainer.fit(resume=True)   # continues from the newest checkpoint if there is one
     trainer.final_model()               # the EMA (or raw) weights, as a bare model
 
-A run folder holds::
+A run folder holds (every name is in ``latentar.run_files``)::
 
     metrics.jsonl                  one JSON line per logged update (step, loss, lr, skipped_updates,
                                    ..., eval); the trackers of ``report_to`` get the same numbers
@@ -53,24 +53,20 @@ from torch.utils.data import DataLoader, Dataset
 from latentar.model_card import write_model_card
 from latentar.progress import progress_bar
 from latentar.images import save_image
-from latentar.files import BadFileError, atomic_write_bytes, atomic_write_json, open_regular, read_json, write_error
+from latentar.files import atomic_write_bytes, atomic_write_json, write_error
+from latentar.run_files import (CHECKPOINTS_DIR, DONE_FILE, LOGS_DIR, METRICS_FILE, MODEL_DIR, SAMPLES_DIR,
+                                read_metrics)
 from latentar.training.checkpoint import Checkpoints, TrainerState
 from latentar.training.config import TrainConfig, check_mixed_precision
 from latentar.training.run_folder import claim_run, run_record
 from latentar.training.schedules import make_scheduler
-from latentar.training.tracking import (LOGS_DIR, accelerator_options, end_trackers, log_image, log_record,
-                                        start_trackers)
+from latentar.training.tracking import accelerator_options, end_trackers, log_image, log_record, start_trackers
 
 Objective = Callable[[nn.Module, Any], tuple[torch.Tensor, dict[str, float]]]
 Evaluate = Callable[[nn.Module, Accelerator], dict]
 Preview = Callable[[nn.Module], torch.Tensor]  # the model (EMA weights) -> a grid image uint8 (C, H, W)
 
-CHECKPOINTS = "checkpoints"
 KEEP_CHECKPOINTS = 2
-METRICS_FILE = "metrics.jsonl"
-MODEL_DIR = "model"
-DONE_FILE = "done.json"
-SAMPLES_DIR = "samples"
 
 
 class NonFiniteLossError(ValueError):
@@ -115,7 +111,7 @@ class Trainer:
         self.ema = make_ema(self.model, config.ema_decay) if config.ema_decay is not None else None
         self.state = TrainerState()
         self.window = MetricWindow()  # carried in the checkpoints (TrainerState.window)
-        self.checkpointing = Checkpoints(self.out_dir / CHECKPOINTS, self.accelerator, keep=KEEP_CHECKPOINTS)
+        self.checkpointing = Checkpoints(self.out_dir / CHECKPOINTS_DIR, self.accelerator, keep=KEEP_CHECKPOINTS)
         self.batches = ShuffledBatches(train_data, config.batch_size, seed=config.seed,
                                        num_processes=self.accelerator.num_processes,
                                        process_index=self.accelerator.process_index,
@@ -130,7 +126,7 @@ class Trainer:
         a folder holding an earlier run's outputs needs ``resume`` (the same run.json) or the
         trainer's ``overwrite``."""
         lock = claim_run(self.out_dir, run_record(self.model, self.config), self.accelerator,
-                         outputs=(CHECKPOINTS, METRICS_FILE, MODEL_DIR, DONE_FILE, SAMPLES_DIR, LOGS_DIR),
+                         outputs=(CHECKPOINTS_DIR, METRICS_FILE, MODEL_DIR, DONE_FILE, SAMPLES_DIR, LOGS_DIR),
                          resume=resume, overwrite=self.overwrite)
         try:
             return self._fit()
@@ -310,39 +306,6 @@ class Trainer:
             atomic_write_json(self.out_dir / DONE_FILE, result)
         self.accelerator.wait_for_everyone()
         return result
-
-
-def read_done(out_dir: str | Path) -> dict | None:
-    """The final metrics of a finished stage (done.json + exported model), or None."""
-    out_dir = Path(out_dir)
-    if not (out_dir / DONE_FILE).is_file() or not (out_dir / MODEL_DIR / "config.json").is_file():
-        return None
-    return read_json(out_dir / DONE_FILE)
-
-
-def read_metrics(out_dir: str | Path, up_to: int | None = None) -> list[dict]:
-    """The records of metrics.jsonl (those with step <= ``up_to`` when given). A torn last
-    line (a crash while it was written) is dropped with a warning; any other line that is not
-    a record is a ``BadFileError`` naming the file and the line."""
-    path = Path(out_dir) / METRICS_FILE
-    if not os.path.lexists(path):
-        return []
-    with open_regular(path) as f:
-        lines = f.read().decode("utf-8", errors="replace").splitlines()
-    records = []
-    for number, line in enumerate(lines, 1):
-        try:
-            record = json.loads(line)
-            if not isinstance(record, dict) or type(record.get("step")) is not int:
-                raise ValueError("a JSON object with an integer step expected")
-        except (ValueError, RecursionError) as e:
-            if number < len(lines):
-                raise BadFileError(f"{path}, line {number}, is not a metrics record ({e})") from e
-            warnings.warn(f"{path}: the last line is torn (a crash while it was written); it is dropped",
-                          stacklevel=2)
-            break
-        records.append(record)
-    return [r for r in records if up_to is None or r["step"] <= up_to]
 
 
 def append_line(path: Path, line: str) -> None:

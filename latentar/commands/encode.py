@@ -1,0 +1,28 @@
+"""``latentar encode``: a dataset's splits to code grids, with a trained VQ-VAE (the codes stage of a recipe)."""
+
+from __future__ import annotations
+
+import json
+
+from latentar.commands.options import add_data_options, add_max_memory, data_config, model_folder
+from latentar.data.catalog import SPLITS
+from latentar.runs import encode_splits
+
+
+def add_encode_command(subparsers) -> None:
+    parser = subparsers.add_parser("encode", help="encode a dataset's splits to code grids with a trained VQ-VAE")
+    parser.add_argument("--vqvae", required=True, help="a trained VQ-VAE: its run folder or RUN/model")
+    parser.add_argument("--data", required=True, help="dataset name, e.g. mnist")
+    parser.add_argument("--out", required=True, help="folder for the code grids, manifest.json and summary.json")
+    parser.add_argument("--split", choices=SPLITS, default=None, help="one split only (default: both)")
+    add_data_options(parser)
+    parser.add_argument("--batch-size", type=int, default=256)
+    add_max_memory(parser)
+    parser.set_defaults(func=run_encode)
+
+
+def run_encode(args) -> None:
+    record = encode_splits(model_folder(args.vqvae), data_config(args), args.out, batch_size=args.batch_size,
+                           splits=(args.split,) if args.split else SPLITS)
+    print(json.dumps({"out": args.out, **{key: record[key] for key in ("vqvae_fingerprint", "grids", "counts")}},
+                     indent=2))

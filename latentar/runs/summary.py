@@ -1,0 +1,144 @@
+"""Stage records: the one way every stage of every run is summarised (``summary.json``, format 2).
+
+A **stage record** says what one stage made and how well it scores. ``train-prior``,
+``train-vqvae`` and ``encode`` write theirs as their folder's ``summary.json``; ``latentar run``
+writes one into each stage folder it trains and gathers them into the run's ``summary.json``::
+
+    format        2
+    stage         "vqvae", "codes" or "prior"
+    data          the dataset's name (train-prior on code grids: the code folder)
+    wall_time_s   seconds the run that made the stage spent on it (0 for a recipe's vqvae.path)
+  a VQ-VAE or a prior adds
+    reused        true when this run took the stage as it found it (a finished stage, vqvae.path)
+    parameters    the model's parameters
+    steps, train_items, train   optimizer updates, training items, the last logged training metrics
+                  (absent for vqvae.path, which this run did not train)
+    test          the test split's scores: `evaluate_prior`'s (nats, dims, count, nats_per_image,
+                  bits_per_dim or bits_per_code) or `evaluate_vqvae`'s (mse, psnr, count,
+                  perplexity, codes_used; per level when hierarchical)
+    ...           the same scores at the top level too, where recipe summaries always had them
+  a prior adds    prior (its name), preset, head, head_options, class_conditional, embed_dim,
+                  class_dropout, arch (its `PriorConfig`), ema (whether it kept EMA weights)
+  a VQ-VAE adds   image_shape, vqvae (its `VQVAEConfig`), grids ({level: [h, w]}), fingerprint;
+                  path, for vqvae.path
+  codes add       folder, vqvae_fingerprint, grids and counts (the manifest's, {split: items})
+
+A **run summary** (``latentar run``) is the run's facts plus a stage record per stage::
+
+    format, mode ("codes" or "pixels"), data, image_shape (C, H, W)
+    vqvae, codes, prior, bottom_prior     the stage records the recipe has
+    code_bits_per_pixel_dim               code mode: the priors' nats over the image's C·H·W, in bits
+    images                                {"samples": path, "reconstructions": path, "wall_time_s"}
+    wall_time_s, num_processes
+
+`read_summary` reads any run folder as format 2: summaries written before (format 1: no
+``format`` key) and stage folders with only the trainer's ``done.json`` are brought to it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import latentar.priors  # noqa: F401  (registers the priors, so their folders can be read)
+from latentar.config import PriorConfig
+from latentar.registry import MODELS
+from latentar.run_files import (DONE_FILE, MODEL_DIR, RECIPE_FILE, SUMMARY_FILE, TIMING_FILE, read_done,
+                                read_if_present)
+from latentar.saving import meta_model, read_config
+from latentar.training import TrainConfig
+from latentar.vqvae import VQVAE
+
+FORMAT = 2
+STAGES = {"vqvae": "vqvae", "codes": "codes", "prior": "prior", "bottom_prior": "prior"}  # a run's stage -> its kind
+RUN_KEYS = ("steps", "reused", "wall_time_s", "path", "folder")  # format 1: a run's stage entry, less its scores
+
+
+def stage_record(stage: str, data: str, model: Any, result: dict, *, train_items: int, reused: bool,
+                 wall_time_s: float | None, **description) -> dict:
+    """The record of a trained (or reused) VQ-VAE or prior stage: ``result`` is the trainer's
+    (done.json: step, train, eval); ``description`` says what the model is (`prior_description`,
+    `vqvae_description`)."""
+    return {"format": FORMAT, "stage": stage, "data": data, **description, "reused": reused,
+            "parameters": sum(p.numel() for p in model.parameters()), "steps": result["step"],
+            "train_items": train_items, "train": result["train"], "test": result["eval"], **result["eval"],
+            "wall_time_s": wall_time_s}
+
+
+def prior_description(config: PriorConfig, train: TrainConfig) -> dict:
+    """What a prior stage trains: its `PriorConfig` (``name`` as ``prior``) and whether it keeps EMA weights."""
+    settings = asdict(config)
+    return {"prior": settings.pop("name"), **settings, "ema": train.ema_decay is not None}
+
+
+def vqvae_description(vqvae: VQVAE) -> dict:
+    """What a VQ-VAE stage made: its image shape, config, code grids and fingerprint."""
+    return {"image_shape": list(vqvae.image_shape), "vqvae": asdict(vqvae.config),
+            "grids": {level: list(shape) for level, shape in vqvae.grid_shapes.items()},
+            "fingerprint": vqvae.fingerprint()}
+
+
+def recorded_wall_time(folder: Path) -> float | None:
+    """The wall time a finished stage's own run recorded (summary.json, or format 1's timing.json)."""
+    for name in (SUMMARY_FILE, TIMING_FILE):
+        recorded = read_if_present(folder / name)
+        if recorded is not None:
+            return recorded.get("wall_time_s")
+    return None
+
+
+# ---- reading any run folder as format 2 --------------------------------------------------
+def read_summary(folder: str | Path) -> dict:
+    """The summary of a run folder, in format 2: a stage record, or a run summary."""
+    folder = Path(folder)
+    summary = read_if_present(folder / SUMMARY_FILE)
+    if summary is None:
+        return done_record(folder)
+    if summary.get("format") == FORMAT:
+        return summary
+    if "mode" in summary:  # a format-1 `latentar run`: stage entries of flat scores, names in recipe.json
+        recipe = read_if_present(folder / RECIPE_FILE) or {}
+        stages = {name: upgrade_entry(folder / name, name, summary[name], recipe.get(name) or {})
+                  for name in STAGES if name in summary}
+        return {**summary, **stages, "format": FORMAT}
+    kind = "prior" if isinstance(summary.get("prior"), str) else "vqvae"  # format 1's train-prior, train-vqvae
+    return {**summary.get("test", {}), **summary, "format": FORMAT, "stage": kind, "reused": False}
+
+
+def stage_records(summary: dict) -> list[dict]:
+    """The stage records of a format-2 summary: itself, or a run summary's, in stage order."""
+    return [summary] if "stage" in summary else [summary[name] for name in STAGES if name in summary]
+
+
+def upgrade_entry(folder: Path, name: str, entry: dict, section: dict) -> dict:
+    """A format-1 run's stage entry (its scores, steps, reused, wall_time_s) as a stage record;
+    ``section`` is the stage's recipe section (a prior's name and preset)."""
+    record = {**entry, "format": FORMAT, "stage": STAGES[name],
+              "test": {k: v for k, v in entry.items() if k not in RUN_KEYS}}
+    if record["stage"] == "prior":
+        record.update(prior=section.get("name"), preset=section.get("preset"),
+                      parameters=parameter_count(folder / MODEL_DIR))
+    return record
+
+
+def done_record(folder: Path) -> dict:
+    """The stage record of a folder that holds only what the trainer wrote (done.json, model/)."""
+    done = read_done(folder)
+    if done is None:
+        raise FileNotFoundError(f"{folder} holds neither {SUMMARY_FILE} nor {DONE_FILE}: expected the folder of a "
+                                "finished `latentar run`, `train-prior` or `train-vqvae`")
+    config = read_config(folder / MODEL_DIR)
+    record = {"format": FORMAT, "stage": config["model_type"], "data": None, "reused": False,
+              "parameters": parameter_count(folder / MODEL_DIR), "steps": done["step"], "train": done["train"],
+              "test": done["eval"], **done["eval"], "wall_time_s": recorded_wall_time(folder)}
+    if record["stage"] == "prior":
+        record["prior"] = config["config"]["name"]
+    return record
+
+
+def parameter_count(model_folder: Path) -> int:
+    """The parameters of the model saved in ``model_folder``, counted on the meta device (no weights read)."""
+    config = read_config(model_folder)
+    model = meta_model(lambda: MODELS.get(config["model_type"]).from_config(config["config"]), str(model_folder))
+    return sum(p.numel() for p in model.parameters())
