@@ -1,4 +1,4 @@
-"""Fast samplers (overrides of ``Prior.sample``) against the generic ``naive_sample``.
+"""Fast samplers (each prior's ``Stepper``) against the generic ``naive_sample``.
 
 Both paths go through the one driver (``latentar.priors.engine``), which asks
 ``prior.head.next_log_probs`` for every symbol in raster (then channel) order, so the
@@ -16,9 +16,11 @@ import torch
 from torch import nn
 
 import latentar
-from latentar.nn.incremental import RowSplit, conv_parts
 from latentar.nn.masked import MaskedConv2d
 from latentar.nn.shifted import down_right_shifted_conv, down_shifted_conv
+from latentar.nn.stepping import conv_parts
+from latentar.nn.windows import RowSplit
+from latentar.priors import as_condition
 from latentar.priors.base import Prior
 from latentar.registry import PRIORS
 from prior_cases import generator, head_cases, tiny_prior
@@ -67,7 +69,7 @@ def traced_draws(prior: Prior, sampler: str, n: int, cond, seed: int, start_row:
             stepper = Prior.Stepper if sampler == "naive_sample" else type(prior).Stepper
             with m.context() as inner:
                 inner.setattr(type(prior), "Stepper", stepper)
-                samples = prior.redraw(kept, start_row, prior.expand_cond(n, cond),
+                samples = prior.redraw(kept, start_row, as_condition(cond, n=n, device=prior.device),
                                        generator=generator(prior.device, seed), **draw)
             assert torch.equal(samples[:, :, :start_row].cpu(), kept[:, :, :start_row]), "kept rows changed"
     return samples, trace
