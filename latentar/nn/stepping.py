@@ -28,37 +28,49 @@ from typing import Callable, Generic, NamedTuple, TypeVar
 import torch
 from torch import nn
 
+from latentar.registry import Registry
+
 Rule = TypeVar("Rule")
 
 
 class LayerRules(Generic[Rule]):
-    """A table of rules by layer type, e.g. ``WINDOWS.register(MaskedConv2d)(masked_parts)``."""
+    """A table of rules by layer type, e.g. ``WINDOWS.register(MaskedConv2d)(masked_conv_parts)``;
+    a layer's rule is that of the nearest class in its hierarchy that has one."""
 
-    def __init__(self, kind: str):
-        self.kind = kind
-        self._rules: dict[type, Rule] = {}
+    def __init__(self, table: str):
+        self.table = table  # its name in this module, for the error message
+        self._rules: Registry[Rule] = Registry(f"{table.lower()} rule of layer type")
+        self._found: dict[type, Rule | None] = {}  # by layer type: lookups run at every generation step
 
     def register(self, cls: type) -> Callable[[Rule], Rule]:
-        def add(rule: Rule) -> Rule:
-            if cls in self._rules:
-                raise ValueError(f"layer type {cls.__name__} already has a {self.kind} rule")
-            self._rules[cls] = rule
-            return rule
+        add = self._rules.register(type_name(cls))
 
-        return add
+        def add_rule(rule: Rule) -> Rule:
+            self._found.clear()
+            return add(rule)
+
+        return add_rule
 
     def find(self, layer: nn.Module) -> Rule | None:
-        """The rule of the nearest class of ``layer`` that has one, or None."""
-        return next((self._rules[cls] for cls in type(layer).__mro__ if cls in self._rules), None)
+        """The rule of ``layer``, or None."""
+        cls = type(layer)
+        if cls not in self._found:
+            names = (type_name(base) for base in cls.__mro__)
+            self._found[cls] = next((self._rules.get(name) for name in names if name in self._rules), None)
+        return self._found[cls]
 
     def of(self, layer: nn.Module) -> Rule:
         """The rule of ``layer``; a ``TypeError`` naming the layer type when it has none."""
         rule = self.find(layer)
         if rule is None:
-            raise TypeError(f"layer type {type(layer).__name__} has no {self.kind} rule for incremental "
-                            f"evaluation; register one with latentar.nn.stepping.{self.kind.upper()}"
-                            f".register({type(layer).__name__})")
+            name = type(layer).__name__
+            raise TypeError(f"layer type {name} has no rule in latentar.nn.stepping.{self.table} for "
+                            f"incremental evaluation; register one with {self.table}.register({name})")
         return rule
+
+
+def type_name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 class ConvParts(NamedTuple):
@@ -72,9 +84,9 @@ class ConvParts(NamedTuple):
     taps: torch.Tensor | None  # bool (kh, kw): the taps that may carry weight (a mask's); None: every tap
 
 
-WINDOWS: LayerRules[Callable[[nn.Module], ConvParts]] = LayerRules("windows")
-LINEAR: LayerRules[Callable[[nn.Module], tuple[torch.Tensor, torch.Tensor | None]]] = LayerRules("linear")
-ELEMENTWISE: LayerRules[Callable[[nn.Module], Callable[[torch.Tensor], torch.Tensor]]] = LayerRules("elementwise")
+WINDOWS: LayerRules[Callable[[nn.Module], ConvParts]] = LayerRules("WINDOWS")
+LINEAR: LayerRules[Callable[[nn.Module], tuple[torch.Tensor, torch.Tensor | None]]] = LayerRules("LINEAR")
+ELEMENTWISE: LayerRules[Callable[[nn.Module], Callable[[torch.Tensor], torch.Tensor]]] = LayerRules("ELEMENTWISE")
 
 
 def window_parts(conv: nn.Conv2d, weight: torch.Tensor | None = None, pad: tuple[int, ...] | None = None,
