@@ -130,7 +130,7 @@ class Stepper:
     depend on earlier calls sets ``needs_history = False`` and is not walked there.
     ``x`` is the driver's tensor (read it, never write it); ``cond`` is checked, its labels
     may hold the null class ``prior.spec.num_classes`` under guidance. A stepper of a prior's
-    own is typed against that prior (``prior: PixelCNN``).
+    own is typed against that prior (``prior: Transformer``).
     """
 
     needs_history: ClassVar[bool] = True
