@@ -37,21 +37,22 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from latentar.memory import check_fits
 from latentar.nn.modes import eval_mode
-from latentar.priors.base import Prior, make_cond
+from latentar.priors.base import Prior
+from latentar.priors.condition import Condition, as_condition
 from latentar.priors.footprint import forward_bytes, grid_bytes, training_bytes
 
 MIXED_PRECISION = {"no": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 # ---- random inputs (shared with receptive_field) --------------------------------------
-def random_cond(prior: Prior, n: int, generator: torch.Generator) -> dict | None:
-    """Random labels / spatial context for n grids where the prior needs them (else None)."""
+def random_cond(prior: Prior, n: int, generator: torch.Generator) -> Condition:
+    """Random labels / spatial context for n grids where the prior needs them, on its device."""
     spec, labels, context = prior.spec, None, None
     if spec.num_classes is not None:
         labels = torch.randint(0, spec.num_classes, (n,), generator=generator)  # (n,)
     if spec.context_shape is not None:
         context = torch.randint(0, spec.context_symbols, (n, *spec.context_shape), generator=generator)  # (n, h, w)
-    return make_cond(labels, context, device=prior.device)
+    return as_condition(Condition(labels, context), device=prior.device)
 
 
 # ---- measurements ----------------------------------------------------------------------
@@ -155,7 +156,7 @@ class TrainStep:
                 "tflops_per_second": flops / wall / 1e12, "loss_nats_per_dim": float(self.losses[-1])}
 
 
-def random_batch(prior: Prior, batch: int, seed: int) -> tuple[torch.Tensor, dict | None]:
+def random_batch(prior: Prior, batch: int, seed: int) -> tuple[torch.Tensor, Condition]:
     """Random symbols long (batch, C, H, W) and a random cond, on the prior's device."""
     gen = torch.Generator().manual_seed(seed)
     x = torch.randint(0, prior.spec.num_symbols, (batch, *prior.spec.shape), generator=gen).to(prior.device)

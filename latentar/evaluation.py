@@ -15,7 +15,8 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from latentar.data.subsets import dataset_attribute
 from latentar.nn.modes import eval_mode
-from latentar.priors.base import check_integer_tensor, make_cond
+from latentar.priors.base import check_integer_tensor
+from latentar.priors.condition import Condition, as_condition
 from latentar.priors.footprint import scoring_batch
 from latentar.progress import progress_bar
 from latentar.quantizers import CodeUsage
@@ -54,11 +55,10 @@ def unpack_prior_batch(batch: Any) -> PriorBatch:
     return PriorBatch(x.long(), labels, context)
 
 
-def prior_cond(prior, labels: torch.Tensor | None, context: torch.Tensor | None) -> dict | None:
-    """The ``cond`` a prior takes: labels only when it is class-conditional, the context only
+def prior_cond(prior, labels: torch.Tensor | None, context: torch.Tensor | None) -> Condition:
+    """The ``Condition`` a prior takes: labels only when it is class-conditional, the context only
     when it was built with one (datasets always carry labels; unconditional priors drop them)."""
-    return make_cond(labels if prior.spec.num_classes is not None else None,
-                     context if prior.spec.context_shape is not None else None)
+    return as_condition(Condition(labels, context), spec=prior.spec)
 
 
 @torch.no_grad()

@@ -22,7 +22,8 @@ from einops import rearrange, repeat
 
 from latentar.checks import SEED, check_value
 from latentar.memory import batch_that_fits, check_fits, format_size, tensor_bytes
-from latentar.priors.base import Prior, check_labels, check_num_samples, is_integer, make_cond
+from latentar.priors.base import Prior, check_num_samples, is_integer
+from latentar.priors.condition import Condition, as_condition, check_labels
 from latentar.priors.footprint import grid_bytes
 from latentar.vqvae import VQVAE
 
@@ -61,7 +62,7 @@ def expand_labels(prior: Prior, n: int, labels: int | torch.Tensor | None) -> to
             raise ValueError(f"class must lie in [0, {num_classes}), got {labels}")
     else:
         check_labels(labels, num_classes, n)
-    return make_cond(labels, n=n)["labels"].long()
+    return as_condition(labels, n=n).labels.long()
 
 
 def class_rows(num_classes: int, per_class: int) -> torch.Tensor:
@@ -157,11 +158,11 @@ def generate(prior: Prior, vqvae: VQVAE | None = None, n: int = 64, labels: int 
     labels = expand_labels(prior, n, labels)
     generator = make_generator(seed, prior.device)
     draw = dict(temperature=temperature, top_k=top_k, top_p=top_p, cfg_scale=cfg_scale, generator=generator)
-    symbols = (prior.sample(n, make_cond(labels), **draw),)  # (n, C, h, w)
+    symbols = (prior.sample(n, Condition(labels), **draw),)  # (n, C, h, w)
     if bottom_prior is not None:
         context = rearrange(symbols[0], "n 1 h w -> n h w")
         bottom_labels = expand_labels(bottom_prior, n, labels)
-        symbols += (bottom_prior.sample(n, make_cond(bottom_labels, context), **draw),)
+        symbols += (bottom_prior.sample(n, Condition(bottom_labels, context), **draw),)
     symbols = tuple(s.cpu() for s in symbols)
     return Generation(decode(vqvae, symbols), symbols)
 
@@ -194,7 +195,7 @@ def complete(prior: Prior, images: torch.Tensor, keep_rows: int, samples: int = 
     labels = expand_labels(prior, n, labels)
     x = repeat(x, "n c h w -> (n s) c h w", s=S)
     labels = None if labels is None else repeat(labels, "n -> (n s)", s=S)
-    cond = make_cond(labels, device=prior.device)
+    cond = as_condition(labels, device=prior.device)
     drawn = prior.redraw(x, keep_rows, cond, temperature=temperature, top_k=top_k, top_p=top_p,
                          cfg_scale=cfg_scale, generator=make_generator(seed, prior.device)).cpu()  # (n·S, C, h, w)
     completions = rearrange(decode(vqvae, (drawn,)), "(n s) c h w -> n s c h w", s=S)

@@ -68,9 +68,9 @@ def input_gradient(prior: Prior, position: tuple[int, int] | None = None, *, num
     x = torch.randint(0, prior.spec.num_symbols, (num_grids, C, H, W), generator=gen).to(prior.device)
     cond = random_cond(prior, num_grids, gen)
     with eval_mode(prior), torch.enable_grad():
-        labels, context = prior.check_inputs(x, cond)
+        cond = prior.check_inputs(x, cond)
         z = prior.input(x).detach().requires_grad_()  # (n, C·E, H, W)
-        lp = prior.head.log_prob(prior.network(z, labels, context), x)  # (n, C, H, W)
+        lp = prior.head.log_prob(prior.network(z, cond), x)  # (n, C, H, W)
         (grad,) = torch.autograd.grad(lp[:, 0, h, w].sum(), z)  # grids do not mix: one backward
     return reduce(grad.abs(), "n ce h w -> h w", "sum").cpu()
 

@@ -1,5 +1,5 @@
-"""Tiny prior configurations shared by the test suites: every registered prior, every
-(head, channels, symbols) combination it accepts."""
+"""Tiny prior configurations shared by the test suites: every registered prior with every
+registered head, at every channel count C in (1, 3) that the pair accepts (``Prior.head_refusal``)."""
 
 from __future__ import annotations
 
@@ -8,18 +8,13 @@ import itertools
 import torch
 
 import latentar
-from latentar.registry import PRIORS
+from latentar.registry import HEADS, PRIORS
 
 
 def head_cases(name: str) -> list[tuple[str, int]]:
-    """(head, C) pairs a prior accepts in pixel mode."""
+    """(head, C) pairs a prior accepts in pixel mode, over the head registry."""
     cls = PRIORS.get(name)
-    cases = [("categorical", 1), ("categorical", 3)]
-    if "logistic_mixture" in cls.heads:
-        cases.append(("logistic_mixture", 1))
-        if not cls.channel_masked:
-            cases.append(("logistic_mixture", 3))
-    return cases
+    return [(head, C) for head in HEADS.names() for C in (1, 3) if cls.head_refusal(head, C, "pixels") is None]
 
 
 def all_cases() -> list[tuple[str, str, int]]:

@@ -98,5 +98,5 @@ def test_prior_batches_unpack_tuples_and_dicts():
         unpack_prior_batch({"codes": x})
     with pytest.raises(TypeError, match="a prior batch must be"):
         unpack_prior_batch(x)
-    assert prior_cond(tiny(), labels, None) is None  # unconditional priors drop the labels
-    assert prior_cond(tiny(num_classes=3), labels, None) == {"labels": labels}
+    assert prior_cond(tiny(), labels, None).labels is None  # unconditional priors drop the labels
+    assert prior_cond(tiny(num_classes=3), labels, None).labels is labels

@@ -1,4 +1,4 @@
-"""Fast sampling (``Prior.sample``, the prior's own stepper) against ``naive_sample`` (the naive stepper).
+"""Fast samplers (each prior's ``Stepper``) against the generic ``naive_sample``.
 
 Both paths go through the one driver (``latentar.priors.engine``), which asks
 ``prior.head.next_log_probs`` for every symbol in raster (then channel) order, so the
@@ -13,12 +13,17 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import latentar
-from latentar.nn.incremental import RowSplit, conv_parts
+from latentar.nn.caches import StepCache
 from latentar.nn.masked import MaskedConv2d
+from latentar.nn.passes import StepPass
 from latentar.nn.shifted import down_right_shifted_conv, down_shifted_conv
+from latentar.nn.stepping import WINDOWS, conv_parts, type_name, window_parts
+from latentar.nn.windows import RowSplit
+from latentar.priors import as_condition
 from latentar.priors.base import Prior
 from latentar.registry import PRIORS
 from prior_cases import generator, head_cases, tiny_prior
@@ -67,7 +72,7 @@ def traced_draws(prior: Prior, sampler: str, n: int, cond, seed: int, start_row:
             stepper = Prior.Stepper if sampler == "naive_sample" else type(prior).Stepper
             with m.context() as inner:
                 inner.setattr(type(prior), "Stepper", stepper)
-                samples = prior.redraw(kept, start_row, prior.expand_cond(n, cond),
+                samples = prior.redraw(kept, start_row, as_condition(cond, n=n, device=prior.device),
                                        generator=generator(prior.device, seed), **draw)
             assert torch.equal(samples[:, :, :start_row].cpu(), kept[:, :, :start_row]), "kept rows changed"
     return samples, trace
@@ -95,10 +100,10 @@ def test_every_prior_has_fast_sampling(name):
 
 @pytest.mark.parametrize("case", CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES])
 def test_fast_sampling_matches_naive(case, device):
-    name, _, kwargs, shape, K, make_cond = case
+    name, _, kwargs, shape, K, draw_cond = case
     prior = tiny_prior(name, shape, K, device=device, **kwargs)
     n = 3
-    cond = make_cond(n, torch.Generator().manual_seed(1)) if make_cond else None
+    cond = draw_cond(n, torch.Generator().manual_seed(1)) if draw_cond else None
     samples = assert_same_draws(prior, n, cond)
     assert samples.shape == (n, *shape) and samples.dtype == torch.long and samples.device == prior.device
     assert samples.min() >= 0 and samples.max() < K
@@ -133,9 +138,9 @@ def test_the_trace_catches_a_wrong_sampler(monkeypatch):
 @pytest.mark.parametrize("case", CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES])
 def test_completion_matches_naive(case, device):
     """redraw from row 2: the fast stepper first walks the kept rows, then draws as naive does."""
-    name, _, kwargs, shape, K, make_cond = case
+    name, _, kwargs, shape, K, draw_cond = case
     prior = tiny_prior(name, shape, K, device=device, **kwargs)
-    cond = make_cond(3, torch.Generator().manual_seed(1)) if make_cond else None
+    cond = draw_cond(3, torch.Generator().manual_seed(1)) if draw_cond else None
     assert_same_draws(prior, 3, cond, seed=4, start_row=2)
 
 
@@ -185,3 +190,30 @@ def test_row_split_refuses_convs_it_cannot_split():
     for conv in (nn.Conv2d(3, 4, 3, padding=1), down_shifted_conv(3, 4, (2, 3)),
                  down_right_shifted_conv(3, 4, (2, 2), stride=2)):
         assert RowSplit.of(conv, conv_parts(conv), (4, 4)) is None, conv
+
+
+def test_a_new_layer_type_steps_by_the_rule_it_registers(monkeypatch):
+    """Passes look layer types up in ``latentar.nn.stepping``'s rules, so a layer type defined
+    outside ``nn/`` registers how it steps; a type without a rule is refused, named."""
+
+    class HalfMaskedConv(MaskedConv2d):  # applies half its masked weight
+        def forward(self, x):
+            return F.conv2d(x, self.weight * self.mask / 2, self.bias, self.stride, self.padding)
+
+    def half_parts(conv):
+        return window_parts(conv, conv.weight * conv.mask / 2, taps=conv.mask.amax(dim=(0, 1)) > 0)
+
+    monkeypatch.setattr(WINDOWS, "_found", {})
+    monkeypatch.setitem(WINDOWS._rules._entries, type_name(HalfMaskedConv), half_parts)
+    torch.manual_seed(0)
+    conv, H, W = HalfMaskedConv(3, 4, 3, "A"), 3, 4
+    x = torch.randn(2, 3, H, W)
+    cache = StepCache(2, [(H, W)])
+    with torch.no_grad():
+        full = conv(x)  # (2, 4, H, W)
+        for r in range(H):
+            for c in range(W):
+                step = StepPass(cache, r, c).conv(conv, x[:, :, r:r + 1, c:c + 1])  # (2, 4, 1, 1)
+                assert torch.allclose(step[:, :, 0, 0], full[:, :, r, c], atol=1e-6), (r, c)
+    with pytest.raises(TypeError, match=r"layer type Identity has no rule in latentar.nn.stepping.WINDOWS"):
+        StepPass(StepCache(2, [(H, W)]), 0, 0).conv(nn.Identity(), x[:, :, :1, :1])

@@ -19,13 +19,13 @@ def assert_stepper_matches_full_pass(prior, x: torch.Tensor, cond=None) -> None:
     """Walk the prior's fast stepper as the driver does, writing the symbols of x (B, C, H, W)
     into a grid of other random symbols one draw at a time: its params at every position and
     channel (channel c's block of params) equal the full pass's on x within TOL + TOL·|p|."""
-    labels, context = prior.check_inputs(x, cond)
+    cond = prior.check_inputs(x, cond)
     C, H, W = prior.spec.shape
     size = prior.head.num_params // C  # a channel-masked backbone's params: C blocks, R→G→B
     grid = torch.randint_like(x, prior.spec.num_symbols)  # what the stepper reads: x up to each draw
     with torch.inference_mode():
         full = prior(x, cond)  # (B, P, H, W)
-        stepper = type(prior).Stepper(prior, grid, labels, context)
+        stepper = type(prior).Stepper(prior, grid, cond)
         for h in range(H):
             for w in range(W):
                 for c in range(C) if prior.channel_masked else [None]:

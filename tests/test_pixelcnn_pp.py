@@ -7,9 +7,11 @@ import torch
 import torch.nn.functional as F
 
 import latentar
-from latentar.nn.incremental import conv_parts, conv_transpose_window, conv_window
 from latentar.nn.shifted import (down_right_shifted_conv, down_right_shifted_deconv, down_shifted_conv,
                                  down_shifted_deconv)
+from latentar.nn.stepping import conv_parts
+from latentar.nn.windows import conv_transpose_window, conv_window
+from latentar.priors import Condition
 from prior_cases import tiny_prior
 from test_fast_sampling import assert_same_draws
 from test_pixelcnn import assert_stepper_matches_full_pass
@@ -80,7 +82,7 @@ def test_receptive_field_covers_the_whole_past():
     prior = tiny_prior("pixelcnn_pp", (C, H, W), 4)
     x = torch.randint(0, 4, (1, C, H, W))
     z = prior.input(x).requires_grad_()
-    lp = prior.head.log_prob(prior.network(z, None, None), x)
+    lp = prior.head.log_prob(prior.network(z, Condition()), x)
     for h, w in [(H - 1, W - 1), (2, 0), (1, 2)]:
         (grad,) = torch.autograd.grad(lp[0, 0, h, w], z, retain_graph=True)
         seen = grad[0, 0].abs() > 0  # (H, W)
@@ -92,12 +94,12 @@ def test_paper_preset_and_sizes():
     with torch.device("meta"):  # the configuration only: no memory, no initialisation
         prior = latentar.build_prior("pixelcnn_pp", (3, 32, 32), 256, "logistic_mixture", preset="paper")
     assert sum(p.numel() for p in prior.parameters()) == 53_618_660  # the paper reports about 53M
-    assert prior.sizes == [(32, 32), (16, 16), (8, 8)]
+    assert prior.levels() == [(32, 32), (16, 16), (8, 8)]
     assert prior.head.num_params == 10 * (1 + 2 * 3 + 3)
     assert len(prior.gated) == 2 * (5 * 3 + 5 + 6 + 6)
     assert (prior.arch.filters, prior.arch.dropout) == (160, 0.5)
     small = latentar.build_prior("pixelcnn_pp", (1, 28, 28), 2, preset="small")
-    assert small.sizes == [(28, 28), (14, 14), (7, 7)]
+    assert small.levels() == [(28, 28), (14, 14), (7, 7)]
     assert small(torch.randint(0, 2, (2, 1, 28, 28))).shape == (2, 2, 28, 28)
 
 

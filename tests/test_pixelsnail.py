@@ -9,7 +9,9 @@ import torch
 
 import latentar
 from latentar.nn.attention import CausalSelfAttention, attend_strictly_causal
-from latentar.nn.incremental import FullPass, StepCache, StepPass
+from latentar.nn.caches import StepCache
+from latentar.nn.passes import FullPass, StepPass
+from latentar.priors import Condition
 from prior_cases import tiny_prior
 from test_fast_sampling import assert_same_draws
 from test_pixelcnn import assert_stepper_matches_full_pass
@@ -92,7 +94,7 @@ def test_every_earlier_pixel_is_in_view():
     prior = tiny_prior("pixelsnail", (1, H, W), 4)
     x = torch.randint(0, 4, (4, 1, H, W), generator=torch.Generator().manual_seed(0))
     z = prior.input(x).detach().requires_grad_()
-    lp = prior.head.log_prob(prior.network(z, None, None), x)  # (4, 1, H, W)
+    lp = prior.head.log_prob(prior.network(z, Condition()), x)  # (4, 1, H, W)
     for h, w in [(H - 1, W - 1), (2, 1)]:
         (grad,) = torch.autograd.grad(lp[:, 0, h, w].sum(), z, retain_graph=True)
         seen = grad.abs().sum((0, 1)).flatten()  # (H·W,)

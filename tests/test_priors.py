@@ -2,33 +2,92 @@
 
 from __future__ import annotations
 
+import ast
+import dataclasses
+import inspect
 import math
+import pkgutil
+import sys
 
 import pytest
 import torch
 
 import latentar
-from latentar.registry import PRIORS
-from prior_cases import all_cases, case_id, every_grid, generator, tiny_prior
+from latentar.heads import CategoricalHead
+from latentar.priors import Condition, Prior, PriorSpec
+from latentar.priors.engine import Stepper
+from latentar.registry import HEADS, PRIORS
+from prior_cases import all_cases, case_id, every_grid, generator, head_cases, tiny_prior
 
 CASES = all_cases()
 NAMES = latentar.list_priors()
 
 
+# the interface and its parts, the sampling engine, the shared base classes of priors and their
+# steppers, the memory estimates: no prior of their own
+SUPPORT = {"base", "spec", "condition", "checks", "engine", "layer_cache", "recurrent", "footprint", "compiling"}
+
+
 def test_every_module_in_priors_registers_its_prior():
     """A new prior is one file in latentar/priors/: the package registers it by itself."""
-    import pkgutil
-
     import latentar.priors as package
 
-    # the interface, the sampling engine, a shared base class, the fast steppers and the memory
-    # estimates: no prior of their own
-    helpers = {"base", "engine", "recurrent", "steppers", "footprint"}
-    modules = {m.name for m in pkgutil.iter_modules(package.__path__)} - helpers
+    modules = {m.name for m in pkgutil.iter_modules(package.__path__)} - SUPPORT
     assert set(NAMES) == modules and NAMES == sorted(NAMES)
+
+
+def imported_modules(module) -> set[str]:
+    """Every ``latentar...`` module that a module imports, anywhere in it."""
+    found = set()
+    for node in ast.walk(ast.parse(inspect.getsource(module))):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return {name for name in found if name.startswith("latentar")}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_prior_follows_the_checklist_of_priors_base(name):
+    """The checklist in ``latentar/priors/base.py``'s docstring (that the stepper is a fast one,
+    drawing what ``naive_sample`` draws, and ``sample`` no override: ``test_fast_sampling.py``)."""
+    cls = PRIORS.get(name)
+    assert issubclass(cls, Prior) and cls.name == name and dataclasses.is_dataclass(cls.Arch)
+    assert {"tiny", "small", "default", "paper"} <= set(cls.presets), f"{name} lacks a preset"
+    for preset in cls.presets:
+        cls.make_arch(preset)  # every preset names fields of the Arch, with valid values
+    source = inspect.getsource(cls.Arch)
+    for field in dataclasses.fields(cls.Arch):
+        line = next(line for line in source.splitlines() if line.strip().startswith(f"{field.name}:"))
+        assert "#" in line, f"{name}.{field.name} has no comment"
+    assert cls.network is not Prior.network and issubclass(cls.Stepper, Stepper)
+    assert all(HEADS.get(head) for head in cls.refused_heads)  # opt-outs name registered heads
+    support = {f"latentar.priors.{module}" for module in SUPPORT} | {"latentar.priors", "latentar.checks"}
+    outside = {m for m in imported_modules(sys.modules[cls.__module__])
+               if m not in support and not m.startswith(("latentar.nn", "latentar.heads"))}
+    assert not outside, f"{name} imports {sorted(outside)}: a prior imports nn/, heads/ and priors' support only"
+
+
+def test_a_prior_opts_out_of_a_head_with_its_reason():
+    class Picky(PRIORS.get("pixelcnn")):
+        refused_heads = {"logistic_mixture": "a reason of its own"}
+
+    spec = PriorSpec(shape=(1, 2, 2), num_symbols=4, head="logistic_mixture")
+    with pytest.raises(ValueError, match="prior 'pixelcnn' does not take head 'logistic_mixture': a reason of its own"):
+        Picky(spec, Picky.make_arch("tiny"))
+    assert Picky.head_refusal("categorical", 3, "codes") is None
+
+
+def test_the_shared_cases_follow_what_a_new_head_declares(monkeypatch):
+    """``prior_cases`` iterates the head registry: a head registered with its capabilities joins
+    every prior that it does not refuse, without an edit to a test."""
+    declared = dict(name="whole_rgb", ordinal=True, channel_blocks=False, channel_counts=(3,))
+    monkeypatch.setitem(HEADS._entries, "whole_rgb", type("WholeRGB", (CategoricalHead,), declared))
     for name in NAMES:
-        cls = PRIORS.get(name)
-        assert {"tiny", "small"} <= set(cls.presets), f"{name} lacks the tiny / small presets"
+        expected = not PRIORS.get(name).channel_masked  # whole-pixel params only, C = 3 only
+        assert (("whole_rgb", 3) in head_cases(name)) == expected and ("whole_rgb", 1) not in head_cases(name)
+    with pytest.raises(ValueError, match="head 'whole_rgb' models ordinal pixels; codes need 'categorical'"):
+        latentar.build_prior("transformer", (3, 2, 2), 4, "whole_rgb", symbols="codes", preset="tiny")
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
@@ -58,7 +117,7 @@ def test_causality_by_gradients(case, device):
     prior = tiny_prior(name, (C, H, W), 8, head, device=device)
     x = torch.randint(0, 8, (8, C, H, W)).to(device)  # several grids: one grid's dead ReLUs can hide the past
     z = prior.input(x).detach().requires_grad_()  # (8, C·E, H, W)
-    lp = prior.head.log_prob(prior.network(z, None, None), x)  # (8, C, H, W)
+    lp = prior.head.log_prob(prior.network(z, Condition()), x)  # (8, C, H, W)
     order = torch.arange(C * H * W, device=device).view(H, W, C).permute(2, 0, 1)  # (C, H, W) raster, then channel
     for h in range(H):
         for w in range(W):

@@ -41,8 +41,8 @@ def assert_same_grads(a: dict, b: dict, **tolerance) -> None:
 def test_compiled_region_has_no_graph_break():
     prior = tiny_prior("gated_pixelcnn", (1, 5, 5), 3, num_classes=2).train()
     x = torch.randint(0, 3, (2, 1, 5, 5))
-    labels, context = prior.check_inputs(x, torch.tensor([0, 1]))
-    explained = torch._dynamo.explain(type(prior).validated_loss)(prior, x, labels, context)
+    cond = prior.check_inputs(x, torch.tensor([0, 1]))
+    explained = torch._dynamo.explain(type(prior).validated_loss)(prior, x, cond)
     assert explained.graph_break_count == 0, explained.break_reasons
     assert explained.graph_count == 1
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import latentar
-from latentar.nn.incremental import FullPass, StepCache, StepPass
+from latentar.nn.caches import StepCache
+from latentar.nn.passes import FullPass, StepPass
 from latentar.nn.transformer import EncoderPass, SelfAttention
 from latentar.priors.transformer import Transformer
 from latentar.receptive_field import raster_past, receptive_field

@@ -7,11 +7,10 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from latentar.heads.base import Head
-from latentar.registry import HEADS
+from latentar.heads.base import Head, register_head
 
 
-@HEADS.register("categorical")
+@register_head("categorical")
 class CategoricalHead(Head):
     """params (B, C·K, H, W): block c holds the K logits of channel c.
 

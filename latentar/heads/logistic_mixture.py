@@ -28,8 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from latentar.checks import check_value
-from latentar.heads.base import Head
-from latentar.registry import HEADS
+from latentar.heads.base import Head, register_head
 
 LOG_SCALE_MIN = -7.0  # scale >= e^-7 ≈ 9e-4: keeps 1/scale finite; 8-bit bins are 2/255 ≈ 8e-3 wide
 TINY_BIN = 1e-5  # standardized bin widths below this use the midpoint rule (relative error < 1e-11)
@@ -88,7 +87,7 @@ def every_bin_log_prob(mean: torch.Tensor, log_scale: torch.Tensor, num_symbols:
     return torch.cat([below[..., :1], interior, above[..., -1:]], dim=-1)
 
 
-@HEADS.register("logistic_mixture")
+@register_head("logistic_mixture")
 class LogisticMixtureHead(Head):
     """Mixture of ``num_mixtures`` discretized logistics per position; see the module doc.
 
@@ -96,14 +95,13 @@ class LogisticMixtureHead(Head):
     marginalised over the mixture component, so every sampling knob treats it like any head.
     """
 
+    ordinal = True  # bins on the real line: pixel levels, not codes
+    channel_blocks = False  # one mixture indicator shared by the channels of a pixel
+    channel_counts = (1, 3)  # one channel, or RGB with its linear coupling of means
+
     def __init__(self, channels: int, num_symbols: int, couple_channels: bool, num_mixtures: int = 10):
         super().__init__(channels, num_symbols, couple_channels)
         num_mixtures = check_value(num_mixtures, int, "logistic_mixture.num_mixtures")
-        if channels not in (1, 3):
-            raise ValueError(f"head 'logistic_mixture' models 1 or 3 channels, got {channels}")
-        if channels > 1 and not couple_channels:
-            raise ValueError("head 'logistic_mixture' couples channels itself; a channel-masked backbone "
-                             f"must use it with 1 channel, got {channels}")
         self.num_mixtures = num_mixtures  # M
         self.coupled = channels == 3
         self.num_params = num_mixtures * (1 + 2 * channels + (COUPLED if self.coupled else 0))

@@ -8,7 +8,7 @@ output is exactly zero, with zero gradient to every key and value.
 
 ``forward`` evaluates a whole map; ``key_value`` and ``attend_cached`` are the same
 attention one position at a time, for the KV cache of incremental sampling (kept by
-``latentar.nn.incremental``: ``run.attend``).
+``latentar.nn.caches``, read by ``latentar.nn.passes``: ``run.attend``).
 """
 
 from __future__ import annotations

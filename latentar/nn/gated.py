@@ -18,7 +18,7 @@ Together the two stacks cover every earlier pixel: no blind spot.
 
 The layer is written once for whole maps (training) and for the one row / position
 that an incremental generation step computes: its spatial convolutions go through a
-pass ``run`` of ``latentar.nn.incremental``.
+pass ``run`` of ``latentar.nn.passes``.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ class GatedStackLayer(nn.Module):
     is shifted down one row, its horizontal one uses mask A, and it has no residual
     connection (the widths differ).
 
-    ``run`` (``latentar.nn.incremental``) applies the two spatial convolutions: to whole
+    ``run`` (``latentar.nn.passes``) applies the two spatial convolutions: to whole
     maps (``FullPass``), or to one row (vertical) / one position (horizontal) of a
     generation step (``StepPass``); everything else is pointwise. The first layer's
     convolutions read the image z itself (``run.conv_input``), which a generation keeps

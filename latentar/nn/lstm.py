@@ -16,9 +16,10 @@ features in, h state units, a 1×1 mask-B projection back to F).
 residual recurrent layers, and two ReLU → 1×1 mask-B output layers.
 
 Besides the whole-grid ``forward``, every layer evaluates itself one position at a time,
-in raster order, from a cache of its own earlier states (``RecurrentStack`` lists the four
-methods). That is the layer's own arithmetic, nothing more: what to evaluate when, and
-any drawing of symbols, belongs to the prior's stepper (``latentar.priors.recurrent``).
+in raster order, from a cache of its own earlier states (the four methods of
+``RecurrentLayer``), and so does the stack. That is the layers' own arithmetic, nothing
+more: when to evaluate, and any drawing of symbols, belongs to the prior's stepper
+(``latentar.priors.recurrent``).
 A position step is a chain of tiny ops, so the steps lay their gates out in ``STEP_ORDER``
 (each gate one contiguous block, ``lstm_step``), with the weights reordered once per
 generation (``in_step_order``), and keep per-column states in Python lists.
@@ -26,16 +27,18 @@ generation (``in_step_order``), and keep per-column states in Python lists.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable, Protocol
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from latentar.nn.conditioning import class_bias_table
-from latentar.nn.incremental import conv_parts
+from latentar.nn.conditioning import class_biases
 from latentar.nn.masked import MaskedConv2d, masked_output, round_to_groups
+from latentar.nn.passes import StepPass
+from latentar.nn.stepping import linear_parts
+from latentar.nn.windows import as_matrix, as_position
 
 GATES = 4  # input, forget, output, content
 
@@ -86,21 +89,17 @@ def lstm_step(gates: torch.Tensor, cell: torch.Tensor) -> tuple[torch.Tensor, to
 def step_matrix(layer: nn.Module, groups: int) -> tuple[torch.Tensor, torch.Tensor]:
     """A 1×1 gate layer (a masked 1×1 conv or a Linear) as (matrix (I, 4S), bias (4S,)) for
     ``torch.addmm``, its gates in step order."""
-    parts = conv_parts(layer) if isinstance(layer, nn.Conv2d) else None
-    matrix, bias = (parts.matrix, parts.bias) if parts else (layer.weight, layer.bias)
+    matrix, bias = linear_parts(layer)
     return in_step_order(matrix, groups).t(), in_step_order(bias, groups)
 
 
-class RecurrentStack(nn.Module):
-    """z (B, C·E, H, W) -> params (B, P, H, W): mask-A conv, residual recurrent layers, output.
+class RecurrentLayer(Protocol):
+    """A PixelRNN layer: over the whole grid, and one position at a time in raster order.
 
-    ``label_rows`` is the number of rows of the class-bias table (the classes, and the null
-    class of classifier-free guidance; None: unconditional).
-    ``make_layer(features, state, groups)`` builds one layer. A layer has ``bias_size``
-    (class-bias entries it adds to its gates), ``forward(a, bias, z) -> a`` over the whole
-    grid (a (B, F, H, W) its input, bias (B, bias_size), z the stack's raw input, which a
-    layer may read or ignore), and the same function one position at a time, where the
-    positions (i, w) of a grid come in raster order:
+    ``bias_size``: the class-bias entries it adds to its gates. ``forward(a, bias, z) -> a'``
+    over the whole grid: a (B, F, H, W) its input, bias (B, bias_size), z the stack's raw
+    input, which a layer may read or ignore. One position at a time, the positions (i, w)
+    coming in raster order:
 
     - ``new_cache(bias, H, W)``: an empty cache of the layer's states for n grids of H×W
       with gate biases bias (n, bias_size);
@@ -113,9 +112,35 @@ class RecurrentStack(nn.Module):
       only a complete row gives.
     """
 
+    bias_size: int
+
+    def __call__(self, a: torch.Tensor, bias: torch.Tensor, z: torch.Tensor) -> torch.Tensor: ...
+
+    def new_cache(self, bias: torch.Tensor, H: int, W: int) -> Any: ...
+
+    def begin_row(self, cache: Any, i: int) -> None: ...
+
+    def evaluate_at(self, cache: Any, i: int, w: int, a: torch.Tensor) -> torch.Tensor: ...
+
+    def end_row(self, cache: Any, i: int, z: torch.Tensor) -> None: ...
+
+
+class RecurrentStack(nn.Module):
+    """z (B, C·E, H, W) -> params (B, P, H, W): mask-A conv, residual recurrent layers, output.
+
+    ``label_rows`` is the number of rows of the class-bias table (the classes, and the null
+    class of classifier-free guidance; None: unconditional). ``make_layer(features, state,
+    groups)`` builds one ``RecurrentLayer``.
+
+    One position at a time the stack follows its layers' protocol: ``new_caches`` for n grids,
+    then in raster order ``begin_row(caches, i)`` at a row's first position,
+    ``evaluate_at(caches, run, z, i, w)`` -> params (n, P) at (i, w), as often as the
+    position's input changes, and ``end_row(caches, i, z_row)`` once row i is final.
+    """
+
     def __init__(self, channels: int, embed_dim: int, hidden: int, num_layers: int, first_kernel: int,
                  output_hidden: int, num_params: int, label_rows: int | None,
-                 make_layer: Callable[[int, int, int], nn.Module]):
+                 make_layer: Callable[[int, int, int], RecurrentLayer]):
         super().__init__()
         if num_layers < 1 or hidden < 1:
             raise ValueError(f"need num_layers >= 1 and hidden >= 1, got {num_layers} and {hidden}")
@@ -125,17 +150,39 @@ class RecurrentStack(nn.Module):
         self.first = MaskedConv2d(channels * embed_dim, features, first_kernel, "A", channels)
         self.layers = nn.ModuleList(make_layer(features, state, channels) for _ in range(num_layers))
         self.bias_sizes = [layer.bias_size for layer in self.layers]
-        self.class_bias = class_bias_table(label_rows, sum(self.bias_sizes))  # a bias on every gate
+        self.class_bias = class_biases(label_rows, self.bias_sizes)  # a bias on every gate
         self.out = masked_output(features, out_hidden, num_params, channels)
 
     def biases(self, labels: torch.Tensor | None, batch: int, device: torch.device) -> list[torch.Tensor]:
         """Each layer's gate bias (B, bias_size): the labels' learned biases, or zeros."""
-        if self.class_bias is None:
-            return [torch.zeros(batch, size, device=device) for size in self.bias_sizes]
-        return list(self.class_bias(labels).split(self.bias_sizes, dim=1))
+        return [torch.zeros(batch, size, device=device) if bias is None else bias
+                for bias, size in zip(self.class_bias(labels), self.bias_sizes)]
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         a = self.first(z)  # (B, F, H, W)
         for layer, bias in zip(self.layers, self.biases(labels, z.shape[0], z.device)):
             a = layer(a, bias, z)  # (B, F, H, W)
         return self.out(a)  # (B, P, H, W)
+
+    # ---- one position at a time -------------------------------------------------------
+    def new_caches(self, labels: torch.Tensor | None, batch: int, size: tuple[int, int],
+                   device: torch.device) -> list:
+        """Every layer's empty cache for ``batch`` grids of ``size`` (H, W)."""
+        return [layer.new_cache(bias, *size) for layer, bias in zip(self.layers, self.biases(labels, batch, device))]
+
+    def begin_row(self, caches: list, i: int) -> None:
+        for layer, cache in zip(self.layers, caches):
+            layer.begin_row(cache, i)
+
+    def evaluate_at(self, caches: list, run: StepPass, z: torch.Tensor, i: int, w: int) -> torch.Tensor:
+        """Params (n, P) at (i, w): the input conv of z (n, C·E, H, W), complete up to the
+        symbol drawn next, through ``run``; every layer at (i, w); the output layers."""
+        a = as_matrix(run.conv_input(self.first, z))  # (n, F)
+        for layer, cache in zip(self.layers, caches):
+            a = layer.evaluate_at(cache, i, w, a)  # (n, F)
+        return as_matrix(run.pointwise(self.out, as_position(a)))  # (n, P)
+
+    def end_row(self, caches: list, i: int, z_row: torch.Tensor) -> None:
+        """Row i is final; z_row (n, C·E, W) its raw input."""
+        for layer, cache in zip(self.layers, caches):
+            layer.end_row(cache, i, z_row)

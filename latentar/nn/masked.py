@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from latentar.nn.stepping import WINDOWS, ConvParts, window_parts
+
 
 def round_to_groups(channels: int, groups: int) -> int:
     """The smallest multiple of ``groups`` that is >= ``channels``."""
@@ -64,6 +66,13 @@ class MaskedConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(x, self.weight * self.mask, self.bias, self.stride, self.padding)
+
+
+@WINDOWS.register(MaskedConv2d)
+def masked_conv_parts(conv: MaskedConv2d) -> ConvParts:
+    """Steps apply the masked weight; the taps the mask leaves live tell ``RowSplit`` which
+    inputs a position reads."""
+    return window_parts(conv, conv.weight * conv.mask, taps=conv.mask.amax(dim=(0, 1)) > 0)
 
 
 def masked_output(features: int, hidden: int, num_params: int, groups: int) -> nn.Sequential:

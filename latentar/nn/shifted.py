@@ -10,7 +10,8 @@ Causality comes from asymmetric padding, never from masks:
 Strided versions downsample (output (i, j) stays attached to input (2i, 2j)); the
 transposed versions upsample and crop so that output (h, w) reads input (⌊h/2⌋, ⌊w/2⌋)
 and its left/upper neighbours only. Every layer keeps its geometry in ``pad`` /
-``crop`` so that ``latentar.nn.incremental`` can evaluate it at one row or position.
+``crop`` so that incremental evaluation (``latentar.nn.passes``) can evaluate it at one row
+or position (``PaddedConv2d`` registers its window in ``latentar.nn.stepping``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from latentar.nn.stepping import WINDOWS, ConvParts, window_parts
 
 
 class PaddedConv2d(nn.Conv2d):
@@ -35,6 +38,11 @@ class PaddedConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(F.pad(x, self.pad), self.weight, self.bias, self.stride)
+
+
+@WINDOWS.register(PaddedConv2d)
+def padded_conv_parts(conv: PaddedConv2d) -> ConvParts:
+    return window_parts(conv, pad=conv.pad)
 
 
 def down_shifted_conv(in_channels: int, out_channels: int, kernel: tuple[int, int] = (2, 3),
@@ -106,7 +114,7 @@ class GatedResBlock(nn.Module):
 
     x (B, F, H, W), aux (B, A, H, W) or None, bias (B, 2F) or None -> (B, F, H, W).
     ``conv`` builds the (2F → F) and (2F → 2F) shifted convs; ``run`` (a pass of
-    ``latentar.nn.incremental``) evaluates them at ``level``: on whole maps, or at the
+    ``latentar.nn.passes``) evaluates them at ``level``: on whole maps, or at the
     one row or position of a generation step. Every other operation is pointwise, so
     the block runs unchanged on any spatial slice.
     """

@@ -4,7 +4,7 @@ GPUs), a GELU MLP, and the pre-LayerNorm block that joins them with residual dro
 (Radford et al. 2019's GPT-2 layout, as in Image GPT and the VQGAN prior).
 
 A block reads neighbouring positions only through its attention, and makes that call
-through a pass object ``run`` (``latentar.nn.incremental``): ``run.self_attend`` is the
+through a pass object ``run`` (``latentar.nn.passes``): ``run.self_attend`` is the
 whole causal sequence in a ``FullPass`` and one position over a KV cache in a
 ``StepPass``; ``EncoderPass`` attends over the whole sequence both ways (an encoder of
 a map known in full, such as a spatial context).

@@ -47,9 +47,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from latentar.checks import Checked
-from latentar.nn.incremental import conv_parts
 from latentar.nn.lstm import GATES, RecurrentStack, in_step_order, lstm_cell, lstm_step, skew, step_matrix, unskew
 from latentar.nn.masked import MaskedConv2d
+from latentar.nn.stepping import conv_parts
 from latentar.priors.base import PriorSpec, register_prior
 from latentar.priors.recurrent import RecurrentPrior
 
@@ -159,7 +159,7 @@ class DiagonalBiLSTMLayer(nn.Module):
         rtl = F.pad(rtl, (0, 0, 1, 0))[:, :, :H]  # (i, w) takes (i-1, w): no look at row i
         return a + self.proj(ltr + rtl)
 
-    # ---- one position at a time (the ``RecurrentStack`` protocol) -------------------------
+    # ---- one position at a time (the ``RecurrentLayer`` protocol) -------------------------
     def new_cache(self, bias: torch.Tensor, H: int, W: int) -> BiCache:
         ltr_bias, rtl_bias = bias.chunk(2, dim=1)
         proj = conv_parts(self.proj)

@@ -1,6 +1,6 @@
 """The sampling engine: one generation loop for every prior, every head, every knob.
 
-    x = draw_grids(prior, x, labels, context, Knobs(temperature=0.9, top_p=0.95), generator=g)
+    x = draw_grids(prior, x, cond, Knobs(temperature=0.9, top_p=0.95), generator=g)
 
 The driver owns the raster order over (h, w), the channel order inside a position, the
 head call and the knobs. A prior contributes a ``Stepper``: started on n grids and a
@@ -28,14 +28,18 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from latentar.nn.modes import eval_mode
+from latentar.priors.condition import Condition
 from latentar.progress import progress_bar
+
+if TYPE_CHECKING:  # the engine drives priors; a prior's module imports the engine
+    from latentar.priors.base import Prior
 
 
 @dataclass(frozen=True)
@@ -124,18 +128,19 @@ class Stepper:
     then ``take(h, w)``: x[:, :, h, w] is final. Completion (redraw from row r) walks the
     rows < r the same way without drawing, so caches fill; a stepper whose params do not
     depend on earlier calls sets ``needs_history = False`` and is not walked there.
-    ``x`` is the driver's tensor (read it, never write it); ``labels`` (n,) long or None may
-    hold the null class ``prior.spec.num_classes`` under guidance; ``context`` (n, h, w) or None.
+    ``x`` is the driver's tensor (read it, never write it); ``cond`` is checked, its labels
+    may hold the null class ``prior.spec.num_classes`` under guidance. A stepper of a prior's
+    own is typed against that prior (``prior: Transformer``).
     """
 
     needs_history: ClassVar[bool] = True
 
-    def __init__(self, prior, x: torch.Tensor, labels: torch.Tensor | None, context: torch.Tensor | None):
-        self.prior, self.x, self.labels, self.context = prior, x, labels, context
+    def __init__(self, prior: Prior, x: torch.Tensor, cond: Condition):
+        self.prior, self.x, self.cond = prior, x, cond
 
     def params(self, h: int, w: int, c: int | None) -> torch.Tensor:
         """(n, P) head params at (h, w) (channel c of a channel-masked prior), equal up to float
-        reordering to ``prior.network(prior.input(x), labels, context)[:, :, h, w]``."""
+        reordering to ``prior.network(prior.input(x), cond)[:, :, h, w]``."""
         raise NotImplementedError
 
     def take(self, h: int, w: int) -> None:
@@ -148,27 +153,26 @@ class NaiveStepper(Stepper):
     needs_history = False
 
     def params(self, h, w, c):
-        return self.prior.network(self.prior.input(self.x), self.labels, self.context)[:, :, h, w]
+        return self.prior.network(self.prior.input(self.x), self.cond)[:, :, h, w]
 
 
 # ---- the driver ------------------------------------------------------------------------
-def draw_grids(prior, x: torch.Tensor, labels: torch.Tensor | None, context: torch.Tensor | None,
-             knobs: Knobs, *, start_row: int = 0, stepper: type[Stepper] | None = None,
-             generator: torch.Generator | None = None) -> torch.Tensor:
+def draw_grids(prior: Prior, x: torch.Tensor, cond: Condition, knobs: Knobs, *, start_row: int = 0,
+               stepper: type[Stepper] | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
     """Draw every symbol of x long (n, C, H, W) at rows >= ``start_row`` given the rows above
-    -> a new long (n, C, H, W). ``labels``/``context`` are checked already; ``stepper``
-    defaults to the prior's fast one. Eval and inference mode inside, the mode restored after."""
+    -> a new long (n, C, H, W). ``cond`` is checked already; ``stepper`` defaults to the
+    prior's fast one. Eval and inference mode inside, the mode restored after."""
     n = x.shape[0]
     if knobs.guided:
-        labels = _with_null_class(prior, labels)
-        x, context = torch.cat([x, x]), None if context is None else torch.cat([context, context])
+        cond = _with_null_class(prior, cond)
+        x = torch.cat([x, x])
     else:
         x = x.clone()
     C, H, W = prior.spec.shape
     head, masked = prior.head, prior.channel_masked
     copies = x.shape[0] // n  # 2 under guidance: both halves take the same draw
     with eval_mode(prior), torch.inference_mode():
-        walker = (stepper or type(prior).Stepper)(prior, x, labels, context)
+        walker = (stepper or type(prior).Stepper)(prior, x, cond)
         rows = range(0 if walker.needs_history else start_row, H)
         for h in progress_bar(rows, desc="complete" if start_row else "sample", unit="row"):
             drawing = h >= start_row
@@ -184,11 +188,13 @@ def draw_grids(prior, x: torch.Tensor, labels: torch.Tensor | None, context: tor
     return x[:n].clone()
 
 
-def _with_null_class(prior, labels: torch.Tensor | None) -> torch.Tensor:
-    """Labels for a doubled batch: the given ones, then the null class ``num_classes``."""
-    spec = prior.spec
+def _with_null_class(prior: Prior, cond: Condition) -> Condition:
+    """The condition of a doubled batch: every field twice, the labels of the second half the
+    null class ``num_classes``."""
+    spec, labels = prior.spec, cond.labels
     if labels is None or not spec.class_dropout > 0:
         raise ValueError(f"cfg_scale != 1 needs a class-conditional prior trained with class_dropout > 0 "
                          f"(a learned null class); this one has num_classes={spec.num_classes}, "
                          f"class_dropout={spec.class_dropout}")
-    return torch.cat([labels, torch.full_like(labels, spec.num_classes)])
+    doubled = cond.map(lambda t: torch.cat([t, t]))
+    return replace(doubled, labels=torch.cat([labels, torch.full_like(labels, spec.num_classes)]))

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from latentar.memory import batch_that_fits, check_fits, format_size, leaf_output_bytes, tensor_bytes
+from latentar.priors.condition import Condition
 
 REFERENCE = 8  # rows and columns, at most, of the grid the activations are measured on
 TRAINING_FACTOR = 4  # a training step's peak over forward_bytes: measured 0.7 (pixelcnn) to 3.6 (pixelcnn_pp)
@@ -63,10 +64,10 @@ def bytes_per_position(cls: type, config_json: str) -> float:
     with torch.device("meta"):
         small = cls.from_config(config).eval()
     x = torch.zeros(1, C, h, w, dtype=torch.long, device="meta")
-    labels = None if spec["num_classes"] is None else torch.zeros(1, dtype=torch.long, device="meta")
-    context = (None if spec["context_shape"] is None
-               else torch.zeros(1, *spec["context_shape"], dtype=torch.long, device="meta"))
-    return leaf_output_bytes(small, lambda model: model.validated_params(x, labels, context)) / (h * w)
+    cond = Condition(None if spec["num_classes"] is None else torch.zeros(1, dtype=torch.long, device="meta"),
+                     None if spec["context_shape"] is None
+                     else torch.zeros(1, *spec["context_shape"], dtype=torch.long, device="meta"))
+    return leaf_output_bytes(small, lambda model: model.validated_params(x, cond)) / (h * w)
 
 
 def floor_bytes(prior: Any) -> tuple[int, str]:

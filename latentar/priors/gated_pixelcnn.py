@@ -8,11 +8,11 @@ channel groups (mask A in the first layer, B after), so symbol (c, h, w) sees ev
 earlier pixel — no blind spot — and channels < c of its own pixel. Class conditioning
 adds a learned per-class bias to every gate of both stacks (V·h in the paper).
 
-Fast sampling (``GatedPixelCNNStepper``) is exact and incremental (Ramachandran et
-al. 2017): the vertical stack runs once per row (it only depends on rows above), and
-the horizontal stack runs at the current position only, reading its inputs from
-per-layer caches. So the network is written as two stacks, each once for both passes
-(``latentar.nn.incremental``), the vertical one handing its links to the horizontal
+Fast sampling (``PassStepper``) is exact and incremental (Ramachandran et al. 2017):
+the vertical stack runs once per row (it only depends on rows above: ``rows_above``), and
+the horizontal stack runs at the current position only (``at_position``), reading its
+inputs from per-layer caches. So the network is written as two stacks, each once for both
+passes (``latentar.nn.passes``), the vertical one handing its links to the horizontal
 one through ``run.share``: a row pass cannot compute a position's horizontal features
 (they depend on the symbols left of it on the same row), and rerunning the vertical
 stack at every position would cost a whole row of work per symbol.
@@ -26,12 +26,13 @@ import torch
 from torch import nn
 
 from latentar.checks import Checked
-from latentar.nn.conditioning import class_bias_table
+from latentar.nn.conditioning import class_biases
 from latentar.nn.gated import GatedStackLayer
-from latentar.nn.incremental import FullPass
 from latentar.nn.masked import masked_output, round_to_groups
-from latentar.priors.base import Prior, PriorSpec, register_prior
-from latentar.priors.steppers.gated_pixelcnn import GatedPixelCNNStepper
+from latentar.priors.base import register_prior
+from latentar.priors.condition import Condition
+from latentar.priors.layer_cache import PassPrior, PassStepper
+from latentar.priors.spec import PriorSpec
 
 
 @dataclass
@@ -46,7 +47,7 @@ class GatedPixelCNNArch(Checked):
 
 
 @register_prior("gated_pixelcnn")
-class GatedPixelCNN(Prior):
+class GatedPixelCNN(PassPrior):
     Arch = GatedPixelCNNArch
     presets = {
         "tiny": dict(hidden=12, num_layers=2, first_kernel=3, output_hidden=24),
@@ -55,10 +56,9 @@ class GatedPixelCNN(Prior):
         # the conditional ImageNet 32×32 model: 20 layers of 384 units with 5×5 filters
         "paper": dict(hidden=384, num_layers=20, first_kernel=7, kernel=5, output_hidden=1024),
     }
-    heads = ("categorical", "logistic_mixture")
     channel_masked = True
     full_context = True  # vertical + horizontal stacks: no blind spot
-    Stepper = GatedPixelCNNStepper
+    Stepper = PassStepper
 
     def __init__(self, spec: PriorSpec, arch: GatedPixelCNNArch):
         super().__init__(spec, arch)
@@ -71,31 +71,24 @@ class GatedPixelCNN(Prior):
                             arch.first_kernel if i == 0 else arch.kernel, C, first=i == 0)
             for i in range(arch.num_layers))
         # per layer: 2p for the vertical gate, 2p for the horizontal
-        self.class_bias = class_bias_table(spec.label_rows, arch.num_layers * 4 * hidden)
+        self.class_bias = class_biases(spec.label_rows, [2 * hidden] * (2 * arch.num_layers))
         self.out = masked_output(hidden, out_hidden, self.head.num_params, C)
 
-    def biases(self, labels: torch.Tensor | None) -> list[tuple]:
+    def given(self, cond: Condition, size: tuple[int, int]) -> list[tuple]:
         """Per layer (vertical bias (B, 2p), horizontal bias (B, 2p)), or Nones."""
-        if self.class_bias is None:
-            return [(None, None)] * len(self.layers)
-        chunks = self.class_bias(labels).chunk(2 * len(self.layers), dim=1)
-        return list(zip(chunks[0::2], chunks[1::2]))
+        biases = self.class_bias(cond.labels)
+        return list(zip(biases[0::2], biases[1::2]))
 
-    def network(self, z, labels, context):
-        run, biases = FullPass(), self.biases(labels)
-        self.vertical_stack(run, z, biases)
-        return self.horizontal_stack(run, z, biases)
-
-    def vertical_stack(self, run, z: torch.Tensor, biases: list[tuple]) -> None:
-        """The rows-above stack over the image z (B, C·E, H, W) (one row in a row pass); each
+    def rows_above(self, run, z: torch.Tensor, biases: list[tuple]) -> None:
+        """The vertical stack over the image z (B, C·E, H, W) (one row in a row pass); each
         layer's link (B, 2p, H, W) to the horizontal stack goes through ``run.share``."""
         v = z
         for layer, (bias_v, _) in zip(self.layers, biases):
             v, link = layer.vertical(run, v, bias_v)  # (B, p, ·, W), (B, 2p, ·, W)
             run.share(layer, link)
 
-    def horizontal_stack(self, run, z: torch.Tensor, biases: list[tuple]) -> torch.Tensor:
-        """The current-row stack -> params (B, P, H, W) (or (B, P, 1, 1) in a position pass)."""
+    def at_position(self, run, z: torch.Tensor, biases: list[tuple]) -> torch.Tensor:
+        """The horizontal stack -> params (B, P, H, W) (or (B, P, 1, 1) in a position pass)."""
         h, skips = z, 0
         for layer, (_, bias_h) in zip(self.layers, biases):
             h, skip = layer.horizontal(run, h, run.shared(layer), bias_h)

@@ -7,10 +7,10 @@ symbol (h, w, c) sees every earlier pixel and channels < c of its own pixel. Sta
 3×3 mask-B convolutions leave a blind spot up and to the right; ``gated_pixelcnn``
 removes it. Class conditioning adds a learned per-class bias to every block's input.
 
-Fast sampling (``PixelCNNStepper``) is incremental: every layer's output at (h, w)
+Fast sampling (``PassStepper``) is incremental: every layer's output at (h, w)
 depends only on earlier positions (and channels < c of its own), so each step evaluates
-``body`` at the current position only, from cached input maps
-(``latentar.nn.incremental``), once per channel.
+``at_position`` at the current position only, from cached input maps
+(``latentar.nn.passes``), once per channel.
 """
 
 from __future__ import annotations
@@ -21,11 +21,12 @@ import torch
 from torch import nn
 
 from latentar.checks import Checked
-from latentar.nn.conditioning import class_bias_table
-from latentar.nn.incremental import FullPass
+from latentar.nn.conditioning import class_biases
 from latentar.nn.masked import MaskedConv2d, masked_output, round_to_groups
-from latentar.priors.base import Prior, PriorSpec, register_prior
-from latentar.priors.steppers.pixelcnn import PixelCNNStepper
+from latentar.priors.base import register_prior
+from latentar.priors.condition import Condition
+from latentar.priors.layer_cache import PassPrior, PassStepper
+from latentar.priors.spec import PriorSpec
 
 
 @dataclass
@@ -51,14 +52,14 @@ class ResidualBlock(nn.Module):
         )
 
     def forward(self, run, x: torch.Tensor) -> torch.Tensor:
-        """``run`` (``latentar.nn.incremental``) evaluates the layers."""
+        """``run`` (``latentar.nn.passes``) evaluates the layers."""
         relu_in, reduce, relu_mid, conv, relu_out, expand = self.layers
         h = run.conv(conv, run.pointwise((relu_in, reduce, relu_mid), x))  # (B, h, ...)
         return x + run.pointwise((relu_out, expand), h)
 
 
 @register_prior("pixelcnn")
-class PixelCNN(Prior):
+class PixelCNN(PassPrior):
     Arch = PixelCNNArch
     presets = {
         "tiny": dict(hidden=6, num_blocks=2, output_hidden=12),
@@ -66,40 +67,32 @@ class PixelCNN(Prior):
         "default": {},
         "paper": dict(hidden=128, num_blocks=15, output_hidden=1024),
     }
-    heads = ("categorical", "logistic_mixture")
     channel_masked = True
-    Stepper = PixelCNNStepper
+    Stepper = PassStepper
 
     def __init__(self, spec: PriorSpec, arch: PixelCNNArch):
         super().__init__(spec, arch)
         C = spec.shape[0]
-        if spec.head == "logistic_mixture" and C > 1:
-            raise ValueError("pixelcnn masks R→G→B groups itself; with C > 1 use head 'categorical'")
         features = round_to_groups(2 * arch.hidden, C)
         mid = round_to_groups(arch.hidden, C)
         out_hidden = round_to_groups(arch.output_hidden, C)
         self.first = MaskedConv2d(C * self.input.dim, features, arch.first_kernel, "A", C)
         self.blocks = nn.ModuleList(ResidualBlock(features, mid, arch.kernel, C)
                                     for _ in range(arch.num_blocks))
-        self.class_bias = class_bias_table(spec.label_rows, features * (arch.num_blocks + 1))
+        self.class_bias = class_biases(spec.label_rows, [features] * (arch.num_blocks + 1))
         self.out = masked_output(features, out_hidden, self.head.num_params, C)
 
-    def network(self, z, labels, context):
-        return self.body(FullPass(), z, self.biases(labels))
+    def given(self, cond: Condition, size: tuple[int, int]) -> list[torch.Tensor | None]:
+        """The class bias (B, 2h) of each block's input and of the output layers, or Nones."""
+        return self.class_bias(cond.labels)
 
-    def biases(self, labels: torch.Tensor | None) -> list[torch.Tensor] | None:
-        """The class bias (B, 2h) of each block's input and of the output layers, or None."""
-        if self.class_bias is None:
-            return None
-        return self.class_bias(labels).chunk(len(self.blocks) + 1, dim=1)
-
-    def body(self, run, z: torch.Tensor, biases: list[torch.Tensor] | None) -> torch.Tensor:
+    def at_position(self, run, z: torch.Tensor, biases: list[torch.Tensor | None]) -> torch.Tensor:
         """z (B, C·E, H, W) -> params (B, P, H, W), or at one position (B, P, 1, 1) in a StepPass."""
         h = run.conv_input(self.first, z)  # (B, 2h, H, W)
-        for i, block in enumerate(self.blocks):
-            if biases is not None:
-                h = h + biases[i][:, :, None, None]
+        for block, bias in zip(self.blocks, biases):
+            if bias is not None:
+                h = h + bias[:, :, None, None]
             h = block(run, h)
-        if biases is not None:
+        if biases[-1] is not None:
             h = h + biases[-1][:, :, None, None]
         return run.pointwise(self.out, h)  # (B, P, H, W)

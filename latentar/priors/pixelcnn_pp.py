@@ -14,9 +14,9 @@ them back as short-cut connections. Whole pixels are the unit of conditioning: t
 head couples the channels of a pixel. Class conditioning adds a learned per-class
 bias inside every gated block.
 
-Fast sampling (``PixelCNNppStepper``) is incremental (``latentar.nn.incremental``):
-the u stream once per row, the ul stream once per position, each level only at the
-positions attached to it, every conv evaluated from cached input maps.
+Fast sampling (``PassStepper``) is incremental (``latentar.nn.passes``): the u stream
+once per row (``rows_above``), the ul stream once per position (``at_position``), each
+level only at the positions attached to it, every conv evaluated from cached input maps.
 """
 
 from __future__ import annotations
@@ -29,12 +29,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from latentar.checks import FRACTION, Checked
-from latentar.nn.conditioning import class_bias_table
-from latentar.nn.incremental import FullPass
+from latentar.nn.conditioning import class_biases
 from latentar.nn.shifted import (GatedResBlock, Nin, down_right_shifted_conv, down_right_shifted_deconv,
                                  down_shifted_conv, down_shifted_deconv)
-from latentar.priors.base import Prior, PriorSpec, register_prior
-from latentar.priors.steppers.pixelcnn_pp import PixelCNNppStepper
+from latentar.priors.base import register_prior
+from latentar.priors.condition import Condition
+from latentar.priors.layer_cache import PassPrior, PassStepper
+from latentar.priors.spec import PriorSpec
 
 
 @dataclass
@@ -65,7 +66,7 @@ class Stream(nn.Module):
 
 
 @register_prior("pixelcnn_pp")
-class PixelCNNpp(Prior):
+class PixelCNNpp(PassPrior):
     Arch = PixelCNNppArch
     presets = {
         "tiny": dict(filters=4, num_blocks=1, stages=2, dropout=0.0),
@@ -73,18 +74,15 @@ class PixelCNNpp(Prior):
         "default": {},
         "paper": dict(filters=160, num_blocks=5, stages=3, dropout=0.5),
     }
-    heads = ("logistic_mixture", "categorical")
     channel_masked = False
     full_context = True  # down- and down-right-shifted streams cover the whole past
-    Stepper = PixelCNNppStepper
+    Stepper = PassStepper
     checkpointable = True  # every gated block goes through ``checkpointed``
 
     def __init__(self, spec: PriorSpec, arch: PixelCNNppArch):
         super().__init__(spec, arch)
-        C, H, W = spec.shape
+        C = spec.shape[0]
         F_ = arch.filters
-        # (H, W) at each stage; strided shifted convs give ceil(size / 2)
-        self.sizes = [(-(-H // 2 ** s), -(-W // 2 ** s)) for s in range(arch.stages)]
         inputs = C * self.input.dim + 1  # + a channel of ones that tells real inputs from padding
         self.u_init = down_shifted_conv(inputs, F_, (2, 3), shift=True)  # rows above
         self.ul_init_above = down_shifted_conv(inputs, F_, (1, 3), shift=True)  # the row above
@@ -95,22 +93,25 @@ class PixelCNNpp(Prior):
                          down_right_shifted_deconv, aux_up=F_, aux_down=2 * F_)
         self.gated = [block for stream in (self.u, self.ul)  # every gated block, in a fixed order
                       for stage in (*stream.up_blocks, *stream.down_blocks) for block in stage]
-        self.class_bias = class_bias_table(spec.label_rows, 2 * F_ * len(self.gated))
+        self.class_bias = class_biases(spec.label_rows, [2 * F_] * len(self.gated))
         self.out = Nin(F_, self.head.num_params)
 
     # ---- the network, written once for whole maps and for generation steps ----------
-    def biases(self, labels: torch.Tensor | None) -> dict:
-        """Class bias (B, 2F) of each gated block; empty when unconditional."""
-        if self.class_bias is None:
-            return {}
-        return dict(zip(self.gated, self.class_bias(labels).chunk(len(self.gated), dim=1)))
+    def levels(self) -> list[tuple[int, int]]:
+        """(H, W) at each stage; strided shifted convs give ceil(size / 2)."""
+        _, H, W = self.spec.shape
+        return [(-(-H // 2 ** s), -(-W // 2 ** s)) for s in range(self.arch.stages)]
 
-    def with_ones(self, z: torch.Tensor) -> torch.Tensor:
+    def network_input(self, z: torch.Tensor) -> torch.Tensor:
         """z (B, C·E, H, W) -> (B, C·E + 1, H, W) with a constant channel of ones."""
         return torch.cat([z, torch.ones_like(z[:, :1])], dim=1)
 
-    def u_stream(self, run, z: torch.Tensor, biases: dict) -> None:
-        """The rows-above stream; its block outputs are shared with ``ul_stream`` through ``run``."""
+    def given(self, cond: Condition, size: tuple[int, int]) -> dict:
+        """Class bias (B, 2F) or None of each gated block."""
+        return dict(zip(self.gated, self.class_bias(cond.labels)))
+
+    def rows_above(self, run, z: torch.Tensor, biases: dict) -> None:
+        """The u stream (rows above); its block outputs are shared with the ul stream through ``run``."""
         S, stream = self.arch.stages, self.u
         u = run.conv_input(self.u_init, z)  # (B, F, H, W)
         skips = [u]
@@ -121,20 +122,20 @@ class PixelCNNpp(Prior):
                     break
                 skips.append(u)
             for r, block in enumerate(stream.up_blocks[s]):
-                u = self.checkpointed(block, run, u, None, biases.get(block), s)
+                u = self.checkpointed(block, run, u, None, biases[block], s)
                 run.share(("up", s, r), u, s)
                 skips.append(u)
         u = skips.pop() if run.due(S - 1) else None
         for s in reversed(range(S)):
             if run.due(s):
                 for r, block in enumerate(stream.down_blocks[s]):
-                    u = self.checkpointed(block, run, u, skips.pop(), biases.get(block), s)
+                    u = self.checkpointed(block, run, u, skips.pop(), biases[block], s)
                     run.share(("down", s, r), u, s)
             if s:
                 u = run.up(stream.upsample[s - 1], u, s - 1)
 
-    def ul_stream(self, run, z: torch.Tensor, biases: dict) -> torch.Tensor:
-        """The above-and-left stream -> head params (B, P, H, W) (or one row / position)."""
+    def at_position(self, run, z: torch.Tensor, biases: dict) -> torch.Tensor:
+        """The ul stream (above and left) -> head params (B, P, H, W) (or one row / position)."""
         S, stream = self.arch.stages, self.ul
         ul = run.conv_input(self.ul_init_above, z) + run.conv_input(self.ul_init_left, z)
         skips = [ul]
@@ -145,20 +146,14 @@ class PixelCNNpp(Prior):
                     break
                 skips.append(ul)
             for r, block in enumerate(stream.up_blocks[s]):
-                ul = self.checkpointed(block, run, ul, run.shared(("up", s, r), s), biases.get(block), s)
+                ul = self.checkpointed(block, run, ul, run.shared(("up", s, r), s), biases[block], s)
                 skips.append(ul)
         ul = skips.pop() if run.due(S - 1) else None
         for s in reversed(range(S)):
             if run.due(s):
                 for r, block in enumerate(stream.down_blocks[s]):
                     aux = torch.cat([run.shared(("down", s, r), s), skips.pop()], dim=1)  # (B, 2F, ...)
-                    ul = self.checkpointed(block, run, ul, aux, biases.get(block), s)
+                    ul = self.checkpointed(block, run, ul, aux, biases[block], s)
             if s:
                 ul = run.up(stream.upsample[s - 1], ul, s - 1)
         return self.out(F.elu(ul))  # (B, P, ...)
-
-    def network(self, z, labels, context):
-        z = self.with_ones(z)  # (B, C·E + 1, H, W)
-        run, biases = FullPass(self.sizes), self.biases(labels)
-        self.u_stream(run, z, biases)
-        return self.ul_stream(run, z, biases)

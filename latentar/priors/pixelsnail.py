@@ -14,15 +14,16 @@ Conditioning: a learned per-class bias in every gated unit, and a spatial contex
 run through non-causal residual convolutions, upsampled (nearest) to the grid and fed
 to every gated unit. The context is known in full, so it may be used non-causally.
 
-The network is written once (``body``) for whole maps and for the one position of a
-generation step (``latentar.nn.incremental``); fast sampling (``PixelSNAILStepper``)
-evaluates every layer at the new position only: convolutions from cached input maps,
-attention from the cached keys and values of earlier positions.
+The network is written once (``at_position``) for whole maps and for the one position of a
+generation step (``latentar.nn.passes``); fast sampling (``PassStepper``) evaluates every
+layer at the new position only: convolutions from cached input maps, attention from the
+cached keys and values of earlier positions.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -31,11 +32,12 @@ from torch import nn
 
 from latentar.checks import COUNT, FRACTION, Checked
 from latentar.nn.attention import CausalSelfAttention
-from latentar.nn.conditioning import class_bias_table
-from latentar.nn.incremental import FullPass
+from latentar.nn.conditioning import class_biases
 from latentar.nn.shifted import GatedResBlock, Nin, down_right_shifted_conv, down_shifted_conv
-from latentar.priors.base import Prior, PriorSpec, register_prior
-from latentar.priors.steppers.pixelsnail import PixelSNAILStepper
+from latentar.priors.base import register_prior
+from latentar.priors.condition import Condition
+from latentar.priors.layer_cache import PassPrior, PassStepper
+from latentar.priors.spec import PriorSpec
 
 BACKGROUND = 2  # positional channels: row and column coordinates in [-1, 1]
 
@@ -112,7 +114,7 @@ class SnailBlock(nn.Module):
                                   arch.dropout)
 
     def forward(self, run, h, zb, ctx, biases):
-        """``run`` (``latentar.nn.incremental``) evaluates the convs and the attention;
+        """``run`` (``latentar.nn.passes``) evaluates the convs and the attention;
         ctx is already at what the pass computes (``run.view``)."""
         for unit, bias in zip(self.units, biases):
             h = unit(run, h, ctx, bias)
@@ -121,8 +123,15 @@ class SnailBlock(nn.Module):
         return self.post(run, h, join(attended, ctx), biases[-1])
 
 
+class Given(NamedTuple):
+    """What every pass of PixelSNAIL reads of its condition."""
+
+    context: torch.Tensor | None  # the context network's features (B, F_c, H, W), or None
+    biases: list[list]  # per block, per gated unit: a class bias (B, 2F), or None
+
+
 @register_prior("pixelsnail")
-class PixelSNAIL(Prior):
+class PixelSNAIL(PassPrior):
     Arch = PixelSNAILArch
     presets = {
         "tiny": dict(hidden=8, num_blocks=1, res_units=1, heads=2, key_dim=4, value_dim=4,
@@ -136,10 +145,9 @@ class PixelSNAIL(Prior):
         "paper": dict(hidden=256, num_blocks=12, res_units=4, heads=1, key_dim=16, value_dim=128,
                       dropout=0.5, context_hidden=128),
     }
-    heads = ("categorical", "logistic_mixture")
     supports_context = True
     full_context = True  # causal attention reaches every earlier position
-    Stepper = PixelSNAILStepper
+    Stepper = PassStepper
     checkpointable = True  # every block (gated units + attention) goes through ``checkpointed``
 
     def __init__(self, spec: PriorSpec, arch: PixelSNAILArch):
@@ -158,35 +166,26 @@ class PixelSNAIL(Prior):
                                     for _ in range(arch.num_blocks))
         self.units_per_block = arch.res_units + 1
         # a (2F) gate bias per gated unit
-        self.class_bias = class_bias_table(spec.label_rows, arch.num_blocks * self.units_per_block * 2 * width)
+        self.class_bias = class_biases(spec.label_rows, [2 * width] * (arch.num_blocks * self.units_per_block))
         self.out = Nin(width, self.head.num_params)
 
-    def biases(self, labels: torch.Tensor | None) -> list[list]:
-        """Per block, per gated unit: a class bias (B, 2F), or None."""
-        count = self.units_per_block
-        if self.class_bias is None:
-            return [[None] * count for _ in self.blocks]
-        chunks = self.class_bias(labels).chunk(len(self.blocks) * count, dim=1)
-        return [list(chunks[b * count:(b + 1) * count]) for b in range(len(self.blocks))]
+    def given(self, cond: Condition, size: tuple[int, int]) -> Given:
+        """The context network's features of the spatial context at a grid of ``size`` (H, W),
+        and per block, per gated unit, the class bias."""
+        context = None if self.context is None else self.context(cond.context, size)
+        biases, count = self.class_bias(cond.labels), self.units_per_block
+        return Given(context, [biases[b * count:(b + 1) * count] for b in range(len(self.blocks))])
 
-    def context_features(self, context: torch.Tensor | None, size: tuple[int, int]) -> torch.Tensor | None:
-        """The context network's features (B, F_c, H, W) of a spatial context, or None."""
-        return None if self.context is None else self.context(context, size)
-
-    def with_background(self, z: torch.Tensor) -> torch.Tensor:
+    def network_input(self, z: torch.Tensor) -> torch.Tensor:
         """z (B, C·E, H, W) -> (B, C·E + 2, H, W) with the positional channels appended."""
         B, _, H, W = z.shape
         return join(z, background(H, W, z).expand(B, -1, -1, -1))
 
-    def network(self, z, labels, context):
-        ctx = self.context_features(context, tuple(z.shape[-2:]))
-        return self.body(FullPass(), self.with_background(z), ctx, self.biases(labels))
-
-    def body(self, run, zb: torch.Tensor, ctx: torch.Tensor | None, biases: list[list]) -> torch.Tensor:
-        """zb (B, C·E + 2, H, W) the symbols and the positional channels, ctx (B, F_c, H, W) or
-        None -> params (B, P, H, W), or (B, P, 1, 1) in a position pass."""
-        ctx = None if ctx is None else run.view(ctx)
+    def at_position(self, run, zb: torch.Tensor, given: Given) -> torch.Tensor:
+        """zb (B, C·E + 2, H, W) the symbols and the positional channels -> params (B, P, H, W),
+        or (B, P, 1, 1) in a position pass."""
+        ctx = None if given.context is None else run.view(given.context)
         h = run.conv_input(self.first_above, zb) + run.conv_input(self.first_left, zb)  # (B, F, ...)
-        for block, block_biases in zip(self.blocks, biases):
+        for block, block_biases in zip(self.blocks, given.biases):
             h = self.checkpointed(block, run, h, zb, ctx, block_biases)
         return self.out(F.elu(h))  # (B, P, ...)

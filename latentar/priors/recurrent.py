@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import torch
 
-from latentar.nn.incremental import as_matrix
 from latentar.nn.lstm import RecurrentStack
 from latentar.priors.base import Prior
-from latentar.priors.steppers.cached import LayerCacheStepper
+from latentar.priors.condition import Condition
+from latentar.priors.layer_cache import LayerCacheStepper
 
 
 class RecurrentStepper(LayerCacheStepper):
@@ -28,41 +28,31 @@ class RecurrentStepper(LayerCacheStepper):
     the row: a pixel costs C one-position passes through the layers.
     """
 
-    def __init__(self, prior: RecurrentPrior, x: torch.Tensor, labels: torch.Tensor | None,
-                 context: torch.Tensor | None):
-        super().__init__(prior, x, labels, context)
-        n, _, H, W = x.shape
-        body = self.body = prior.body
-        self.caches = [layer.new_cache(bias, H, W)
-                       for layer, bias in zip(body.layers, body.biases(labels, n, x.device))]
+    prior: RecurrentPrior
+
+    def __init__(self, prior: RecurrentPrior, x: torch.Tensor, cond: Condition):
+        super().__init__(prior, x, cond)
+        self.caches = prior.body.new_caches(cond.labels, x.shape[0], tuple(x.shape[-2:]), x.device)
         self.row = -1  # the row begun last
 
     def params(self, h: int, w: int, c: int | None) -> torch.Tensor:
         if h != self.row:  # (h, 0): the rows above are final
-            for layer, cache in zip(self.body.layers, self.caches):
-                layer.begin_row(cache, h)
+            self.prior.body.begin_row(self.caches, h)
             self.row = h
-        a = as_matrix(self.step(h, w, c).conv_input(self.body.first, self.z))  # (n, F)
-        for layer, cache in zip(self.body.layers, self.caches):
-            a = layer.evaluate_at(cache, h, w, a)  # (n, F)
-        for step in self.cache.plan(self.body.out):
-            a = step(a)
-        return a  # (n, P)
+        return self.prior.body.evaluate_at(self.caches, self.step(h, w, c), self.z, h, w)  # (n, P)
 
     def take(self, h: int, w: int) -> None:
         super().take(h, w)
         if w == self.x.shape[-1] - 1:
-            for layer, cache in zip(self.body.layers, self.caches):
-                layer.end_row(cache, h, self.z[:, :, h])
+            self.prior.body.end_row(self.caches, h, self.z[:, :, h])
 
 
 class RecurrentPrior(Prior):
     """A Prior whose backbone is a ``RecurrentStack`` with channel-masked LSTM layers."""
 
-    heads = ("categorical", "logistic_mixture")
     channel_masked = True
     Stepper = RecurrentStepper
     body: RecurrentStack
 
-    def network(self, z, labels, context):
-        return self.body(z, labels)  # (B, P, H, W)
+    def network(self, z, cond):
+        return self.body(z, cond.labels)  # (B, P, H, W)

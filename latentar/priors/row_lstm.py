@@ -24,14 +24,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from latentar.checks import Checked
-import torch.nn.functional as F
-
-from latentar.nn.incremental import RowSplit, conv_parts
 from latentar.nn.lstm import GATES, RecurrentStack, in_step_order, lstm_cell, lstm_step
 from latentar.nn.masked import MaskedConv2d
+from latentar.nn.stepping import conv_parts
+from latentar.nn.windows import RowSplit
 from latentar.priors.base import PriorSpec, register_prior
 from latentar.priors.recurrent import RecurrentPrior
 
@@ -85,7 +85,7 @@ class RowLSTMLayer(nn.Module):
             rows.append(hidden)  # (B, S, W)
         return a + self.proj(torch.stack(rows, dim=2))
 
-    # ---- one position at a time (the ``RecurrentStack`` protocol) -------------------------
+    # ---- one position at a time (the ``RecurrentLayer`` protocol) -------------------------
     def new_cache(self, bias: torch.Tensor, H: int, W: int) -> RowCache:
         parts = conv_parts(self.input_to_state)
         parts = parts._replace(weight=in_step_order(parts.weight, self.groups),

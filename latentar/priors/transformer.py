@@ -35,11 +35,14 @@ from einops import rearrange
 from torch import nn
 
 from latentar.checks import COUNT, FRACTION, Checked, FieldError
-from latentar.nn.conditioning import class_bias_table
-from latentar.nn.incremental import FullPass
+from latentar.nn.caches import StepCache
+from latentar.nn.conditioning import class_biases
+from latentar.nn.passes import FullPass, StepPass
 from latentar.nn.transformer import EncoderPass, TransformerBlock, init_weights
-from latentar.priors.base import Prior, PriorSpec, register_prior
-from latentar.priors.steppers.transformer import TransformerStepper
+from latentar.priors.base import Prior, register_prior
+from latentar.priors.condition import Condition
+from latentar.priors.engine import Stepper
+from latentar.priors.spec import PriorSpec
 
 
 @dataclass
@@ -88,6 +91,33 @@ class ContextEncoder(nn.Module):
         return rearrange(F.interpolate(c, size=size, mode="nearest"), "b d h w -> b (h w) d")  # (B, H·W, D)
 
 
+class TransformerStepper(Stepper):
+    """``params(h, w, None)`` runs ``Transformer.body`` on slot i = h·W + w alone: its input
+    is the start token (i = 0) or the symbols of position i - 1, final by then, plus its
+    position terms; each block's key and value of slot i enter the ``StepCache``, and its
+    query attends to slots <= i there."""
+
+    prior: Transformer
+
+    def __init__(self, prior: Transformer, x: torch.Tensor, cond: Condition):
+        super().__init__(prior, x, cond)
+        self.cache = StepCache(x.shape[0], [tuple(x.shape[-2:])])
+        self.start = prior.start_token(cond.labels, x.shape[0])  # (n, 1, D)
+        self.terms = prior.position_terms(cond.context)  # (1 or n, H·W, D), computed once
+        self.biases = prior.class_bias(cond.labels)
+
+    def params(self, h: int, w: int, c: int | None) -> torch.Tensor:
+        W = self.x.shape[-1]
+        i = h * W + w
+        if i == 0:
+            slot = self.start
+        else:
+            ph, pw = divmod(i - 1, W)
+            slot = self.prior.embed_symbols(self.prior.input(self.x[:, :, ph:ph + 1, pw:pw + 1]))  # (n, 1, D)
+        slot = slot + self.terms[:, i:i + 1]
+        return self.prior.body(StepPass(self.cache, h, w), slot, self.biases)[:, 0]  # (n, P)
+
+
 @register_prior("transformer")
 class Transformer(Prior):
     Arch = TransformerArch
@@ -100,7 +130,6 @@ class Transformer(Prior):
         # 24 heads; 1.46B parameters here with 1000 classes over 16×16 codes of K = 16384
         "paper": dict(width=1536, num_layers=48, heads=24),
     }
-    heads = ("categorical", "logistic_mixture")
     supports_context = True
     full_context = True  # causal attention reaches every earlier position
     checkpointable = True
@@ -129,8 +158,8 @@ class Transformer(Prior):
             init_weights(part, arch.num_layers + arch.context_layers)
         if self.start is not None:
             nn.init.normal_(self.start, std=0.02)
-        # a (D) residual bias per block, zero at first (see class_bias_table)
-        self.class_bias = class_bias_table(spec.label_rows, arch.num_layers * D)
+        # a (D) residual bias per block, zero at first (see ``ClassBiases``)
+        self.class_bias = class_biases(spec.label_rows, [D] * arch.num_layers)
 
     # ---- the pieces a stepper shares -----------------------------------------------------
     def embed_symbols(self, z: torch.Tensor) -> torch.Tensor:
@@ -150,20 +179,15 @@ class Transformer(Prior):
         terms = grid_positions(self.rows, self.cols)[None]  # (1, H·W, D)
         return terms if self.context is None else terms + self.context(context, (H, W))
 
-    def biases(self, labels: torch.Tensor | None) -> list:
-        """Per block a class bias (B, D), or None."""
-        if self.class_bias is None:
-            return [None] * len(self.blocks)
-        return list(self.class_bias(labels).chunk(len(self.blocks), dim=1))
-
     # ---- the network ---------------------------------------------------------------------
-    def network(self, z, labels, context):
+    def network(self, z, cond):
         B, _, H, W = z.shape
-        shifted = torch.cat([self.start_token(labels, B), self.embed_symbols(z)[:, :-1]], dim=1)  # (B, N, D)
-        params = self.body(FullPass(), shifted + self.position_terms(context), self.biases(labels))  # (B, N, P)
+        shifted = torch.cat([self.start_token(cond.labels, B), self.embed_symbols(z)[:, :-1]], dim=1)  # (B, N, D)
+        params = self.body(FullPass(), shifted + self.position_terms(cond.context),
+                           self.class_bias(cond.labels))  # (B, N, P)
         return rearrange(params, "b (h w) p -> b p h w", h=H, w=W)
 
-    def body(self, run, slots: torch.Tensor, biases: list) -> torch.Tensor:
+    def body(self, run, slots: torch.Tensor, biases: list[torch.Tensor | None]) -> torch.Tensor:
         """Slot inputs (B, N, D) -> head params (B, N, P); N = 1 in a position pass."""
         x = self.dropout(slots)
         for block, bias in zip(self.blocks, biases):

@@ -1,1 +1,0 @@
-"""The fast steppers of the conv priors (see ``latentar.priors.engine``), one file each."""
