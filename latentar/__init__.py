@@ -44,14 +44,14 @@ __main__
 """
 
 from latentar import heads  # noqa: F401  (registers the heads)
+from latentar.evaluation import bits_per_dim, evaluate_prior
+from latentar.generation import generate
 from latentar.priors import Prior, PriorSpec, build_prior, list_priors
+from latentar.receptive_field import receptive_field
 from latentar.registry import UnknownNameError
 from latentar.saving import NonFiniteWeightsError, NotAModelError, load
-from latentar.evaluation import bits_per_dim, evaluate_prior
 from latentar.training import TrainConfig, Trainer
 from latentar.vqvae import VQVAE, VQVAEConfig
-from latentar.receptive_field import receptive_field
-from latentar.generation import generate
 
 __version__ = "0.1.0"
 

@@ -296,7 +296,8 @@ def bench_sample(prior: Prior, *, batch: int = 16, rows: int | None = None, seed
             "naive_seconds_per_image": naive.wall / batch, "fast_seconds_per_image": fast.wall / batch,
             "speedup": naive.wall / fast.wall, "naive_cpu_seconds_per_image": naive.cpu / batch,
             "fast_cpu_seconds_per_image": fast.cpu / batch, "cpu_speedup": naive.cpu / fast.cpu,
-            "naive_method": naive_method, "fast_method": "measured: prior.sample on the full grid", "extrapolated_from_rows": rows}
+            "naive_method": naive_method, "fast_method": "measured: prior.sample on the full grid",
+            "extrapolated_from_rows": rows}
 
 
 __all__ = ["SpeedSettings", "bench_train", "bench_train_compare", "bench_sample", "has_fast_sampler", "random_cond"]

@@ -26,11 +26,21 @@ import argparse
 import errno
 import sys
 
-from latentar.commands import (bench, data, encode, evaluate, receptive_field, report, run, sample, train_prior,
-                               train_vqvae)
-from latentar.progress import set_quiet
+from latentar.commands import (
+    bench,
+    data,
+    encode,
+    evaluate,
+    receptive_field,
+    report,
+    run,
+    sample,
+    train_prior,
+    train_vqvae,
+)
 from latentar.files import WriteError
 from latentar.memory import max_memory
+from latentar.progress import set_quiet
 from latentar.saving import NotAModelError
 
 USER_ERRORS = (ValueError, LookupError, FileNotFoundError, NotAModelError, TypeError, WriteError)

@@ -24,9 +24,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shutil
 import stat
-import secrets
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator

@@ -18,10 +18,10 @@ from accelerate.utils import parse_flag_from_env
 from latentar.checks import FieldError
 from latentar.config import PriorConfig, Recipe, RecipeError
 from latentar.data import SourceUnavailableError, load_dataset
+from latentar.generation import check_output
 from latentar.memory import MemoryCapError
 from latentar.priors.base import build_prior
 from latentar.registry import DATASETS, PRIORS, UnknownNameError
-from latentar.generation import check_output
 from latentar.saving import NotAModelError, meta_model, read_config
 from latentar.training import TrainConfig
 from latentar.training.config import check_mixed_precision

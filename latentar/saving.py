@@ -26,8 +26,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
-from latentar.files import (BadFileError, atomic_write_bytes, atomic_write_json, is_regular_file, open_regular,
-                            read_json)
+from latentar.files import BadFileError, atomic_write_bytes, atomic_write_json, is_regular_file, open_regular, read_json
 from latentar.memory import check_fits
 from latentar.registry import MODELS
 

@@ -11,12 +11,12 @@ import warnings
 import numpy as np
 import pytest
 from PIL import Image
+from recipe_cases import SMALL_PIXELS, write_recipe
 
 from latentar import cli
 from latentar.checks import FieldError
 from latentar.data import load_dataset
 from latentar.data.images import MAX_IMAGE_PIXELS
-from recipe_cases import SMALL_PIXELS, write_recipe
 
 BAD = {  # file name -> the start of its reason, as the error lists it
     "truncated.jpg": "cannot be decoded",

@@ -7,19 +7,19 @@ import json
 
 import pytest
 import torch
+from prior_cases import tiny_prior
 
 import latentar
 from latentar import bench
 from latentar.bench import bench_sample, bench_train, has_fast_sampler
 from latentar.cli import main
-from prior_cases import tiny_prior
 
 NAMES = latentar.list_priors()
 COMMON = {"prior", "arch", "shape", "num_symbols", "symbols", "head", "parameters", "device", "torch",
           "threads", "omp_num_threads", "load_average_1min", "batch", "preset"}
-SIDE = {"mixed_precision", "compile", "checkpoint_activations", "channels_last", "seconds_per_step", "cpu_seconds_per_step",
-        "images_per_second", "flops_per_step", "tflops_per_second", "loss_nats_per_dim", "peak_memory_mb",
-        "peak_memory_kind"}  # what bench train reports of one setting
+SIDE = {"mixed_precision", "compile", "checkpoint_activations", "channels_last", "seconds_per_step",
+        "cpu_seconds_per_step", "images_per_second", "flops_per_step", "tflops_per_second", "loss_nats_per_dim",
+        "peak_memory_mb", "peak_memory_kind"}  # what bench train reports of one setting
 
 
 def run_cli(argv, capsys) -> dict:

@@ -17,6 +17,7 @@ from latentar.commands.options import add_settings, parse_assignments, settings
 from latentar.config import field_comments
 from latentar.training import TrainConfig
 
+
 def run(capsys, *argv: str) -> tuple[int, str, str]:
     code = cli.main([str(a) for a in argv])
     captured = capsys.readouterr()

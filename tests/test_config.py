@@ -8,12 +8,19 @@ import typing
 from pathlib import Path
 
 import pytest
-
-from latentar.config import (PriorConfig, Recipe, RecipeError, apply_override, load_recipe, recipe_from_dict,
-                             recipe_to_dict)
-from latentar.priors import PriorSpec
-from latentar.plan import validate
 from recipe_cases import write_recipe
+
+from latentar.config import (
+    PriorConfig,
+    Recipe,
+    RecipeError,
+    apply_override,
+    load_recipe,
+    recipe_from_dict,
+    recipe_to_dict,
+)
+from latentar.plan import validate
+from latentar.priors import PriorSpec
 
 RECIPES = sorted((Path(__file__).parent.parent / "recipes").glob("*.toml"))
 

@@ -33,10 +33,10 @@ from latentar.data import (
     describe_fetch,
     fetch,
     load_dataset,
+    sources,
 )
 from latentar.data.cache import CORRUPT_SUFFIX
 from latentar.data.idx import IMAGES_MAGIC, LABELS_MAGIC, parse_idx
-from latentar.data import sources
 from latentar.data.sources import MNIST, IdxSource, fetch_idx, load_idx_split
 from latentar.registry import UnknownNameError
 

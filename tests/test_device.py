@@ -5,13 +5,13 @@ prior → VQ-VAE chain draws images from models that live there."""
 from __future__ import annotations
 
 import torch
+from prior_cases import tiny_prior
 from torch.utils.data import TensorDataset
 
 import latentar
 from latentar.evaluation import evaluate_prior
 from latentar.generation import generate
 from latentar.training import TrainConfig, Trainer, prior_objective
-from prior_cases import tiny_prior
 
 
 def binary_grids(n: int) -> TensorDataset:

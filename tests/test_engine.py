@@ -7,10 +7,10 @@ import math
 
 import pytest
 import torch
+from prior_cases import every_grid, head_cases, tiny_prior
 
 import latentar
 from latentar.priors.engine import Knobs, apply_temperature, guide, keep_top_k, keep_top_p
-from prior_cases import every_grid, head_cases, tiny_prior
 
 NAMES = latentar.list_priors()
 

@@ -8,13 +8,14 @@ import os
 
 import pytest
 import torch
+from prior_cases import tiny_prior
+from recipe_cases import SMALL_PIXELS, write_recipe
 
 from latentar import cli
 from latentar.commands import data as data_command
 from latentar.config import load_recipe
 from latentar.plan import validate
-from prior_cases import tiny_prior
-from recipe_cases import SMALL_PIXELS, write_recipe
+
 
 def run(capsys, *argv) -> tuple[int, str]:
     """cli.main on argv -> (exit status, stderr); argparse's own errors exit too."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from prior_cases import generator, head_cases, tiny_prior
 from torch import nn
 
 import latentar
@@ -26,7 +27,6 @@ from latentar.nn.windows import RowSplit
 from latentar.priors import as_condition
 from latentar.priors.base import Prior
 from latentar.registry import PRIORS
-from prior_cases import generator, head_cases, tiny_prior
 
 NAMES = latentar.list_priors()
 TOL = 1e-4  # per-step params: |fast - naive| <= TOL + TOL·|naive|

@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 from accelerate.utils import load
+from prior_cases import tiny_prior
 from safetensors.torch import load_file
+from test_training import train
 
 import latentar
 from latentar import cli
@@ -21,8 +23,6 @@ from latentar.files import WriteError
 from latentar.training import checkpoint
 from latentar.training.checkpoint import FAULT_POINTS, CheckpointError, write_manifest
 from latentar.training.run_folder import RunFolderError
-from prior_cases import tiny_prior
-from test_training import train
 
 STEPS, SAVE_EVERY = 6, 2  # checkpoints at updates 2, 4 and 6; the newest two are kept
 NEWEST, OLDER = "step_00000006", "step_00000004"

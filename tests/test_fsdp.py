@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from prior_cases import tiny_prior
 
 STEPS, BATCH = 2, 8  # each of the two processes takes half of every batch

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-import latentar
-from latentar.receptive_field import raster_past, receptive_field
 from prior_cases import tiny_prior
 from test_fast_sampling import assert_same_draws
 from test_pixelcnn import assert_stepper_matches_full_pass
+
+import latentar
+from latentar.receptive_field import raster_past, receptive_field
 
 
 def test_receptive_field_has_no_blind_spot():

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from prior_cases import every_grid, tiny_prior
 
 import latentar
 from latentar.generation import class_rows, complete, completion_grid, generate
 from latentar.images import save_grid, save_individual
-from prior_cases import every_grid, tiny_prior
 
 NAMES = latentar.list_priors()
 

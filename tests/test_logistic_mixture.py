@@ -9,8 +9,12 @@ import pytest
 import torch
 
 import latentar
-from latentar.heads.logistic_mixture import (TINY_BIN, LogisticMixtureHead, discretized_logistic_log_prob,
-                                             every_bin_log_prob)
+from latentar.heads.logistic_mixture import (
+    TINY_BIN,
+    LogisticMixtureHead,
+    discretized_logistic_log_prob,
+    every_bin_log_prob,
+)
 
 
 def random_params(head: LogisticMixtureHead, n: int = 1, seed: int = 0, dtype=torch.float64):

@@ -8,6 +8,8 @@ import json
 
 import pytest
 import torch
+from prior_cases import tiny_prior
+from recipe_cases import write_recipe
 
 import latentar
 from latentar import cli, memory
@@ -18,8 +20,6 @@ from latentar.priors import footprint
 from latentar.priors.footprint import forward_bytes, grid_bytes, sampling_batch
 from latentar.saving import CONFIG_FILE, NotAModelError, load
 from latentar.vqvae import VQVAE
-from prior_cases import tiny_prior
-from recipe_cases import write_recipe
 
 HUGE = 10**12
 

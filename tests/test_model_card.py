@@ -3,7 +3,6 @@ which says what the model is and how it scored, and which loading ignores."""
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 import yaml

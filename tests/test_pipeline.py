@@ -11,13 +11,14 @@ import sys
 
 import pytest
 import torch
+from recipe_cases import PIXELS as PIXEL_MODE
+from recipe_cases import PIXELSNAIL, write_recipe
 
 import latentar
 from latentar.cli import main
 from latentar.config import RecipeError, load_recipe
 from latentar.runs import run_recipe
 from latentar.training import trainer as trainer_module
-from recipe_cases import PIXELS as PIXEL_MODE, PIXELSNAIL, write_recipe
 
 PIXELS = {**PIXEL_MODE, "prior": {"name": "pixelcnn", "preset": "tiny", "class_conditional": True},
           "prior_train": {"steps": 4, "batch_size": 8, "log_every": 1, "save_every": 2},
@@ -67,8 +68,8 @@ def test_two_stage_run_leaves_every_output_and_reuses_finished_stages(tmp_path, 
                  "--out", str(tmp_path / "s.png")]) == 0
     assert (tmp_path / "s.codes.safetensors").is_file()
     assert main(["complete", "--prior", prior_dir, "--vqvae", vqvae_dir, "--data", "image_folder",
-                 "--data-root", str(image_folder), "--data-option", "size=8", "--keep-rows", "2", "-n", "2", "--samples", "2",
-                 "--out", str(tmp_path / "c.png")]) == 0
+                 "--data-root", str(image_folder), "--data-option", "size=8", "--keep-rows", "2", "-n", "2",
+                 "--samples", "2", "--out", str(tmp_path / "c.png")]) == 0
     other = tmp_path / "copy_of_vq"  # the same weights elsewhere: the same fingerprint, accepted
     latentar.load(out / "vqvae" / "model").save(other)
     assert main(["sample", "--prior", prior_dir, "--vqvae", str(other), "-n", "2",

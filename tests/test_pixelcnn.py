@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from prior_cases import tiny_prior
 from test_fast_sampling import TOL, assert_same_draws
 

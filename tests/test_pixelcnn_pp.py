@@ -5,16 +5,20 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-
-import latentar
-from latentar.nn.shifted import (down_right_shifted_conv, down_right_shifted_deconv, down_shifted_conv,
-                                 down_shifted_deconv)
-from latentar.nn.stepping import conv_parts
-from latentar.nn.windows import conv_transpose_window, conv_window
-from latentar.priors import Condition
 from prior_cases import tiny_prior
 from test_fast_sampling import assert_same_draws
 from test_pixelcnn import assert_stepper_matches_full_pass
+
+import latentar
+from latentar.nn.shifted import (
+    down_right_shifted_conv,
+    down_right_shifted_deconv,
+    down_shifted_conv,
+    down_shifted_deconv,
+)
+from latentar.nn.stepping import conv_parts
+from latentar.nn.windows import conv_transpose_window, conv_window
+from latentar.priors import Condition
 
 CONFIGS = [  # (shape, K, head, extra build arguments)
     ((3, 4, 4), 256, "logistic_mixture", dict(head_options={"num_mixtures": 3})),

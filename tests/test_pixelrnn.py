@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from prior_cases import tiny_prior
+from test_fast_sampling import TOL, assert_same_draws, traced_draws
 
 import latentar
 from latentar.nn.lstm import lstm_cell, skew, unskew
 from latentar.priors.diagonal_bilstm import DiagonalBiLSTMLayer
 from latentar.priors.row_lstm import RowLSTMLayer
 from latentar.receptive_field import raster_past, receptive_field
-from prior_cases import tiny_prior
-from test_fast_sampling import TOL, assert_same_draws, traced_draws
 
 PIXELRNNS = ["row_lstm", "diagonal_bilstm"]
 

@@ -6,15 +6,15 @@ import math
 
 import pytest
 import torch
+from prior_cases import tiny_prior
+from test_fast_sampling import assert_same_draws
+from test_pixelcnn import assert_stepper_matches_full_pass
 
 import latentar
 from latentar.nn.attention import CausalSelfAttention, attend_strictly_causal
 from latentar.nn.caches import StepCache
 from latentar.nn.passes import FullPass, StepPass
 from latentar.priors import Condition
-from prior_cases import tiny_prior
-from test_fast_sampling import assert_same_draws
-from test_pixelcnn import assert_stepper_matches_full_pass
 
 
 def attention(seed: int = 0) -> CausalSelfAttention:

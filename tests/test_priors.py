@@ -11,13 +11,13 @@ import sys
 
 import pytest
 import torch
+from prior_cases import all_cases, case_id, every_grid, generator, head_cases, tiny_prior
 
 import latentar
 from latentar.heads import CategoricalHead
 from latentar.priors import Condition, Prior, PriorSpec
 from latentar.priors.engine import Stepper
 from latentar.registry import HEADS, PRIORS
-from prior_cases import all_cases, case_id, every_grid, generator, head_cases, tiny_prior
 
 CASES = all_cases()
 NAMES = latentar.list_priors()

@@ -6,12 +6,12 @@ import json
 
 import pytest
 import torch
+from prior_cases import all_cases, case_id, tiny_prior
 
 import latentar
 from latentar.cli import main
-from latentar.registry import PRIORS
 from latentar.receptive_field import COLOURS, draw_field, field_summary, raster_past, receptive_field
-from prior_cases import all_cases, case_id, tiny_prior
+from latentar.registry import PRIORS
 
 NAMES = latentar.list_priors()
 FULL_CONTEXT = [n for n in NAMES if PRIORS.get(n).full_context]

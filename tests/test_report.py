@@ -9,11 +9,11 @@ import shutil
 import pytest
 import torch
 from PIL import Image
+from recipe_cases import PIXELSNAIL, write_recipe
 
 import latentar
 from latentar.cli import main
 from latentar.runs.report import COLUMNS, run_row
-from recipe_cases import PIXELSNAIL, write_recipe
 
 COLUMNS_INDEX = {name: i for i, name in enumerate(COLUMNS)}  # column name -> its cell in a table row
 

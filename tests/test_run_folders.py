@@ -15,11 +15,11 @@ import torch
 from torch.utils.data import TensorDataset
 
 import latentar
-from latentar.runs import recipe as recipe_runs
 from latentar.cli import main
 from latentar.config import load_recipe
-from latentar.training import TrainConfig, Trainer, prior_objective, read_metrics
 from latentar.run_files import LOCK_FILE, RUN_FILE
+from latentar.runs import recipe as recipe_runs
+from latentar.training import TrainConfig, Trainer, prior_objective, read_metrics
 from latentar.training.run_folder import FolderLock, RunFolderError
 
 

@@ -12,15 +12,14 @@ import subprocess
 
 import pytest
 import torch
+from prior_cases import tiny_prior
 from safetensors.torch import save_file
 
 import latentar
 from latentar import files
 from latentar.checks import FieldError
 from latentar.data.codes import write_codes_source
-from latentar.saving import (CONFIG_FILE, FORMAT_VERSION, WEIGHTS_FILE, NonFiniteWeightsError, NotAModelError,
-                             load)
-from prior_cases import tiny_prior
+from latentar.saving import CONFIG_FILE, FORMAT_VERSION, WEIGHTS_FILE, NonFiniteWeightsError, NotAModelError, load
 
 DELETE = object()  # marks a config entry to remove
 

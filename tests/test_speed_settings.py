@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch._dynamo
+from prior_cases import tiny_prior
 from torch.utils.data import TensorDataset
 
 import latentar
@@ -18,7 +19,6 @@ from latentar.config import RecipeError, recipe_from_dict
 from latentar.plan import check_training
 from latentar.training import TrainConfig, Trainer, prior_objective, vqvae_objective
 from latentar.training.trainer import MetricWindow
-from prior_cases import tiny_prior
 
 CHECKPOINTABLE = ["pixelcnn_pp", "pixelsnail"]
 

@@ -18,8 +18,7 @@ import latentar
 from latentar.config import RecipeError, recipe_from_dict
 from latentar.evaluation import evaluate_prior, evaluate_vqvae
 from latentar.plan import check_training
-from latentar.training import TrainConfig, Trainer, prior_objective, read_done, read_metrics, vqvae_objective
-from latentar.training import tracking
+from latentar.training import TrainConfig, Trainer, prior_objective, read_done, read_metrics, tracking, vqvae_objective
 from latentar.training.previews import reconstruction_preview, sample_preview
 from latentar.training.tracking import TrackerNotInstalledError
 

@@ -17,8 +17,17 @@ from torch.utils.data import Subset, TensorDataset
 
 import latentar
 from latentar.evaluation import evaluate_prior
-from latentar.training import (TrainConfig, Trainer, lr_factor, make_ema, make_scheduler, prior_objective,
-                               read_done, read_metrics, update_ema)
+from latentar.training import (
+    TrainConfig,
+    Trainer,
+    lr_factor,
+    make_ema,
+    make_scheduler,
+    prior_objective,
+    read_done,
+    read_metrics,
+    update_ema,
+)
 from latentar.training.config import check_mixed_precision
 from latentar.training.trainer import NonFiniteLossError
 

@@ -7,6 +7,9 @@ import math
 
 import pytest
 import torch
+from prior_cases import every_grid, tiny_prior
+from test_fast_sampling import assert_same_draws
+from test_pixelcnn import assert_stepper_matches_full_pass
 
 import latentar
 from latentar.nn.caches import StepCache
@@ -14,9 +17,6 @@ from latentar.nn.passes import FullPass, StepPass
 from latentar.nn.transformer import EncoderPass, SelfAttention
 from latentar.priors.transformer import Transformer
 from latentar.receptive_field import raster_past, receptive_field
-from prior_cases import every_grid, tiny_prior
-from test_fast_sampling import assert_same_draws
-from test_pixelcnn import assert_stepper_matches_full_pass
 
 
 def attention(seed: int = 0) -> SelfAttention:

@@ -8,12 +8,12 @@ from pathlib import Path
 
 from torchvision.utils import save_image
 
-from latentar.receptive_field import COLOURS, field_figure
-from latentar.receptive_field import __doc__ as FIELD_HELP  # the package exports the function of that name
 from latentar.commands.options import add_max_memory, add_prior_arguments, load_model, prior_from_args
-from latentar.priors.base import Prior, list_priors
 from latentar.files import atomic_write
 from latentar.images import check_image_path, image_format
+from latentar.priors.base import Prior, list_priors
+from latentar.receptive_field import COLOURS, field_figure
+from latentar.receptive_field import __doc__ as FIELD_HELP  # the package exports the function of that name
 
 
 def parse_position(text: str) -> tuple[int, int]:

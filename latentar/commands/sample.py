@@ -8,13 +8,20 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from latentar.commands.options import (add_data_root, add_max_memory, add_sampling_knobs, load_model, model_folder,
-                                       parse_assignments, sampling_knobs)
+from latentar.commands.options import (
+    add_data_root,
+    add_max_memory,
+    add_sampling_knobs,
+    load_model,
+    model_folder,
+    parse_assignments,
+    sampling_knobs,
+)
 from latentar.data import load_dataset
 from latentar.data.codes import check_codes_source
-from latentar.priors.base import Prior, check_num_samples
 from latentar.generation import check_generation, check_pair, class_rows, complete, completion_grid, generate
 from latentar.images import check_image_path, check_nrow, save_grid, save_individual
+from latentar.priors.base import Prior, check_num_samples
 from latentar.vqvae import VQVAE
 
 

@@ -6,8 +6,17 @@ import json
 
 from accelerate import PartialState
 
-from latentar.commands.options import (add_data_options, add_prior_settings, add_run_folder_options, check_positive,
-                                       data_config, model_folder, prior_config, rerun, train_config)
+from latentar.commands.options import (
+    add_data_options,
+    add_prior_settings,
+    add_run_folder_options,
+    check_positive,
+    data_config,
+    model_folder,
+    prior_config,
+    rerun,
+    train_config,
+)
 from latentar.runs import train_prior
 from latentar.training import TrainConfig
 

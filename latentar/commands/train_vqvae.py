@@ -6,8 +6,16 @@ import json
 
 from accelerate import PartialState
 
-from latentar.commands.options import (add_data_options, add_run_folder_options, add_settings, data_config,
-                                       parse_assignments, rerun, settings, train_config)
+from latentar.commands.options import (
+    add_data_options,
+    add_run_folder_options,
+    add_settings,
+    data_config,
+    parse_assignments,
+    rerun,
+    settings,
+    train_config,
+)
 from latentar.runs import train_vqvae
 from latentar.training import TrainConfig
 from latentar.vqvae import VQVAE, VQVAEConfig

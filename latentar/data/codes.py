@@ -27,9 +27,10 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
+
 from latentar.data.subsets import dataset_attribute
-from latentar.progress import progress_bar
 from latentar.files import atomic_write, atomic_write_json, read_json, temporary_path, write_error
+from latentar.progress import progress_bar
 
 MANIFEST = "manifest.json"
 CODES_SOURCE_FILE = "codes_source.json"  # in a code prior's model folder: the VQ-VAE its codes came from

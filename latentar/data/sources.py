@@ -30,8 +30,8 @@ from latentar.data.cache import (
     verified_content,
 )
 from latentar.data.idx import IMAGES_MAGIC, LABELS_MAGIC, images_and_labels, parse_idx
-from latentar.progress import progress_bar
 from latentar.files import atomic_write_bytes
+from latentar.progress import progress_bar
 
 log = logging.getLogger(__name__)
 

@@ -30,8 +30,14 @@ from torch import nn
 
 from latentar.checks import FRACTION, Checked
 from latentar.nn.conditioning import class_biases
-from latentar.nn.shifted import (GatedResBlock, Nin, down_right_shifted_conv, down_right_shifted_deconv,
-                                 down_shifted_conv, down_shifted_deconv)
+from latentar.nn.shifted import (
+    GatedResBlock,
+    Nin,
+    down_right_shifted_conv,
+    down_right_shifted_deconv,
+    down_shifted_conv,
+    down_shifted_deconv,
+)
 from latentar.priors.base import register_prior
 from latentar.priors.condition import Condition
 from latentar.priors.layer_cache import PassPrior, PassStepper

@@ -36,14 +36,13 @@ from latentar.config import Recipe, RecipeError, recipe_to_dict
 from latentar.data import first_items, load_dataset
 from latentar.data.codes import CodeDataset
 from latentar.files import atomic_write_json, read_json
+from latentar.generation import class_rows, generate
+from latentar.images import save_grid
 from latentar.plan import Plan, run_device, validate
-from latentar.run_files import (CODES_DIR, CURVES_FILE, RECIPE_FILE, RECONSTRUCTIONS_FILE, SAMPLES_FILE,
-                                SUMMARY_FILE)
+from latentar.run_files import CODES_DIR, CURVES_FILE, RECIPE_FILE, RECONSTRUCTIONS_FILE, SAMPLES_FILE, SUMMARY_FILE
 from latentar.runs.curves import plot_curves, stage_curves
 from latentar.runs.stages import RECIPE_RERUN, Splits, codes_stage, given_vqvae, prior_stage, vqvae_stage
 from latentar.runs.summary import FORMAT
-from latentar.generation import class_rows, generate
-from latentar.images import save_grid
 from latentar.training.previews import first_images, save_reconstructions
 from latentar.training.run_folder import differing_keys, hold, remove
 from latentar.vqvae import VQVAE

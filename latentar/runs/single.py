@@ -29,14 +29,14 @@ from latentar.config import DataConfig, PriorConfig
 from latentar.data import first_items, load_dataset
 from latentar.data.catalog import SPLITS
 from latentar.data.codes import CodeDataset, check_codes_match
+from latentar.generation import check_pair
 from latentar.priors import build_prior
 from latentar.registry import PRIORS
 from latentar.run_files import RECONSTRUCTIONS_FILE
 from latentar.runs.stages import FRESH, Rerun, Splits, codes_stage, prior_stage, vqvae_stage
-from latentar.generation import check_pair
-from latentar.training.previews import first_images, save_reconstructions
 from latentar.saving import meta_model
 from latentar.training import TrainConfig
+from latentar.training.previews import first_images, save_reconstructions
 from latentar.vqvae import VQVAE, VQVAEConfig
 
 

@@ -27,11 +27,10 @@ from latentar.evaluation import evaluate_prior, evaluate_vqvae
 from latentar.files import atomic_write_json
 from latentar.priors import Prior, build_prior
 from latentar.run_files import MODEL_DIR, SUMMARY_FILE, read_done
-from latentar.runs.summary import (FORMAT, prior_description, recorded_wall_time, stage_record,
-                                   vqvae_description)
-from latentar.training.previews import first_images, reconstruction_preview, sample_preview
+from latentar.runs.summary import FORMAT, prior_description, recorded_wall_time, stage_record, vqvae_description
 from latentar.saving import load
 from latentar.training import TrainConfig, Trainer, prior_objective, vqvae_objective
+from latentar.training.previews import first_images, reconstruction_preview, sample_preview
 from latentar.vqvae import VQVAE, VQVAEConfig
 
 

@@ -44,8 +44,7 @@ from typing import Any
 import latentar.priors  # noqa: F401  (registers the priors, so their folders can be read)
 from latentar.config import PriorConfig
 from latentar.registry import MODELS
-from latentar.run_files import (DONE_FILE, MODEL_DIR, RECIPE_FILE, SUMMARY_FILE, TIMING_FILE, read_done,
-                                read_if_present)
+from latentar.run_files import DONE_FILE, MODEL_DIR, RECIPE_FILE, SUMMARY_FILE, TIMING_FILE, read_done, read_if_present
 from latentar.saving import meta_model, read_config
 from latentar.training import TrainConfig
 from latentar.vqvae import VQVAE

@@ -42,15 +42,24 @@ from typing import Callable
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import (OPTIMIZER_NAME, RNG_STATE_NAME, SAFE_MODEL_NAME, SCALER_NAME, SCHEDULER_NAME,
-                              load)
+from accelerate.utils import OPTIMIZER_NAME, RNG_STATE_NAME, SAFE_MODEL_NAME, SCALER_NAME, SCHEDULER_NAME, load
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 from torch.optim.swa_utils import AveragedModel
 
-from latentar.files import (BadFileError, WriteError, atomic_write_bytes, atomic_write_json, fsync_folder,
-                            is_real_folder, is_regular_file, open_regular, read_json, write_error)
+from latentar.files import (
+    BadFileError,
+    WriteError,
+    atomic_write_bytes,
+    atomic_write_json,
+    fsync_folder,
+    is_real_folder,
+    is_regular_file,
+    open_regular,
+    read_json,
+    write_error,
+)
 
 FORMAT_VERSION = 1  # of manifest.json
 STATE_FORMAT_VERSION = 2  # of trainer_state.json: 2 adds the metric window

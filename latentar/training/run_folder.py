@@ -41,8 +41,14 @@ from typing import Callable, Protocol
 import torch
 from accelerate.utils import broadcast
 
-from latentar.files import (MAX_CONFIG_BYTES, BadFileError, atomic_write_json, is_real_folder, read_json,
-                            remove_stale_temporaries)
+from latentar.files import (
+    MAX_CONFIG_BYTES,
+    BadFileError,
+    atomic_write_json,
+    is_real_folder,
+    read_json,
+    remove_stale_temporaries,
+)
 from latentar.run_files import LOCK_FILE, RUN_FILE
 from latentar.training.config import TrainConfig
 

@@ -50,12 +50,12 @@ from accelerate.utils import send_to_device, set_seed
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Dataset
+
+from latentar.files import atomic_write_bytes, atomic_write_json, write_error
+from latentar.images import save_image
 from latentar.model_card import write_model_card
 from latentar.progress import progress_bar
-from latentar.images import save_image
-from latentar.files import atomic_write_bytes, atomic_write_json, write_error
-from latentar.run_files import (CHECKPOINTS_DIR, DONE_FILE, LOGS_DIR, METRICS_FILE, MODEL_DIR, SAMPLES_DIR,
-                                read_metrics)
+from latentar.run_files import CHECKPOINTS_DIR, DONE_FILE, LOGS_DIR, METRICS_FILE, MODEL_DIR, SAMPLES_DIR, read_metrics
 from latentar.training.checkpoint import Checkpoints, TrainerState
 from latentar.training.config import TrainConfig, check_mixed_precision
 from latentar.training.run_folder import claim_run, run_record

@@ -24,8 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from latentar.checks import (COUNT, FRACTION, NON_NEGATIVE, SYMBOLS, Bound, Checked, FieldError, build,
-                             check_value)
+from latentar.checks import COUNT, FRACTION, NON_NEGATIVE, SYMBOLS, Bound, Checked, FieldError, build, check_value
 from latentar.memory import leaf_output_bytes, tensor_bytes
 from latentar.nn.modes import eval_mode
 from latentar.quantizers import VectorQuantizer
