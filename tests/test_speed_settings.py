@@ -18,7 +18,7 @@ from latentar.commands.options import train_config
 from latentar.config import RecipeError, recipe_from_dict
 from latentar.plan import check_training
 from latentar.training import TrainConfig, Trainer, prior_objective, vqvae_objective
-from latentar.training.trainer import MetricWindow
+from latentar.training.metrics import MetricWindow
 
 CHECKPOINTABLE = ["pixelcnn_pp", "pixelsnail"]
 

@@ -36,8 +36,6 @@ are never checkpointed or exported.
 from __future__ import annotations
 
 import json
-import os
-import time
 import warnings
 from dataclasses import asdict
 from pathlib import Path
@@ -48,16 +46,18 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import send_to_device, set_seed
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from latentar.files import atomic_write_bytes, atomic_write_json, write_error
+from latentar.files import atomic_write_bytes, atomic_write_json
 from latentar.images import save_image
 from latentar.model_card import write_model_card
 from latentar.progress import progress_bar
 from latentar.run_files import CHECKPOINTS_DIR, DONE_FILE, LOGS_DIR, METRICS_FILE, MODEL_DIR, SAMPLES_DIR, read_metrics
+from latentar.training.batches import ShuffledBatches
 from latentar.training.checkpoint import Checkpoints, TrainerState
 from latentar.training.config import TrainConfig, check_mixed_precision
+from latentar.training.ema import make_ema, update_ema
+from latentar.training.metrics import MetricWindow, append_line
 from latentar.training.run_folder import claim_run, run_record
 from latentar.training.schedules import make_scheduler
 from latentar.training.tracking import accelerator_options, end_trackers, log_image, log_record, start_trackers
@@ -308,18 +308,6 @@ class Trainer:
         return result
 
 
-def append_line(path: Path, line: str) -> None:
-    """Append ``line`` and a newline to the regular file ``path`` (created if missing), never
-    through a link; a failed write is a ``WriteError`` naming the file."""
-    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-    try:
-        fd = os.open(path, flags, 0o666)
-        with os.fdopen(fd, "a") as f:
-            f.write(line + "\n")
-    except OSError as e:
-        raise write_error(path, e) from e
-
-
 # ---- pieces -------------------------------------------------------------------------
 class ObjectiveModule(nn.Module):
     """Runs ``objective(model, batch)`` as its forward, so DDP and autocast see the whole loss."""
@@ -344,111 +332,3 @@ def apply_speed_settings(model: nn.Module, config: TrainConfig) -> None:
     model.set_compile(config.compile)
     model.set_activation_checkpointing(config.checkpoint_activations)
     model.set_channels_last(config.channels_last)
-
-
-def make_ema(model: nn.Module, decay: float) -> AveragedModel:
-    """A copy of ``model`` whose parameters follow ema ← decay·ema + (1 - decay)·param."""
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=False)
-
-
-@torch.no_grad()
-def update_ema(ema: AveragedModel, model: nn.Module) -> None:
-    """One EMA step after an update (the first one copies). Buffers (masks, codebooks,
-    counters) are state rather than weights: the EMA copy takes the model's current ones."""
-    ema.update_parameters(model)
-    for mine, theirs in zip(ema.module.buffers(), model.buffers()):
-        mine.copy_(theirs)
-
-
-class MetricWindow:
-    """Sums of the micro-batch losses and metrics since the last log, averaged over every process.
-
-    Values may be tensors on the device: they are summed there and read once, at ``result``
-    or ``gather`` (no host synchronisation per micro-batch)."""
-
-    def __init__(self):
-        self._reset()
-
-    def _reset(self) -> None:
-        self.sums: dict[str, torch.Tensor | float] = {}
-        self.count, self.items, self.started = 0, 0, time.perf_counter()
-
-    def add(self, loss: torch.Tensor | float, metrics: dict[str, torch.Tensor | float], items: int) -> None:
-        for name, value in {"loss": loss, **metrics}.items():
-            value = value.detach().double() if isinstance(value, torch.Tensor) else float(value)
-            self.sums[name] = self.sums.get(name, 0.0) + value
-        self.count += 1
-        self.items += items
-
-    def _totals(self, accelerator: Accelerator) -> tuple[list[str], list[float]]:
-        """(names, their sums followed by count and items), each summed over the processes."""
-        names, device = sorted(self.sums), accelerator.device
-        totals = torch.stack([torch.as_tensor(self.sums[n], dtype=torch.float64, device=device).reshape(())
-                              for n in names] + [torch.tensor(float(v), dtype=torch.float64, device=device)
-                                                 for v in (self.count, self.items)])
-        return names, accelerator.reduce(totals, reduction="sum").tolist()
-
-    def result(self, accelerator: Accelerator) -> dict:
-        names, totals = self._totals(accelerator)
-        seconds = time.perf_counter() - self.started
-        # a window whose updates were all skipped has no loss to report
-        out = {n: totals[i] / totals[-2] for i, n in enumerate(names)} if totals[-2] else {}
-        out["items_per_sec"] = totals[-1] / seconds
-        self._reset()
-        return out
-
-    def gather(self, accelerator: Accelerator) -> dict:
-        """The window summed over the processes, as ``TrainerState.window`` holds it (a
-        collective: every process calls it). The window goes on from those sums on the main
-        process (from zero on the others), exactly as a run resumed from them does."""
-        names, totals = self._totals(accelerator)
-        state = {"sums": dict(zip(names, totals)), "count": int(totals[-2]), "items": int(totals[-1])}
-        self.restore(state if state["count"] else {}, main=accelerator.is_main_process)
-        return state if state["count"] else {}
-
-    def restore(self, state: dict, main: bool) -> None:
-        """Go on from the sums ``state`` (``gather``'s) on the main process; empty elsewhere."""
-        started = self.started
-        self._reset()
-        self.started = started
-        if main and state:
-            self.sums, self.count, self.items = dict(state["sums"]), state["count"], state["items"]
-
-
-class ShuffledBatches:
-    """Endless micro-batches of dataset indices for one process.
-
-    Epoch e shuffles the dataset with a generator seeded by (seed, e) and cuts it into
-    global batches of ``batch_size · num_processes``; process r takes slice r of each.
-    An incomplete last global batch is dropped (drop_last).
-    """
-
-    def __init__(self, dataset: Dataset, batch_size: int, *, seed: int, num_processes: int = 1,
-                 process_index: int = 0, num_workers: int = 0):
-        self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
-        self.num_processes, self.process_index = num_processes, process_index
-        self.loader_options = dict(num_workers=num_workers)
-        self.per_epoch = len(dataset) // (batch_size * num_processes)  # batches per process per epoch
-        if self.per_epoch == 0:
-            raise ValueError(f"the training set has {len(dataset)} items, fewer than one batch of "
-                             f"{batch_size} per process × {num_processes} processes")
-
-    def epoch_batches(self, epoch: int) -> list[list[int]]:
-        """This process's batches of epoch ``epoch`` (lists of dataset indices)."""
-        order = torch.randperm(len(self.dataset), generator=self._generator(epoch)).tolist()
-        size = self.batch_size
-        first = [(i * self.num_processes + self.process_index) * size for i in range(self.per_epoch)]
-        return [order[j:j + size] for j in first]
-
-    def iterate(self, start: int = 0):
-        """Yield batches forever, beginning with micro-batch number ``start`` (0 = the first)."""
-        epoch, skip = divmod(start, self.per_epoch)
-        while True:
-            loader = DataLoader(self.dataset, batch_sampler=self.epoch_batches(epoch)[skip:],
-                                generator=self._generator(epoch), **self.loader_options)
-            yield from loader
-            epoch, skip = epoch + 1, 0
-
-    def _generator(self, epoch: int) -> torch.Generator:
-        # Its own generator: building loaders never draws from the global RNG (dropout's).
-        return torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) % 2**63)
