@@ -20,7 +20,7 @@ from test_training import train
 import latentar
 from latentar import cli
 from latentar.files import WriteError
-from latentar.training import checkpoint
+from latentar.training import checkpoint, checkpoint_files
 from latentar.training.checkpoint import FAULT_POINTS, CheckpointError, write_manifest
 from latentar.training.run_folder import RunFolderError
 
@@ -264,7 +264,7 @@ def test_a_checkpoint_file_that_is_not_a_regular_file_is_skipped_without_reading
 def test_hashing_stops_past_the_recorded_size(tmp_path):
     file = tmp_path / "big.bin"
     file.write_bytes(bytes(10_000))
-    assert checkpoint.file_digest(file, limit=100)["size"] == 101
+    assert checkpoint_files.file_digest(file, limit=100)["size"] == 101
 
 
 def test_a_link_under_checkpoints_is_reported_and_never_pruned(reference, tmp_path, capsys):
@@ -337,11 +337,11 @@ def test_a_resumed_run_logs_what_the_uninterrupted_one_logged(tmp_path, monkeypa
 
 
 def test_an_old_trainer_state_without_a_window_still_loads():
-    state = checkpoint.TrainerState.from_json({"format_version": 1, "step": 3, "nonfinite_streak": 0,
+    state = checkpoint_files.TrainerState.from_json({"format_version": 1, "step": 3, "nonfinite_streak": 0,
                                                "skipped_updates": 1})
-    assert state == checkpoint.TrainerState(step=3, skipped_updates=1)
-    with pytest.raises(checkpoint.DamagedCheckpoint, match="window must be"):
-        checkpoint.TrainerState.from_json({**state.to_json(), "window": {"sums": {"loss": "x"}, "count": 1,
+    assert state == checkpoint_files.TrainerState(step=3, skipped_updates=1)
+    with pytest.raises(checkpoint_files.DamagedCheckpoint, match="window must be"):
+        checkpoint_files.TrainerState.from_json({**state.to_json(), "window": {"sums": {"loss": "x"}, "count": 1,
                                                                           "items": 2}})
 
 
