@@ -51,6 +51,7 @@ def random_cond(prior: Prior, n: int, generator: torch.Generator) -> Condition:
     if spec.num_classes is not None:
         labels = torch.randint(0, spec.num_classes, (n,), generator=generator)  # (n,)
     if spec.context_shape is not None:
+        assert spec.context_symbols is not None  # given together (PriorSpec)
         context = torch.randint(0, spec.context_symbols, (n, *spec.context_shape), generator=generator)  # (n, h, w)
     return as_condition(Condition(labels, context), device=prior.device)
 

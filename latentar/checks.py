@@ -26,7 +26,7 @@ import numbers
 import types
 import typing
 from dataclasses import dataclass
-from typing import Any, ClassVar, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 
 class FieldError(ValueError):
@@ -100,10 +100,13 @@ def _fit(value: Any, tp: Any, rule: Rule | None) -> tuple[bool, Any]:
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, numbers.Integral):
             return False, value
-        return (rule or SIZE).holds(int(value)), int(value)
+        bound = rule or SIZE
+        assert isinstance(bound, Bound)  # the strings of a tuple rule are for str fields
+        return bound.holds(int(value)), int(value)
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
             return False, value
+        assert not isinstance(rule, tuple)  # the strings of a tuple rule are for str fields
         return rule is None or rule.holds(float(value)), float(value)
     if tp is str and isinstance(rule, tuple):
         return isinstance(value, str) and value in rule, value
@@ -147,9 +150,12 @@ class Checked:
 
     label: ClassVar[str] = "config"
     bounds: ClassVar[Mapping[str, Rule]] = {}
+    if TYPE_CHECKING:  # set by @dataclass on each config class
+        __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
 
     def __post_init__(self) -> None:
-        hints = _hints(type(self))
+        cls: type = type(self)  # as `type`: mypy finds type[Self] unhashable (it checks the instances' __hash__)
+        hints = _hints(cls)
         for f in dataclasses.fields(self):
             value = check_value(getattr(self, f.name), hints[f.name], f"{self.label}.{f.name}",
                                 self.bounds.get(f.name))

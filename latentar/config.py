@@ -28,7 +28,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -140,7 +140,7 @@ PRESET_KEY = "preset"  # [vqvae] preset = "mnist": start from a VQ-VAE preset, f
 
 
 # ---- reading -------------------------------------------------------------------------
-def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
+def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
     """Read a recipe (``.toml``, or a resolved ``recipe.json``) and apply ``--set`` overrides."""
     path = Path(path)
     if not path.exists():
@@ -250,7 +250,8 @@ def field_comments(cls: type) -> dict[str, str]:
         for token in tokenize.generate_tokens(io.StringIO(source).readline):
             if token.type == tokenize.NAME and token.start[1] == 4:  # a statement of the class body
                 current = token.string if token.string in names else None
-                comments.pop(current, None)
+                if current is not None:
+                    comments.pop(current, None)
             elif token.type == tokenize.COMMENT and current is not None:
                 comments[current] = f"{comments.get(current, '')} {token.string.lstrip('#').strip()}".strip()
     return comments

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from latentar.data.subsets import dataset_attribute
+from latentar.data.subsets import dataset_attribute, dataset_size
 from latentar.nn.modes import eval_mode
 from latentar.priors.base import check_integer_tensor
 from latentar.priors.condition import Condition, as_condition
@@ -80,7 +80,8 @@ def evaluate_prior(prior, data: Dataset | DataLoader, accelerator=None, *, batch
     with eval_mode(prior):
         for batch in progress_bar(loader, desc="score", unit="batch"):
             for x, labels, context in split_batch(unpack_prior_batch(batch), fit):
-                x, labels, context = (t.to(prior.device) if t is not None else None for t in (x, labels, context))
+                x = x.to(prior.device)
+                labels, context = (t.to(prior.device) if t is not None else None for t in (labels, context))
                 nats = -prior.log_prob(x, prior_cond(prior, labels, context)).double().sum()
                 totals += torch.stack([nats, nats.new_tensor(x.numel()), nats.new_tensor(x.shape[0])])
     if accelerator is not None:
@@ -99,7 +100,8 @@ def evaluate_prior(prior, data: Dataset | DataLoader, accelerator=None, *, batch
 
 def split_batch(batch: PriorBatch, size: int) -> list[PriorBatch]:
     """A batch -> consecutive parts of at most ``size`` grids each."""
-    return [PriorBatch(*(None if t is None else t[start:start + size] for t in batch))
+    return [PriorBatch(batch.x[start:start + size],
+                       *(None if t is None else t[start:start + size] for t in (batch.labels, batch.context)))
             for start in range(0, len(batch.x), size)]
 
 
@@ -111,7 +113,7 @@ def process_share(data: Dataset | DataLoader, accelerator=None, batch_size: int 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
-    return DataLoader(Subset(data, range(rank, len(data), world)), batch_size=batch_size)
+    return DataLoader(Subset(data, range(rank, dataset_size(data), world)), batch_size=batch_size)
 
 
 @torch.no_grad()

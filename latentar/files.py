@@ -196,7 +196,7 @@ def fsync_folder(folder: str | os.PathLike) -> None:
         os.close(fd)
 
 
-def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
     """Remove ``folder``'s temporary files of ours whose writing process no longer runs -> them."""
     removed = []
     for entry in os.scandir(folder):

@@ -15,7 +15,7 @@ stepper has walked the kept ones.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple, cast
 
 import torch
 from einops import rearrange, repeat
@@ -61,8 +61,10 @@ def expand_labels(prior: Prior, n: int, labels: int | torch.Tensor | None) -> to
         if not 0 <= labels < num_classes:
             raise ValueError(f"class must lie in [0, {num_classes}), got {labels}")
     else:
-        check_labels(labels, num_classes, n)
-    return as_condition(labels, n=n).labels.long()
+        check_labels(cast(torch.Tensor, labels), num_classes, n)  # not an integer: a tensor
+    expanded = as_condition(labels, n=n).labels
+    assert expanded is not None  # labels given: as_condition keeps them
+    return expanded.long()
 
 
 def class_rows(num_classes: int, per_class: int) -> torch.Tensor:
@@ -115,7 +117,7 @@ def decode(vqvae: VQVAE | None, symbols: tuple[torch.Tensor, ...]) -> torch.Tens
     return images
 
 
-def check_output(n: int, priors: list[Prior], image_shape: tuple[int, int, int], what: str,
+def check_output(n: int, priors: list[Prior], image_shape: tuple[int, ...], what: str,
                  device: torch.device | str | None = None) -> None:
     """Refuse (``MemoryCapError`` naming ``what``, the setting as the user wrote it) n draws
     whose output cannot fit the memory cap next to the work of drawing one grid: the grids
@@ -157,8 +159,9 @@ def generate(prior: Prior, vqvae: VQVAE | None = None, n: int = 64, labels: int 
     check_generation(prior, vqvae, n, bottom_prior)
     labels = expand_labels(prior, n, labels)
     generator = make_generator(seed, prior.device)
-    draw = dict(temperature=temperature, top_k=top_k, top_p=top_p, cfg_scale=cfg_scale, generator=generator)
-    symbols = (prior.sample(n, Condition(labels), **draw),)  # (n, C, h, w)
+    draw: dict[str, Any] = dict(temperature=temperature, top_k=top_k, top_p=top_p, cfg_scale=cfg_scale,
+                                generator=generator)
+    symbols: tuple[torch.Tensor, ...] = (prior.sample(n, Condition(labels), **draw),)  # (n, C, h, w)
     if bottom_prior is not None:
         context = rearrange(symbols[0], "n 1 h w -> n h w")
         bottom_labels = expand_labels(bottom_prior, n, labels)
@@ -191,7 +194,8 @@ def complete(prior: Prior, images: torch.Tensor, keep_rows: int, samples: int = 
     else:
         if vqvae.config.hierarchical:
             raise ValueError("completion works on one code grid; this VQ-VAE is hierarchical")
-        x = rearrange(vqvae.encode(images), "n h w -> n 1 h w").cpu()  # (n, 1, h, w)
+        codes = cast(torch.Tensor, vqvae.encode(images))  # one grid: a tensor (n, h, w), not a dict
+        x = rearrange(codes, "n h w -> n 1 h w").cpu()  # (n, 1, h, w)
     labels = expand_labels(prior, n, labels)
     x = repeat(x, "n c h w -> (n s) c h w", s=S)
     labels = None if labels is None else repeat(labels, "n -> (n s)", s=S)

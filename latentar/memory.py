@@ -62,7 +62,7 @@ def parse_size(text: str | int, name: str = ENV_VAR) -> int:
     else:
         match = SIZE_PATTERN.fullmatch(text) if isinstance(text, str) else None
         unit = match and UNITS.get(match[2].lower())
-        if not unit:
+        if match is None or not unit:
             raise ValueError(f"{name} must be a size such as 8GB, 512MiB, 1.5T or a number of bytes, "
                              f"got {text!r}")
         size = int(float(match[1]) * unit)

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from torch import nn
 
@@ -23,7 +24,18 @@ from latentar.files import atomic_write_bytes
 CARD_FILE = "README.md"
 
 
-def write_model_card(folder: str | Path, model: nn.Module, *, dataset: str | None = None,
+class CardModel(Protocol):
+    """What a card reads of a model: a saved prior or VQ-VAE (``latentar.saving.Saveable``)."""
+
+    @property
+    def model_type(self) -> str: ...
+
+    def config_dict(self) -> dict: ...
+
+    def parameters(self) -> Iterator[nn.Parameter]: ...
+
+
+def write_model_card(folder: str | Path, model: CardModel, *, dataset: str | None = None,
                      training: dict | None = None, metrics: dict | None = None) -> Path:
     """Write ``folder/README.md`` describing ``model`` (a saved prior or VQ-VAE)."""
     path = Path(folder) / CARD_FILE
@@ -32,7 +44,7 @@ def write_model_card(folder: str | Path, model: nn.Module, *, dataset: str | Non
     return path
 
 
-def model_card(model: nn.Module, *, folder: str | Path, dataset: str | None = None, training: dict | None = None,
+def model_card(model: CardModel, *, folder: str | Path, dataset: str | None = None, training: dict | None = None,
                metrics: dict | None = None) -> str:
     """The card's Markdown text (see the module docstring)."""
     config = model.config_dict()

@@ -64,6 +64,7 @@ def validate(recipe: Recipe, device: Any = None) -> Plan:
                           "[bottom_prior] and [bottom_prior_train], and only it takes them")
     stages = [Stage("prior", recipe.prior, recipe.prior_train, {})]
     if recipe.bottom_prior is not None:
+        assert recipe.bottom_prior_train is not None  # they go together (config.check_sections)
         stages.append(Stage("bottom_prior", recipe.bottom_prior, recipe.bottom_prior_train, {}))
     for i, stage in enumerate(stages):
         if recipe.mode == "pixels":
@@ -154,6 +155,7 @@ def check_sampling(recipe: Recipe, stages: list[Stage], image_shape: tuple[int, 
     stage trains."""
     cfg = recipe.sampling
     if recipe.prior.class_conditional:
+        assert num_classes is not None  # check_stage refused a class-conditional prior on unlabelled data
         n, key = num_classes * cfg.per_class, f"sampling.per_class = {cfg.per_class} (× {num_classes} classes)"
     else:
         n, key = cfg.n, f"sampling.n = {cfg.n}"
@@ -203,6 +205,7 @@ def check_speed_settings(recipe: Recipe, name: str, train: TrainConfig) -> None:
                 raise RecipeError(f"vqvae_train.{key}: applies to priors only; set it in prior_train")
         return
     prior = recipe.prior if name == "prior_train" else recipe.bottom_prior
+    assert prior is not None  # [bottom_prior_train] comes with [bottom_prior] (config.check_sections)
     known = prior.name in PRIORS.names()  # an unknown name is reported with the prior's section
     if train.checkpoint_activations and known and not PRIORS.get(prior.name).checkpointable:
         raise RecipeError(f"{name}.checkpoint_activations: prior {prior.name!r} does not support it; "

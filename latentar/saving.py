@@ -19,7 +19,7 @@ import itertools
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, TypeVar
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -37,6 +37,8 @@ SHA256_KEY = "weights_sha256"
 CONFIG_KEYS = ("format_version", "model_type", "config", SHA256_KEY)  # what config.json holds, at most
 SHOWN = 5  # tensor names quoted in an error at most
 MAX_ELEMENTS = 2**32  # ~17 GB of float32 weights and buffers; a larger model is refused before allocation
+
+M = TypeVar("M", bound=torch.nn.Module)
 
 
 class NotAModelError(ValueError):
@@ -70,6 +72,7 @@ class Saveable:
     def save(self, folder: str | os.PathLike) -> Path:
         """Write ``model.safetensors`` then ``config.json`` (recording the weights' sha256) into
         ``folder``, each file atomically. Raises ``NonFiniteWeightsError`` if a weight is NaN or inf."""
+        assert isinstance(self, torch.nn.Module)  # a mixin of nn.Module models
         folder = Path(folder)
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         bad = non_finite(state)
@@ -93,7 +96,7 @@ class Saveable:
         return model
 
 
-def meta_model(make: Callable[[], torch.nn.Module], what: str, fields: Any = None) -> torch.nn.Module:
+def meta_model(make: Callable[[], M], what: str, fields: Any = None) -> M:
     """Build ``make()`` on the meta device (no memory, no work) -> that model, refused with a
     ValueError when its parameters and buffers hold more than ``MAX_ELEMENTS`` values, before
     a real build tries to allocate them.

@@ -11,7 +11,7 @@ import typing
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -27,6 +27,7 @@ from latentar.training import TrainConfig
 PRIOR_FLAGS = {"name": "prior"}  # PriorConfig fields whose flag has another name: --prior NAME
 DATA_FLAGS = {"root": "data_root", "options": "data_option"}  # DataConfig's: --data-root, --data-option
 PRIOR_CHOICE = ("name", "preset", "head", "arch")  # the PriorConfig fields that pick an architecture (bench, ...)
+M = TypeVar("M", bound=torch.nn.Module)  # the kind of saved model a flag names
 
 
 # ---- flags generated from config dataclasses -------------------------------------------
@@ -206,7 +207,7 @@ def model_folder(folder: str | Path) -> Path:
     return folder
 
 
-def load_model(folder: str | Path, kind: type, what: str, map_location: Any = "cpu", *, refusal: str = ""):
+def load_model(folder: str | Path, kind: type[M], what: str, map_location: Any = "cpu", *, refusal: str = "") -> M:
     """The model in `model_folder` (folder), in eval mode, checked to be a ``kind``; else a
     ValueError naming ``what`` (the flag) and ending in ``refusal`` (default: what was expected)."""
     folder = model_folder(folder)

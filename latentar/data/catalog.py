@@ -35,6 +35,8 @@ from latentar.registry import DATASETS
 SPLITS = ("train", "test")
 MNIST_SHAPE = (1, 28, 28)  # (C, H, W), MNIST and Fashion-MNIST
 MAX_IMAGE_SIZE = 4096  # image_folder's size option: larger images would not fit a prior's memory
+SymbolDataset = TensorImageDataset | ImageFolderDataset | CodeDataset  # what load_dataset opens: sized, with
+# shape (C, H, W), num_symbols and num_classes
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,7 @@ class DatasetSpec:
 
 
 def load_dataset(name: str, split: str, root: str | Path | None = None, *, level: str | None = None,
-                 **options) -> Dataset:
+                 **options) -> SymbolDataset:
     """The ``split`` ("train" or "test") of the dataset registered as ``name``, or of the code
     grids in the folder ``name`` (made by ``latentar encode``).
 

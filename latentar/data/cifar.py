@@ -33,10 +33,10 @@ from latentar.data.cache import (
 
 try:  # numpy >= 2 moved the pickling helpers; the files name either module
     from numpy._core.multiarray import _reconstruct
-    from numpy._core.numeric import _frombuffer
+    from numpy._core.numeric import _frombuffer  # type: ignore[attr-defined]  # private: numpy's stubs omit it
 except ImportError:  # pragma: no cover - numpy 1.x
-    from numpy.core.multiarray import _reconstruct
-    from numpy.core.numeric import _frombuffer
+    from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]  # the same helper, numpy 1.x's path
+    from numpy.core.numeric import _frombuffer  # type: ignore[no-redef]  # the same helper, numpy 1.x's path
 
 CIFAR_FOLDER = CIFAR10.base_folder  # "cifar-10-batches-py"
 SPLIT_FILES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from latentar.data.subsets import dataset_attribute
+from latentar.data.subsets import dataset_attribute, dataset_size
 from latentar.files import atomic_write, atomic_write_json, read_json, temporary_path, write_error
 from latentar.progress import progress_bar
 
@@ -96,7 +96,7 @@ def encode_dataset(vqvae: Any, dataset: Dataset, out_dir: str | os.PathLike, spl
     if manifest is not None:
         check_codes_match(vqvae, manifest)
         done = manifest["splits"].get(split)
-        if done and done["count"] == len(dataset) and all((out / f).is_file() for f in _files(done)):
+        if done and done["count"] == dataset_size(dataset) and all((out / f).is_file() for f in _files(done)):
             return manifest
     _check_images(vqvae, dataset)
     files = {level: f"{split}_{level}.npy" for level in grids}
@@ -116,7 +116,7 @@ def encode_dataset(vqvae: Any, dataset: Dataset, out_dir: str | os.PathLike, spl
         manifest = {"format_version": FORMAT_VERSION, "vqvae_fingerprint": fingerprint,
                     "vqvae": vqvae.config_dict(), "grids": grids, "splits": {}}
     manifest["num_classes"] = dataset_attribute(dataset, "num_classes")
-    manifest["splits"][split] = {"count": len(dataset), "source": source, "labels": f"{split}_labels.npy",
+    manifest["splits"][split] = {"count": dataset_size(dataset), "source": source, "labels": f"{split}_labels.npy",
                                  "files": files}
     atomic_write_json(out / MANIFEST, manifest)
     return manifest
@@ -125,8 +125,8 @@ def encode_dataset(vqvae: Any, dataset: Dataset, out_dir: str | os.PathLike, spl
 def _encode_into(vqvae: Any, dataset: Dataset, grids: dict, paths: dict[str, Path], split: str, batch_size: int,
                  progress: bool) -> np.ndarray:
     """Encode ``dataset`` into one .npy code file per level at ``paths`` -> the labels (N,)."""
-    arrays = {level: code_array(path, (len(dataset), *grids[level]["shape"])) for level, path in paths.items()}
-    labels = np.zeros(len(dataset), dtype=np.int64)  # (N,)
+    arrays = {level: code_array(path, (dataset_size(dataset), *grids[level]["shape"])) for level, path in paths.items()}
+    labels = np.zeros(dataset_size(dataset), dtype=np.int64)  # (N,)
     start = 0
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     for images, batch_labels in progress_bar(loader, desc=f"encode {split}") if progress else loader:

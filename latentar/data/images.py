@@ -38,7 +38,8 @@ class TensorImageDataset(Dataset):
             raise ValueError(f"labels must have shape ({len(images)},), got {tuple(labels.shape)}")
         self.images = images  # (N, C, H, W)
         self.labels = labels.long()  # (N,)
-        self.shape = tuple(images.shape[1:])  # (C, H, W)
+        _, C, H, W = images.shape
+        self.shape = (C, H, W)
         self.num_symbols = num_symbols
         self.num_classes = num_classes
         self.binarization = binarization

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sized
+from typing import Any, cast
 
 from torch.utils.data import Dataset, Subset
+
+
+def dataset_size(dataset: Dataset) -> int:
+    """``len(dataset)``: torch's ``Dataset`` declares no ``__len__``, though every dataset latentar
+    reads (and a ``Subset`` of one) has it."""
+    return len(cast(Sized, dataset))
 
 
 def first_items(dataset: Dataset, n: int | None, *, at_most: bool = False) -> Dataset:
@@ -12,10 +19,10 @@ def first_items(dataset: Dataset, n: int | None, *, at_most: bool = False) -> Da
 
     ``n`` must lie in [1, len(dataset)]; with ``at_most`` a larger ``n`` keeps the whole dataset.
     """
-    if n is None or (at_most and n >= len(dataset)):
+    if n is None or (at_most and n >= dataset_size(dataset)):
         return dataset
-    if not 1 <= n <= len(dataset):
-        raise ValueError(f"subset must be in [1, {len(dataset)}] (the training set's size), got {n}")
+    if not 1 <= n <= dataset_size(dataset):
+        raise ValueError(f"subset must be in [1, {dataset_size(dataset)}] (the training set's size), got {n}")
     return Subset(dataset, range(n))
 
 

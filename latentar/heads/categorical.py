@@ -29,6 +29,7 @@ class CategoricalHead(Head):
 
     def _coupling_bonus(self, x: torch.Tensor, c: int) -> torch.Tensor:
         """x long (N, C) -> (N, K) logit bonus of channel c from channels < c."""
+        assert self.coupling is not None  # only coupled channels get a bonus
         bonus = self.coupling.new_zeros(x.shape[0], self.num_symbols)
         for prev in range(c):
             bonus = bonus + self.coupling[c, prev][x[:, prev]]  # (N, K)

@@ -11,7 +11,7 @@ is its rule in ``latentar.nn.stepping``.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, cast
 
 import torch
 from torch import nn
@@ -60,7 +60,8 @@ class StepCache:
         """The ``RowSplit`` of a conv evaluated at the positions of ``level`` (None: evaluate its
         whole window), made once per generation."""
         if conv not in self.splits:
-            self.splits[conv] = RowSplit.of(conv, self.parts(conv), self.sizes[level])
+            # a layer with a ``WINDOWS`` rule is a conv
+            self.splits[conv] = RowSplit.of(cast(nn.Conv2d, conv), self.parts(conv), self.sizes[level])
         return self.splits[conv]
 
     def matrix(self, layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:

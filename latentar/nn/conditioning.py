@@ -26,7 +26,8 @@ class ClassBiases(nn.Embedding):
         nn.init.zeros_(self.weight)
         self.sizes = tuple(sizes)
 
-    def forward(self, labels: torch.Tensor) -> list[torch.Tensor]:
+    # a list of biases where nn.Embedding returns one tensor; subclassing keeps the ``weight`` key
+    def forward(self, labels: torch.Tensor) -> list[torch.Tensor]:  # type: ignore[override]
         return list(super().forward(labels).split(self.sizes, dim=1))
 
 
@@ -36,7 +37,7 @@ class NoClassBiases:
     def __init__(self, sizes: Sequence[int]):
         self.sizes = tuple(sizes)
 
-    def __call__(self, labels: torch.Tensor | None) -> list[None]:
+    def __call__(self, labels: torch.Tensor | None) -> list[torch.Tensor | None]:
         return [None] * len(self.sizes)
 
 

@@ -27,7 +27,7 @@ generation (``in_step_order``), and keep per-column states in Python lists.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Protocol, Sequence, cast
 
 import torch
 import torch.nn.functional as F
@@ -90,6 +90,7 @@ def step_matrix(layer: nn.Module, groups: int) -> tuple[torch.Tensor, torch.Tens
     """A 1×1 gate layer (a masked 1×1 conv or a Linear) as (matrix (I, 4S), bias (4S,)) for
     ``torch.addmm``, its gates in step order."""
     matrix, bias = linear_parts(layer)
+    assert bias is not None, "gate layers have a bias"
     return in_step_order(matrix, groups).t(), in_step_order(bias, groups)
 
 
@@ -138,6 +139,8 @@ class RecurrentStack(nn.Module):
     position's input changes, and ``end_row(caches, i, z_row)`` once row i is final.
     """
 
+    layers: Sequence[RecurrentLayer]  # an nn.ModuleList of modules that follow the protocol
+
     def __init__(self, channels: int, embed_dim: int, hidden: int, num_layers: int, first_kernel: int,
                  output_hidden: int, num_params: int, label_rows: int | None,
                  make_layer: Callable[[int, int, int], RecurrentLayer]):
@@ -148,7 +151,8 @@ class RecurrentStack(nn.Module):
         state = round_to_groups(hidden, channels)
         out_hidden = round_to_groups(output_hidden, channels)
         self.first = MaskedConv2d(channels * embed_dim, features, first_kernel, "A", channels)
-        self.layers = nn.ModuleList(make_layer(features, state, channels) for _ in range(num_layers))
+        layers = (cast(nn.Module, make_layer(features, state, channels)) for _ in range(num_layers))
+        self.layers = cast(Sequence[RecurrentLayer], nn.ModuleList(layers))
         self.bias_sizes = [layer.bias_size for layer in self.layers]
         self.class_bias = class_biases(label_rows, self.bias_sizes)  # a bias on every gate
         self.out = masked_output(features, out_hidden, num_params, channels)

@@ -52,9 +52,12 @@ class MaskedConv2d(nn.Conv2d):
     x (B, in, H, W) -> (B, out, H, W).
     """
 
+    mask: torch.Tensor  # (out, in, kh, kw), a buffer
+
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
                  mask_type: str = "B", groups: int = 1, bias: bool = True):
-        kernel = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
+        kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
+        kernel = (kh, kw)
         if kernel[0] % 2 == 0 or kernel[1] % 2 == 0:
             raise ValueError(f"masked convolutions need odd kernel sizes, got {kernel}")
         super().__init__(in_channels, out_channels, kernel, padding=(kernel[0] // 2, kernel[1] // 2),

@@ -81,6 +81,7 @@ class FullPass:
         return conv(x)
 
     def up(self, deconv: CroppedConvTranspose2d, x: torch.Tensor, level: int) -> torch.Tensor:
+        assert self.sizes is not None, "up needs the sizes of the levels"
         return deconv(x, self.sizes[level])
 
     def attend(self, attention: CausalSelfAttention, q_in: torch.Tensor, kv_in: torch.Tensor,
@@ -129,8 +130,7 @@ class StepPass:
         if WINDOWS.find(conv) is None and LINEAR.find(conv) is not None:  # a 1×1 layer (a ``Nin``)
             return conv(x) if self.col is None else self.pointwise(conv, x)
         row, col = self.region(level)
-        split = None if col is None else self.cache.split(conv, level)
-        if split is not None:
+        if col is not None and (split := self.cache.split(conv, level)) is not None:
             return as_position(split.at(row, col, as_matrix(x)))  # (B, O, 1, 1)
         target = self.cache.padded(conv, x, level)
         self.write(target, x, level)
@@ -138,8 +138,7 @@ class StepPass:
 
     def conv_input(self, conv: nn.Module, z: torch.Tensor) -> torch.Tensor:
         """A conv of the network input z (B, I, H, W), complete up to this step."""
-        split = None if self.col is None else self.cache.split(conv, 0)
-        if split is not None:
+        if self.col is not None and (split := self.cache.split(conv, 0)) is not None:
             return as_position(split.at_input(self.row, self.col, z))  # (B, O, 1, 1)
         parts = self.cache.parts(conv)
         window = input_window(parts, z, self.row, self.col)
@@ -182,6 +181,7 @@ class StepPass:
         """Attention at this position i (a position pass) over the cached positions < i:
         q_in, kv_in (B, ·, 1, 1) -> (B, n·dv, 1, 1). ``kv_own`` (B, Co, H, W) is a whole map
         whose value at i is set by i's own draw: ``StepCache.take`` reads it there afterwards."""
+        assert self.col is not None, "attention steps at positions"
         i = self.row * self.cache.sizes[0][1] + self.col
         keys, values = self.cache.keys_values(attention, q_in)
         self.cache.pending[attention] = (kv_in, kv_own)
@@ -190,6 +190,7 @@ class StepPass:
     def self_attend(self, attention: SelfAttention, x: torch.Tensor) -> torch.Tensor:
         """Inclusive causal attention at this position i: x (B, 1, D) -> (B, 1, D). Its key
         and value enter the KV cache at i, and its query attends to the cached positions <= i."""
+        assert self.col is not None, "attention steps at positions"
         i = self.row * self.cache.sizes[0][1] + self.col
         keys, values = self.cache.keys_values(attention, x)
         q, keys[:, :, i:i + 1], values[:, :, i:i + 1] = attention.project(x)  # each (B, n, 1, d)
@@ -207,4 +208,5 @@ class StepPass:
 
     def shared(self, key: Any, level: int = 0) -> torch.Tensor:
         i, j = self.region(level)
+        assert j is not None, "position passes read what row passes shared"
         return self.cache.maps[key][:, :, i:i + 1, j:j + 1]

@@ -74,7 +74,8 @@ class CroppedConvTranspose2d(nn.ConvTranspose2d):
         super().__init__(in_channels, out_channels, kernel, stride=stride)
         self.crop = tuple(crop)
 
-    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    # a required crop size, not torch's optional output_size: a deliberately different signature
+    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:  # type: ignore[override]
         out = F.conv_transpose2d(x, self.weight, self.bias, self.stride)
         top, left = self.crop
         return out[:, :, top:top + size[0], left:left + size[1]]
@@ -131,6 +132,7 @@ class GatedResBlock(nn.Module):
                 level: int = 0) -> torch.Tensor:
         h = run.conv(self.conv_in, concat_elu(x), level)  # (B, F, ...)
         if self.aux is not None:
+            assert aux is not None, "a block built with aux_channels needs aux"
             h = h + self.aux(concat_elu(aux))
         h = run.conv(self.conv_out, self.dropout(concat_elu(h)), level)  # (B, 2F, ...)
         if bias is not None:

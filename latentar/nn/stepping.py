@@ -23,35 +23,38 @@ so that no file of ``nn/`` changes. The rules of torch's own layers are register
 
 from __future__ import annotations
 
-from typing import Callable, Generic, NamedTuple, TypeVar
+from typing import Any, Callable, Generic, NamedTuple, TypeVar
 
 import torch
 from torch import nn
 
 from latentar.registry import Registry
 
-Rule = TypeVar("Rule")
+R = TypeVar("R")
+M = TypeVar("M", bound=nn.Module)
 
 
-class LayerRules(Generic[Rule]):
-    """A table of rules by layer type, e.g. ``WINDOWS.register(MaskedConv2d)(masked_conv_parts)``;
-    a layer's rule is that of the nearest class in its hierarchy that has one."""
+class LayerRules(Generic[R]):
+    """A table of rules by layer type, each mapping a layer to an ``R``, e.g.
+    ``WINDOWS.register(MaskedConv2d)(masked_conv_parts)``; a layer's rule is that of the nearest
+    class in its hierarchy that has one."""
 
     def __init__(self, table: str):
         self.table = table  # its name in this module, for the error message
-        self._rules: Registry[Rule] = Registry(f"{table.lower()} rule of layer type")
-        self._found: dict[type, Rule | None] = {}  # by layer type: lookups run at every generation step
+        # a rule takes the layer type it is registered for, which ``find`` guarantees
+        self._rules: Registry[Callable[[Any], R]] = Registry(f"{table.lower()} rule of layer type")
+        self._found: dict[type, Callable[[Any], R] | None] = {}  # by layer type: lookups run at every generation step
 
-    def register(self, cls: type) -> Callable[[Rule], Rule]:
+    def register(self, cls: type[M]) -> Callable[[Callable[[M], R]], Callable[[M], R]]:
         add = self._rules.register(type_name(cls))
 
-        def add_rule(rule: Rule) -> Rule:
+        def add_rule(rule: Callable[[M], R]) -> Callable[[M], R]:
             self._found.clear()
             return add(rule)
 
         return add_rule
 
-    def find(self, layer: nn.Module) -> Rule | None:
+    def find(self, layer: nn.Module) -> Callable[[nn.Module], R] | None:
         """The rule of ``layer``, or None."""
         cls = type(layer)
         if cls not in self._found:
@@ -59,7 +62,7 @@ class LayerRules(Generic[Rule]):
             self._found[cls] = next((self._rules.get(name) for name in names if name in self._rules), None)
         return self._found[cls]
 
-    def of(self, layer: nn.Module) -> Rule:
+    def of(self, layer: nn.Module) -> Callable[[nn.Module], R]:
         """The rule of ``layer``; a ``TypeError`` naming the layer type when it has none."""
         rule = self.find(layer)
         if rule is None:
@@ -84,9 +87,9 @@ class ConvParts(NamedTuple):
     taps: torch.Tensor | None  # bool (kh, kw): the taps that may carry weight (a mask's); None: every tap
 
 
-WINDOWS: LayerRules[Callable[[nn.Module], ConvParts]] = LayerRules("WINDOWS")
-LINEAR: LayerRules[Callable[[nn.Module], tuple[torch.Tensor, torch.Tensor | None]]] = LayerRules("LINEAR")
-ELEMENTWISE: LayerRules[Callable[[nn.Module], Callable[[torch.Tensor], torch.Tensor]]] = LayerRules("ELEMENTWISE")
+WINDOWS: LayerRules[ConvParts] = LayerRules("WINDOWS")
+LINEAR: LayerRules[tuple[torch.Tensor, torch.Tensor | None]] = LayerRules("LINEAR")
+ELEMENTWISE: LayerRules[Callable[[torch.Tensor], torch.Tensor]] = LayerRules("ELEMENTWISE")
 
 
 def window_parts(conv: nn.Conv2d, weight: torch.Tensor | None = None, pad: tuple[int, ...] | None = None,
@@ -95,10 +98,12 @@ def window_parts(conv: nn.Conv2d, weight: torch.Tensor | None = None, pad: tuple
     its symmetric ``padding``); ``taps`` as in ``ConvParts``."""
     weight = conv.weight if weight is None else weight
     if pad is None:
+        assert not isinstance(conv.padding, str), f"padding={conv.padding!r} has no pad; give it"
         ph, pw = conv.padding
         pad = (pw, pw, ph, ph)
+    sh, sw = conv.stride
     matrix = weight.permute(0, 2, 3, 1).flatten(1)  # (O, kh·kw·I): windows flatten channels last
-    return ConvParts(weight, matrix, conv.bias, tuple(pad), tuple(conv.stride), taps)
+    return ConvParts(weight, matrix, conv.bias, tuple(pad), (sh, sw), taps)
 
 
 WINDOWS.register(nn.Conv2d)(window_parts)

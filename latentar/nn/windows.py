@@ -110,7 +110,7 @@ class RowSplit:
         self.bias = bias if bias is not None else weight.new_zeros(out)  # (O,)
         self.row: int | None = None  # the row begun last
         self.terms: tuple[torch.Tensor, ...] = ()  # per output column (B, O): its rows-above taps + bias
-        self.strip: torch.Tensor | None = None  # (B, I, above, W+): its padded rows above (``at``)
+        self.strip: torch.Tensor  # (B, I, above, W+): its padded rows above (``at``), from the first row on
         self.inputs: list[torch.Tensor] = []  # (``at``) its inputs (B, I) so far, by padded column
 
     @classmethod
@@ -170,6 +170,7 @@ class RowSplit:
 
     def _row_terms(self, row: int, strip: torch.Tensor) -> None:
         """The terms of row ``row`` from its padded rows above, strip (B, I, above, W+)."""
+        assert self.above_weight is not None  # there are rows above
         windows = row_windows(strip, self.kernel_width)  # (B, W', above·kw·I)
         terms = torch.addmm(self.bias, windows.flatten(0, 1), self.above_weight)  # (B·W', O)
         self.row, self.terms = row, terms.view(*windows.shape[:2], -1).unbind(1)
@@ -187,12 +188,13 @@ def conv_transpose_window(deconv: CroppedConvTranspose2d, source: torch.Tensor, 
     """
     kh, kw = deconv.weight.shape[2:]
     (sh, sw), (top, left) = deconv.stride, deconv.crop
-    out = 0
+    out: torch.Tensor | int = 0
     for ki in range(kh):
         i, rest = divmod(row + top - ki, sh)
         if rest or not 0 <= i < source.shape[2]:
             continue
         if col is None:  # every column of the row: a 1-row transposed conv, then the crop
+            assert width is not None, "a row needs its width"
             full = F.conv_transpose2d(source[:, :, i:i + 1], deconv.weight[:, :, ki:ki + 1], stride=(1, sw))
             out = out + full[:, :, :, left:left + width]
             continue
@@ -200,6 +202,7 @@ def conv_transpose_window(deconv: CroppedConvTranspose2d, source: torch.Tensor, 
             j, rest = divmod(col + left - kj, sw)
             if not rest and 0 <= j < source.shape[3]:
                 out = out + (source[:, :, i, j] @ deconv.weight[:, :, ki, kj])[:, :, None, None]
+    assert deconv.bias is not None  # a CroppedConvTranspose2d always has one
     return out + deconv.bias[:, None, None]
 
 

@@ -64,7 +64,8 @@ from latentar.nn.inputs import SymbolInput
 from latentar.priors.checks import check_integer_tensor, check_num_samples, is_integer, outside
 from latentar.priors.compiling import compiled
 from latentar.priors.condition import Condition, as_condition, check_condition
-from latentar.priors.engine import Knobs, NaiveStepper, Stepper, draw_grids
+from latentar.priors.engine import Knobs, NaiveStepper, draw_grids
+from latentar.priors.engine import Stepper as StepperBase  # ``Prior.Stepper`` names a subclass
 from latentar.priors.footprint import floor_bytes, sampling_batch
 from latentar.priors.spec import PriorSpec
 from latentar.registry import HEADS, MODELS, PRIORS
@@ -82,7 +83,7 @@ class Prior(nn.Module, Saveable):
     channel_masked: ClassVar[bool] = False  # True: the backbone masks R→G→B channel groups
     supports_context: ClassVar[bool] = False  # accepts a spatial context map
     full_context: ClassVar[bool] = False  # every position sees every earlier one (no blind spot)
-    Stepper: ClassVar[type[Stepper]] = NaiveStepper  # the fast sampler's stepper (see engine.py)
+    Stepper: ClassVar[type[StepperBase]] = NaiveStepper  # the fast sampler's stepper (see engine.py)
     checkpointable: ClassVar[bool] = False  # its network routes its big blocks through ``checkpointed``
 
     def __init__(self, spec: PriorSpec, arch: Any):
@@ -195,6 +196,7 @@ class Prior(nn.Module, Saveable):
     def validated_params(self, x: torch.Tensor, cond: Condition) -> torch.Tensor:
         """``forward`` of inputs that ``check_inputs`` has passed: no check, no host sync."""
         if self.training and cond.labels is not None and self.spec.class_dropout > 0:  # like dropout
+            assert self.spec.num_classes is not None  # class_dropout needs classes
             dropped = torch.rand(cond.labels.shape, device=cond.labels.device) < self.spec.class_dropout
             cond = dataclasses.replace(cond, labels=cond.labels.masked_fill(dropped, self.spec.num_classes))
         z = self.input(x.long())  # (B, C·E, H, W)
@@ -252,7 +254,8 @@ class Prior(nn.Module, Saveable):
         return x, self.check_inputs(x, as_condition(cond, n=n, device=self.device))
 
     def draw_in_batches(self, x: torch.Tensor, cond: Condition, knobs: Knobs, *, start_row: int = 0,
-                        stepper: type[Stepper] | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+                        stepper: type[StepperBase] | None = None,
+                        generator: torch.Generator | None = None) -> torch.Tensor:
         """``engine.generate`` over x long (n, C, H, W), written in place, in batches of as many
         grids as fit the memory cap (``priors.footprint.sampling_batch``) -> x.
 

@@ -33,6 +33,6 @@ def outside(values: torch.Tensor, size: int) -> tuple[int, int] | None:
     """(min, max) of integer ``values`` when some lie outside [0, size), else None."""
     if not values.numel():
         return None
-    low, high = torch.aminmax(values.long())  # long: min/max lack some unsigned dtypes
-    low, high = int(low), int(high)  # the one host synchronisation of a check
+    extremes = torch.aminmax(values.long())  # long: min/max lack some unsigned dtypes
+    low, high = int(extremes.min), int(extremes.max)  # the one host synchronisation of a check
     return (low, high) if low < 0 or high >= size else None

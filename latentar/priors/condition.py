@@ -87,6 +87,7 @@ def check_condition(cond: Condition, spec: PriorSpec, batch: int, prior: str) ->
         if cond.context is not None:
             raise ValueError(f"prior {prior!r} was built without a spatial context")
     else:
+        assert spec.context_symbols is not None  # given together (``PriorSpec``)
         check_context(cond.context, spec.context_symbols, spec.context_shape, batch)
     return cond.map(torch.Tensor.long)
 

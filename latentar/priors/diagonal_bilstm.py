@@ -163,6 +163,7 @@ class DiagonalBiLSTMLayer(nn.Module):
     def new_cache(self, bias: torch.Tensor, H: int, W: int) -> BiCache:
         ltr_bias, rtl_bias = bias.chunk(2, dim=1)
         proj = conv_parts(self.proj)
+        assert proj.bias is not None  # the projection has a bias
         return BiCache(self.ltr.new_cache(ltr_bias, W), self.rtl.new_cache(rtl_bias, W),
                        (proj.matrix.t(), proj.bias), [None] * W)
 

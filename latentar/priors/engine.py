@@ -179,7 +179,7 @@ def draw_grids(prior: Prior, x: torch.Tensor, cond: Condition, knobs: Knobs, *, 
             for w in range(W):
                 for c in range(C) if masked else [None]:
                     params = walker.params(h, w, c)  # (n or 2n, P)
-                    for channel in [c] if masked else range(C):
+                    for channel in range(C) if c is None else [c]:
                         if drawing:
                             log_probs = head.next_log_probs(params, channel, x[:, :, h, w])  # (·, K)
                             drawn = draw(transformed(log_probs, knobs, n), generator)  # (n,)
@@ -196,5 +196,6 @@ def _with_null_class(prior: Prior, cond: Condition) -> Condition:
         raise ValueError(f"cfg_scale != 1 needs a class-conditional prior trained with class_dropout > 0 "
                          f"(a learned null class); this one has num_classes={spec.num_classes}, "
                          f"class_dropout={spec.class_dropout}")
+    assert spec.num_classes is not None  # class_dropout needs classes
     doubled = cond.map(lambda t: torch.cat([t, t]))
     return replace(doubled, labels=torch.cat([labels, torch.full_like(labels, spec.num_classes)]))

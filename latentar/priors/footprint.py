@@ -25,12 +25,15 @@ from __future__ import annotations
 import functools
 import json
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from latentar.memory import batch_that_fits, check_fits, format_size, leaf_output_bytes, tensor_bytes
 from latentar.priors.condition import Condition
+
+if TYPE_CHECKING:  # base imports this module
+    from latentar.priors.base import Prior
 
 REFERENCE = 8  # rows and columns, at most, of the grid the activations are measured on
 TRAINING_FACTOR = 4  # a training step's peak over forward_bytes: measured 0.7 (pixelcnn) to 3.6 (pixelcnn_pp)
@@ -41,16 +44,17 @@ def grid_bytes(spec: Any) -> int:
     return tensor_bytes(spec.shape, torch.long)
 
 
-def forward_bytes(prior: Any, batch: int = 1) -> int:
+def forward_bytes(prior: Prior, batch: int = 1) -> int:
     """Bytes of the activations of one forward of ``batch`` grids (the sum of every leaf
     module's output, see the module docstring); ``prior`` may live on the meta device."""
     _, H, W = prior.spec.shape
-    per_position = bytes_per_position(type(prior), json.dumps(prior.config_dict(), sort_keys=True))
+    config_json = json.dumps(prior.config_dict(), sort_keys=True)
+    per_position = bytes_per_position(type(prior), config_json)  # type: ignore[arg-type]  # a class is Hashable: python/mypy#11470
     return math.ceil(per_position * H * W * batch)
 
 
 @functools.lru_cache(maxsize=64)
-def bytes_per_position(cls: type, config_json: str) -> float:
+def bytes_per_position(cls: type[Prior], config_json: str) -> float:
     """Activation bytes per grid position at batch 1 of the prior ``cls.from_config`` builds from
     the JSON config, measured at the reference grid on the meta device (cached per config)."""
     config = json.loads(config_json)
@@ -67,7 +71,7 @@ def bytes_per_position(cls: type, config_json: str) -> float:
     cond = Condition(None if spec["num_classes"] is None else torch.zeros(1, dtype=torch.long, device="meta"),
                      None if spec["context_shape"] is None
                      else torch.zeros(1, *spec["context_shape"], dtype=torch.long, device="meta"))
-    return leaf_output_bytes(small, lambda model: model.validated_params(x, cond)) / (h * w)
+    return leaf_output_bytes(small, lambda _: small.validated_params(x, cond)) / (h * w)
 
 
 def floor_bytes(prior: Any) -> tuple[int, str]:

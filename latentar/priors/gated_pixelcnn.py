@@ -21,6 +21,7 @@ stack at every position would cost a whole row of work per symbol.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence, cast
 
 import torch
 from torch import nn
@@ -59,6 +60,7 @@ class GatedPixelCNN(PassPrior):
     channel_masked = True
     full_context = True  # vertical + horizontal stacks: no blind spot
     Stepper = PassStepper
+    layers: Sequence[GatedStackLayer]  # an nn.ModuleList
 
     def __init__(self, spec: PriorSpec, arch: GatedPixelCNNArch):
         super().__init__(spec, arch)
@@ -66,10 +68,10 @@ class GatedPixelCNN(PassPrior):
         hidden = round_to_groups(arch.hidden, C)
         out_hidden = round_to_groups(arch.output_hidden, C)
         in_channels = C * self.input.dim
-        self.layers = nn.ModuleList(
+        self.layers = cast(Sequence[GatedStackLayer], nn.ModuleList(
             GatedStackLayer(in_channels if i == 0 else hidden, hidden,
                             arch.first_kernel if i == 0 else arch.kernel, C, first=i == 0)
-            for i in range(arch.num_layers))
+            for i in range(arch.num_layers)))
         # per layer: 2p for the vertical gate, 2p for the horizontal
         self.class_bias = class_biases(spec.label_rows, [2 * hidden] * (2 * arch.num_layers))
         self.out = masked_output(hidden, out_hidden, self.head.num_params, C)

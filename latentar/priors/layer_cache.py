@@ -38,7 +38,7 @@ class PassPrior(Prior):
 
     def levels(self) -> list[tuple[int, int]]:
         """(H, W) of each resolution of the network, the grid first."""
-        return [tuple(self.spec.shape[1:])]
+        return [(self.spec.shape[1], self.spec.shape[2])]
 
     def network_input(self, z: torch.Tensor) -> torch.Tensor:
         """z (B, C·E, H, W) -> the network's input (B, C·E + extra, H, W); by default z itself."""
@@ -72,7 +72,7 @@ class LayerCacheStepper(Stepper):
     def __init__(self, prior: Prior, x: torch.Tensor, cond: Condition,
                  levels: list[tuple[int, int]] | None = None):
         super().__init__(prior, x, cond)
-        self.cache = StepCache(x.shape[0], levels or [tuple(x.shape[-2:])])
+        self.cache = StepCache(x.shape[0], levels or [(x.shape[-2], x.shape[-1])])
         self.z = prior.input(x)  # (n, C·E, H, W)
         self.symbol_channels = self.z.shape[1]
 
@@ -80,6 +80,7 @@ class LayerCacheStepper(Stepper):
         """The pass of row h (w None) or of position (h, w); for channel c > 0 of a
         channel-masked prior the drawn channels < c of (h, w) enter z first."""
         if c:
+            assert w is not None  # channels > 0 are drawn at a position
             self.embed(h, w)
         return StepPass(self.cache, h, w)
 
@@ -103,7 +104,7 @@ class PassStepper(LayerCacheStepper):
     def __init__(self, prior: PassPrior, x: torch.Tensor, cond: Condition):
         super().__init__(prior, x, cond, prior.levels())
         self.z = prior.network_input(self.z)  # (n, C·E + extra, H, W)
-        self.given = prior.given(cond, tuple(x.shape[-2:]))
+        self.given = prior.given(cond, (x.shape[-2], x.shape[-1]))
 
     def params(self, h: int, w: int, c: int | None) -> torch.Tensor:
         if w == 0 and not c:

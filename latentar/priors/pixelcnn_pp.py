@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
+from typing import Sequence, cast
 
 import torch
 import torch.nn.functional as F
@@ -58,15 +59,21 @@ class PixelCNNppArch(Checked):
 class Stream(nn.Module):
     """One stream's layers: an up pass and a down pass of gated blocks with resampling."""
 
+    # nn.ModuleLists of nn.ModuleLists: per stage, its gated blocks
+    up_blocks: Sequence[Sequence[GatedResBlock]]
+    down_blocks: Sequence[Sequence[GatedResBlock]]
+
     def __init__(self, arch: PixelCNNppArch, conv, down, up, aux_up: int, aux_down: int):
         super().__init__()
         F_, R, S = arch.filters, arch.num_blocks, arch.stages
         block = partial(GatedResBlock, F_, conv, dropout=arch.dropout)
-        self.up_blocks = nn.ModuleList(nn.ModuleList(block(aux_up) for _ in range(R)) for _ in range(S))
+        up_blocks = nn.ModuleList(nn.ModuleList(block(aux_up) for _ in range(R)) for _ in range(S))
         # The down pass has one more block per stage below the top: it consumes the
         # resampled map that the up pass stored at that stage.
-        self.down_blocks = nn.ModuleList(nn.ModuleList(block(aux_down) for _ in range(R + (s < S - 1)))
-                                         for s in range(S))
+        down_blocks = nn.ModuleList(nn.ModuleList(block(aux_down) for _ in range(R + (s < S - 1)))
+                                    for s in range(S))
+        self.up_blocks = cast(Sequence[Sequence[GatedResBlock]], up_blocks)
+        self.down_blocks = cast(Sequence[Sequence[GatedResBlock]], down_blocks)
         self.downsample = nn.ModuleList(down(F_, F_, stride=2) for _ in range(S - 1))
         self.upsample = nn.ModuleList(up(F_, F_, stride=2) for _ in range(S - 1))
 

@@ -156,6 +156,7 @@ class PixelSNAIL(PassPrior):
         self.context = None
         context_channels = 0
         if spec.context_shape is not None:
+            assert spec.context_symbols is not None  # given together (``PriorSpec``)
             self.context = ContextNet(spec.context_symbols, arch.context_hidden, arch.context_blocks)
             context_channels = arch.context_hidden
         # strictly causal input: the row above (3 columns) + the pixel to the left

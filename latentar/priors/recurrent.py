@@ -32,7 +32,7 @@ class RecurrentStepper(LayerCacheStepper):
 
     def __init__(self, prior: RecurrentPrior, x: torch.Tensor, cond: Condition):
         super().__init__(prior, x, cond)
-        self.caches = prior.body.new_caches(cond.labels, x.shape[0], tuple(x.shape[-2:]), x.device)
+        self.caches = prior.body.new_caches(cond.labels, x.shape[0], (x.shape[-2], x.shape[-1]), x.device)
         self.row = -1  # the row begun last
 
     def params(self, h: int, w: int, c: int | None) -> torch.Tensor:

@@ -22,6 +22,7 @@ Sampling is exact and incremental (the ``RowLSTM`` docstring says how).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -57,7 +58,7 @@ class RowCache:
     proj: tuple[torch.Tensor, torch.Tensor]  # the projection as (matrix (S, F), bias (F,))
     hidden: list  # the current row's hidden states (n, S) by column (at first: zeros, above row 0)
     cell: list  # the current row's cells (n, S) by column
-    cell_above: list = ()  # the row above's cells (n, S) by column
+    cell_above: Sequence = ()  # the row above's cells (n, S) by column
     recurrent: tuple = ()  # per column (n, 4S): K_ss ⊛ (the row above's hidden states) + the biases
 
 
@@ -88,15 +89,18 @@ class RowLSTMLayer(nn.Module):
     # ---- one position at a time (the ``RecurrentLayer`` protocol) -------------------------
     def new_cache(self, bias: torch.Tensor, H: int, W: int) -> RowCache:
         parts = conv_parts(self.input_to_state)
+        assert parts.bias is not None and self.state_to_state.bias is not None  # the gate convs have biases
         parts = parts._replace(weight=in_step_order(parts.weight, self.groups),
                                matrix=in_step_order(parts.matrix, self.groups),
                                bias=in_step_order(parts.bias, self.groups))
         weight = in_step_order(self.state_to_state.weight, self.groups)  # (4S, S, k)
         biases = in_step_order(bias + self.state_to_state.bias, self.groups, dim=1)  # (n, 4S)
         proj = conv_parts(self.proj)
+        assert proj.bias is not None  # so has the projection
         zeros = [bias.new_zeros(bias.shape[0], self.state)] * W
-        return RowCache(RowSplit.of(self.input_to_state, parts, (H, W)), (weight, biases[:, :, None]),
-                        (proj.matrix.t(), proj.bias), zeros, zeros)
+        split = RowSplit.of(self.input_to_state, parts, (H, W))
+        assert split is not None  # a mask-B conv along the row reads the row's own positions
+        return RowCache(split, (weight, biases[:, :, None]), (proj.matrix.t(), proj.bias), zeros, zeros)
 
     def begin_row(self, cache: RowCache, i: int) -> None:
         """Convolve row i-1's finished states once: every position of row i reads them."""

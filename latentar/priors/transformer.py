@@ -101,7 +101,7 @@ class TransformerStepper(Stepper):
 
     def __init__(self, prior: Transformer, x: torch.Tensor, cond: Condition):
         super().__init__(prior, x, cond)
-        self.cache = StepCache(x.shape[0], [tuple(x.shape[-2:])])
+        self.cache = StepCache(x.shape[0], [(x.shape[-2], x.shape[-1])])
         self.start = prior.start_token(cond.labels, x.shape[0])  # (n, 1, D)
         self.terms = prior.position_terms(cond.context)  # (1 or n, H·W, D), computed once
         self.biases = prior.class_bias(cond.labels)
@@ -146,6 +146,7 @@ class Transformer(Prior):
         self.class_embedding = None if spec.label_rows is None else nn.Embedding(spec.label_rows, D)
         self.context = None
         if spec.context_shape is not None:
+            assert spec.context_symbols is not None  # given together (``PriorSpec``)
             self.context = ContextEncoder(spec.context_symbols, spec.context_shape, arch)
         self.dropout = nn.Dropout(arch.dropout)
         self.blocks = nn.ModuleList(TransformerBlock(D, arch.heads, arch.mlp_ratio, arch.dropout)
@@ -169,6 +170,7 @@ class Transformer(Prior):
     def start_token(self, labels: torch.Tensor | None, batch: int) -> torch.Tensor:
         """What slot 0 holds -> (B, 1, D): the class embedding, or the learned start token."""
         if self.class_embedding is None:
+            assert self.start is not None  # an unconditional prior has a start token
             return self.start.expand(batch, -1, -1)
         return self.class_embedding(labels)[:, None]
 

@@ -44,6 +44,11 @@ class VectorQuantizer(nn.Module):
             processes) falls below this are re-seeded; 0 disables restarts.
     """
 
+    codebook: torch.Tensor  # (K, D): a buffer ("ema") or a parameter ("loss")
+    embed_sum: torch.Tensor  # (K, D) buffer, "ema" only
+    cluster_size: torch.Tensor  # (K,) buffer
+    initialized: torch.Tensor  # bool () buffer
+
     def __init__(self, num_codes: int, dim: int, *, beta: float = 0.25, update: str = "ema",
                  decay: float = 0.99, eps: float = 1e-5, kmeans_iters: int | None = 10,
                  restart_threshold: float = 1.0):
@@ -107,6 +112,7 @@ class VectorQuantizer(nn.Module):
         """
         centers = torch.zeros(self.num_codes, self.dim, device=flat.device)  # (K, D)
         if is_main_rank():
+            assert self.kmeans_iters is not None  # initialized from the start without k-means
             centers = kmeans(flat, self.num_codes, self.kmeans_iters)[0]
         broadcast_(centers)
         self.codebook.data.copy_(centers)

@@ -39,6 +39,7 @@ from latentar.files import atomic_write_json, read_json
 from latentar.generation import class_rows, generate
 from latentar.images import save_grid
 from latentar.plan import Plan, run_device, validate
+from latentar.priors import Prior
 from latentar.run_files import CODES_DIR, CURVES_FILE, RECIPE_FILE, RECONSTRUCTIONS_FILE, SAMPLES_FILE, SUMMARY_FILE
 from latentar.runs.curves import plot_curves, stage_curves
 from latentar.runs.stages import RECIPE_RERUN, Splits, codes_stage, given_vqvae, prior_stage, vqvae_stage
@@ -88,11 +89,11 @@ def run_stages(recipe: Recipe, plan: Plan, out: Path, state: PartialState, image
     if recipe.mode == "codes":
         vqvae, summary["vqvae"] = recipe_vqvae(recipe, images, out)
         symbols, summary["codes"] = recipe_codes(vqvae, images, plan, out, state)
-    priors = {}
+    priors: dict[str, Prior] = {}
     for stage, level in zip(plan.stages, vqvae.code_levels if vqvae is not None else [None]):
         priors[stage.name], summary[stage.name] = prior_stage(
             out / stage.name, symbols[stage.name], stage.config, stage.build, stage.train, vqvae=vqvae,
-            source=None if vqvae is None else (vqvae.fingerprint(), level), rerun=RECIPE_RERUN,
+            source=None if vqvae is None or level is None else (vqvae.fingerprint(), level), rerun=RECIPE_RERUN,
             top_prior=priors["prior"] if level == "bottom" else None)
     if recipe.mode == "codes":  # the bits of an image's code grid(s), spread over its C·H·W pixels
         nats = sum(summary[stage.name]["nats_per_image"] for stage in plan.stages)
@@ -134,6 +135,7 @@ def recipe_vqvae(recipe: Recipe, images: Splits, out: Path) -> tuple[VQVAE, dict
     if recipe.vqvae_path is not None:
         return given_vqvae(recipe.vqvae_path, images)
     shown = recipe.sampling.reconstructions or recipe.sampling.nrow  # the images of reconstructions.png
+    assert recipe.vqvae is not None and recipe.vqvae_train is not None  # code mode: [vqvae] with [vqvae_train]
     return vqvae_stage(out / "vqvae", images, recipe.vqvae, recipe.vqvae_train, shown=shown,
                        nrow=recipe.sampling.nrow, rerun=RECIPE_RERUN)
 

@@ -27,7 +27,7 @@ from torch.utils.data import Dataset
 
 from latentar.config import DataConfig, PriorConfig
 from latentar.data import first_items, load_dataset
-from latentar.data.catalog import SPLITS
+from latentar.data.catalog import SPLITS, SymbolDataset
 from latentar.data.codes import CodeDataset, check_codes_match
 from latentar.generation import check_pair
 from latentar.priors import build_prior
@@ -40,7 +40,7 @@ from latentar.training.previews import first_images, save_reconstructions
 from latentar.vqvae import VQVAE, VQVAEConfig
 
 
-def open_splits(data: DataConfig, level: str | None = None) -> tuple[Dataset, Dataset]:
+def open_splits(data: DataConfig, level: str | None = None) -> tuple[SymbolDataset, SymbolDataset]:
     """(train, test) of ``data``: a dataset, or a folder of code grids (at ``level`` for a VQ-VAE-2)."""
     train, test = (load_dataset(data.name, split, data.root, level=level, **data.options) for split in SPLITS)
     return train, test
@@ -64,7 +64,7 @@ def train_prior(data: DataConfig, prior: PriorConfig, out_dir: str | Path, confi
     return record
 
 
-def symbol_grid(dataset: Dataset) -> dict:
+def symbol_grid(dataset: SymbolDataset) -> dict:
     """The symbol grid of a dataset, as `PriorConfig.build_arguments` takes it: shape (C, H, W),
     num_symbols, and for code grids their kind and spatial context."""
     grid = {"shape": tuple(dataset.shape), "num_symbols": dataset.num_symbols}

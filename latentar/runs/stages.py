@@ -11,9 +11,9 @@ already holds the stage.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar, cast
 
 from accelerate import PartialState
 from accelerate.utils import set_seed
@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 
 from latentar.config import PriorConfig
 from latentar.data.codes import encode_dataset, write_codes_source
-from latentar.data.subsets import dataset_attribute
+from latentar.data.subsets import dataset_attribute, dataset_size
 from latentar.evaluation import evaluate_prior, evaluate_vqvae
 from latentar.files import atomic_write_json
 from latentar.priors import Prior, build_prior
@@ -55,25 +55,27 @@ class Rerun(NamedTuple):
 FRESH = Rerun()  # a one-stage run's default: a folder holding an earlier run is refused
 RECIPE_RERUN = Rerun(reuse=True, resume=True)  # a recipe reuses finished stages and resumes the others
 
+M = TypeVar("M", bound=nn.Module)  # the model a stage makes: a VQ-VAE or a prior
 
-def train_stage(folder: Path, stage: str, build: Callable[[], nn.Module], objective, data: Splits,
+
+def train_stage(folder: Path, stage: str, build: Callable[[], M], objective, data: Splits,
                 config: TrainConfig, *, evaluate, preview, rerun: Rerun,
-                describe: Callable[[nn.Module], dict]) -> tuple[nn.Module, dict]:
+                describe: Callable[[M], dict]) -> tuple[M, dict]:
     """Reuse a finished stage (with ``rerun.reuse``) or train ``build()`` on ``data`` in ``folder``
     -> (the model in eval mode, its stage record). ``describe(model)`` says what the model is;
     a stage trained here writes its record to ``folder/summary.json`` (main process)."""
     done = read_done(folder) if rerun.reuse else None
     if done is not None:
         model = load(folder / MODEL_DIR).eval()
-        return model, stage_record(stage, data.name, model, done, train_items=len(data.train), reused=True,
+        return model, stage_record(stage, data.name, model, done, train_items=dataset_size(data.train), reused=True,
                                    wall_time_s=recorded_wall_time(folder), **describe(model))
     tic = time.perf_counter()
     set_seed(config.seed)  # the initial weights
     trainer = Trainer(build(), objective, data.train, config, folder, evaluate=evaluate, preview=preview,
                       dataset=data.name, overwrite=rerun.overwrite)
     result = trainer.fit(resume=rerun.resume)
-    model = trainer.final_model().eval()
-    record = stage_record(stage, data.name, model, result, train_items=len(data.train), reused=False,
+    model = cast(M, trainer.final_model().eval())  # build()'s model, or its EMA copy: an M
+    record = stage_record(stage, data.name, model, result, train_items=dataset_size(data.train), reused=False,
                           wall_time_s=time.perf_counter() - tic, **describe(model))
     if trainer.accelerator.is_main_process:
         atomic_write_json(folder / SUMMARY_FILE, record)
@@ -102,7 +104,7 @@ def given_vqvae(path: str, data: Splits) -> tuple[VQVAE, dict]:
                    **scores, "wall_time_s": 0.0}
 
 
-def codes_stage(vqvae: VQVAE, splits: dict[str, Dataset], folder: Path, source: str, *,
+def codes_stage(vqvae: VQVAE, splits: Mapping[str, Dataset], folder: Path, source: str, *,
                 batch_size: int = 256) -> dict:
     """Encode ``splits`` ({split: image dataset}) of dataset ``source`` into ``folder`` (a split this
     VQ-VAE already encoded there is kept) -> the stage record, also written to ``folder/summary.json``."""

@@ -3,8 +3,12 @@ same batches in the same order as an uninterrupted one."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch.utils.data import DataLoader, Dataset
+
+from latentar.data.subsets import dataset_size
 
 
 class ShuffledBatches:
@@ -19,15 +23,15 @@ class ShuffledBatches:
                  process_index: int = 0, num_workers: int = 0):
         self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
         self.num_processes, self.process_index = num_processes, process_index
-        self.loader_options = dict(num_workers=num_workers)
-        self.per_epoch = len(dataset) // (batch_size * num_processes)  # batches per process per epoch
+        self.loader_options: dict[str, Any] = dict(num_workers=num_workers)
+        self.per_epoch = dataset_size(dataset) // (batch_size * num_processes)  # batches per process per epoch
         if self.per_epoch == 0:
-            raise ValueError(f"the training set has {len(dataset)} items, fewer than one batch of "
+            raise ValueError(f"the training set has {dataset_size(dataset)} items, fewer than one batch of "
                              f"{batch_size} per process × {num_processes} processes")
 
     def epoch_batches(self, epoch: int) -> list[list[int]]:
         """This process's batches of epoch ``epoch`` (lists of dataset indices)."""
-        order = torch.randperm(len(self.dataset), generator=self._generator(epoch)).tolist()
+        order = torch.randperm(dataset_size(self.dataset), generator=self._generator(epoch)).tolist()
         size = self.batch_size
         first = [(i * self.num_processes + self.process_index) * size for i in range(self.per_epoch)]
         return [order[j:j + size] for j in first]

@@ -16,14 +16,14 @@ import torch
 from latentar.evaluation import bits_per_dim, prior_cond, unpack_prior_batch
 
 
-def prior_objective(prior, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
+def prior_objective(prior, batch: Any) -> tuple[torch.Tensor, dict[str, float | torch.Tensor]]:
     """Mean negative log-likelihood in nats per symbol; also reported in bits per symbol."""
     x, labels, context = unpack_prior_batch(batch)
     loss = prior.loss(x, prior_cond(prior, labels, context))
     return loss, {"bits_per_dim": bits_per_dim(loss.detach(), 1)}  # a tensor: read at log time
 
 
-def vqvae_objective(vqvae, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
+def vqvae_objective(vqvae, batch: Any) -> tuple[torch.Tensor, dict[str, float | torch.Tensor]]:
     """``vqvae.loss(images)`` on the images of an ``(images uint8 (B, C, H, W), labels)`` batch."""
     images = batch[0] if isinstance(batch, (tuple, list)) else batch
     return vqvae.loss(images)

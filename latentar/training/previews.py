@@ -15,6 +15,7 @@ import torch
 from einops import rearrange, repeat
 from torch.utils.data import Dataset
 
+from latentar.data.subsets import dataset_size
 from latentar.generation import generate
 from latentar.images import image_grid, save_grid
 from latentar.priors.base import Prior
@@ -24,7 +25,7 @@ from latentar.vqvae import VQVAE
 def first_images(dataset: Dataset, n: int) -> torch.Tensor:
     """The images of the first ``n`` items (all, when fewer) of a dataset of (uint8 image, ...)
     items -> uint8 (n, C, H, W)."""
-    return torch.stack([dataset[i][0] for i in range(min(n, len(dataset)))])
+    return torch.stack([dataset[i][0] for i in range(min(n, dataset_size(dataset)))])
 
 
 def sample_preview(vqvae: VQVAE | None = None, *, n: int = 16, nrow: int = 4, seed: int = 0, levels: int = 256,

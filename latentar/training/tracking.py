@@ -21,6 +21,7 @@ import importlib.util
 import json
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -69,7 +70,7 @@ def start_trackers(accelerator: Accelerator, model: Saveable, config: TrainConfi
     if not accelerator.log_with:
         return
     out_dir = Path(accelerator.project_dir)
-    init = {"wandb": {"name": out_dir.name, "dir": str(out_dir)}}
+    init: dict[str, dict[str, Any]] = {"wandb": {"name": out_dir.name, "dir": str(out_dir)}}
     if resumed_at:
         init["tensorboard"] = {"purge_step": resumed_at + 1}
     run = {"model_type": model.model_type, "model": model.config_dict(), "train": asdict(config)}

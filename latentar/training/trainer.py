@@ -39,7 +39,7 @@ import json
 import warnings
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol, runtime_checkable
 
 import torch
 from accelerate import Accelerator
@@ -53,6 +53,7 @@ from latentar.images import save_image
 from latentar.model_card import write_model_card
 from latentar.progress import progress_bar
 from latentar.run_files import CHECKPOINTS_DIR, DONE_FILE, LOGS_DIR, METRICS_FILE, MODEL_DIR, SAMPLES_DIR, read_metrics
+from latentar.saving import Saveable
 from latentar.training.batches import ShuffledBatches
 from latentar.training.checkpoint import Checkpoints, TrainerState
 from latentar.training.config import TrainConfig, check_mixed_precision
@@ -289,6 +290,7 @@ class Trainer:
 
     def _preview(self, step: int) -> None:
         """Write samples/step_NNNNNNNN.png, the preview of the EMA (or raw) weights, and track it."""
+        assert self.preview is not None  # sample_every needs one (checked when the trainer is made)
         if self.accelerator.is_main_process:
             grid = self.preview(self.final_model())  # uint8 (C, H, W)
             save_image(grid, self.out_dir / SAMPLES_DIR / f"step_{step:08d}.png")
@@ -296,11 +298,13 @@ class Trainer:
 
     def _finish(self, step: int, last_train: dict) -> dict:
         self._check_finite_weights("model")
-        result = {"step": step, "train": last_train, "eval": self.run_evaluate()}
+        result: dict[str, Any] = {"step": step, "train": last_train, "eval": self.run_evaluate()}
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
-            self.final_model().save(self.out_dir / MODEL_DIR)
-            write_model_card(self.out_dir / MODEL_DIR, self.final_model(), dataset=self.dataset,
+            model = self.final_model()
+            assert isinstance(model, Saveable), "the trainer trains priors and VQ-VAEs, which save themselves"
+            model.save(self.out_dir / MODEL_DIR)
+            write_model_card(self.out_dir / MODEL_DIR, model, dataset=self.dataset,
                              training=asdict(self.config), metrics=result["eval"])
             log_record(self.accelerator, {"step": step, "eval": result["eval"]})
             atomic_write_json(self.out_dir / DONE_FILE, result)
@@ -320,13 +324,24 @@ class ObjectiveModule(nn.Module):
         return self.objective(self.model, batch)
 
 
+@runtime_checkable
+class SpeedSettings(Protocol):
+    """What a model with speed settings (a prior) offers the trainer."""
+
+    def set_compile(self, on: bool) -> None: ...
+
+    def set_activation_checkpointing(self, on: bool) -> None: ...
+
+    def set_channels_last(self, on: bool) -> None: ...
+
+
 def apply_speed_settings(model: nn.Module, config: TrainConfig) -> None:
     """``compile``, ``checkpoint_activations`` and ``channels_last``: settings of a prior
     (``set_compile``, ``set_activation_checkpointing``, ``set_channels_last``); a model without
     them refuses them by name."""
     if not (config.compile or config.checkpoint_activations or config.channels_last):
         return
-    if not hasattr(model, "set_compile"):
+    if not isinstance(model, SpeedSettings):
         raise ValueError(f"TrainConfig.compile, checkpoint_activations and channels_last apply to priors; "
                          f"a {type(model).__name__} takes none of them")
     model.set_compile(config.compile)

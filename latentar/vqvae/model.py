@@ -19,6 +19,7 @@ import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -95,8 +96,8 @@ class VQVAE(nn.Module, Saveable):
         self._check_geometry()
         cfg, (C, _, _) = self.config, self.image_shape
         nets = dict(hidden=cfg.hidden, res_hidden=cfg.res_hidden, res_blocks=cfg.res_blocks)
-        quant = dict(beta=cfg.beta, update=cfg.codebook_update, decay=cfg.decay,
-                     kmeans_iters=cfg.kmeans_iters, restart_threshold=cfg.restart_threshold)
+        quant: dict[str, Any] = dict(beta=cfg.beta, update=cfg.codebook_update, decay=cfg.decay,
+                                     kmeans_iters=cfg.kmeans_iters, restart_threshold=cfg.restart_threshold)
         D = cfg.embed_dim
         if not cfg.hierarchical:
             self.encoder = Encoder(C, D, downsample=cfg.downsample, **nets)
@@ -187,11 +188,11 @@ class VQVAE(nn.Module, Saveable):
         def one_pass(model: VQVAE) -> None:
             model.encoder(torch.zeros(1, C, H, W, device="meta"))
             vectors = {level: torch.zeros(1, D, *shape, device="meta") for level, shape in model.grid_shapes.items()}
-            model._decode(vectors.get("codes", vectors.get("bottom")), vectors.get("top"))
+            model._decode(vectors["codes"] if "codes" in vectors else vectors["bottom"], vectors.get("top"))
 
         with torch.device("meta"):
             meta = VQVAE.from_config(self.config_dict())
-        floor = tensor_bytes(self.image_shape, torch.uint8) + leaf_output_bytes(meta, one_pass)
+        floor = tensor_bytes(self.image_shape, torch.uint8) + leaf_output_bytes(meta, lambda _: one_pass(meta))
         return floor, f"one image {self.image_shape} and its encoder and decoder passes"
 
     def fingerprint(self) -> str:
