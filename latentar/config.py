@@ -35,8 +35,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from latentar.checks import COUNT, FRACTION, SEED, Bound, Checked, FieldError
+from latentar.checks import FRACTION, SEED, Bound, Checked, FieldError
 from latentar.files import BadFileError, read_json, read_toml
+from latentar.images import MAX_NROW
 from latentar.training import TrainConfig
 from latentar.vqvae import VQVAE, VQVAEConfig
 
@@ -88,10 +89,14 @@ class PriorConfig(Checked):
                     **codes, **self.arch, **grid)
 
 
+MAX_RECONSTRUCTIONS = 4096  # test images in the reconstruction grid
+
+
 @dataclass
 class SamplingConfig(Checked):
     label = "sampling"
-    bounds = {"seed": SEED, "reconstructions": COUNT, "top_p": Bound(0.0, 1.0)}
+    bounds = {"seed": SEED, "reconstructions": Bound(0, MAX_RECONSTRUCTIONS), "top_p": Bound(0.0, 1.0),
+              "nrow": Bound(1, MAX_NROW)}
 
     n: int = 64  # images in the sample grid (unconditional priors)
     nrow: int = 8  # images per grid row
@@ -358,7 +363,7 @@ def parse_text(text: str, tp: Any = Any) -> Any:
         return text
     try:
         return tomllib.loads(f"value = {text}")["value"]
-    except (tomllib.TOMLDecodeError, RecursionError):
+    except (tomllib.TOMLDecodeError, RecursionError, ValueError):  # ValueError: an integer too long to convert
         return text  # not a TOML value: check_value reports the type mismatch
 
 

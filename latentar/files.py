@@ -37,8 +37,10 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 MAX_CONFIG_BYTES = 1 << 20  # config.json, manifests, run.json, recipes, summaries: 1 MiB at most
+MAX_DATASET_FILE_BYTES = 1 << 30  # one file of a dataset latentar fetches (MNIST, CIFAR-10): far below 1 GiB
 MIN_FREE_BYTES = 1 << 20  # a write that failed with less room than this on its disk failed for want of space
-TEMPORARY = re.compile(r"^\..+\.(\d+)\.[^.]+\.tmp$")  # .NAME.PID.XXXXXX.tmp
+TOKEN_BYTES = 4  # a temporary's random part: 8 hex digits
+TEMPORARY = re.compile(rf"^\..+\.(\d+)\.[0-9a-f]{{{2 * TOKEN_BYTES}}}\.tmp$")  # .NAME.PID.XXXXXXXX.tmp
 
 
 class BadFileError(ValueError):
@@ -78,6 +80,12 @@ def read_bytes(path: str | os.PathLike, limit: int = MAX_CONFIG_BYTES, *, follow
     return data
 
 
+def read_dataset_file(path: str | os.PathLike) -> bytes:
+    """A downloaded dataset file: a regular file (a link to one is fine: data roots are often
+    linked), read up to ``MAX_DATASET_FILE_BYTES``; a FIFO or device is refused, never read."""
+    return read_bytes(path, MAX_DATASET_FILE_BYTES, follow=True)
+
+
 def read_text(path: str | os.PathLike, limit: int = MAX_CONFIG_BYTES, *, follow: bool = False) -> str:
     """``read_bytes`` decoded as UTF-8."""
     try:
@@ -101,7 +109,7 @@ def parse(text: str, path: str | os.PathLike, loads: Callable[[str], Any], error
     deeper than Python's parsers go) -> ``BadFileError`` naming the file and the ``kind`` of text."""
     try:
         return loads(text)
-    except error as e:
+    except (error, ValueError) as e:  # ValueError: also an integer too long to convert
         raise BadFileError(f"{path} is not valid {kind}: {e}") from e
     except RecursionError as e:
         raise BadFileError(f"{path} is nested too deeply for a {kind} file latentar reads") from e
@@ -165,7 +173,7 @@ def temporary_path(path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path.parent)
-    return path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    return path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(TOKEN_BYTES)}.tmp"
 
 
 def write_error(path: str | os.PathLike, error: BaseException) -> WriteError:

@@ -22,6 +22,8 @@ from PIL import Image
 
 from latentar.files import atomic_write
 
+MAX_NROW = 1024  # images in one row of a grid: wider grids are no image a viewer opens
+
 
 def to_display(images: torch.Tensor, levels: int = 256) -> torch.Tensor:
     """uint8 images with ``levels`` values (2 when binarized) -> uint8 in [0, 255]."""
@@ -84,7 +86,7 @@ def image_format(path: Path) -> str:
 
 
 def check_nrow(nrow: Any) -> int:
-    """Images per row of a grid: an integer (not a bool) >= 1."""
-    if isinstance(nrow, bool) or not isinstance(nrow, numbers.Integral) or nrow < 1:
-        raise ValueError(f"nrow (images per grid row) must be an integer >= 1, got {nrow!r}")
+    """Images per row of a grid: an integer (not a bool) in [1, ``MAX_NROW``]."""
+    if isinstance(nrow, bool) or not isinstance(nrow, numbers.Integral) or not 1 <= int(nrow) <= MAX_NROW:
+        raise ValueError(f"nrow (images per grid row) must be an integer in [1, {MAX_NROW}], got {nrow!r}")
     return int(nrow)

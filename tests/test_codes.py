@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -188,3 +191,31 @@ def test_codes_on_a_full_disk_are_a_write_error_that_leaves_nothing_half_written
     assert manifest["splits"]["train"]["count"] == 4096
     assert sorted(p.name for p in (disk / "codes").iterdir()) == ["manifest.json", "train_codes.npy",
                                                                  "train_labels.npy"]
+
+
+def hostile_copy(flat, tmp_path, damage) -> Path:
+    folder = tmp_path / "codes"
+    shutil.copytree(flat[0], folder)
+    damage(folder)
+    return folder
+
+
+def point_outside(folder):
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["splits"]["train"]["files"]["codes"] = "../elsewhere.npy"
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda f: ((f / "train_codes.npy").unlink(), os.mkfifo(f / "train_codes.npy")), "is missing or not a regular"),
+    (lambda f: ((f / "train_labels.npy").unlink(), (f / "train_labels.npy").symlink_to("/dev/zero")),
+     "is missing or not a regular"),
+    (point_outside, "names '../elsewhere.npy', not a file of the folder"),
+    (lambda f: (f / "train_codes.npy").write_bytes(b"\x93NUMPY\x01\x00\x10\x00{'descr': '<u2"), "is not a .npy array"),
+    (lambda f: np.save(f / "train_codes.npy", np.zeros((4, 4, 4), dtype=np.float32)), "holds float32"),
+    (lambda f: (f / "manifest.json").write_text("[" * 100_000), "nested too deeply"),
+])
+def test_a_hostile_code_folder_is_refused_naming_the_file(flat, tmp_path, damage, message):
+    folder = hostile_copy(flat, tmp_path, damage)
+    with pytest.raises(ValueError, match=message):  # never hangs on a FIFO, never reads outside the folder
+        CodeDataset(folder, "train")

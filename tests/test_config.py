@@ -47,6 +47,7 @@ def test_recipe_reads_sections_and_presets(tmp_path):
     ("[sampling]\ntemprature = 0.5\n", r"unknown key sampling.temprature; \[sampling\] takes: n, nrow"),
     ("[sampling]\ntop_k = 'ten'\n", r"sampling.top_k must be an integer \(or none\), got 'ten'"),
     ("[sampling]\nseed = 1.5\n", r"sampling.seed must be an integer, got 1.5"),
+    ("[sampling]\nnrow = 1000000000000\n", r"sampling.nrow must be an integer in \[1, 1024\]"),
     ("[sampling]\nseed = true\n", r"sampling.seed must be an integer, got True"),
     ("[bottom_prior]\nname = 'pixelcnn'\n", r"\[bottom_prior\] and \[bottom_prior_train\] go together"),
 ])

@@ -38,6 +38,7 @@ from latentar.data import (
 from latentar.data.cache import CORRUPT_SUFFIX
 from latentar.data.idx import IMAGES_MAGIC, LABELS_MAGIC, parse_idx
 from latentar.data.sources import MNIST, IdxSource, fetch_idx, load_idx_split
+from latentar.files import read_dataset_file
 from latentar.registry import UnknownNameError
 
 
@@ -321,3 +322,15 @@ def test_real_mnist_from_wheel(tmp_path):
     assert (len(train), len(test)) == (60000, 10000)
     assert [train[i][1] for i in range(5)] == [5, 0, 4, 1, 9]
     assert train.images.dtype == torch.uint8 and train.images.max() == 255
+
+
+@pytest.mark.parametrize("special", ["fifo", "dev-zero"])
+def test_a_dataset_file_that_is_not_a_regular_file_is_refused_unread(tmp_path, special):
+    write_idx_folder(tmp_path / "mnist")
+    bad = tmp_path / "mnist" / "train-images-idx3-ubyte.gz"
+    bad.unlink()
+    os.mkfifo(bad) if special == "fifo" else bad.symlink_to("/dev/zero")
+    with pytest.raises(ValueError, match="is not a regular file"):  # reading would hang or fill memory
+        read_dataset_file(bad)
+    with pytest.raises(SourceUnavailableError, match="mnist is not in"):  # counted as missing, never read
+        load_dataset("mnist", "train", root=tmp_path, download=False)

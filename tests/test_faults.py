@@ -230,6 +230,17 @@ def test_a_lock_that_is_a_link_is_refused_and_its_target_untouched(tmp_path):
     assert victim.read_text() == "keep me"
 
 
+def test_a_lock_that_is_a_hard_link_is_refused_and_its_other_name_untouched(tmp_path):
+    victim = tmp_path / "precious.txt"
+    victim.write_text("keep me")
+    out = tmp_path / "run"
+    out.mkdir()
+    os.link(victim, out / ".lock")
+    with pytest.raises(RunFolderError, match=r"\.lock is not a regular file of its own"):
+        short_run(out)
+    assert victim.read_text() == "keep me"
+
+
 def test_a_lock_that_is_a_fifo_is_refused(tmp_path):
     out = tmp_path / "run"
     out.mkdir()

@@ -225,3 +225,13 @@ def test_train_vqvae_replaces_a_foreign_run_only_with_overwrite(capsys, tmp_path
     assert main(argv) == 2 and "already holds metrics.jsonl of an earlier run" in capsys.readouterr().err
     assert main([*argv, "--overwrite"]) == 0
     assert [r["step"] for r in read_metrics(out)] == [1]
+
+
+def test_latentar_run_refuses_a_stage_folder_that_is_a_link(tmp_path):
+    outside, out = tmp_path / "outside", tmp_path / "run"
+    outside.mkdir()
+    out.mkdir()
+    (out / "prior").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(RunFolderError, match="prior as symbolic link"):
+        recipe_runs.run_recipe(load_recipe(RECIPE), out)
+    assert not any(outside.iterdir())

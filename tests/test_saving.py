@@ -226,6 +226,7 @@ def test_extra_files_in_a_model_folder_are_ignored(tmp_path):
     (lambda path: path.write_text("[" * 200_000 + "]" * 200_000), "nested too deeply"),
     (lambda path: path.write_text(" " * (2 << 20) + "{}"), "larger than the 1048576 bytes"),
     (lambda path: path.write_bytes(b"\xff\xfe{}"), "is not UTF-8 text"),
+    (lambda path: path.write_text('{"a": ' + "9" * 5000 + "}"), "is not valid JSON: Exceeds the limit"),
     (lambda path: (path.unlink(), path.symlink_to("/dev/zero")), "is a symbolic link"),
 ])
 def test_a_hostile_config_is_refused_naming_it(tmp_path, damage, message):
@@ -266,12 +267,13 @@ def test_temporaries_left_by_a_killed_writer_are_removed_at_the_next_write(tmp_p
     folder = saved_prior(tmp_path / "m")
     dead = subprocess.Popen(["true"])
     dead.wait()
-    stale = folder / f".{CONFIG_FILE}.{dead.pid}.abc123.tmp"
-    live = folder / f".{WEIGHTS_FILE}.{os.getpid()}.def456.tmp"  # a writer that still runs: kept
-    for path in (stale, live):
+    stale = folder / f".{CONFIG_FILE}.{dead.pid}.abcdef12.tmp"
+    live = folder / f".{WEIGHTS_FILE}.{os.getpid()}.0123abcd.tmp"  # a writer that still runs: kept
+    users = folder / f".notes.{dead.pid}.v2.tmp"  # not a name latentar writes: kept
+    for path in (stale, live, users):
         path.write_text("half")
     saved_prior(folder)
-    assert not stale.exists() and live.exists()
+    assert not stale.exists() and live.exists() and users.exists()
 
 
 def test_a_failed_write_keeps_the_previous_file(tmp_path, monkeypatch):

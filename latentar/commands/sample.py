@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import save as safetensors_bytes
 
 from latentar.commands.options import (
     add_data_root,
@@ -19,6 +19,7 @@ from latentar.commands.options import (
 )
 from latentar.data import load_dataset
 from latentar.data.codes import check_codes_source
+from latentar.files import atomic_write_bytes
 from latentar.generation import check_generation, check_pair, class_rows, complete, completion_grid, generate
 from latentar.images import check_image_path, check_nrow, save_grid, save_individual
 from latentar.priors.base import Prior, check_num_samples
@@ -98,7 +99,7 @@ def run_sample(args) -> None:
     if args.save_codes:
         names = vqvae.code_levels if vqvae is not None else ["pixels"]
         path = out.with_suffix(".codes.safetensors")
-        save_file({name: s.contiguous() for name, s in zip(names, drawn.symbols)}, str(path))
+        atomic_write_bytes(path, safetensors_bytes({name: s.contiguous() for name, s in zip(names, drawn.symbols)}))
         print(f"wrote the drawn grids ({', '.join(names)}) to {path}")
     if args.save_individual:
         folder = out.with_suffix("")

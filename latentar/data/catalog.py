@@ -10,6 +10,7 @@ folder of images itself.
 from __future__ import annotations
 
 import inspect
+import os
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -77,7 +78,7 @@ def load_dataset(name: str, split: str, root: str | Path | None = None, *, level
 
 def load_codes(folder: str, split: str, level: str | None, options: dict) -> CodeDataset:
     """`load_dataset` of a folder, which must hold the code grids of ``latentar encode``."""
-    if not (Path(folder) / MANIFEST).is_file():
+    if not os.path.lexists(Path(folder) / MANIFEST):
         raise ValueError(f"{folder} is a folder without {MANIFEST}, so neither code grids nor a dataset name; "
                          f"known datasets: {', '.join(DATASETS.names())}")
     if options:

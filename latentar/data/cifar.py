@@ -30,6 +30,7 @@ from latentar.data.cache import (
     data_root,
     moved_aside_if_corrupt,
 )
+from latentar.files import read_dataset_file
 
 try:  # numpy >= 2 moved the pickling helpers; the files name either module
     from numpy._core.multiarray import _reconstruct
@@ -143,13 +144,13 @@ def _manual_hint(folder: Path) -> str:
 def _read_checked(path: Path) -> bytes:
     """The bytes of a batch file after its MD5 check; moved aside if bad."""
     with moved_aside_if_corrupt(path):
-        raw = path.read_bytes()
+        raw = read_dataset_file(path)
         check_digest(raw, MD5[path.name], path, algorithm="md5")
         return raw
 
 
 def _read_batch(path: Path, verify: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    raw = _read_checked(path) if verify else path.read_bytes()
+    raw = _read_checked(path) if verify else read_dataset_file(path)
     with moved_aside_if_corrupt(path):
         return parse_cifar_batch(raw, path)
 

@@ -21,6 +21,7 @@ Every split of a folder comes from the same VQ-VAE (the fingerprint says which).
 from __future__ import annotations
 
 import os
+import tokenize
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from latentar.data.subsets import dataset_attribute, dataset_size
-from latentar.files import atomic_write, atomic_write_json, read_json, temporary_path, write_error
+from latentar.files import atomic_write, atomic_write_json, is_regular_file, read_json, temporary_path, write_error
 from latentar.progress import progress_bar
 
 MANIFEST = "manifest.json"
@@ -45,7 +46,7 @@ class CodesMismatchError(ValueError):
 def read_manifest(folder: str | os.PathLike) -> dict:
     """The parsed ``manifest.json`` of a code folder."""
     path = Path(folder) / MANIFEST
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise FileNotFoundError(f"{folder} holds no code grids: {MANIFEST} is missing "
                                 f"(make them with `latentar encode --vqvae DIR --data NAME --out {folder}`)")
     manifest = read_json(path)
@@ -92,7 +93,7 @@ def encode_dataset(vqvae: Any, dataset: Dataset, out_dir: str | os.PathLike, spl
     """
     out = Path(out_dir)
     grids, fingerprint = _grids(vqvae), vqvae.fingerprint()
-    manifest = read_manifest(out) if (out / MANIFEST).is_file() else None
+    manifest = read_manifest(out) if os.path.lexists(out / MANIFEST) else None
     if manifest is not None:
         check_codes_match(vqvae, manifest)
         done = manifest["splits"].get(split)
@@ -168,6 +169,25 @@ def _check_images(vqvae: Any, dataset: Dataset) -> None:
         raise ValueError(f"the dataset's images have {levels} levels but the VQ-VAE takes {vqvae.levels}")
 
 
+def load_array(folder: Path, name: Any, dtype: Any, ndim: int) -> np.ndarray:
+    """The .npy file ``name`` of the code folder ``folder``, memory-mapped: a plain file name
+    (the manifest may not point elsewhere), a regular file in the folder (no link, FIFO or
+    device), with ``ndim`` dimensions of ``dtype``; a ValueError naming the file otherwise."""
+    if not isinstance(name, str) or Path(name).name != name or name in (".", ".."):
+        raise ValueError(f"{folder / MANIFEST} names {name!r}, not a file of the folder; encode the split again")
+    path = folder / name
+    if not is_regular_file(path):
+        raise ValueError(f"{path} is missing or not a regular file (a link, FIFO or device); encode the split again")
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, SyntaxError, tokenize.TokenError) as e:
+        raise ValueError(f"{path} is not a .npy array latentar wrote ({e}); encode the split again") from e
+    if array.dtype != dtype or array.ndim != ndim:
+        raise ValueError(f"{path} holds {array.dtype} of {array.ndim} dimensions, expected {np.dtype(dtype)} of "
+                         f"{ndim}; encode the split again")
+    return array
+
+
 class CodeDataset(Dataset):
     """One split and level of a code folder, read memory-mapped.
 
@@ -208,13 +228,13 @@ class CodeDataset(Dataset):
         self.num_classes = self.manifest.get("num_classes")
         self.num_symbols = grids[level]["num_symbols"]
         self.shape = (1, *grids[level]["shape"])  # (1, h, w)
-        self.codes = np.load(self.folder / entry["files"][level], mmap_mode="r")  # uint16 (N, h, w)
-        self.labels = np.load(self.folder / entry["labels"], mmap_mode="r")  # int64 (N,)
+        self.codes = load_array(self.folder, entry["files"][level], CODE_DTYPE, 3)  # uint16 (N, h, w)
+        self.labels = load_array(self.folder, entry["labels"], np.int64, 1)  # int64 (N,)
         self.context_symbols = self.context_shape = self.contexts = None
         if context is not None:
             self.context_symbols = grids[context]["num_symbols"]
             self.context_shape = tuple(grids[context]["shape"])  # (h', w')
-            self.contexts = np.load(self.folder / entry["files"][context], mmap_mode="r")  # (N, h', w')
+            self.contexts = load_array(self.folder, entry["files"][context], CODE_DTYPE, 3)  # uint16 (N, h', w')
         if len(self.codes) != entry["count"] or len(self.labels) != entry["count"]:
             raise ValueError(f"{self.folder}: the {split} files do not hold the {entry['count']} items "
                              f"the manifest promises; encode the split again")

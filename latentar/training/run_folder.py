@@ -112,15 +112,16 @@ class FolderLock:
         """The lock file, opened for appending (opening never erases the holder's record) without
         following a link at its name; a link or anything but a regular file there is refused."""
         flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-        refusal = (f"{self.path} is not a regular file (a link, folder, FIFO or device); latentar never "
-                   "writes through one: remove it, or choose another folder")
+        refusal = (f"{self.path} is not a regular file of its own (a link, hard link, folder, FIFO or device); "
+                   "latentar never writes through one: remove it, or choose another folder")
         try:
             fd = os.open(self.path, flags, 0o644)
         except OSError as e:
             if e.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
                 raise RunFolderError(refusal) from None
             raise
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        found = os.fstat(fd)
+        if not stat.S_ISREG(found.st_mode) or found.st_nlink != 1:  # a hard link shares another file
             os.close(fd)
             raise RunFolderError(refusal)
         return os.fdopen(fd, "a+")
@@ -218,11 +219,8 @@ def take_over(folder: Path, *, record: dict, outputs: tuple[str, ...], resume: b
     the same run.json. Writes run.json for a run that starts."""
     remove_stale_temporaries(folder)
     found = [name for name in outputs if os.path.lexists(folder / name)]
-    links = [name for name in found if (folder / name).is_symlink()]
-    if links and not overwrite:
-        raise RunFolderError(f"{folder} holds {', '.join(links)} as symbolic link(s); latentar never follows "
-                             "links out of a run folder: remove them, replace the run with overwrite=True "
-                             "(CLI --overwrite), or choose another folder")
+    if not overwrite:
+        refuse_links(folder, found)
     if found and overwrite:
         remove(folder, [*found, RUN_FILE])
     elif found:
@@ -234,6 +232,16 @@ def take_over(folder: Path, *, record: dict, outputs: tuple[str, ...], resume: b
         check_owner(folder, record, shown)
         return
     atomic_write_json(folder / RUN_FILE, record)
+
+
+def refuse_links(folder: Path, names: list[str] | tuple[str, ...]) -> None:
+    """Refuse (``RunFolderError``) a run folder where any of ``names`` is a symbolic link: latentar
+    never reads or writes through a link out of a run folder."""
+    links = [name for name in names if (folder / name).is_symlink()]
+    if links:
+        raise RunFolderError(f"{folder} holds {', '.join(links)} as symbolic link(s); latentar never follows "
+                             "links out of a run folder: remove them, replace the run with overwrite=True "
+                             "(CLI --overwrite), or choose another folder")
 
 
 def check_owner(folder: Path, record: dict, shown: str) -> None:
