@@ -64,6 +64,9 @@ def _number(value: float | None) -> str:
 
 SIZE = Bound(low=1)  # widths, depths, kernels, grid sizes
 COUNT = Bound(low=0)  # how many of something, where none is fine
+MAX_DEPTH = 1024  # layers or blocks of one network: deeper ones take minutes just to build
+DEPTH = Bound(1, MAX_DEPTH)  # layers, blocks
+DEPTH_OR_NONE = Bound(0, MAX_DEPTH)  # layers or blocks, where none is fine
 FRACTION = Bound(0.0, 1.0, open_high=True)  # dropout rates, decays
 NON_NEGATIVE = Bound(low=0.0)  # loss weights, thresholds
 SYMBOLS = Bound(2, 65536)  # K of a symbol grid: codes are stored as uint16

@@ -11,7 +11,9 @@ import torch
 from prior_cases import tiny_prior
 from recipe_cases import SMALL_PIXELS, write_recipe
 
+import latentar
 from latentar import cli
+from latentar.checks import FieldError
 from latentar.commands import data as data_command
 from latentar.config import load_recipe
 from latentar.plan import validate
@@ -242,3 +244,13 @@ def test_a_context_must_be_an_integer_map():
     with pytest.raises(ValueError, match=r"context symbols must lie in \[0, 3\), got \[0, 3\]"):
         prior.log_prob(x, {"context": torch.tensor([0, 3]).view(2, 1, 1)})
     assert prior.log_prob(x, {"context": torch.zeros(2, 1, 1, dtype=torch.uint8)}).shape == (2,)
+
+
+@pytest.mark.parametrize("name, field", [("pixelcnn", "num_blocks"), ("gated_pixelcnn", "num_layers"),
+                                         ("pixelcnn_pp", "num_blocks"), ("pixelsnail", "num_blocks"),
+                                         ("row_lstm", "num_layers"), ("diagonal_bilstm", "num_layers"),
+                                         ("transformer", "num_layers")])
+def test_a_network_too_deep_to_build_is_refused_before_building(name, field):
+    """100000 blocks pass every size check (the weights are small) but take minutes to build."""
+    with pytest.raises(FieldError, match=rf"{name}.{field} must be an integer in \[1, 1024\], got 100000"):
+        latentar.build_prior(name, (1, 4, 4), 2, preset="tiny", **{field: 100000})

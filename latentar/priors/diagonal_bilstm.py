@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from latentar.checks import Checked
+from latentar.checks import DEPTH, Checked
 from latentar.nn.lstm import GATES, RecurrentStack, in_step_order, lstm_cell, lstm_step, skew, step_matrix, unskew
 from latentar.nn.masked import MaskedConv2d
 from latentar.nn.stepping import conv_parts
@@ -57,6 +57,7 @@ from latentar.priors.recurrent import RecurrentPrior
 @dataclass
 class DiagonalBiLSTMArch(Checked):
     label = "diagonal_bilstm"
+    bounds = {"num_layers": DEPTH}
 
     hidden: int = 32  # h: LSTM state units per direction; layers pass 2h features (paper: 128)
     num_layers: int = 4  # Diagonal BiLSTM layers (paper: 12 on CIFAR-10, 7 on MNIST)

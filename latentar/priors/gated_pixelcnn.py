@@ -26,7 +26,7 @@ from typing import Sequence, cast
 import torch
 from torch import nn
 
-from latentar.checks import Checked
+from latentar.checks import DEPTH, Checked
 from latentar.nn.conditioning import class_biases
 from latentar.nn.gated import GatedStackLayer
 from latentar.nn.masked import masked_output, round_to_groups
@@ -39,6 +39,7 @@ from latentar.priors.spec import PriorSpec
 @dataclass
 class GatedPixelCNNArch(Checked):
     label = "gated_pixelcnn"
+    bounds = {"num_layers": DEPTH}
 
     hidden: int = 64  # p: gated features per stack (rounded up to a multiple of C)
     num_layers: int = 8  # gated layers; the first reads the image with mask A

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from latentar.checks import Checked
+from latentar.checks import DEPTH, Checked
 from latentar.nn.conditioning import class_biases
 from latentar.nn.masked import MaskedConv2d, masked_output, round_to_groups
 from latentar.priors.base import register_prior
@@ -32,6 +32,7 @@ from latentar.priors.spec import PriorSpec
 @dataclass
 class PixelCNNArch(Checked):
     label = "pixelcnn"
+    bounds = {"num_blocks": DEPTH}
 
     hidden: int = 64  # h: blocks map 2h → h → h → 2h features (paper: 128)
     num_blocks: int = 7  # residual blocks of mask-B convolutions (paper: 15 layers)

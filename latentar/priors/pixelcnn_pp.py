@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from latentar.checks import FRACTION, Checked
+from latentar.checks import DEPTH, FRACTION, Checked
 from latentar.nn.conditioning import class_biases
 from latentar.nn.shifted import (
     GatedResBlock,
@@ -48,7 +48,7 @@ from latentar.priors.spec import PriorSpec
 @dataclass
 class PixelCNNppArch(Checked):
     label = "pixelcnn_pp"
-    bounds = {"dropout": FRACTION}
+    bounds = {"dropout": FRACTION, "num_blocks": DEPTH}
 
     filters: int = 64  # F: features of both streams (paper: 160)
     num_blocks: int = 3  # gated residual blocks per stage in the up pass (paper: 5)

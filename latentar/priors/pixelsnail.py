@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from latentar.checks import COUNT, FRACTION, Checked
+from latentar.checks import DEPTH, DEPTH_OR_NONE, FRACTION, Checked
 from latentar.nn.attention import CausalSelfAttention
 from latentar.nn.conditioning import class_biases
 from latentar.nn.shifted import GatedResBlock, Nin, down_right_shifted_conv, down_shifted_conv
@@ -45,7 +45,7 @@ BACKGROUND = 2  # positional channels: row and column coordinates in [-1, 1]
 @dataclass
 class PixelSNAILArch(Checked):
     label = "pixelsnail"
-    bounds = {"res_units": COUNT, "dropout": FRACTION, "context_blocks": COUNT}
+    bounds = {"res_units": DEPTH_OR_NONE, "dropout": FRACTION, "context_blocks": DEPTH_OR_NONE, "num_blocks": DEPTH}
 
     hidden: int = 64  # F: feature channels (paper: 256)
     num_blocks: int = 4  # blocks of gated residual units, each closed by attention (paper: 12)

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from latentar.checks import Checked
+from latentar.checks import DEPTH, Checked
 from latentar.nn.lstm import GATES, RecurrentStack, in_step_order, lstm_cell, lstm_step
 from latentar.nn.masked import MaskedConv2d
 from latentar.nn.stepping import conv_parts
@@ -40,6 +40,7 @@ from latentar.priors.recurrent import RecurrentPrior
 @dataclass
 class RowLSTMArch(Checked):
     label = "row_lstm"
+    bounds = {"num_layers": DEPTH}
 
     hidden: int = 32  # h: LSTM state units; layers pass 2h features between them (paper: 128)
     num_layers: int = 4  # Row LSTM layers (paper: 12)

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from latentar.checks import COUNT, FRACTION, Checked, FieldError
+from latentar.checks import DEPTH, DEPTH_OR_NONE, FRACTION, Checked, FieldError
 from latentar.nn.caches import StepCache
 from latentar.nn.conditioning import class_biases
 from latentar.nn.passes import FullPass, StepPass
@@ -48,7 +48,7 @@ from latentar.priors.spec import PriorSpec
 @dataclass
 class TransformerArch(Checked):
     label = "transformer"
-    bounds = {"dropout": FRACTION, "context_layers": COUNT}
+    bounds = {"dropout": FRACTION, "context_layers": DEPTH_OR_NONE, "num_layers": DEPTH}
 
     width: int = 256  # D: the residual stream's width
     num_layers: int = 8  # Transformer blocks

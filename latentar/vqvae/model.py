@@ -25,7 +25,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from latentar.checks import COUNT, FRACTION, NON_NEGATIVE, SYMBOLS, Bound, Checked, FieldError, build, check_value
+from latentar.checks import (
+    COUNT,
+    DEPTH_OR_NONE,
+    FRACTION,
+    NON_NEGATIVE,
+    SYMBOLS,
+    Bound,
+    Checked,
+    FieldError,
+    build,
+    check_value,
+)
 from latentar.memory import leaf_output_bytes, tensor_bytes
 from latentar.nn.modes import eval_mode
 from latentar.quantizers import VectorQuantizer
@@ -44,7 +55,7 @@ class VQVAEConfig(Checked):
     every field is checked on creation."""
 
     label = "vqvae"
-    bounds = {"res_blocks": COUNT, "codebook_size": SYMBOLS, "top_codebook_size": SYMBOLS,
+    bounds = {"res_blocks": DEPTH_OR_NONE, "codebook_size": SYMBOLS, "top_codebook_size": SYMBOLS,
               "beta": NON_NEGATIVE, "codebook_update": UPDATES, "decay": FRACTION, "kmeans_iters": COUNT,
               "restart_threshold": NON_NEGATIVE}
 
