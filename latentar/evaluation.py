@@ -18,6 +18,7 @@ from latentar.nn.modes import eval_mode
 from latentar.priors.base import check_integer_tensor
 from latentar.priors.condition import Condition, as_condition
 from latentar.priors.footprint import scoring_batch
+from latentar.priors.spec import PriorSpec
 from latentar.progress import progress_bar
 from latentar.quantizers import CodeUsage
 from latentar.vqvae.model import psnr
@@ -32,15 +33,16 @@ def bits_per_dim(nats: float | torch.Tensor, dims: float | torch.Tensor) -> floa
 
 class PriorBatch(NamedTuple):
     x: torch.Tensor  # symbols, long (B, C, H, W)
-    labels: torch.Tensor | None  # long (B,)
-    context: torch.Tensor | None  # long (B, h, w)
+    cond: Condition  # what the prior is conditioned on, per grid
 
 
-def unpack_prior_batch(batch: Any) -> PriorBatch:
-    """A batch of symbol grids -> ``PriorBatch``.
+def unpack_prior_batch(batch: Any, spec: PriorSpec) -> PriorBatch:
+    """A batch of symbol grids -> ``PriorBatch`` for a prior of ``spec``.
 
     Accepts ``(x, labels)`` from the image datasets, ``(x, labels, context)``, or a dict
-    with key ``x`` and optional ``labels`` / ``context`` (code datasets).
+    with key ``x`` and optional ``labels`` / ``context`` (code datasets). The condition keeps
+    only what the prior takes (``as_condition(..., spec=spec)``): datasets always carry
+    labels, and an unconditional prior drops them.
     """
     if isinstance(batch, dict):
         if "x" not in batch:
@@ -52,13 +54,7 @@ def unpack_prior_batch(batch: Any) -> PriorBatch:
         raise TypeError("a prior batch must be (x, labels), (x, labels, context) or a dict with key 'x'; "
                         f"got {type(batch).__name__}")
     check_integer_tensor(x, "a batch's x", "(B, C, H, W) of symbols")
-    return PriorBatch(x.long(), labels, context)
-
-
-def prior_cond(prior, labels: torch.Tensor | None, context: torch.Tensor | None) -> Condition:
-    """The ``Condition`` a prior takes: labels only when it is class-conditional, the context only
-    when it was built with one (datasets always carry labels; unconditional priors drop them)."""
-    return as_condition(Condition(labels, context), spec=prior.spec)
+    return PriorBatch(x.long(), as_condition(Condition(labels, context), spec=spec))
 
 
 @torch.no_grad()
@@ -79,10 +75,9 @@ def evaluate_prior(prior, data: Dataset | DataLoader, accelerator=None, *, batch
     totals = torch.zeros(3, dtype=torch.float64, device=prior.device)  # nats, dims, count
     with eval_mode(prior):
         for batch in progress_bar(loader, desc="score", unit="batch"):
-            for x, labels, context in split_batch(unpack_prior_batch(batch), fit):
-                x = x.to(prior.device)
-                labels, context = (t.to(prior.device) if t is not None else None for t in (labels, context))
-                nats = -prior.log_prob(x, prior_cond(prior, labels, context)).double().sum()
+            for x, cond in split_batch(unpack_prior_batch(batch, prior.spec), fit):
+                x, cond = x.to(prior.device), cond.map(lambda t: t.to(prior.device))
+                nats = -prior.log_prob(x, cond).double().sum()
                 totals += torch.stack([nats, nats.new_tensor(x.numel()), nats.new_tensor(x.shape[0])])
     if accelerator is not None:
         totals = accelerator.reduce(totals, reduction="sum")
@@ -100,8 +95,7 @@ def evaluate_prior(prior, data: Dataset | DataLoader, accelerator=None, *, batch
 
 def split_batch(batch: PriorBatch, size: int) -> list[PriorBatch]:
     """A batch -> consecutive parts of at most ``size`` grids each."""
-    return [PriorBatch(batch.x[start:start + size],
-                       *(None if t is None else t[start:start + size] for t in (batch.labels, batch.context)))
+    return [PriorBatch(batch.x[start:start + size], batch.cond.map(lambda t: t[start:start + size]))
             for start in range(0, len(batch.x), size)]
 
 

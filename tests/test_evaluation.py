@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, Subset, TensorDataset
 
 import latentar
 from latentar.data import TensorImageDataset, dataset_attribute
-from latentar.evaluation import bits_per_dim, evaluate_prior, prior_cond, unpack_prior_batch
+from latentar.evaluation import bits_per_dim, evaluate_prior, unpack_prior_batch
 
 SHAPE = (1, 2, 3)  # (C, H, W)
 
@@ -90,13 +90,13 @@ def test_binarization_is_reported_through_subsets():
 def test_prior_batches_unpack_tuples_and_dicts():
     x = torch.zeros(2, *SHAPE, dtype=torch.uint8)
     labels, context = torch.zeros(2, dtype=torch.long), torch.zeros(2, 2, 2, dtype=torch.long)
-    assert unpack_prior_batch((x, labels)).context is None
-    assert unpack_prior_batch((x, labels, context)).context is context
-    batch = unpack_prior_batch({"x": x, "context": context})
-    assert batch.x.dtype == torch.long and batch.labels is None
+    conditional, spec = tiny(num_classes=3).spec, tiny().spec
+    assert unpack_prior_batch((x, labels), conditional).cond.labels is labels
+    assert unpack_prior_batch((x, labels), spec).cond.labels is None  # unconditional priors drop the labels
+    batch = unpack_prior_batch({"x": x, "context": context}, spec)
+    assert batch.x.dtype == torch.long and batch.cond.labels is None
+    assert batch.cond.context is None  # a prior built without a context drops it
     with pytest.raises(ValueError, match="needs key 'x'"):
-        unpack_prior_batch({"codes": x})
+        unpack_prior_batch({"codes": x}, spec)
     with pytest.raises(TypeError, match="a prior batch must be"):
-        unpack_prior_batch(x)
-    assert prior_cond(tiny(), labels, None).labels is None  # unconditional priors drop the labels
-    assert prior_cond(tiny(num_classes=3), labels, None).labels is labels
+        unpack_prior_batch(x, spec)

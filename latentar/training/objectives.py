@@ -13,13 +13,13 @@ from typing import Any
 
 import torch
 
-from latentar.evaluation import bits_per_dim, prior_cond, unpack_prior_batch
+from latentar.evaluation import bits_per_dim, unpack_prior_batch
 
 
 def prior_objective(prior, batch: Any) -> tuple[torch.Tensor, dict[str, float | torch.Tensor]]:
     """Mean negative log-likelihood in nats per symbol; also reported in bits per symbol."""
-    x, labels, context = unpack_prior_batch(batch)
-    loss = prior.loss(x, prior_cond(prior, labels, context))
+    x, cond = unpack_prior_batch(batch, prior.spec)
+    loss = prior.loss(x, cond)
     return loss, {"bits_per_dim": bits_per_dim(loss.detach(), 1)}  # a tensor: read at log time
 
 
