@@ -161,5 +161,5 @@ def test_bad_arguments_name_the_problem():
         tiny_prior("row_lstm", (1, 3, 3), 4, kernel=2)
     with pytest.raises(ValueError, match="with 1 channel, got 3"):
         tiny_prior("diagonal_bilstm", (3, 2, 2), 4, head="logistic_mixture")
-    with pytest.raises(ValueError, match="row_lstm.num_layers must be an integer >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"row_lstm.num_layers must be an integer in \[1, 1024\], got 0"):
         tiny_prior("row_lstm", (1, 3, 3), 4, num_layers=0)

@@ -141,7 +141,7 @@ def test_a_bad_config_value_is_named_before_anything_is_allocated(keys, value, m
     ("beta", math.nan, r"vqvae.beta must be a finite number >= 0, got nan"),
     ("decay", 1.5, r"vqvae.decay must be a finite number in \[0, 1\), got 1.5"),
     ("codebook_update", "sgd", r"vqvae.codebook_update must be one of \['ema', 'loss'\], got 'sgd'"),
-    ("res_blocks", -1, r"vqvae.res_blocks must be an integer >= 0, got -1"),
+    ("res_blocks", -1, r"vqvae.res_blocks must be an integer in \[0, 1024\], got -1"),
     ("hierarchical", 1, r"vqvae.hierarchical must be true or false, got 1"),
 ])
 def test_a_bad_vqvae_config_value_is_named(key, value, message, tmp_path):
@@ -159,7 +159,7 @@ def test_a_bad_vqvae_config_value_is_named(key, value, message, tmp_path):
     (dict(hidden=-4), r"pixelcnn.hidden must be an integer >= 1, got -4"),
     (dict(hidden=10**6), r"prior 'pixelcnn' would hold 1.82e\+14 weights and buffer values, more than the 4.29e\+09"),
     (dict(name="pixelcnn_pp", dropout=math.inf), r"pixelcnn_pp.dropout must be a finite number in \[0, 1\), got inf"),
-    (dict(name="pixelsnail", res_units=-1), r"pixelsnail.res_units must be an integer >= 0, got -1"),
+    (dict(name="pixelsnail", res_units=-1), r"pixelsnail.res_units must be an integer in \[0, 1024\], got -1"),
     (dict(name="pixelcnn_pp", head="logistic_mixture", head_options={"num_mixtures": 2.0}),
      r"logistic_mixture.num_mixtures must be an integer >= 1, got 2.0"),
 ])
