@@ -27,7 +27,7 @@ Where the order differs from the plain stack "models, data, tools, pipeline, CLI
   sits with ``saving``: the trainer writes those files, and ``runs`` and the commands read them.
 
 Layers (lowest first):
-registry, checks, progress, files, memory, images
+registry, checks, progress, files, memory, images, version
 saving, model_card, run_files
 nn, heads, quantizers
 priors, vqvae
@@ -51,9 +51,8 @@ from latentar.receptive_field import receptive_field
 from latentar.registry import UnknownNameError
 from latentar.saving import NonFiniteWeightsError, NotAModelError, load
 from latentar.training import TrainConfig, Trainer
+from latentar.version import __version__
 from latentar.vqvae import VQVAE, VQVAEConfig
-
-__version__ = "0.1.0"
 
 __all__ = ["Prior", "PriorSpec", "build_prior", "list_priors", "load", "NotAModelError", "NonFiniteWeightsError",
            "UnknownNameError", "__version__", "bits_per_dim", "evaluate_prior", "TrainConfig", "Trainer",

@@ -26,6 +26,8 @@ import argparse
 import errno
 import sys
 
+import torch
+
 from latentar.commands import (
     bench,
     data,
@@ -42,6 +44,7 @@ from latentar.files import WriteError
 from latentar.memory import max_memory
 from latentar.progress import set_quiet
 from latentar.saving import NotAModelError
+from latentar.version import __version__
 
 USER_ERRORS = (ValueError, LookupError, FileNotFoundError, NotAModelError, TypeError, WriteError)
 USER_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.EEXIST, errno.ENOTDIR, errno.EISDIR,
@@ -58,12 +61,27 @@ QUIET_HELP = "no progress bars (they show only on a terminal anyway)"
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="latentar", description="VQ-VAE + autoregressive priors.")
     parser.add_argument("--quiet", "-q", action="store_true", help=QUIET_HELP)
+    parser.add_argument("--version", action="version", version=f"latentar {__version__} (torch {torch.__version__})")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add_command in COMMANDS:
         add_command(subparsers)
     for command in subparsers.choices.values():  # `latentar COMMAND --quiet` too
         command.add_argument("--quiet", "-q", action="store_true", default=argparse.SUPPRESS, help=QUIET_HELP)
+    show_defaults(parser)
     return parser
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Help that shows every default and keeps a description's own line breaks."""
+
+
+def show_defaults(parser: argparse.ArgumentParser) -> None:
+    """Give ``parser`` and every sub-command under it the ``HelpFormatter``."""
+    parser.formatter_class = HelpFormatter
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in action.choices.values():
+                show_defaults(command)
 
 
 def main(argv: list[str] | None = None) -> int:

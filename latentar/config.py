@@ -21,19 +21,14 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import io
-import sys
 import textwrap
 import tokenize
+import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 from latentar.checks import FRACTION, SEED, Bound, Checked, FieldError
 from latentar.files import BadFileError, read_json, read_toml

@@ -27,14 +27,10 @@ import re
 import secrets
 import shutil
 import stat
+import tomllib
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
-
-try:  # Python 3.11+
-    import tomllib
-except ModuleNotFoundError:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
 
 MAX_CONFIG_BYTES = 1 << 20  # config.json, manifests, run.json, recipes, summaries: 1 MiB at most
 MAX_DATASET_FILE_BYTES = 1 << 30  # one file of a dataset latentar fetches (MNIST, CIFAR-10): far below 1 GiB

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from torch import nn
 
 from latentar.files import atomic_write_bytes
+from latentar.saving import versions
 
 CARD_FILE = "README.md"
 
@@ -52,6 +53,7 @@ def model_card(model: CardModel, *, folder: str | Path, dataset: str | None = No
     sections = [front_matter(tags(model.model_type, config), dataset),
                 f"# {title(model.model_type, config)}\n\n{summary(model.model_type, config, dataset)}",
                 "## Architecture\n\n" + f"{parameters:,} parameters.\n\n" + table(flatten(config)),
+                "## Software\n\n" + table({f"{name} version": v for name, v in versions().items()}),
                 "## Training\n\n" + (table(flatten(training)) if training else "Not recorded."),
                 "## Test metrics\n\n" + (table(flatten(metrics)) if metrics else "Not recorded."),
                 "## Load\n\n```python\nimport latentar\n\n"

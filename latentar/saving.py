@@ -29,12 +29,14 @@ from safetensors.torch import save as safetensors_bytes
 from latentar.files import BadFileError, atomic_write_bytes, atomic_write_json, is_regular_file, open_regular, read_json
 from latentar.memory import check_fits
 from latentar.registry import MODELS
+from latentar.version import __version__
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 FORMAT_VERSION = 2  # 2 records the sha256 of the weights; 1 (no checksum) still loads
 SHA256_KEY = "weights_sha256"
-CONFIG_KEYS = ("format_version", "model_type", "config", SHA256_KEY)  # what config.json holds, at most
+VERSIONS_KEY = "written_by"  # {"latentar": ..., "torch": ...}: the versions that saved the model
+CONFIG_KEYS = ("format_version", "model_type", "config", SHA256_KEY, VERSIONS_KEY)  # what config.json holds, at most
 SHOWN = 5  # tensor names quoted in an error at most
 MAX_ELEMENTS = 2**32  # ~17 GB of float32 weights and buffers; a larger model is refused before allocation
 
@@ -81,7 +83,7 @@ class Saveable:
                                         f"or inf: {quote(bad)}")
         data = safetensors_bytes(state, metadata={"format": "pt"})
         atomic_write_bytes(folder / WEIGHTS_FILE, data)
-        config = {"format_version": FORMAT_VERSION, "model_type": self.model_type,
+        config = {"format_version": FORMAT_VERSION, "model_type": self.model_type, VERSIONS_KEY: versions(),
                   "config": self.config_dict(), SHA256_KEY: hashlib.sha256(data).hexdigest()}
         atomic_write_json(folder / CONFIG_FILE, config)
         return folder
@@ -94,6 +96,11 @@ class Saveable:
         if not isinstance(model, cls):
             raise NotAModelError(f"{folder} holds a {type(model).__name__}, not a {cls.__name__}")
         return model
+
+
+def versions() -> dict[str, str]:
+    """The versions of latentar and torch in this process, as a saved model records them."""
+    return {"latentar": __version__, "torch": torch.__version__}
 
 
 def meta_model(make: Callable[[], M], what: str, fields: Any = None) -> M:

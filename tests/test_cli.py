@@ -9,6 +9,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 
 import pytest
+import torch
 
 import latentar
 from latentar import cli
@@ -130,3 +131,18 @@ def test_data_fetch_prints_the_report(capsys, monkeypatch, tmp_path):
 def test_data_fetch_of_a_dataset_with_nothing_to_fetch_exits_2(capsys):
     code, _, err = run(capsys, "data", "fetch", "image_folder")
     assert code == 2 and "has nothing to fetch" in err
+
+
+def test_version_names_latentar_and_torch(capsys):
+    with pytest.raises(SystemExit) as done:
+        cli.main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"latentar {latentar.__version__} (torch {torch.__version__})"
+
+
+def test_help_shows_every_default(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["train-prior", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for default in ("(default: 1000)", "(default: 32)", "(default: 0.001)"):  # steps, batch size, lr
+        assert default in text

@@ -289,3 +289,20 @@ def test_a_failed_write_keeps_the_previous_file(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert (folder / CONFIG_FILE).read_bytes() == before and load(folder) is not None
     assert sorted(p.name for p in folder.iterdir()) == sorted([CONFIG_FILE, WEIGHTS_FILE])
+
+
+def test_config_and_card_record_the_versions_that_saved_the_model(tmp_path):
+    folder = saved_prior(tmp_path / "m")
+    assert json.loads((folder / CONFIG_FILE).read_text())["written_by"] == {"latentar": latentar.__version__,
+                                                                             "torch": torch.__version__}
+    edit_config(folder, ["written_by"], DELETE)  # folders saved before versions were recorded still load
+    assert load(folder, verify=False) is not None
+
+
+def test_the_model_card_records_the_versions(tmp_path):
+    from latentar.model_card import write_model_card
+
+    prior = tiny_prior("pixelcnn", (1, 3, 3), 4)
+    card = write_model_card(tmp_path, prior).read_text()
+    assert f"| latentar version | {latentar.__version__} |" in card
+    assert f"| torch version | {torch.__version__} |" in card
