@@ -23,8 +23,8 @@ BINARIZATION_SEED = 0  # the fixed seed of binarized MNIST, the same for both sp
 MAX_IMAGE_PIXELS = 64 * 2**20  # width * height of one image file; larger ones are refused undecoded
 LISTED_BAD_FILES = 10  # how many bad files a message names before "and N more"
 SKIP_HINT = ("Fix or remove them, or leave them out with the dataset option skip_bad_images = true (a recipe: "
-             "[data] options = {skip_bad_images = true}; `latentar sample`: --data-option skip_bad_images=true; "
-             "Python: skip_bad_images=True)")
+             "[data] options = {skip_bad_images = true}; a command that takes --data: "
+             "--data-option skip_bad_images=true; Python: skip_bad_images=True)")
 
 
 class TensorImageDataset(Dataset):
