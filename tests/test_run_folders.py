@@ -16,7 +16,7 @@ from torch.utils.data import TensorDataset
 
 import latentar
 from latentar.cli import main
-from latentar.config import load_recipe
+from latentar.config import load_recipe, recipe_to_dict
 from latentar.run_files import LOCK_FILE, RUN_FILE
 from latentar.runs import recipe as recipe_runs
 from latentar.training import TrainConfig, Trainer, prior_objective, read_metrics
@@ -235,3 +235,17 @@ def test_latentar_run_refuses_a_stage_folder_that_is_a_link(tmp_path):
     with pytest.raises(RunFolderError, match="prior as symbolic link"):
         recipe_runs.run_recipe(load_recipe(RECIPE), out)
     assert not any(outside.iterdir())
+
+
+def test_a_recorded_recipe_that_predates_a_setting_reads_it_as_its_default(tmp_path):
+    recipe = load_recipe(RECIPE)
+    recorded = recipe_to_dict(recipe)
+    del recorded["prior_train"]["keep_checkpoints"]  # written before the setting existed
+    (tmp_path / "recipe.json").write_text(json.dumps(recorded))
+    (tmp_path / "prior").mkdir()
+    recipe_runs.check_previous_run(tmp_path, recipe)  # the same recipe: the stage is reused
+    changed = recipe_to_dict(recipe)
+    changed["prior_train"]["lr"] = 0.5
+    (tmp_path / "recipe.json").write_text(json.dumps(changed))
+    with pytest.raises(ValueError, match="made by another recipe"):
+        recipe_runs.check_previous_run(tmp_path, recipe)

@@ -318,3 +318,10 @@ def test_short_run_on_binarized_mnist_lowers_the_loss(tmp_path):
     trainer.fit()
     losses = [r["loss"] for r in read_metrics(tmp_path)]
     assert losses[-1] < 0.7 * losses[0]
+
+
+def test_keep_checkpoints_keeps_that_many_and_may_change_on_resume(tmp_path):
+    trainer = train(tmp_path, steps=8, save_every=2, keep_checkpoints=3)
+    assert [p.name for p in trainer.checkpoints()] == ["step_00000004", "step_00000006", "step_00000008"]
+    trainer = train(tmp_path, resume=True, steps=10, save_every=2, keep_checkpoints=1)
+    assert [p.name for p in trainer.checkpoints()] == ["step_00000010"]

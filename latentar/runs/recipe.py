@@ -32,7 +32,7 @@ from pathlib import Path
 from accelerate import PartialState
 from torch.utils.data import Dataset
 
-from latentar.config import Recipe, RecipeError, recipe_to_dict
+from latentar.config import Recipe, RecipeError, recipe_from_dict, recipe_to_dict
 from latentar.data import first_items, load_dataset
 from latentar.data.codes import CodeDataset
 from latentar.files import atomic_write_json, read_json
@@ -118,11 +118,17 @@ def process_state() -> PartialState:
 
 
 def check_previous_run(out: Path, recipe: Recipe) -> None:
-    """A stage already (partly) in ``out`` may only be reused if its inputs are unchanged."""
+    """A stage already (partly) in ``out`` may only be reused if its inputs are unchanged. The
+    recorded recipe is read back as a recipe first, so a setting it predates counts as its default."""
     path = out / RECIPE_FILE
     if not path.is_file():
         return
-    changed = differing_keys(read_json(path), recipe_to_dict(recipe))
+    recorded = read_json(path)
+    try:
+        recorded = recipe_to_dict(recipe_from_dict(recorded))
+    except (ValueError, TypeError):  # not a recipe this latentar reads: compared as written
+        pass
+    changed = differing_keys(recorded, recipe_to_dict(recipe))
     for stage, inputs in STAGE_INPUTS.items():
         keys = [k for k in changed if k.split(".")[0] in inputs]
         if keys and (out / stage).exists():

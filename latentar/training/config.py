@@ -12,7 +12,7 @@ MIXED_PRECISION = ("no", "fp16", "bf16")
 REPORT_TO = ("none", "tensorboard", "wandb", "all")  # trackers (see latentar.training.tracking)
 MAX_SEED = 2**32 - 1  # accelerate's set_seed seeds numpy too, whose seeds lie in [0, 2**32 - 1]
 INT_FIELDS = ("steps", "batch_size", "warmup_steps", "grad_accum", "eval_every", "save_every", "log_every",
-              "seed", "num_workers", "max_nonfinite", "sample_every")
+              "seed", "num_workers", "max_nonfinite", "sample_every", "keep_checkpoints")
 FLOAT_FIELDS = ("lr", "lr_decay", "grad_clip", "ema_decay")  # finite numbers (None where allowed)
 BOOL_FIELDS = ("compile", "checkpoint_activations", "channels_last")
 
@@ -37,6 +37,7 @@ class TrainConfig:
     ema_decay: float | None = None  # Polyak/EMA decay of the weights; None = no EMA
     eval_every: int = 0  # evaluate every N updates; 0 = only at the end
     save_every: int = 0  # checkpoint every N updates; 0 = only at the end
+    keep_checkpoints: int = 2  # the newest checkpoints kept in the run folder (older ones are removed)
     log_every: int = 50  # append a metrics line every N updates
     seed: int = 0  # seeds the weights, the data order and dropout
     num_workers: int = 0  # DataLoader worker processes
@@ -70,6 +71,7 @@ class TrainConfig:
             _check(getattr(self, name) >= 0, name, "an integer >= 0", getattr(self, name))
         _check(self.log_every >= 1, "log_every", "an integer >= 1", self.log_every)
         _check(self.max_nonfinite >= 1, "max_nonfinite", "an integer >= 1", self.max_nonfinite)
+        _check(self.keep_checkpoints >= 1, "keep_checkpoints", "an integer >= 1", self.keep_checkpoints)
         _check(0 <= self.seed <= MAX_SEED, "seed", f"an integer in [0, {MAX_SEED}]", self.seed)
 
 

@@ -57,7 +57,7 @@ from latentar.training.config import TrainConfig
 # compile, checkpoint_activations and channels_last change how fast and in how much memory, not what is computed.
 # The other fields change the updates themselves.
 RESUMABLE_FIELDS = ("steps", "eval_every", "save_every", "log_every", "num_workers", "max_nonfinite", "report_to",
-                    "sample_every", "compile", "checkpoint_activations", "channels_last")
+                    "sample_every", "compile", "checkpoint_activations", "channels_last", "keep_checkpoints")
 SHOWN_DIFFERENCES = 5  # differing keys named in a refusal
 
 

@@ -11,7 +11,7 @@ A run folder holds (every name is in ``latentar.run_files``)::
                                    ..., eval); the trackers of ``report_to`` get the same numbers
     samples/step_00000500.png      with ``sample_every``: the ``preview`` grid of the EMA (or raw) weights
     logs/                          the trackers' files (see ``latentar.training.tracking``)
-    checkpoints/step_00000500/     the newest two checkpoints (see ``latentar.training.checkpoint``):
+    checkpoints/step_00000500/     the newest ``keep_checkpoints`` (see ``latentar.training.checkpoint``):
                                    accelerator.save_state (model.safetensors, Adam, LR schedule, RNG
                                    states), trainer_state.json (update counter, non-finite streak),
                                    ema.safetensors, and manifest.json (size and sha256 of each file)
@@ -67,9 +67,6 @@ Objective = Callable[[nn.Module, Any], tuple[torch.Tensor, dict[str, float]]]
 Evaluate = Callable[[nn.Module, Accelerator], dict]
 Preview = Callable[[nn.Module], torch.Tensor]  # the model (EMA weights) -> a grid image uint8 (C, H, W)
 
-KEEP_CHECKPOINTS = 2
-
-
 class NonFiniteLossError(ValueError):
     """Training diverged: too many updates in a row with a non-finite loss or gradients, or
     non-finite weights about to be saved."""
@@ -112,7 +109,7 @@ class Trainer:
         self.ema = make_ema(self.model, config.ema_decay) if config.ema_decay is not None else None
         self.state = TrainerState()
         self.window = MetricWindow()  # carried in the checkpoints (TrainerState.window)
-        self.checkpointing = Checkpoints(self.out_dir / CHECKPOINTS_DIR, self.accelerator, keep=KEEP_CHECKPOINTS)
+        self.checkpointing = Checkpoints(self.out_dir / CHECKPOINTS_DIR, self.accelerator, keep=config.keep_checkpoints)
         self.batches = ShuffledBatches(train_data, config.batch_size, seed=config.seed,
                                        num_processes=self.accelerator.num_processes,
                                        process_index=self.accelerator.process_index,
