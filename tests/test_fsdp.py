@@ -54,6 +54,7 @@ def sharded_worker(rank: int, port: int, out: str) -> None:
     if rank == 0:
         torch.save(state, Path(out) / "weights.pt")
         (Path(out) / "shards.json").write_text(json.dumps(shards))
+    torch.distributed.barrier()  # neither process tears the group down while the other still uses it
     torch.distributed.destroy_process_group()
 
 
