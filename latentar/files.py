@@ -10,7 +10,7 @@ TOML that are malformed or nested too deeply for Python's parsers are refused to
 refusal is a ``BadFileError`` (a ValueError) that names the file.
 
 Writing (``atomic_write_bytes``, ``atomic_write_json``, ``atomic_write``): the content goes
-to a temporary file in the same folder, ``.NAME.PID.XXXXXX.tmp``, which is fsynced and
+to a temporary file in the same folder, ``.NAME.PID.XXXXXXXX.tmp``, which is fsynced and
 renamed over ``NAME``: a crash or a full disk leaves the previous good file, never a torn
 one, and renaming replaces a link at ``NAME`` instead of writing through it. Any failure
 is a ``WriteError`` "cannot write PATH: reason". Temporary files of ours whose writer
@@ -92,20 +92,21 @@ def read_text(path: str | os.PathLike, limit: int = MAX_CONFIG_BYTES, *, follow:
 
 def read_json(path: str | os.PathLike, limit: int = MAX_CONFIG_BYTES, *, follow: bool = False) -> Any:
     """The parsed JSON file ``path`` (see the module docstring for what is refused)."""
-    return parse(read_text(path, limit, follow=follow), path, json.loads, json.JSONDecodeError, "JSON")
+    return parse(read_text(path, limit, follow=follow), path, json.loads, "JSON")
 
 
 def read_toml(path: str | os.PathLike, limit: int = MAX_CONFIG_BYTES, *, follow: bool = False) -> dict:
     """The parsed TOML file ``path`` (see the module docstring for what is refused)."""
-    return parse(read_text(path, limit, follow=follow), path, tomllib.loads, tomllib.TOMLDecodeError, "TOML")
+    return parse(read_text(path, limit, follow=follow), path, tomllib.loads, "TOML")
 
 
-def parse(text: str, path: str | os.PathLike, loads: Callable[[str], Any], error: type[Exception], kind: str) -> Any:
-    """``loads(text)``, the content of ``path``; its ``error`` or a RecursionError (text nested
-    deeper than Python's parsers go) -> ``BadFileError`` naming the file and the ``kind`` of text."""
+def parse(text: str, path: str | os.PathLike, loads: Callable[[str], Any], kind: str) -> Any:
+    """``loads(text)``, the content of ``path``; a ValueError (malformed text, whose decode errors
+    are ValueErrors, or an integer too long to convert) or a RecursionError (text nested deeper
+    than Python's parsers go) -> ``BadFileError`` naming the file and the ``kind`` of text."""
     try:
         return loads(text)
-    except (error, ValueError) as e:  # ValueError: also an integer too long to convert
+    except ValueError as e:
         raise BadFileError(f"{path} is not valid {kind}: {e}") from e
     except RecursionError as e:
         raise BadFileError(f"{path} is nested too deeply for a {kind} file latentar reads") from e

@@ -233,38 +233,43 @@ class Prior(nn.Module, Saveable):
         guides a prior built with ``class_dropout > 0``. Defaults draw from the exact model.
         Memory: see ``draw_in_batches``; n grids that cannot fit raise a ``MemoryCapError``."""
         knobs = Knobs(temperature, top_k, top_p, cfg_scale)
-        return self.draw_in_batches(*self.blank_grids(n, cond, knobs), knobs, generator=generator)
+        batch = self.grids_per_pass(n, knobs)
+        return self.draw_in_batches(*self.blank_grids(n, cond), knobs, batch, generator=generator)
 
     def naive_sample(self, n: int, cond: Any = None, *, temperature: float = 1.0, top_k: int | None = None,
                      top_p: float | None = None, cfg_scale: float = 1.0,
                      generator: torch.Generator | None = None) -> torch.Tensor:
         """The reference sampler: one whole forward pass per symbol draw (``NaiveStepper``)."""
         knobs = Knobs(temperature, top_k, top_p, cfg_scale)
-        return self.draw_in_batches(*self.blank_grids(n, cond, knobs), knobs, stepper=NaiveStepper,
+        batch = self.grids_per_pass(n, knobs)
+        return self.draw_in_batches(*self.blank_grids(n, cond), knobs, batch, stepper=NaiveStepper,
                                     generator=generator)
 
-    def blank_grids(self, n: int, cond: Any = None, knobs: Knobs | None = None) -> tuple[torch.Tensor, Condition]:
-        """Start of a sampler: zeros long (n, C, H, W) on this prior's device, and ``cond`` for
-        n grids (an int class for all n) on that device, checked against the spec; first, n is
-        checked to fit the memory cap (``priors.footprint.sampling_batch``) before anything is
-        allocated."""
+    def grids_per_pass(self, n: int, knobs: Knobs) -> int:
+        """How many of n grids one sampler pass draws so that it fits the memory cap
+        (``priors.footprint.sampling_batch``); asked before any grid is allocated, and n grids
+        that cannot fit at all raise a ``MemoryCapError`` naming n."""
         n = check_num_samples(n)
-        sampling_batch(self, n, knobs is not None and knobs.guided, f"drawing n={n} grids")
+        return sampling_batch(self, n, knobs.guided, f"drawing n={n} grids")
+
+    def blank_grids(self, n: int, cond: Any = None) -> tuple[torch.Tensor, Condition]:
+        """Start of a sampler: zeros long (n, C, H, W) on this prior's device, and ``cond`` for
+        n grids (an int class for all n) on that device, checked against the spec."""
+        n = check_num_samples(n)
         x = torch.zeros(n, *self.spec.shape, dtype=torch.long, device=self.device)
         return x, self.check_inputs(x, as_condition(cond, n=n, device=self.device))
 
-    def draw_in_batches(self, x: torch.Tensor, cond: Condition, knobs: Knobs, *, start_row: int = 0,
+    def draw_in_batches(self, x: torch.Tensor, cond: Condition, knobs: Knobs, batch: int, *, start_row: int = 0,
                         stepper: type[StepperBase] | None = None,
                         generator: torch.Generator | None = None) -> torch.Tensor:
-        """``engine.generate`` over x long (n, C, H, W), written in place, in batches of as many
-        grids as fit the memory cap (``priors.footprint.sampling_batch``) -> x.
+        """``engine.draw_grids`` over x long (n, C, H, W), written in place, ``batch`` grids at a
+        time (``grids_per_pass``) -> x.
 
         The batches run in order and draw from the one ``generator``. When all n grids fit in
-        one batch (the usual case) the draws are exactly those of one ``generate`` call; when
+        one batch (the usual case) the draws are exactly those of one ``draw_grids`` call; when
         they do not, they differ from them but depend only on the seed and the batch size, so
         the same seed under the same cap (``--max-memory``) gives the same samples."""
         n = len(x)
-        batch = sampling_batch(self, n, knobs.guided, f"drawing n={n} grids")
         for start in range(0, n, batch):
             part = slice(start, start + batch)
             x[part] = draw_grids(self, x[part], cond.map(lambda t: t[part]), knobs, start_row=start_row,
@@ -285,7 +290,8 @@ class Prior(nn.Module, Saveable):
         cond = self.check_inputs(x, cond)
         x = x.to(self.device, torch.long, copy=True)  # long: draws may exceed the input's dtype
         knobs = Knobs(temperature, top_k, top_p, cfg_scale)
-        return self.draw_in_batches(x, cond, knobs, start_row=start_row, generator=generator)
+        return self.draw_in_batches(x, cond, knobs, self.grids_per_pass(len(x), knobs), start_row=start_row,
+                                    generator=generator)
 
     # ---- input checks ------------------------------------------------------------
     def check_inputs(self, x: torch.Tensor, cond: Any) -> Condition:
