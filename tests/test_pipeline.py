@@ -137,15 +137,15 @@ def test_an_interrupted_stage_resumes_where_it_stopped(tmp_path, image_folder, m
 
 
 @pytest.mark.slow
-def test_two_processes_write_once_and_summarise_like_one(tmp_path, image_folder):
+def test_two_processes_write_once_and_summarise_like_one(tmp_path, image_folder, free_port):
     recipe = write_recipe(tmp_path, image_folder, **CODES)
     one = run_recipe(load_recipe(recipe), tmp_path / "one")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     # on a machine without CUDA, `--multi_gpu` starts 2 processes that form a gloo group
     # (`--cpu` alone starts one process unless MPI is installed)
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "-m", "latentar", "run", str(recipe), "--out", str(tmp_path / "two")]
+               "--num_machines", "1", "--main_process_port", str(free_port), "--mixed_precision", "no",
+               "--dynamo_backend", "no", "-m", "latentar", "run", str(recipe), "--out", str(tmp_path / "two")]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     two = json.loads((tmp_path / "two" / "summary.json").read_text())
