@@ -44,6 +44,7 @@ __main__
 """
 
 from latentar import heads  # noqa: F401  (registers the heads)
+from latentar.data import register_dataset
 from latentar.evaluation import bits_per_dim, evaluate_prior
 from latentar.generation import generate
 from latentar.priors import Prior, PriorSpec, build_prior, list_priors
@@ -56,4 +57,4 @@ from latentar.vqvae import VQVAE, VQVAEConfig
 
 __all__ = ["Prior", "PriorSpec", "build_prior", "list_priors", "load", "NotAModelError", "NonFiniteWeightsError",
            "UnknownNameError", "__version__", "bits_per_dim", "evaluate_prior", "TrainConfig", "Trainer",
-           "VQVAE", "VQVAEConfig", "receptive_field", "generate"]
+           "VQVAE", "VQVAEConfig", "receptive_field", "generate", "register_dataset"]

@@ -47,7 +47,7 @@ class DataConfig(Checked):
 
     name: str = "mnist"  # a registered dataset (latentar.data.DATASETS)
     root: str | None = None  # data root (image_folder: the folder of images); None: the default
-    options: dict = field(default_factory=dict)  # dataset options, e.g. size = 32 for image_folder
+    options: dict = field(default_factory=dict)  # dataset options, e.g. size = 32, test_fraction = 0.1 (image_folder)
     train_limit: int | None = None  # use the first N training images only (quick runs)
     test_limit: int | None = None  # evaluate on the first N test images only
 

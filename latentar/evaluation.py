@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from latentar.data.subsets import dataset_attribute, dataset_size
+from latentar.data.subsets import dataset_size, split_notes
 from latentar.nn.modes import eval_mode
 from latentar.priors.base import check_integer_tensor
 from latentar.priors.condition import Condition, as_condition
@@ -65,7 +65,7 @@ def evaluate_prior(prior, data: Dataset | DataLoader, accelerator=None, *, batch
     the processes of ``accelerator``: process r scores items r, r + P, ...) or a
     DataLoader that already yields this process's share. Returns nats (total), dims,
     count, nats_per_image and bits_per_dim — named bits_per_code for code priors — plus
-    the dataset's binarization when it has one.
+    the split's notes (`split_notes`: its binarization, or that it is the training images).
 
     A batch whose forward would not fit the memory cap is scored in parts that do
     (``priors.footprint.scoring_batch``): the same sums, up to float rounding.
@@ -87,10 +87,7 @@ def evaluate_prior(prior, data: Dataset | DataLoader, accelerator=None, *, batch
     unit = "bits_per_code" if prior.spec.symbols == "codes" else "bits_per_dim"
     scores = {"nats": nats, "dims": int(dims), "count": int(count), "nats_per_image": nats / count,
               unit: bits_per_dim(nats, dims)}
-    binarization = dataset_attribute(data.dataset if isinstance(data, DataLoader) else data, "binarization")
-    if binarization is not None:
-        scores["binarization"] = binarization
-    return scores
+    return {**scores, **split_notes(data.dataset if isinstance(data, DataLoader) else data)}
 
 
 def split_batch(batch: PriorBatch, size: int) -> list[PriorBatch]:
@@ -118,7 +115,7 @@ def evaluate_vqvae(vqvae, data: Dataset | DataLoader, accelerator=None, *, batch
     that total MSE; the same as with peak 1 in the [0, 1] scale) and ``count``, and per code
     level ``perplexity`` and ``codes_used`` (the fraction of the codebook used at least
     once), prefixed ``bottom_`` / ``top_`` for a hierarchical VQ-VAE. Sums run over every
-    item and process and are divided once.
+    item and process and are divided once; then the split's notes (`split_notes`).
     """
     loader = process_share(data, accelerator, batch_size)
     totals = torch.zeros(3, dtype=torch.float64, device=vqvae.device)  # squared error, pixels, images
@@ -141,5 +138,5 @@ def evaluate_vqvae(vqvae, data: Dataset | DataLoader, accelerator=None, *, batch
         counter.all_reduce()
         scores[f"{prefix}perplexity"] = counter.perplexity()
         scores[f"{prefix}codes_used"] = counter.fraction_used()
-    return scores
+    return {**scores, **split_notes(data.dataset if isinstance(data, DataLoader) else data)}
 

@@ -49,7 +49,7 @@ def test_manifest_round_trip(flat):
     assert manifest["grids"] == {"codes": {"num_symbols": 8, "shape": [4, 4]}}
     assert manifest["num_classes"] == 3 and manifest["vqvae"] == model.config_dict()
     assert manifest["splits"]["train"] == {"count": 10, "source": "toy", "labels": "train_labels.npy",
-                                           "files": {"codes": "train_codes.npy"}}
+                                           "files": {"codes": "train_codes.npy"}, "same_as_training": None}
     stored = np.load(folder / "test_codes.npy")
     assert stored.dtype == np.uint16 and stored.shape == (7, 4, 4)
     assert torch.equal(torch.from_numpy(stored.astype(np.int64)), model.encode(test.images))

@@ -212,7 +212,7 @@ def test_image_folder_resizes_and_labels_by_subfolder(tmp_path):
     write_pngs(tmp_path / "cats", [(40, 30), (17, 50)])
     write_pngs(tmp_path / "dogs", [(64, 64)])
     Image.new("L", (20, 20)).save(tmp_path / "dogs" / "grey.png")  # converted to RGB
-    data = load_dataset("image_folder", "train", root=tmp_path, size=16)
+    data = load_dataset("image_folder", "train", root=tmp_path, size=16, test_fraction=0)  # all 4 images
     assert len(data) == 4 and data.shape == (3, 16, 16) and data.num_classes == 2
     for image, label in data:
         assert image.dtype == torch.uint8 and image.shape == (3, 16, 16) and label in (0, 1)
@@ -220,8 +220,9 @@ def test_image_folder_resizes_and_labels_by_subfolder(tmp_path):
 
 def test_image_folder_flat_and_split(tmp_path):
     write_pngs(tmp_path / "flat", [(10, 12), (12, 10)])
-    flat = load_dataset("image_folder", "test", root=tmp_path / "flat", size=8)
-    assert len(flat) == 2 and flat.num_classes == 1 and flat[1][0].shape == (3, 8, 8)
+    flat = load_dataset("image_folder", "test", root=tmp_path / "flat", size=8)  # one image held out
+    assert len(flat) == 1 and flat.num_classes == 1 and flat[0][0].shape == (3, 8, 8)
+    assert len(load_dataset("image_folder", "train", root=tmp_path / "flat", size=8)) == 1
     write_pngs(tmp_path / "split" / "train" / "a", [(9, 9)] * 3)
     with pytest.raises(FileNotFoundError, match="no test/"):
         load_dataset("image_folder", "test", root=tmp_path / "split")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from latentar.commands.options import add_data_root, add_max_memory
-from latentar.config import load_recipe
+from latentar.commands.options import add_data_options, add_max_memory
+from latentar.config import load_recipe, split_assignment
 from latentar.runs.recipe import process_state, run_recipe
 
 
@@ -16,7 +16,7 @@ def add_run_command(subparsers) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a recipe value, e.g. --set prior_train.steps=500 (repeatable)")
     parser.add_argument("--out", default=None, help="the run folder (default: runs/RECIPE_NAME)")
-    add_data_root(parser)  # sets data.root
+    add_data_options(parser)  # set data.root and data.options
     parser.add_argument("--overwrite", action="store_true",
                         help="start the run folder afresh: remove the stages, codes and report of an earlier run")
     add_max_memory(parser)
@@ -24,7 +24,9 @@ def add_run_command(subparsers) -> None:
 
 
 def run_command(args) -> None:
-    overrides = [*args.overrides, *([f"data.root={args.data_root}"] if args.data_root else [])]
+    options = [f"data.options.{key}={text}" for key, text in
+               (split_assignment(item, "--data-option") for item in args.data_option)]
+    overrides = [*args.overrides, *([f"data.root={args.data_root}"] if args.data_root else []), *options]
     recipe = load_recipe(args.recipe, overrides)
     out = Path(args.out) if args.out else Path("runs") / Path(args.recipe).stem
     summary = run_recipe(recipe, out, overwrite=args.overwrite)

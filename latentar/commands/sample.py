@@ -9,12 +9,12 @@ import torch
 from safetensors.torch import save as safetensors_bytes
 
 from latentar.commands.options import (
-    add_data_root,
+    add_data_options,
     add_max_memory,
     add_sampling_knobs,
+    data_config,
     load_model,
     model_folder,
-    parse_assignments,
     sampling_knobs,
 )
 from latentar.data import load_dataset
@@ -44,9 +44,7 @@ def add_complete_command(subparsers) -> None:
     parser = subparsers.add_parser("complete", help="complete the lower part of real test images (PixelRNN fig.)")
     add_model_arguments(parser)
     parser.add_argument("--data", required=True, help="dataset of the real images, e.g. mnist")
-    add_data_root(parser)
-    parser.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE",
-                        help="a dataset option, e.g. --data-option size=32 for image_folder (repeatable)")
+    add_data_options(parser)
     parser.add_argument("--keep-rows", type=int, required=True,
                         help="rows kept from each image: pixel rows in pixel mode, code rows in code mode")
     parser.add_argument("-n", type=int, default=8, help="test images, one grid row each (default 8)")
@@ -112,7 +110,8 @@ def run_complete(args) -> None:
     prior, vqvae, bottom = load_models(args)
     if bottom is not None:
         raise ValueError("completion works with one prior; --bottom-prior is not supported")
-    test = load_dataset(args.data, "test", args.data_root, **parse_assignments(args.data_option, "--data-option"))
+    data = data_config(args)
+    test = load_dataset(data.name, "test", data.root, **data.options)
     if args.n < 1 or args.n > len(test):
         raise ValueError(f"-n must lie in [1, {len(test)}] (the test split's size), got {args.n}")
     items = [test[i] for i in range(args.n)]

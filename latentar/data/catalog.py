@@ -1,4 +1,5 @@
-"""The named image datasets: ``load_dataset(name, split)``, ``fetch(name)``, ``dataset_info(name)``.
+"""The named image datasets: ``load_dataset(name, split)``, ``fetch(name)``, ``dataset_info(name)``,
+and ``register_dataset(name)`` for one of your own.
 ``load_dataset`` also opens a folder of code grids made by ``latentar encode``, so one call opens
 whatever a ``--data`` flag names.
 
@@ -23,6 +24,7 @@ from latentar.data.cifar import IMAGE_SHAPE as CIFAR_SHAPE
 from latentar.data.cifar import NUM_CLASSES as CIFAR_CLASSES
 from latentar.data.cifar import fetch_cifar10, load_cifar_split
 from latentar.data.codes import MANIFEST, CodeDataset
+from latentar.data.holdout import TEST_FRACTION
 from latentar.data.images import (
     BINARIZATION_SEED,
     ImageFolderDataset,
@@ -36,6 +38,8 @@ from latentar.registry import DATASETS
 SPLITS = ("train", "test")
 MNIST_SHAPE = (1, 28, 28)  # (C, H, W), MNIST and Fashion-MNIST
 MAX_IMAGE_SIZE = 4096  # image_folder's size option: larger images would not fit a prior's memory
+DATASET_ATTRIBUTES = ("shape", "num_symbols", "num_classes")  # what every loaded dataset tells a prior
+Loader = Callable[..., Dataset]  # (split, root, **options) -> dataset; options keyword-only
 SymbolDataset = TensorImageDataset | ImageFolderDataset | CodeDataset  # what load_dataset opens: sized, with
 # shape (C, H, W), num_symbols and num_classes
 
@@ -44,7 +48,7 @@ SymbolDataset = TensorImageDataset | ImageFolderDataset | CodeDataset  # what lo
 class DatasetSpec:
     """A registered dataset: how to load and fetch it, and what its items are."""
 
-    load: Callable[..., Dataset]  # (split, root, **options) -> dataset; options keyword-only
+    load: Loader  # (split, root, **options) -> dataset; options keyword-only
     fetch: Callable[[str | Path | None], dict] | None  # (root) -> report; None: nothing to fetch
     shape: tuple[int, int, int] | None  # (C, H, W) of an item; None when an option decides it
     num_symbols: int  # K: 256 pixel levels, 2 when binarized
@@ -73,7 +77,36 @@ def load_dataset(name: str, split: str, root: str | Path | None = None, *, level
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; splits: {', '.join(SPLITS)}")
     check_options(name, spec, options)
-    return spec.load(split, root, **options)
+    dataset = spec.load(split, root, **options)
+    missing = [key for key in DATASET_ATTRIBUTES if not hasattr(dataset, key)]
+    if missing:
+        raise TypeError(f"dataset {name!r} loaded a {type(dataset).__name__} without {', '.join(missing)}; "
+                        f"a loader returns e.g. a latentar.data.TensorImageDataset")
+    return dataset
+
+
+def register_dataset(name: str, *, shape: tuple[int, int, int] | None = None, num_symbols: int = 256,
+                     num_classes: int | None = None, source: str = "registered in Python",
+                     fetch: Callable[[str | Path | None], dict] | None = None,
+                     bounds: Mapping[str, Bound] | None = None) -> Callable[[Loader], Loader]:
+    """Decorator: register ``load(split, root, *, OPTION=default, ...)`` as the dataset ``name``.
+
+    ``load`` returns the ``split`` ("train" or "test") as a dataset of ``(uint8 (C, H, W), int
+    label)`` items with ``shape``, ``num_symbols`` and ``num_classes`` (a `TensorImageDataset`,
+    for one); its keyword-only parameters are the dataset's options, checked against their
+    annotations and ``bounds``. The other arguments are what `dataset_info` tells without loading
+    (None: the data decide). Then ``load_dataset(name, split)``, a recipe's ``[data] name`` and
+    the trainers open it by name, in this process. A name already taken raises.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"a dataset name must be a non-empty string, got {name!r}")
+
+    def add(load: Loader) -> Loader:
+        DATASETS.register(name)(DatasetSpec(load=load, fetch=fetch, shape=shape, num_symbols=num_symbols,
+                                            num_classes=num_classes, source=source, bounds=bounds or {}))
+        return load
+
+    return add
 
 
 def load_codes(folder: str, split: str, level: str | None, options: dict) -> CodeDataset:
@@ -146,11 +179,20 @@ def _load_cifar10(split: str, root: str | Path | None, *, download: bool = True,
     return TensorImageDataset(images, labels, num_classes=CIFAR_CLASSES)
 
 
-def _load_image_folder(split: str, root: str | Path | None, *, size: int = 64,
-                       skip_bad_images: bool = False) -> ImageFolderDataset:
+def _load_image_folder(split: str, root: str | Path | None, *, size: int = 64, skip_bad_images: bool = False,
+                       test_fraction: float | None = None) -> ImageFolderDataset:
+    """``root/split`` of a folder with ``train/`` and ``test/``; else one side of the folder's held-out
+    split (``test_fraction``, default `TEST_FRACTION`), which a split folder refuses."""
     if root is None:
         raise ValueError("dataset 'image_folder' needs root= the folder of images (CLI: --data-root FOLDER)")
-    return ImageFolderDataset(image_folder_split(root, split), size, skip_bad_images=skip_bad_images)
+    folder = image_folder_split(root, split)
+    if folder != Path(root):
+        if test_fraction is not None:
+            raise ValueError(f"image folder {root} has train/ and test/ sub-folders, which are its split; "
+                             f"test_fraction={test_fraction} applies only to a folder without them")
+        return ImageFolderDataset(folder, size, skip_bad_images=skip_bad_images)
+    return ImageFolderDataset(folder, size, skip_bad_images=skip_bad_images, split=split,
+                              test_fraction=TEST_FRACTION if test_fraction is None else test_fraction)
 
 
 DATASETS.register("mnist")(DatasetSpec(
@@ -170,5 +212,5 @@ DATASETS.register("cifar10")(DatasetSpec(
 DATASETS.register("image_folder")(DatasetSpec(
     load=_load_image_folder, fetch=None,
     shape=None, num_symbols=256, num_classes=None,
-    source="a folder of images you provide (root=FOLDER, options size, skip_bad_images)",
-    bounds={"size": Bound(1, MAX_IMAGE_SIZE)}))
+    source="a folder of images you provide (root=FOLDER, options size, skip_bad_images, test_fraction)",
+    bounds={"size": Bound(1, MAX_IMAGE_SIZE), "test_fraction": Bound(0, 1, open_high=True)}))

@@ -12,7 +12,11 @@ A folder holds, per split and code level, ``{split}_{level}.npy`` (uint16 (N, h,
      "grids": {"codes": {"num_symbols": K, "shape": [h, w]}},     # or "bottom" + "top"
      "num_classes": 10,
      "splits": {"train": {"count": N, "source": "mnist", "labels": "train_labels.npy",
-                          "files": {"codes": "train_codes.npy"}}, "test": {...}}}
+                          "files": {"codes": "train_codes.npy"}, "same_as_training": None},
+                "test": {...}}}
+
+``same_as_training`` carries the image split's reason when it was the training images (a
+folder of images with nothing held out), so scores on its codes say so too.
 
 The level of a flat VQ-VAE is ``"codes"``; a hierarchical one has ``"bottom"`` and ``"top"``.
 Every split of a folder comes from the same VQ-VAE (the fingerprint says which).
@@ -118,7 +122,7 @@ def encode_dataset(vqvae: Any, dataset: Dataset, out_dir: str | os.PathLike, spl
                     "vqvae": vqvae.config_dict(), "grids": grids, "splits": {}}
     manifest["num_classes"] = dataset_attribute(dataset, "num_classes")
     manifest["splits"][split] = {"count": dataset_size(dataset), "source": source, "labels": f"{split}_labels.npy",
-                                 "files": files}
+                                 "files": files, "same_as_training": dataset_attribute(dataset, "same_as_training")}
     atomic_write_json(out / MANIFEST, manifest)
     return manifest
 
@@ -198,7 +202,8 @@ class CodeDataset(Dataset):
 
     Attributes: ``shape`` (1, h, w), ``num_symbols``, ``num_classes``, ``symbols`` =
     "codes", ``fingerprint``, ``level``, and ``context_symbols`` / ``context_shape``
-    (None without a context) — what `latentar.build_prior` needs to model the codes.
+    (None without a context) — what `latentar.build_prior` needs to model the codes — and
+    ``same_as_training`` (see the manifest above).
     """
 
     symbols = "codes"
@@ -226,6 +231,7 @@ class CodeDataset(Dataset):
         self.split, self.level, self.context_level = split, level, context
         self.fingerprint = self.manifest["vqvae_fingerprint"]
         self.num_classes = self.manifest.get("num_classes")
+        self.same_as_training = entry.get("same_as_training")  # why these are the training images' codes, or None
         self.num_symbols = grids[level]["num_symbols"]
         self.shape = (1, *grids[level]["shape"])  # (1, h, w)
         self.codes = load_array(self.folder, entry["files"][level], CODE_DTYPE, 3)  # uint16 (N, h, w)

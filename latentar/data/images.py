@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import stat
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -18,6 +19,8 @@ from torch.utils.data import Dataset
 from torchvision import transforms
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
+
+from latentar.data.holdout import TEST_FRACTION, held_out_names
 
 BINARIZATION_SEED = 0  # the fixed seed of binarized MNIST, the same for both splits
 MAX_IMAGE_PIXELS = 64 * 2**20  # width * height of one image file; larger ones are refused undecoded
@@ -77,9 +80,15 @@ class ImageFolderDataset(Dataset):
     Every file is decoded once here (see `image_problem`): a bad one raises a
     ``ValueError`` listing them all, or with ``skip_bad_images`` is left out with a
     warning. Items are decoded again when read, so the folder can be larger than memory.
+
+    ``split`` None keeps every image; "train" or "test" keeps one side of the held-out split
+    of `held_out_names` (``test_fraction`` of the images, chosen by a hash of their names).
+    When nothing is held out (``test_fraction = 0``, or a single image) the test split is
+    the training images: a warning says so, and ``same_as_training`` says why (else None).
     """
 
-    def __init__(self, folder: str | Path, size: int, *, skip_bad_images: bool = False):
+    def __init__(self, folder: str | Path, size: int, *, skip_bad_images: bool = False, split: str | None = None,
+                 test_fraction: float = TEST_FRACTION):
         self.folder = Path(folder)
         if not self.folder.is_dir():
             raise FileNotFoundError(f"image folder {self.folder} does not exist")
@@ -90,6 +99,9 @@ class ImageFolderDataset(Dataset):
         if bad:
             self._leave_out(bad, skip_bad_images)
         _check_every_class_has_images(self.folder, self._images, len(bad))
+        self.same_as_training: str | None = None
+        if split is not None:
+            self._keep_side(split, test_fraction)
         self.classes = self._images.classes
         self.shape = (3, size, size)  # (C, H, W)
         self.num_symbols = 256
@@ -110,7 +122,26 @@ class ImageFolderDataset(Dataset):
                              f"{len(self._images.samples)}:\n{listing}\n{SKIP_HINT}")
         warnings.warn(f"image folder {self.folder}: left out {len(bad)} bad image file(s) "
                       f"(skip_bad_images):\n{listing}", stacklevel=3)
-        self._images.samples = [(path, label) for path, label in self._images.samples if path not in bad]
+        self._keep(lambda path: path not in bad)
+
+    def _keep_side(self, split: str, test_fraction: float) -> None:
+        """Keep the ``split`` side ("train" or "test") of the held-out split, or warn that there is none."""
+        if split not in ("train", "test"):
+            raise ValueError(f"unknown split {split!r}; splits: train, test")
+        names = {path: Path(os.path.relpath(path, self.folder)).as_posix() for path, _ in self._images.samples}
+        test = held_out_names(list(names.values()), test_fraction)
+        if test:
+            self._keep(lambda path: (names[path] in test) == (split == "test"))
+        elif split == "test":
+            self.same_as_training = ("test_fraction = 0" if test_fraction == 0
+                                     else "the folder holds only 1 image")
+            warnings.warn(f"image folder {self.folder} has no held-out test split ({self.same_as_training}): the "
+                          f"test split is the training images, so its scores are on the training images",
+                          stacklevel=4)
+
+    def _keep(self, wanted: Callable[[str], bool]) -> None:
+        """Keep only the samples whose path is ``wanted`` (a path -> bool)."""
+        self._images.samples = [(path, label) for path, label in self._images.samples if wanted(path)]
         self._images.imgs = self._images.samples
         self._images.targets = [label for _, label in self._images.samples]
 

@@ -1,4 +1,5 @@
-"""Parts of a dataset: its first items, and attributes seen through ``Subset`` wrappers."""
+"""Parts of a dataset: its first items, attributes seen through ``Subset`` wrappers, and what a
+score of a split must say about it (`split_notes`)."""
 
 from __future__ import annotations
 
@@ -31,3 +32,16 @@ def dataset_attribute(dataset: Dataset, name: str) -> Any:
     while not hasattr(dataset, name) and isinstance(dataset, Subset):
         dataset = dataset.dataset
     return getattr(dataset, name, None)
+
+
+def split_notes(dataset: Dataset) -> dict:
+    """What scores of ``dataset`` must carry: ``binarization`` (how its pixels became {0, 1}) and
+    ``scored_on`` (that the split is the training images, and why: `same_as_training`), where they apply."""
+    notes = {}
+    binarization = dataset_attribute(dataset, "binarization")
+    if binarization is not None:
+        notes["binarization"] = binarization
+    same = dataset_attribute(dataset, "same_as_training")
+    if same is not None:
+        notes["scored_on"] = f"the training images: no held-out test split ({same})"
+    return notes
