@@ -23,12 +23,15 @@ Where the order differs from the plain stack "models, data, tools, pipeline, CLI
 - ``config`` (the recipe dataclasses, TOML in) is built from ``training``'s ``TrainConfig``
   and ``vqvae``'s ``VQVAEConfig``, so it sits above both; ``plan`` validates a recipe against
   data and models, so it sits above ``config``.
+- ``hub`` (``hf://user/repo[@revision]`` locations, fetched into the Hub cache) sits below ``files``:
+  the readers of ``files`` follow the Hub cache's links from a snapshot's files to their blobs, and no
+  other link. ``push`` (`push_to_hub`) sits with ``saving``: it saves, loads and writes a model card.
 - ``run_files`` (the name of every file in a run folder, and the readers of a finished stage)
   sits with ``saving``: the trainer writes those files, and ``runs`` and the commands read them.
 
 Layers (lowest first):
-registry, checks, progress, files, memory, images, version
-saving, model_card, run_files
+registry, checks, progress, hub, files, memory, images, version
+saving, model_card, run_files, push
 nn, heads, quantizers
 priors, vqvae
 data
@@ -47,7 +50,9 @@ from latentar import heads  # noqa: F401  (registers the heads)
 from latentar.data import register_dataset
 from latentar.evaluation import bits_per_dim, evaluate_prior
 from latentar.generation import generate
+from latentar.hub import HubError
 from latentar.priors import Prior, PriorSpec, build_prior, list_priors
+from latentar.push import push_to_hub
 from latentar.receptive_field import receptive_field
 from latentar.registry import UnknownNameError
 from latentar.saving import NonFiniteWeightsError, NotAModelError, load
@@ -56,5 +61,6 @@ from latentar.version import __version__
 from latentar.vqvae import VQVAE, VQVAEConfig
 
 __all__ = ["Prior", "PriorSpec", "build_prior", "list_priors", "load", "NotAModelError", "NonFiniteWeightsError",
+           "HubError", "push_to_hub",
            "UnknownNameError", "__version__", "bits_per_dim", "evaluate_prior", "TrainConfig", "Trainer",
            "VQVAE", "VQVAEConfig", "receptive_field", "generate", "register_dataset"]

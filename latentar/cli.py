@@ -33,6 +33,7 @@ from latentar.commands import (
     data,
     encode,
     evaluate,
+    push,
     receptive_field,
     report,
     run,
@@ -54,7 +55,7 @@ USAGE_ERROR = 2
 COMMANDS = [data.add_data_command, train_prior.add_train_prior_command, evaluate.add_eval_command,
             bench.add_bench_command, receptive_field.add_receptive_field_command, run.add_run_command,
             sample.add_sample_command, sample.add_complete_command, train_vqvae.add_train_vqvae_command,
-            encode.add_encode_command, report.add_report_command]
+            encode.add_encode_command, report.add_report_command, push.add_push_command]
 QUIET_HELP = "no progress bars (they show only on a terminal anyway)"
 
 

@@ -2,7 +2,8 @@
 damaged, hostile or full folders.
 
 Reading (``read_bytes``, ``read_text``, ``read_json``, ``read_toml``): a file is opened
-without following a symbolic link at its own name (``O_NOFOLLOW``), must be a regular
+without following a symbolic link at its own name (``O_NOFOLLOW``; the one exception is a
+Hub cache's link from a snapshot file to its blob, ``latentar.hub.is_cached_blob_link``), must be a regular
 file (not a FIFO, a device or a folder), and is read up to a cap (``MAX_CONFIG_BYTES`` for
 configs, manifests and recipes): a larger file is refused before it is read, so neither
 ``/dev/zero`` nor a 10 GB file can hang or exhaust a command. Text must be UTF-8; JSON and
@@ -32,6 +33,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
 
+from latentar.hub import is_cached_blob_link
+
 MAX_CONFIG_BYTES = 1 << 20  # config.json, manifests, run.json, recipes, summaries: 1 MiB at most
 MAX_DATASET_FILE_BYTES = 1 << 30  # one file of a dataset latentar fetches (MNIST, CIFAR-10): far below 1 GiB
 MIN_FREE_BYTES = 1 << 20  # a write that failed with less room than this on its disk failed for want of space
@@ -53,6 +56,7 @@ def open_regular(path: str | os.PathLike, *, follow: bool = False) -> BinaryIO:
     reached without a link at its own name (``follow``: a link is fine, as for a file the
     user names). Raises FileNotFoundError when it does not exist."""
     path = Path(path)
+    follow = follow or is_cached_blob_link(path)
     flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
     try:
         fd = os.open(path, flags)
@@ -113,9 +117,10 @@ def parse(text: str, path: str | os.PathLike, loads: Callable[[str], Any], kind:
 
 
 def is_regular_file(path: str | os.PathLike) -> bool:
-    """Whether ``path`` itself (not what a link there points to) is a regular file."""
+    """Whether ``path`` itself (not what a link there points to, unless a Hub cache's link to a blob)
+    is a regular file."""
     try:
-        return stat.S_ISREG(os.lstat(path).st_mode)
+        return stat.S_ISREG((os.stat if is_cached_blob_link(path) else os.lstat)(path).st_mode)
     except OSError:
         return False
 

@@ -1,32 +1,46 @@
-"""Model cards: the ``README.md`` of an exported model folder, in the Hugging Face convention.
+"""Model cards: the ``README.md`` of a model folder, a ``huggingface_hub.ModelCard``.
 
-    write_model_card("runs/bmnist/model", prior, dataset="binarized_mnist",
+    write_model_card("runs/bmnist/prior/model", prior, dataset="binarized_mnist",
                      training=asdict(config), metrics={"bits_per_dim": 0.15, ...})
+    point_card_at("staged/model", repo_id="user/bmnist-prior")   # the Use section names the repo
 
-The card opens with YAML front matter (``library_name: latentar``, ``tags``, ``datasets``),
-then says what the model is (its architecture and parameter count), how it was trained,
-how it scored on the test split, and how to load it. It is for people and for model hubs:
-``latentar.load`` never reads it, and the sha256 in ``config.json`` covers only the weights.
+The card's metadata says ``license: mit``, ``library_name: latentar``, the pipeline tag and tags
+(``datasets`` when the data is a named dataset, never a local folder); its text says what the model
+is, then how to use it (load it, sample it, score it: for a code prior, on the codes of the VQ-VAE
+it learned, named by fingerprint and, once known, by Hub repo), its architecture, the software
+that made it, its training and its test scores. The Use section is the last one: `point_card_at`
+rewrites it for the model's repo and keeps the rest. No local path is written into a card.
+``latentar.load`` never reads the card, and the sha256 in ``config.json`` covers only the weights.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
+from huggingface_hub import ModelCard, ModelCardData
 from torch import nn
 
-from latentar.files import atomic_write_bytes
-from latentar.saving import versions
+from latentar.files import atomic_write_bytes, read_text
+from latentar.run_files import read_codes_source
+from latentar.saving import read_config, versions
 
 CARD_FILE = "README.md"
+LICENSE = "mit"  # latentar's licence, which the models it makes are shared under
+USE = "## Use\n"  # the heading of the card's last section
+HERE = "path/to/this/folder"  # where a card that names no Hub repo says the model is
+VQVAE_HERE = "path/to/vqvae"  # where it says the VQ-VAE of a code prior is, when no repo is known
+GENERATION = "unconditional-image-generation"  # a prior's pipeline tag
+ENCODING = "image-feature-extraction"  # a VQ-VAE's: it turns images into codes
 
 
 class CardModel(Protocol):
-    """What a card reads of a model: a saved prior or VQ-VAE (``latentar.saving.Saveable``)."""
+    """What a card reads of a model: a saved prior or VQ-VAE (``latentar.saving.Saveable``; a
+    VQ-VAE's card also names its ``fingerprint()``)."""
 
     @property
     def model_type(self) -> str: ...
@@ -38,28 +52,92 @@ class CardModel(Protocol):
 
 def write_model_card(folder: str | Path, model: CardModel, *, dataset: str | None = None,
                      training: dict | None = None, metrics: dict | None = None) -> Path:
-    """Write ``folder/README.md`` describing ``model`` (a saved prior or VQ-VAE)."""
+    """Write ``folder/README.md`` describing ``model`` (a saved prior or VQ-VAE; a code prior's
+    VQ-VAE is read from ``folder``'s codes_source.json when there is one)."""
+    card = model_card(model, dataset=dataset, training=training, metrics=metrics, source=read_codes_source(folder))
+    return atomic_write_bytes(Path(folder) / CARD_FILE, str(card).encode())
+
+
+def point_card_at(folder: str | Path, *, repo_id: str | None = None, vqvae_repo: str | None = None) -> Path:
+    """Rewrite the Use section of ``folder/README.md`` for the model saved in ``folder``, as the Hub
+    repo ``repo_id`` (None: a local folder) whose code VQ-VAE, if any, is the repo ``vqvae_repo``,
+    with the codes_source.json of ``folder``; the rest of the card is kept as it is."""
     path = Path(folder) / CARD_FILE
-    atomic_write_bytes(path, model_card(model, folder=folder, dataset=dataset, training=training,
-                                        metrics=metrics).encode())
-    return path
+    card = ModelCard(read_text(path))
+    config = read_config(folder)
+    datasets = card.data.get("datasets")
+    use = use_section(config["model_type"], config["config"], dataset=datasets[0] if datasets else None,
+                      source=read_codes_source(folder), repo_id=repo_id, vqvae_repo=vqvae_repo)
+    card.text = card.text.partition(USE)[0].rstrip("\n") + "\n\n" + use + "\n"
+    return atomic_write_bytes(path, str(card).encode())
 
 
-def model_card(model: CardModel, *, folder: str | Path, dataset: str | None = None, training: dict | None = None,
-               metrics: dict | None = None) -> str:
-    """The card's Markdown text (see the module docstring)."""
-    config = model.config_dict()
+def model_card(model: CardModel, *, dataset: str | None = None, training: dict | None = None,
+               metrics: dict | None = None, source: dict | None = None, repo_id: str | None = None,
+               vqvae_repo: str | None = None) -> ModelCard:
+    """The card of ``model`` (see the module docstring); ``source`` is a code prior's codes_source.json."""
+    config, kind = model.config_dict(), model.model_type
+    dataset = dataset if dataset is None or is_dataset_name(dataset) else None
+    data = ModelCardData(license=LICENSE, library_name="latentar", tags=tags(kind, config),
+                         pipeline_tag=ENCODING if kind == "vqvae" else GENERATION,
+                         datasets=[dataset] if dataset else None)
     parameters = sum(p.numel() for p in model.parameters())
-    sections = [front_matter(tags(model.model_type, config), dataset),
-                f"# {title(model.model_type, config)}\n\n{summary(model.model_type, config, dataset)}",
+    sections = [f"# {title(kind, config)}\n\n{summary(model, dataset)}",
                 "## Architecture\n\n" + f"{parameters:,} parameters.\n\n" + table(flatten(config)),
                 "## Software\n\n" + table({f"{name} version": v for name, v in versions().items()}),
                 "## Training\n\n" + (table(flatten(training)) if training else "Not recorded."),
                 "## Test metrics\n\n" + (table(flatten(metrics)) if metrics else "Not recorded."),
-                "## Load\n\n```python\nimport latentar\n\n"
-                f"model = latentar.load({json.dumps(str(folder))})\n```\n\n"
-                f"or from the command line: `latentar eval --model {folder} --data DATA`"]
-    return "\n\n".join(sections) + "\n"
+                use_section(kind, config, dataset=dataset, source=source, repo_id=repo_id, vqvae_repo=vqvae_repo)]
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n\n".join(sections) + "\n")
+
+
+def is_dataset_name(dataset: str) -> bool:
+    """Whether ``dataset`` names a dataset ("mnist"), not a local folder (the code grids a one-stage prior
+    learned): a card names the one and never the other."""
+    return os.sep not in dataset and "/" not in dataset and not Path(dataset).exists()
+
+
+def use_section(model_type: str, config: dict, *, dataset: str | None, source: dict | None, repo_id: str | None,
+                vqvae_repo: str | None) -> str:
+    """The card's last section: how to load the model and the exact commands that use it."""
+    where = f"hf://{repo_id}" if repo_id else HERE
+    data = dataset or "DATASET"
+    if model_type == "vqvae":
+        return (f"{USE}\n```python\nimport latentar\n\nvqvae = latentar.load({json.dumps(where)})\n"
+                "codes = vqvae.encode(images)  # uint8 images (B, C, H, W) -> codes (B, h, w)\n"
+                "images = vqvae.decode_codes(codes)\n```\n\n"
+                "Encode a dataset into code grids, then train a prior on them:\n\n"
+                f"```bash\nlatentar encode --vqvae {where} --data {data} --out codes\n"
+                f"latentar train-prior --data codes --vqvae {where} --prior pixelcnn --out prior_run\n```")
+    load = f"```python\nimport latentar\n\nprior = latentar.load({json.dumps(where)})\n```"
+    if config["spec"]["symbols"] != "codes":
+        return (f"{USE}\n{load}\n\nDraw 64 images, and score the test split (bits per dimension):\n\n"
+                f"```bash\nlatentar sample --model {where} --out samples.png\n"
+                f"latentar eval --model {where} --data {data}\n```")
+    vqvae = f"hf://{vqvae_repo}" if vqvae_repo else VQVAE_HERE
+    level = source["level"] if source else "codes"
+    sample = {"codes": f"--model {where}", "top": f"--prior {where} --bottom-prior BOTTOM_PRIOR",
+              "bottom": f"--prior TOP_PRIOR --bottom-prior {where}"}[level]
+    scored_level = "" if level == "codes" else f" --data-option level={level}"
+    return (f"{USE}\n{load}\n\n{decoder(source, vqvae_repo)}\n\n"
+            "Draw 64 images (the prior draws codes, the VQ-VAE decodes them), and score the test split; a code "
+            "prior is scored on codes, so `latentar encode` first turns the test images into that VQ-VAE's codes:\n\n"
+            f"```bash\nlatentar sample {sample} --vqvae {vqvae} --out samples.png\n"
+            f"latentar encode --vqvae {vqvae} --data {data} --out codes\n"
+            f"latentar eval --model {where} --data codes{scored_level}\n```")
+
+
+def decoder(source: dict | None, vqvae_repo: str | None) -> str:
+    """Which VQ-VAE decodes a code prior: its fingerprint and, when known, its Hub repo."""
+    if source is None:
+        return ("The VQ-VAE whose codes this prior learned was not recorded: decode with the VQ-VAE that "
+                "made its training codes.")
+    where = f"It is published as `hf://{vqvae_repo}`." if vqvae_repo else (
+        f"Use the VQ-VAE of that fingerprint (`{VQVAE_HERE}` below); `latentar encode` prints a VQ-VAE's "
+        "fingerprint.")
+    return (f"Its symbols are the `{source['level']}` codes of the VQ-VAE with fingerprint "
+            f"`{source['vqvae_fingerprint']}`, and only that VQ-VAE decodes them (`latentar sample` refuses any "
+            f"other). {where}")
 
 
 def tags(model_type: str, config: dict) -> list[str]:
@@ -69,14 +147,6 @@ def tags(model_type: str, config: dict) -> list[str]:
             f"{config['spec']['symbols']}-mode"]
 
 
-def front_matter(tag_list: list[str], dataset: str | None) -> str:
-    """YAML front matter; each value is written as a JSON string, which YAML reads as written."""
-    lines = ["---", "library_name: latentar", "tags:", *(f"- {json.dumps(t)}" for t in tag_list)]
-    if dataset:
-        lines += ["datasets:", f"- {json.dumps(dataset)}"]
-    return "\n".join(lines + ["---"])
-
-
 def title(model_type: str, config: dict) -> str:
     if model_type == "vqvae":
         return f"VQ-VAE for {'×'.join(map(str, config['image_shape']))} images"
@@ -84,13 +154,17 @@ def title(model_type: str, config: dict) -> str:
     return f"{config['name']} prior over {'×'.join(map(str, spec['shape']))} {spec['symbols']}"
 
 
-def summary(model_type: str, config: dict, dataset: str | None) -> str:
+def summary(model: CardModel, dataset: str | None) -> str:
+    config = model.config_dict()
     trained = f" trained on `{dataset}`" if dataset else ""
-    if model_type == "vqvae":
-        vq = config["config"]
+    if model.model_type == "vqvae":
+        fingerprint = getattr(model, "fingerprint")()  # a VQ-VAE (latentar.vqvae.VQVAE) has one
         return (f"A VQ-VAE{trained}: it encodes images into grids of codes from a codebook of "
-                f"{vq['codebook_size']} and decodes code grids back into images. Made with latentar.")
+                f"{config['config']['codebook_size']} and decodes code grids back into images. Its fingerprint, "
+                f"which the code priors trained on its codes record, is `{fingerprint}`. Made with latentar.")
     spec = config["spec"]
+    if dataset and spec["symbols"] == "codes":
+        trained = f" trained on the VQ-VAE codes of `{dataset}`"
     conditional = f", conditioned on {spec['num_classes']} classes" if spec["num_classes"] else ""
     return (f"An exact autoregressive prior{trained}: `log_prob` is the true log-likelihood of a grid of "
             f"{spec['num_symbols']} symbols per position, drawn in raster order with the `{spec['head']}` "

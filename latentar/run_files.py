@@ -8,7 +8,8 @@ A stage folder (``train-prior --out``, ``train-vqvae --out``, or a stage of ``la
     checkpoints/           the newest two resume checkpoints (latentar.training.checkpoint)
     samples/               with ``sample_every``: samples/step_NNNNNNNN.png, the trainer's previews
     logs/                  the trackers' files (latentar.training.tracking)
-    model/                 the exported model: config.json + model.safetensors + README.md
+    model/                 the exported model: config.json + model.safetensors + README.md (its card),
+                           and for a code prior codes_source.json (the VQ-VAE of its codes; `read_codes_source`)
     done.json              written last by the trainer: the stage finished (`read_done`)
     run.json, .lock        what trains there, and who does (latentar.training.run_folder)
     summary.json           the stage record (latentar.runs.summary); a code folder of
@@ -32,14 +33,14 @@ import warnings
 from pathlib import Path
 
 from latentar.files import BadFileError, open_regular, read_json
-from latentar.saving import CONFIG_FILE
+from latentar.saving import CONFIG_FILE, MODEL_DIR
 
 # a stage folder
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINTS_DIR = "checkpoints"
 SAMPLES_DIR = "samples"
 LOGS_DIR = "logs"
-MODEL_DIR = "model"
+CODES_SOURCE_FILE = "codes_source.json"  # in a code prior's model folder: the VQ-VAE its codes came from
 DONE_FILE = "done.json"
 RUN_FILE = "run.json"
 LOCK_FILE = ".lock"
@@ -60,6 +61,12 @@ def read_done(folder: str | Path) -> dict | None:
     if not (folder / DONE_FILE).is_file() or not (folder / MODEL_DIR / CONFIG_FILE).is_file():
         return None
     return read_json(folder / DONE_FILE)
+
+
+def read_codes_source(model_folder: str | os.PathLike) -> dict | None:
+    """What a code prior's model folder records of its codes, or None (a pixel prior, or none recorded):
+    {"vqvae_fingerprint": the VQ-VAE that made them, "level": "codes", "top" or "bottom"}."""
+    return read_if_present(Path(model_folder) / CODES_SOURCE_FILE)
 
 
 def read_metrics(folder: str | Path, up_to: int | None = None) -> list[dict]:

@@ -9,6 +9,10 @@ against the model built on the meta device (no memory), and finally the weights
 themselves, which must be finite. Both files must be regular files in the folder (a link
 or a FIFO in their place is refused, never followed or read forever), and config.json is
 read only up to 1 MiB. Extra files in the folder are ignored.
+
+Where a model lives (`model_folder`): its folder, a run's stage folder that holds it in ``model/``
+(``runs/main/prior``), or a Hub repo, ``hf://user/repo[@revision]`` (`latentar.hub`), whose snapshot
+is checked like any local folder.
 """
 
 from __future__ import annotations
@@ -27,12 +31,14 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
 from latentar.files import BadFileError, atomic_write_bytes, atomic_write_json, is_regular_file, open_regular, read_json
+from latentar.hub import is_hub_location, snapshot
 from latentar.memory import check_fits
 from latentar.registry import MODELS
 from latentar.version import __version__
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+MODEL_DIR = "model"  # a run's stage folder holds its exported model here (latentar.run_files)
 FORMAT_VERSION = 2  # 2 records the sha256 of the weights; 1 (no checksum) still loads
 SHA256_KEY = "weights_sha256"
 VERSIONS_KEY = "written_by"  # {"latentar": ..., "torch": ...}: the versions that saved the model
@@ -167,8 +173,22 @@ def read_config(folder: str | os.PathLike) -> dict:
     return config
 
 
+def model_folder(location: str | os.PathLike) -> Path:
+    """The folder of the saved model at ``location``: a model folder, a run's stage folder holding one
+    in ``model/``, or ``hf://user/repo[@revision]``: the repo's snapshot (or its ``model/``), fetched
+    by `latentar.hub.snapshot`."""
+    folder = snapshot(str(location)) if is_hub_location(location) else Path(location)
+    if not (folder / CONFIG_FILE).is_file() and (folder / MODEL_DIR / CONFIG_FILE).is_file():
+        return folder / MODEL_DIR
+    if is_hub_location(location) and not (folder / CONFIG_FILE).is_file():
+        raise NotAModelError(f"{location} holds no saved latentar model: its snapshot ({folder}) has no "
+                             f"{CONFIG_FILE}, in its top folder or in {MODEL_DIR}/")
+    return folder
+
+
 def load(folder: str | os.PathLike, map_location: str | torch.device = "cpu", *, verify: bool = True):
-    """Load any saved latentar model (a prior or a VQ-VAE) from its folder.
+    """Load any saved latentar model (a prior or a VQ-VAE) from where it is (`model_folder`): its
+    folder, a run's stage folder, or a Hub repo ``hf://user/repo[@revision]``.
 
     Raises ``NotAModelError`` for a folder that is not a saved model, or a damaged one:
     weights that do not match the sha256 in ``config.json``, a bad config value, tensor
@@ -181,7 +201,7 @@ def load(folder: str | os.PathLike, map_location: str | torch.device = "cpu", *,
     do not change conv weights, so the header check alone passes them) raises
     ``latentar.memory.MemoryCapError`` before anything is allocated.
     """
-    folder = Path(folder)
+    folder = model_folder(folder)
     config = read_config(folder)
     weights = folder / WEIGHTS_FILE
     if not os.path.lexists(weights):

@@ -42,7 +42,9 @@ def test_the_exported_model_has_a_card_that_parses_and_tells_what_it_is(run):
     done = read_done(run)
     assert f"| bits_per_dim | {done['eval']['bits_per_dim']:.6g} |" in text
     assert "| lr | 0.003 |" in text and "| steps | 2 |" in text
-    assert f'latentar.load("{run / "model"}")' in text
+    assert meta["license"] == "mit" and meta["pipeline_tag"] == "unconditional-image-generation"
+    assert 'latentar.load("path/to/this/folder")' in text and str(run) not in text  # no local path
+    assert "latentar eval --model path/to/this/folder --data toy_grids" in text
 
 
 def test_hugging_face_reads_the_card(run):

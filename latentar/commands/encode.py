@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 
-from latentar.commands.options import add_data_options, add_max_memory, data_config, model_folder
+from latentar.commands.options import add_data_options, add_max_memory, data_config
 from latentar.data.catalog import SPLITS
 from latentar.runs import encode_splits
+from latentar.saving import model_folder
 
 
 def add_encode_command(subparsers) -> None:

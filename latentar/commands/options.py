@@ -19,9 +19,8 @@ from latentar.checks import SEED, check_value
 from latentar.config import DataConfig, PriorConfig, field_comments, field_types, parse_text, split_assignment
 from latentar.memory import ENV_VAR, parse_size
 from latentar.priors.base import Prior, build_prior
-from latentar.run_files import MODEL_DIR
 from latentar.runs import Rerun
-from latentar.saving import CONFIG_FILE, load
+from latentar.saving import load
 from latentar.training import TrainConfig
 
 PRIOR_FLAGS = {"name": "prior"}  # PriorConfig fields whose flag has another name: --prior NAME
@@ -199,21 +198,14 @@ def prior_from_args(args: argparse.Namespace, name: str | None = None) -> Prior:
 
 
 # ---- saved models ---------------------------------------------------------------------
-def model_folder(folder: str | Path) -> Path:
-    """A saved model folder, or a run (stage) folder holding one in ``model/`` -> the model folder."""
-    folder = Path(folder)
-    if not (folder / CONFIG_FILE).is_file() and (folder / MODEL_DIR / CONFIG_FILE).is_file():
-        return folder / MODEL_DIR
-    return folder
-
-
-def load_model(folder: str | Path, kind: type[M], what: str, map_location: Any = "cpu", *, refusal: str = "") -> M:
-    """The model in `model_folder` (folder), in eval mode, checked to be a ``kind``; else a
-    ValueError naming ``what`` (the flag) and ending in ``refusal`` (default: what was expected)."""
-    folder = model_folder(folder)
-    model = load(folder, map_location)
+def load_model(location: str | Path, kind: type[M], what: str, map_location: Any = "cpu", *,
+               refusal: str = "") -> M:
+    """The model saved at ``location`` (`latentar.saving.model_folder`: a model folder, a run's stage
+    folder or hf://user/repo[@revision]), in eval mode, checked to be a ``kind``; else a ValueError
+    naming ``what`` (the flag) and ending in ``refusal`` (default: what was expected)."""
+    model = load(location, map_location)
     if not isinstance(model, kind):
-        raise ValueError(f"{what} {folder} holds a {type(model).__name__}"
+        raise ValueError(f"{what} {location} holds a {type(model).__name__}"
                          f"{refusal or f', expected a {kind.__name__}'}")
     return model.eval()
 

@@ -14,7 +14,6 @@ from latentar.commands.options import (
     add_sampling_knobs,
     data_config,
     load_model,
-    model_folder,
     sampling_knobs,
 )
 from latentar.data import load_dataset
@@ -23,6 +22,7 @@ from latentar.files import atomic_write_bytes
 from latentar.generation import check_generation, check_pair, class_rows, complete, completion_grid, generate
 from latentar.images import check_image_path, check_nrow, save_grid, save_individual
 from latentar.priors.base import Prior, check_num_samples
+from latentar.saving import model_folder
 from latentar.vqvae import VQVAE
 
 

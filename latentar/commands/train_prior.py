@@ -12,12 +12,12 @@ from latentar.commands.options import (
     add_run_folder_options,
     check_positive,
     data_config,
-    model_folder,
     prior_config,
     rerun,
     train_config,
 )
 from latentar.runs import train_prior
+from latentar.saving import model_folder
 from latentar.training import TrainConfig
 
 

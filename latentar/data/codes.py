@@ -36,9 +36,9 @@ from torch.utils.data import DataLoader, Dataset
 from latentar.data.subsets import dataset_attribute, dataset_size
 from latentar.files import atomic_write, atomic_write_json, is_regular_file, read_json, temporary_path, write_error
 from latentar.progress import progress_bar
+from latentar.run_files import CODES_SOURCE_FILE, read_codes_source
 
 MANIFEST = "manifest.json"
-CODES_SOURCE_FILE = "codes_source.json"  # in a code prior's model folder: the VQ-VAE its codes came from
 FORMAT_VERSION = 1
 CODE_DTYPE = np.uint16  # codebooks hold at most 65536 codes
 
@@ -78,10 +78,10 @@ def write_codes_source(prior_folder: str | os.PathLike, vqvae_fingerprint: str, 
 def check_codes_source(prior_folder: str | os.PathLike, vqvae: Any) -> None:
     """The VQ-VAE must be the one whose codes the prior in the model folder ``prior_folder``
     learned (when the prior recorded it)."""
-    path = Path(prior_folder) / CODES_SOURCE_FILE
-    if not path.is_file():
+    source = read_codes_source(prior_folder)
+    if source is None:
         return
-    expected, found = read_json(path)["vqvae_fingerprint"], vqvae.fingerprint()
+    expected, found = source["vqvae_fingerprint"], vqvae.fingerprint()
     if expected != found:
         raise CodesMismatchError(f"the prior in {prior_folder} learned the codes of VQ-VAE {expected}, but "
                                  f"--vqvae is VQ-VAE {found}: decode with the VQ-VAE that made its codes")

@@ -25,6 +25,7 @@ from latentar.data.codes import encode_dataset, write_codes_source
 from latentar.data.subsets import dataset_attribute, dataset_size
 from latentar.evaluation import evaluate_prior, evaluate_vqvae
 from latentar.files import atomic_write_json
+from latentar.model_card import point_card_at
 from latentar.priors import Prior, build_prior
 from latentar.run_files import MODEL_DIR, SUMMARY_FILE, read_done
 from latentar.runs.summary import FORMAT, prior_description, recorded_wall_time, stage_record, vqvae_description
@@ -136,4 +137,5 @@ def prior_stage(folder: Path, data: Splits, config: PriorConfig, build: dict, tr
                                 describe=lambda model: prior_description(config, train))
     if source is not None and PartialState().is_main_process:
         write_codes_source(folder / MODEL_DIR, *source)
+        point_card_at(folder / MODEL_DIR)  # the card's Use section names the VQ-VAE of its codes
     return prior, record
