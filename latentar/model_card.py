@@ -26,7 +26,7 @@ CARD_FILE = "README.md"
 
 
 class CardModel(Protocol):
-    """What a card reads of a model: a saved prior or VQ-VAE (``latentar.saving.Saveable``)."""
+    """What a card reads of a model: a saved prior, VQ-VAE or classifier (``latentar.saving.Saveable``)."""
 
     @property
     def model_type(self) -> str: ...
@@ -38,7 +38,7 @@ class CardModel(Protocol):
 
 def write_model_card(folder: str | Path, model: CardModel, *, dataset: str | None = None,
                      training: dict | None = None, metrics: dict | None = None) -> Path:
-    """Write ``folder/README.md`` describing ``model`` (a saved prior or VQ-VAE)."""
+    """Write ``folder/README.md`` describing ``model`` (a saved prior, VQ-VAE or classifier)."""
     path = Path(folder) / CARD_FILE
     atomic_write_bytes(path, model_card(model, folder=folder, dataset=dataset, training=training,
                                         metrics=metrics).encode())
@@ -63,6 +63,8 @@ def model_card(model: CardModel, *, folder: str | Path, dataset: str | None = No
 
 
 def tags(model_type: str, config: dict) -> list[str]:
+    if model_type == "classifier":
+        return ["latentar", "image-classification", "sample-metrics"]
     if model_type == "vqvae":
         return ["latentar", "vq-vae", "vqvae-2" if config["config"]["hierarchical"] else "vqvae"]
     return ["latentar", "autoregressive", "prior", config["name"], config["spec"]["head"],
@@ -78,6 +80,8 @@ def front_matter(tag_list: list[str], dataset: str | None) -> str:
 
 
 def title(model_type: str, config: dict) -> str:
+    if model_type == "classifier":
+        return f"Classifier of {'×'.join(map(str, config['image_shape']))} images into {config['num_classes']} classes"
     if model_type == "vqvae":
         return f"VQ-VAE for {'×'.join(map(str, config['image_shape']))} images"
     spec = config["spec"]
@@ -86,6 +90,11 @@ def title(model_type: str, config: dict) -> str:
 
 def summary(model_type: str, config: dict, dataset: str | None) -> str:
     trained = f" trained on `{dataset}`" if dataset else ""
+    if model_type == "classifier":
+        accuracy = config["test_accuracy"]
+        measured = "" if accuracy is None else f" Its test accuracy is {accuracy:.4f}."
+        return (f"A small CNN classifier{trained}: its penultimate layer ({config['feature_dim']} features) is what "
+                f"`latentar eval-samples --features classifier:PATH` compares.{measured} Made with latentar.")
     if model_type == "vqvae":
         vq = config["config"]
         return (f"A VQ-VAE{trained}: it encodes images into grids of codes from a codebook of "
