@@ -110,6 +110,8 @@ def test_eval_samples_of_a_class_conditional_code_prior(classifier_run, image_fo
     for key in ("kid_mean", "kid_std", "precision", "recall", "density", "coverage", "is_mean", "is_std"):
         assert np.isfinite(result[key]), key
     assert eval_samples(args, capsys) == result  # fixed seeds: the same draws, the same numbers
+    judged = eval_samples([*args, "--classifier", str(run)], capsys)  # judged by a classifier named apart
+    assert (judged["class_accuracy"], judged["classifier"]) == (result["class_accuracy"], result["classifier"])
     floor = eval_samples(["--reconstructions", "--vqvae", str(tmp_path / "vqvae"), *data_args(image_folder),
                           "-n", "8", "--features", f"classifier:{run}"], capsys)
     assert floor["source"]["reconstructions_by"] == str(tmp_path / "vqvae") and "class_accuracy" not in floor

@@ -60,9 +60,10 @@ def measure(extractor: Extractor, images: torch.Tensor, reference_images: torch.
     result: dict[str, Any] = {"features": extractor.name, "n": len(images), "reference": reference,
                               "reference_n": len(reference_images), "k": k, **sample_scores(real, fake, k),
                               "is_mean": is_mean, "is_std": is_std}
-    if labels is not None and classifier is not None:
-        _, logits = extract(classifier, images, levels, desc="classify the images", batch_size=batch_size)
-    if labels is not None and (classifier or isinstance(extractor, ClassifierFeatures)):
-        result["class_accuracy"] = agreement(logits, labels)
-        result["classifier"] = (classifier or extractor).name
+    judge = classifier or (extractor if isinstance(extractor, ClassifierFeatures) else None)
+    if labels is not None and judge is not None:
+        judged = logits if judge is extractor else extract(judge, images, levels, desc="classify the images",
+                                                           batch_size=batch_size)[1]
+        result["class_accuracy"] = agreement(judged, labels)
+        result["classifier"] = judge.name
     return result
