@@ -18,6 +18,9 @@ Where the order differs from the plain stack "models, data, tools, pipeline, CLI
   batches with ``evaluation``, the training previews draw with ``generation``, and neither
   scoring nor drawing knows of a trainer. ``sampling`` keeps the names it held before
   ``generation`` and ``images`` split it (``from latentar.sampling import generate, save_grid``).
+- ``quality`` (the sample metrics and their feature extractors) sits with them too: it measures
+  images with the ``classifier`` (a model, beside the priors and VQ-VAEs); ``runs`` trains that
+  classifier and the commands draw the images it measures.
 - ``bench`` sits with them, and ``receptive_field`` one layer up: it measures on the same
   random inputs as ``bench`` (``random_cond``).
 - ``config`` (the recipe dataclasses, TOML in) is built from ``training``'s ``TrainConfig``
@@ -33,9 +36,9 @@ Layers (lowest first):
 registry, checks, progress, hub, files, memory, images, version
 saving, model_card, run_files, push
 nn, heads, quantizers
-priors, vqvae
+priors, vqvae, classifier
 data
-evaluation, generation, sampling, bench
+evaluation, generation, sampling, bench, quality
 training, receptive_field
 config
 plan
@@ -47,6 +50,7 @@ __main__
 """
 
 from latentar import heads  # noqa: F401  (registers the heads)
+from latentar.classifier import ClassifierConfig, ImageClassifier
 from latentar.data import register_dataset
 from latentar.evaluation import bits_per_dim, evaluate_prior
 from latentar.generation import generate
@@ -63,4 +67,5 @@ from latentar.vqvae import VQVAE, VQVAEConfig
 __all__ = ["Prior", "PriorSpec", "build_prior", "list_priors", "load", "NotAModelError", "NonFiniteWeightsError",
            "HubError", "push_to_hub",
            "UnknownNameError", "__version__", "bits_per_dim", "evaluate_prior", "TrainConfig", "Trainer",
-           "VQVAE", "VQVAEConfig", "receptive_field", "generate", "register_dataset"]
+           "VQVAE", "VQVAEConfig", "receptive_field", "generate", "register_dataset", "ImageClassifier",
+           "ClassifierConfig"]

@@ -8,7 +8,8 @@ errors a user causes into ``latentar: error: <message>`` with exit status 2.
 Which errors a user causes:
 
 - ``USER_ERRORS``: a bad value (ValueError, TypeError), an unknown name (LookupError), a
-  missing file (FileNotFoundError), a folder that holds no model (NotAModelError) or an
+  missing file (FileNotFoundError), a missing optional extra (MissingExtraError, which says what
+  to pip install), a folder that holds no model (NotAModelError) or an
   output that could not be written (WriteError: "cannot write PATH: reason", a full disk
   most often; the previous file is kept). The code raises these for bad input only, with
   a message naming what was expected and got.
@@ -32,22 +33,25 @@ from latentar.commands import (
     bench,
     data,
     encode,
+    eval_samples,
     evaluate,
     push,
     receptive_field,
     report,
     run,
     sample,
+    train_classifier,
     train_prior,
     train_vqvae,
 )
 from latentar.files import WriteError
 from latentar.memory import max_memory
 from latentar.progress import set_quiet
+from latentar.quality import MissingExtraError
 from latentar.saving import NotAModelError
 from latentar.version import __version__
 
-USER_ERRORS = (ValueError, LookupError, FileNotFoundError, NotAModelError, TypeError, WriteError)
+USER_ERRORS = (ValueError, LookupError, FileNotFoundError, NotAModelError, TypeError, WriteError, MissingExtraError)
 USER_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.EEXIST, errno.ENOTDIR, errno.EISDIR,
                          errno.ENOENT, errno.ENAMETOOLONG, errno.ENOSPC, errno.EDQUOT})
 USAGE_ERROR = 2
@@ -55,7 +59,8 @@ USAGE_ERROR = 2
 COMMANDS = [data.add_data_command, train_prior.add_train_prior_command, evaluate.add_eval_command,
             bench.add_bench_command, receptive_field.add_receptive_field_command, run.add_run_command,
             sample.add_sample_command, sample.add_complete_command, train_vqvae.add_train_vqvae_command,
-            encode.add_encode_command, report.add_report_command, push.add_push_command]
+            encode.add_encode_command, report.add_report_command, push.add_push_command,
+            train_classifier.add_train_classifier_command, eval_samples.add_eval_samples_command]
 QUIET_HELP = "no progress bars (they show only on a terminal anyway)"
 
 

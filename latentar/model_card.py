@@ -36,11 +36,12 @@ HERE = "path/to/this/folder"  # where a card that names no Hub repo says the mod
 VQVAE_HERE = "path/to/vqvae"  # where it says the VQ-VAE of a code prior is, when no repo is known
 GENERATION = "unconditional-image-generation"  # a prior's pipeline tag
 ENCODING = "image-feature-extraction"  # a VQ-VAE's: it turns images into codes
+PIPELINE_TAGS = {"vqvae": ENCODING, "classifier": "image-classification"}  # the rest: GENERATION
 
 
 class CardModel(Protocol):
-    """What a card reads of a model: a saved prior or VQ-VAE (``latentar.saving.Saveable``; a
-    VQ-VAE's card also names its ``fingerprint()``)."""
+    """What a card reads of a model: a saved prior, VQ-VAE or classifier (``latentar.saving.Saveable``;
+    a VQ-VAE's card also names its ``fingerprint()``)."""
 
     @property
     def model_type(self) -> str: ...
@@ -52,7 +53,7 @@ class CardModel(Protocol):
 
 def write_model_card(folder: str | Path, model: CardModel, *, dataset: str | None = None,
                      training: dict | None = None, metrics: dict | None = None) -> Path:
-    """Write ``folder/README.md`` describing ``model`` (a saved prior or VQ-VAE; a code prior's
+    """Write ``folder/README.md`` describing ``model`` (a saved prior, VQ-VAE or classifier; a code prior's
     VQ-VAE is read from ``folder``'s codes_source.json when there is one)."""
     card = model_card(model, dataset=dataset, training=training, metrics=metrics, source=read_codes_source(folder))
     return atomic_write_bytes(Path(folder) / CARD_FILE, str(card).encode())
@@ -79,7 +80,7 @@ def model_card(model: CardModel, *, dataset: str | None = None, training: dict |
     config, kind = model.config_dict(), model.model_type
     dataset = dataset if dataset is None or is_dataset_name(dataset) else None
     data = ModelCardData(license=LICENSE, library_name="latentar", tags=tags(kind, config),
-                         pipeline_tag=ENCODING if kind == "vqvae" else GENERATION,
+                         pipeline_tag=PIPELINE_TAGS.get(kind, GENERATION),
                          datasets=[dataset] if dataset else None)
     parameters = sum(p.numel() for p in model.parameters())
     sections = [f"# {title(kind, config)}\n\n{summary(model, dataset)}",
@@ -102,6 +103,11 @@ def use_section(model_type: str, config: dict, *, dataset: str | None, source: d
     """The card's last section: how to load the model and the exact commands that use it."""
     where = f"hf://{repo_id}" if repo_id else HERE
     data = dataset or "DATASET"
+    if model_type == "classifier":
+        return (f"{USE}\n```python\nimport latentar\n\nclassifier = latentar.load({json.dumps(where)})\n"
+                "features = classifier.features(images)  # uint8 images (B, C, H, W) -> (B, D)\n```\n\n"
+                "Measure a prior's samples in its features:\n\n"
+                f"```bash\nlatentar eval-samples --prior PRIOR --data {data} --features classifier:{where}\n```")
     if model_type == "vqvae":
         return (f"{USE}\n```python\nimport latentar\n\nvqvae = latentar.load({json.dumps(where)})\n"
                 "codes = vqvae.encode(images)  # uint8 images (B, C, H, W) -> codes (B, h, w)\n"
@@ -141,6 +147,8 @@ def decoder(source: dict | None, vqvae_repo: str | None) -> str:
 
 
 def tags(model_type: str, config: dict) -> list[str]:
+    if model_type == "classifier":
+        return ["latentar", "image-classification", "sample-metrics"]
     if model_type == "vqvae":
         return ["latentar", "vq-vae", "vqvae-2" if config["config"]["hierarchical"] else "vqvae"]
     return ["latentar", "autoregressive", "prior", config["name"], config["spec"]["head"],
@@ -148,6 +156,8 @@ def tags(model_type: str, config: dict) -> list[str]:
 
 
 def title(model_type: str, config: dict) -> str:
+    if model_type == "classifier":
+        return f"Classifier of {'×'.join(map(str, config['image_shape']))} images into {config['num_classes']} classes"
     if model_type == "vqvae":
         return f"VQ-VAE for {'×'.join(map(str, config['image_shape']))} images"
     spec = config["spec"]
@@ -157,6 +167,11 @@ def title(model_type: str, config: dict) -> str:
 def summary(model: CardModel, dataset: str | None) -> str:
     config = model.config_dict()
     trained = f" trained on `{dataset}`" if dataset else ""
+    if model.model_type == "classifier":
+        accuracy = config["test_accuracy"]
+        measured = "" if accuracy is None else f" Its test accuracy is {accuracy:.4f}."
+        return (f"A small CNN classifier{trained}: its penultimate layer ({config['feature_dim']} features) is what "
+                f"`latentar eval-samples --features classifier:PATH` compares.{measured} Made with latentar.")
     if model.model_type == "vqvae":
         fingerprint = getattr(model, "fingerprint")()  # a VQ-VAE (latentar.vqvae.VQVAE) has one
         return (f"A VQ-VAE{trained}: it encodes images into grids of codes from a codebook of "

@@ -55,20 +55,25 @@ def free_port() -> int:
 @pytest.fixture
 def image_folder(tmp_path):
     """A tiny two-class ``image_folder`` dataset of 8×8 PNGs: train/ (16 a class), test/ (4 a class)."""
+    return write_image_folder(tmp_path / "images")
+
+
+def write_image_folder(root):
+    """Write the ``image_folder`` fixture's dataset into ``root`` -> ``root``."""
     import torch
     from PIL import Image
 
     generator = torch.Generator().manual_seed(0)
     for split, count in (("train", 16), ("test", 4)):
         for label, name in enumerate(("bars", "blobs")):
-            folder = tmp_path / "images" / split / name
+            folder = root / split / name
             folder.mkdir(parents=True)
             for i in range(count):
                 image = torch.randint(0, 64, (8, 8, 3), generator=generator, dtype=torch.uint8)
                 image[::2] += 160 if label == 0 else 0  # horizontal bars, or dark noise
                 image[2:6, 2:6] += 0 if label == 0 else 190
                 Image.fromarray(image.numpy()).save(folder / f"{i}.png")
-    return tmp_path / "images"
+    return root
 
 
 @pytest.fixture

@@ -1,0 +1,69 @@
+"""Measuring a set of images against a reference split: features once, then every metric.
+
+    extractor = feature_extractor("classifier:runs/mnist-classifier/model")
+    result = measure(extractor, samples, reference_images, levels=256, reference="mnist/test",
+                     labels=requested_classes)
+    result["fid"], result["precision"], result["class_accuracy"]
+
+The result names its feature extractor, the sample count and the reference split
+(``features``, ``n``, ``reference``, ``reference_n``), so numbers from different features,
+counts or splits are never taken for comparable.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from latentar.progress import progress_bar
+from latentar.quality.features import ClassifierFeatures, Extractor
+from latentar.quality.scores import K_NEAREST, inception_score, sample_scores
+
+BATCH = 256  # images per forward pass of the feature extractor
+
+
+@torch.no_grad()
+def extract(extractor: Extractor, images: torch.Tensor, levels: int, *, desc: str,
+            batch_size: int = BATCH) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 images (N, C, H, W) with ``levels`` values -> (features (N, D), logits (N, K)), on the CPU,
+    ``batch_size`` images a pass, with a progress bar."""
+    features, logits = [], []
+    for batch in progress_bar(images.split(batch_size), desc=desc, unit="batch"):
+        f, g = extractor(batch, levels)
+        features.append(f.float().cpu())
+        logits.append(g.float().cpu())
+    return torch.cat(features), torch.cat(logits)
+
+
+def agreement(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """The share of rows of ``logits`` (N, K) whose largest entry is at the class of ``labels`` (N,)."""
+    if len(labels) != len(logits):
+        raise ValueError(f"{len(labels)} labels for {len(logits)} images")
+    return (logits.argmax(1) == labels.cpu()).float().mean().item()
+
+
+def measure(extractor: Extractor, images: torch.Tensor, reference_images: torch.Tensor, *, levels: int,
+            reference: str, labels: torch.Tensor | None = None, classifier: ClassifierFeatures | None = None,
+            k: int = K_NEAREST, batch_size: int = BATCH) -> dict[str, Any]:
+    """Every metric of ``images`` against ``reference_images`` (both uint8 (N, C, H, W) with ``levels``
+    values) in ``extractor``'s features: fid, kid_mean ± kid_std, precision, recall, density,
+    coverage, and the Inception Score of the extractor's logits (``is_mean`` ± ``is_std``).
+    With ``labels`` (the class each image was drawn for), ``class_accuracy``: the share that
+    ``classifier`` (default: the extractor, when it is a classifier) puts in that class."""
+    if images.shape[1:] != reference_images.shape[1:]:
+        raise ValueError(f"the images {tuple(images.shape[1:])} and the reference split's "
+                         f"{tuple(reference_images.shape[1:])} differ in shape")
+    real, _ = extract(extractor, reference_images, levels, desc="features of the reference", batch_size=batch_size)
+    fake, logits = extract(extractor, images, levels, desc="features of the images", batch_size=batch_size)
+    is_mean, is_std = inception_score(logits)
+    result: dict[str, Any] = {"features": extractor.name, "n": len(images), "reference": reference,
+                              "reference_n": len(reference_images), "k": k, **sample_scores(real, fake, k),
+                              "is_mean": is_mean, "is_std": is_std}
+    judge = classifier or (extractor if isinstance(extractor, ClassifierFeatures) else None)
+    if labels is not None and judge is not None:
+        judged = logits if judge is extractor else extract(judge, images, levels, desc="classify the images",
+                                                           batch_size=batch_size)[1]
+        result["class_accuracy"] = agreement(judged, labels)
+        result["classifier"] = judge.name
+    return result
