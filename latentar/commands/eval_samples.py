@@ -16,7 +16,6 @@ from latentar.commands.options import (
     add_sampling_knobs,
     check_positive,
     load_model,
-    model_folder,
     parse_assignments,
     sampling_knobs,
 )
@@ -28,6 +27,7 @@ from latentar.progress import progress_bar
 from latentar.quality import INCEPTION, feature_extractor, measure
 from latentar.quality.features import CLASSIFIER, ClassifierFeatures
 from latentar.quality.inputs import read_images
+from latentar.saving import model_folder
 from latentar.vqvae import VQVAE
 
 
