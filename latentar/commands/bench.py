@@ -23,7 +23,8 @@ def add_bench_command(subparsers) -> None:
     train.add_argument("--batch", type=int, default=32)
     train.add_argument("--steps", type=int, default=10, help="timed steps (per side with --compare)")
     train.add_argument("--warmup", type=int, default=2, help="untimed steps first")
-    add_settings(train, TrainConfig, asdict(TrainConfig()), only=SPEED_SETTINGS)
+    # timed without Accelerate: float32 unless --mixed-precision says otherwise
+    add_settings(train, TrainConfig, {**asdict(TrainConfig()), "mixed_precision": "no"}, only=SPEED_SETTINGS)
     train.add_argument("--compare", action="store_true",
                        help="also run the baseline (eager float32), interleaved step by step; print both "
                             "and the speedup")

@@ -82,8 +82,10 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
 
 
 def data_config(args: argparse.Namespace) -> DataConfig:
-    """The `DataConfig` of ``--data`` and the `add_data_options` flags."""
-    return DataConfig(name=args.data, **settings(args, DataConfig, only=("root", "options"), flags=DATA_FLAGS))
+    """The `DataConfig` of ``--data``, the `add_data_options` flags and, on the commands that train,
+    ``--test-limit`` (`add_run_folder_options`)."""
+    fields = ("root", "options", *(("test_limit",) if "test_limit" in vars(args) else ()))
+    return DataConfig(name=args.data, **settings(args, DataConfig, only=fields, flags=DATA_FLAGS))
 
 
 def parse_assignments(items: list[str], flag: str = "--arch") -> dict:
@@ -125,9 +127,10 @@ def check_positive(value: int, flag: str) -> None:
 
 # ---- training a model into a run folder -----------------------------------------------
 def add_run_folder_options(parser: argparse.ArgumentParser, default: TrainConfig) -> None:
-    """--out --resume --overwrite --subset --eval-batch-size, and a flag per `TrainConfig`
+    """--out --resume --overwrite --subset --test-limit --eval-batch-size, and a flag per `TrainConfig`
     field with ``default``'s value."""
     parser.add_argument("--subset", type=int, default=None, help="train on the first N training images only")
+    add_settings(parser, DataConfig, asdict(DataConfig()), only=("test_limit",))  # a recipe's [data] test_limit
     parser.add_argument("--out", required=True, help="run folder: metrics, checkpoints, model, summary.json")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     parser.add_argument("--overwrite", action="store_true", help="replace the earlier run's outputs in --out")

@@ -40,10 +40,11 @@ from latentar.training.previews import first_images, save_reconstructions
 from latentar.vqvae import VQVAE, VQVAEConfig
 
 
-def open_splits(data: DataConfig, level: str | None = None) -> tuple[SymbolDataset, SymbolDataset]:
-    """(train, test) of ``data``: a dataset, or a folder of code grids (at ``level`` for a VQ-VAE-2)."""
+def open_splits(data: DataConfig, level: str | None = None) -> tuple[SymbolDataset, Dataset]:
+    """(train, test) of ``data``: a dataset, or a folder of code grids (at ``level`` for a VQ-VAE-2);
+    the test split cut to its first ``data.test_limit`` items (the whole split when it has fewer)."""
     train, test = (load_dataset(data.name, split, data.root, level=level, **data.options) for split in SPLITS)
-    return train, test
+    return train, first_items(test, data.test_limit, at_most=True)
 
 
 def train_prior(data: DataConfig, prior: PriorConfig, out_dir: str | Path, config: TrainConfig, *,
@@ -51,7 +52,8 @@ def train_prior(data: DataConfig, prior: PriorConfig, out_dir: str | Path, confi
                 rerun: Rerun = FRESH, eval_batch_size: int = 256) -> dict:
     """Train ``prior`` on ``data`` (a dataset, or code grids: a code folder, ``level`` for a VQ-VAE-2)
     into ``out_dir``, scoring the test split every ``config.eval_every`` updates and at the end;
-    returns its stage record. ``subset`` keeps the first N training items. A code prior records the
+    returns its stage record. ``subset`` keeps the first N training items, ``data.test_limit`` the first
+    N test items (the whole split when it has fewer). A code prior records the
     VQ-VAE that made its codes; its previews (``config.sample_every``) decode with ``vqvae``, that
     VQ-VAE's folder."""
     PRIORS.get(prior.name)  # an unknown name fails before any data is read
@@ -88,7 +90,8 @@ def train_vqvae(data: DataConfig, vqvae: VQVAEConfig, out_dir: str | Path, confi
                 grid_images: int = 32, nrow: int = 8) -> dict:
     """Train a VQ-VAE of ``vqvae`` on ``data`` into ``out_dir``, score the test split and draw
     ``reconstructions.png`` (the first ``grid_images`` test images, ``nrow`` a row, also the previews
-    of ``config.sample_every``); returns its stage record. ``subset`` keeps the first N training images."""
+    of ``config.sample_every``); returns its stage record. ``subset`` keeps the first N training images,
+    ``data.test_limit`` the first N test images."""
     train, test = open_splits(data)
     build = functools.partial(VQVAE, train.shape, vqvae, levels=train.num_symbols)
     meta_model(build, "the VQ-VAE", {"vqvae": asdict(vqvae)})  # sizes checked before a real build

@@ -3,34 +3,45 @@
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import torch
 
 LR_SCHEDULES = ("constant", "exponential", "cosine")
 MIXED_PRECISION = ("no", "fp16", "bf16")
+OPTIMIZERS = ("adam", "adamw")  # torch.optim.Adam, torch.optim.AdamW (latentar.training.optimizers)
 REPORT_TO = ("none", "tensorboard", "wandb", "all")  # trackers (see latentar.training.tracking)
+ACCELERATE_PRECISION = "ACCELERATE_MIXED_PRECISION"  # Accelerate's setting, read when mixed_precision is None
 MAX_SEED = 2**32 - 1  # accelerate's set_seed seeds numpy too, whose seeds lie in [0, 2**32 - 1]
 INT_FIELDS = ("steps", "batch_size", "warmup_steps", "grad_accum", "eval_every", "save_every", "log_every",
               "seed", "num_workers", "max_nonfinite", "sample_every", "keep_checkpoints")
-FLOAT_FIELDS = ("lr", "lr_decay", "grad_clip", "ema_decay")  # finite numbers (None where allowed)
+# finite numbers (None where allowed)
+FLOAT_FIELDS = ("lr", "lr_decay", "grad_clip", "ema_decay", "weight_decay", "beta1", "beta2")
 BOOL_FIELDS = ("compile", "checkpoint_activations", "channels_last")
+NULLABLE = ("mixed_precision",)  # str fields of bounds that may be None
 
 
 @dataclass
 class TrainConfig:
     # the strings a str field takes (as in latentar.checks.Checked); the command line offers them as choices
-    bounds = {"lr_schedule": LR_SCHEDULES, "mixed_precision": MIXED_PRECISION, "report_to": REPORT_TO}
+    bounds = {"lr_schedule": LR_SCHEDULES, "mixed_precision": MIXED_PRECISION, "report_to": REPORT_TO,
+              "optimizer": OPTIMIZERS}
 
     steps: int = 1000  # optimizer updates (not micro-batches, not epochs)
     batch_size: int = 32  # examples per micro-batch on each process
-    lr: float = 1e-3  # peak Adam learning rate
+    lr: float = 1e-3  # peak learning rate
+    optimizer: str = "adam"  # "adam" (weight_decay adds an L2 penalty to the gradients) | "adamw" (decoupled decay)
+    weight_decay: float = 0.0  # the optimizer's weight decay; 0 = none
+    beta1: float = 0.9  # the optimizer's first-moment decay (Adam's beta1)
+    beta2: float = 0.999  # the optimizer's second-moment decay (Adam's beta2)
     lr_schedule: str = "constant"  # "constant" | "exponential" (lr·lr_decay^step) | "cosine"
     lr_decay: float = 0.999995  # per-step factor of the exponential schedule (PixelCNN++)
     warmup_steps: int = 0  # linear warm-up steps before the schedule starts
     grad_clip: float | None = None  # max global gradient norm; None = no clipping
     grad_accum: int = 1  # micro-batches per optimizer update
-    mixed_precision: str = "no"  # "no" | "fp16" | "bf16" autocast
+    mixed_precision: str | None = None  # "no" | "fp16" | "bf16" autocast; None: Accelerate's setting
+    # (accelerate launch --mixed_precision or its config file, ACCELERATE_MIXED_PRECISION), else "no"
     compile: bool = False  # a prior's loss runs through torch.compile (its inputs checked eagerly first)
     checkpoint_activations: bool = False  # recompute big blocks' activations in backward: less memory, more time
     channels_last: bool = False  # a prior's 4-D weights and feature maps in channels-last memory format
@@ -43,6 +54,9 @@ class TrainConfig:
     num_workers: int = 0  # DataLoader worker processes
     max_nonfinite: int = 3  # skipped updates (non-finite loss or gradients) in a row that stop the run
     report_to: str = "none"  # trackers: "none" | "tensorboard" | "wandb" | "all" (both)
+    tracker_project: str | None = None  # the W&B project and TensorBoard's folder in logs/; None: WANDB_PROJECT
+    # if set, else "latentar" (a value given here wins over WANDB_PROJECT; W&B reads WANDB_ENTITY itself)
+    tracker_run_name: str | None = None  # the run's name in W&B; None: the run folder's name
     sample_every: int = 0  # write (and track) a sample or reconstruction grid every N updates; 0 = off
 
     def __post_init__(self):
@@ -58,7 +72,15 @@ class TrainConfig:
         _check(self.batch_size >= 1, "batch_size", "an integer >= 1", self.batch_size)
         _check(self.lr > 0, "lr", "a positive number", self.lr)
         for name, choices in self.bounds.items():
-            _check(getattr(self, name) in choices, name, f"one of {choices}", getattr(self, name))
+            value = getattr(self, name)
+            _check(value in choices or (value is None and name in NULLABLE), name, f"one of {choices}", value)
+        for name in ("tracker_project", "tracker_run_name"):
+            value = getattr(self, name)
+            _check(value is None or (isinstance(value, str) and value.strip() != ""), name,
+                   "a non-empty string or None", value)
+        _check(self.weight_decay >= 0, "weight_decay", "a number >= 0", self.weight_decay)
+        for name in ("beta1", "beta2"):
+            _check(0 <= getattr(self, name) < 1, name, "a number in [0, 1)", getattr(self, name))
         _check(0 < self.lr_decay <= 1, "lr_decay", "a number in (0, 1]", self.lr_decay)
         _check(0 <= self.warmup_steps < self.steps, "warmup_steps", f"an integer in [0, steps={self.steps})",
                self.warmup_steps)
@@ -75,11 +97,18 @@ class TrainConfig:
         _check(0 <= self.seed <= MAX_SEED, "seed", f"an integer in [0, {MAX_SEED}]", self.seed)
 
 
-def check_mixed_precision(mixed_precision: str, device: torch.device | str) -> None:
-    """Refuse a ``mixed_precision`` that autocast cannot apply on ``device`` (it would be
-    silently ignored): fp16 autocast needs a GPU."""
-    if mixed_precision == "fp16" and torch.device(device).type == "cpu":
-        raise ValueError("mixed_precision 'fp16' cannot be used on a CPU: autocast cannot use fp16 there, "
+def check_mixed_precision(mixed_precision: str | None, device: torch.device | str,
+                          in_effect: str | None = None) -> None:
+    """Refuse a mixed precision that autocast cannot apply on ``device`` (it would be silently
+    ignored): fp16 autocast needs a GPU. ``mixed_precision`` is the setting (None: Accelerate's,
+    which ``accelerate launch`` passes on in ``ACCELERATE_MIXED_PRECISION``); ``in_effect`` is the
+    one an Accelerator made from it uses (default: the setting, resolved as Accelerate does)."""
+    precision = in_effect or mixed_precision or os.environ.get(ACCELERATE_PRECISION, "no").lower()
+    if precision == "fp16" and torch.device(device).type == "cpu":
+        source = "" if mixed_precision is not None else (
+            " (Accelerate's setting: accelerate launch --mixed_precision or its config file, or "
+            f"{ACCELERATE_PRECISION}; TrainConfig.mixed_precision, --mixed-precision, overrides it)")
+        raise ValueError(f"mixed_precision 'fp16'{source} cannot be used on a CPU: autocast cannot use fp16 there, "
                          "and training would silently stay in float32; use 'bf16' (or 'no') on a CPU")
 
 

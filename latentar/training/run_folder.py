@@ -9,12 +9,14 @@
 
 Two files in the folder carry the ownership::
 
-    .lock      an exclusive ``flock`` held by the process that works in the folder; the file
-               says who holds it (pid, host, command line) and is removed on release. The OS
-               drops the lock when that process ends in any way (kill -9 included), so a lock
-               file left behind never blocks anyone: only the ``flock`` on it counts.
+    .lock      an exclusive OS lock (``flock``; ``LockFileEx`` on Windows, through ``filelock``)
+               held by the process that works in the folder; the file says who holds it (pid,
+               host, command line) and is removed on release. The OS drops the lock when that
+               process ends in any way (kill -9 included), so a lock file left behind never
+               blocks anyone: only the lock on it counts.
     run.json   what trains there: the model's config and the training settings that define
-               the run (``run_record``); a resume must ask for the same.
+               the run (``run_record``); a resume must ask for the same. A setting that a
+               recorded run predates reads as its default.
 
 A folder that already holds outputs of a run is taken over only when asked: ``resume``
 continues the recorded run (the same record), ``overwrite`` removes those outputs (the
@@ -26,7 +28,6 @@ only the main one locks and checks; every process waits for it and raises the sa
 from __future__ import annotations
 
 import errno
-import fcntl
 import json
 import os
 import shutil
@@ -40,6 +41,7 @@ from typing import Callable, Protocol
 
 import torch
 from accelerate.utils import broadcast
+from filelock import lock_descriptor, unlock_descriptor
 
 from latentar.files import (
     MAX_CONFIG_BYTES,
@@ -53,12 +55,18 @@ from latentar.run_files import LOCK_FILE, RUN_FILE
 from latentar.training.config import TrainConfig
 
 # TrainConfig fields a resumed run may change: how long it trains, how often and where it
-# reports, samples and saves, how it loads data and how many non-finite updates it tolerates.
+# reports (and under which tracker names), samples and saves, how it loads data and how many
+# non-finite updates it tolerates.
 # compile, checkpoint_activations and channels_last change how fast and in how much memory, not what is computed.
 # The other fields change the updates themselves.
 RESUMABLE_FIELDS = ("steps", "eval_every", "save_every", "log_every", "num_workers", "max_nonfinite", "report_to",
-                    "sample_every", "compile", "checkpoint_activations", "channels_last", "keep_checkpoints")
+                    "sample_every", "compile", "checkpoint_activations", "channels_last", "keep_checkpoints",
+                    "tracker_project", "tracker_run_name")
 SHOWN_DIFFERENCES = 5  # differing keys named in a refusal
+# the lock file is opened for appending (opening never erases the holder's record), without
+# following a link, waiting on a FIFO or passing into child processes (the last three: POSIX only)
+LOCK_OPEN_FLAGS = (os.O_RDWR | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+                   | getattr(os, "O_CLOEXEC", 0))
 
 
 class RunFolderError(ValueError):
@@ -74,7 +82,7 @@ class Processes(Protocol):
 
 
 class FolderLock:
-    """An exclusive, non-blocking ``flock`` on ``folder/.lock``; the file names its holder."""
+    """An exclusive, non-blocking lock on ``folder/.lock`` (``filelock.lock_descriptor``); the file names its holder."""
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
@@ -93,13 +101,16 @@ class FolderLock:
         while True:
             file = self._open()
             try:
-                fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+                locked = lock_descriptor(file.fileno(), blocking=False)
+            except OSError:  # a file system without locks
+                file.close()
+                raise
+            if not locked:
                 file.seek(0)
                 holder = describe_holder(file.read(MAX_CONFIG_BYTES))
                 file.close()
                 raise RunFolderError(f"{self.folder} is in use by {holder}, which holds {self.path}; wait for "
-                                     "it to finish, or choose another folder") from None
+                                     "it to finish, or choose another folder")
             if self._still_at_path(file):
                 break
             file.close()  # a holder removed this file on release after we opened it: open the new one
@@ -111,11 +122,10 @@ class FolderLock:
     def _open(self):
         """The lock file, opened for appending (opening never erases the holder's record) without
         following a link at its name; a link or anything but a regular file there is refused."""
-        flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
         refusal = (f"{self.path} is not a regular file of its own (a link, hard link, folder, FIFO or device); "
                    "latentar never writes through one: remove it, or choose another folder")
         try:
-            fd = os.open(self.path, flags, 0o644)
+            fd = os.open(self.path, LOCK_OPEN_FLAGS, 0o644)
         except OSError as e:
             if e.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
                 raise RunFolderError(refusal) from None
@@ -136,7 +146,7 @@ class FolderLock:
         """Remove the lock file and drop the lock (a no-op when not held)."""
         if self._file is not None:
             self.path.unlink(missing_ok=True)  # while locked: whoever opened it sees it is gone
-            fcntl.flock(self._file, fcntl.LOCK_UN)
+            unlock_descriptor(self._file.fileno())
             self._file.close()
             self._file = None
 
@@ -198,9 +208,21 @@ def share_text(text: str, processes: Processes) -> str:
 def run_record(model, config: TrainConfig) -> dict:
     """What defines a run: the model (its type and config) and the TrainConfig fields outside
     ``RESUMABLE_FIELDS``, as plain JSON (as read back from run.json)."""
-    train = {k: v for k, v in asdict(config).items() if k not in RESUMABLE_FIELDS}
-    record = {"model_type": model.model_type, "model": model.config_dict(), "train": train}
+    record = {"model_type": model.model_type, "model": model.config_dict(), "train": train_record(config)}
     return json.loads(json.dumps(record))  # tuples become lists, as in the file
+
+
+def train_record(config: TrainConfig) -> dict:
+    """The TrainConfig fields that define a run (those outside ``RESUMABLE_FIELDS``)."""
+    return {k: v for k, v in asdict(config).items() if k not in RESUMABLE_FIELDS}
+
+
+def with_defaults(recorded: dict) -> dict:
+    """A run.json as read, each training setting it predates (a newer latentar's) read as its default."""
+    train = recorded.get("train")
+    if not isinstance(train, dict):
+        return recorded
+    return {**recorded, "train": {**json.loads(json.dumps(train_record(TrainConfig()))), **train}}
 
 
 def claim_run(folder: str | Path, record: dict, processes: Processes, *, outputs: tuple[str, ...],
@@ -258,6 +280,7 @@ def check_owner(folder: Path, record: dict, shown: str) -> None:
     if not isinstance(recorded, dict):
         raise RunFolderError(f"{path} is damaged (a JSON object expected, got {type(recorded).__name__}); "
                              f"{replace}")
+    recorded = with_defaults(recorded)
     changed = sorted(differing_keys(recorded, record), key=lambda k: (k.count("."), k))  # the broadest first
     if changed:
         listed = "; ".join(f"{k} is {_value(recorded, k)} there, you asked for {_value(record, k)}"

@@ -7,10 +7,12 @@
     end_trackers(accelerator)
 
 ``report_to`` is "none" (no tracker), "tensorboard", "wandb" or "all" (both). TensorBoard
-writes event files under ``RUN/logs/latentar/``; W&B runs in project "latentar", named after
-the run folder, with its files in the run folder. ``metrics.jsonl`` stays the record of a run:
-every line of it is logged with the same names, nested keys joined by "/" (``eval/bits_per_dim``),
-and so is the final evaluation (``done.json``'s) at the last update.
+writes event files under ``RUN/logs/PROJECT/``; W&B runs in project PROJECT under the run's name,
+with its files in the run folder (``tracker_names``). PROJECT is ``config.tracker_project``, else
+``WANDB_PROJECT`` when set, else "latentar"; the run's name is ``config.tracker_run_name``, else
+the run folder's name. W&B reads ``WANDB_ENTITY`` (and its other variables) itself.
+``metrics.jsonl`` stays the record of a run: every line of it is logged with the same names,
+nested keys joined by "/" (``eval/bits_per_dim``), and so is the final evaluation (``done.json``'s) at the last update.
 A resumed run appends to the same TensorBoard folder: its writer purges the events after the
 checkpoint it resumed from, so the series continues at the right step without doubles.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -33,9 +36,11 @@ from latentar.run_files import LOGS_DIR
 from latentar.saving import Saveable
 from latentar.training.config import REPORT_TO, TrainConfig
 
+# tracker -> (its package, how to install it)
 TRACKERS = {"tensorboard": ("tensorboard", 'pip install -e ".[tensorboard]"  (or: pip install tensorboard)'),
-            "wandb": ("wandb", "pip install wandb")}  # tracker -> (its package, how to install it)
-PROJECT = "latentar"  # TensorBoard's sub-folder of logs/, W&B's project
+            "wandb": ("wandb", 'pip install "latentar[wandb]"  (or: pip install wandb)')}
+PROJECT = "latentar"  # TensorBoard's sub-folder of logs/ and W&B's project, unless set otherwise
+PROJECT_VARIABLE = "WANDB_PROJECT"  # read when TrainConfig.tracker_project is None
 
 
 class TrackerNotInstalledError(ImportError, ValueError):
@@ -70,11 +75,19 @@ def start_trackers(accelerator: Accelerator, model: Saveable, config: TrainConfi
     if not accelerator.log_with:
         return
     out_dir = Path(accelerator.project_dir)
-    init: dict[str, dict[str, Any]] = {"wandb": {"name": out_dir.name, "dir": str(out_dir)}}
+    project, name = tracker_names(config, out_dir)
+    init: dict[str, dict[str, Any]] = {"wandb": {"name": name, "dir": str(out_dir)}}
     if resumed_at:
         init["tensorboard"] = {"purge_step": resumed_at + 1}
     run = {"model_type": model.model_type, "model": model.config_dict(), "train": asdict(config)}
-    accelerator.init_trackers(PROJECT, config=hyperparameters(run), init_kwargs=init)
+    accelerator.init_trackers(project, config=hyperparameters(run), init_kwargs=init)
+
+
+def tracker_names(config: TrainConfig, out_dir: str | Path) -> tuple[str, str]:
+    """(project, run name) of a run in ``out_dir``: ``config.tracker_project``, else $WANDB_PROJECT,
+    else "latentar"; ``config.tracker_run_name``, else the run folder's name."""
+    project = config.tracker_project or os.environ.get(PROJECT_VARIABLE) or PROJECT
+    return project, config.tracker_run_name or Path(out_dir).resolve().name
 
 
 def hyperparameters(config: dict, prefix: str = "") -> dict[str, bool | int | float | str]:

@@ -1,4 +1,4 @@
-"""The trainer both stages share: Accelerate, Adam, a per-update LR schedule, EMA weights.
+"""The trainer both stages share: Accelerate, Adam or AdamW, a per-update LR schedule, EMA weights.
 
     trainer = Trainer(prior, prior_objective, train_set, TrainConfig(steps=2000), "runs/prior",
                       evaluate=lambda model, accelerator: evaluate_prior(model, test_set, accelerator))
@@ -37,14 +37,14 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable, Protocol, runtime_checkable
 
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
-from accelerate.utils import send_to_device, set_seed
+from accelerate.utils import get_int_from_env, send_to_device, set_seed
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -59,6 +59,7 @@ from latentar.training.checkpoint import Checkpoints, TrainerState
 from latentar.training.config import TrainConfig, check_mixed_precision
 from latentar.training.ema import make_ema, update_ema
 from latentar.training.metrics import MetricWindow, append_line
+from latentar.training.optimizers import make_optimizer
 from latentar.training.run_folder import claim_run, run_record
 from latentar.training.schedules import make_scheduler
 from latentar.training.tracking import accelerator_options, end_trackers, log_image, log_record, start_trackers
@@ -94,14 +95,17 @@ class Trainer:
         # Accelerate keeps one process-wide state and refuses a second stage's different mixed
         # precision; each Trainer starts its own (the distributed setup, PartialState, is kept).
         AcceleratorState._reset_state(reset_partial_state=False)
-        self.accelerator = Accelerator(mixed_precision=config.mixed_precision,
+        # mixed_precision None: Accelerate's own setting (accelerate launch, ACCELERATE_MIXED_PRECISION)
+        self.accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=launched_without_cuda(),
                                        gradient_accumulation_steps=config.grad_accum,
                                        step_scheduler_with_optimizer=False,
                                        **accelerator_options(config.report_to, self.out_dir))
-        check_mixed_precision(config.mixed_precision, self.accelerator.device)  # Accelerate would ignore it
+        in_effect = self.accelerator.mixed_precision
+        check_mixed_precision(config.mixed_precision, self.accelerator.device, in_effect)  # Accelerate would ignore it
+        self.config = config = replace(config, mixed_precision=in_effect)  # recorded as used (run.json, model card)
         apply_speed_settings(model, config)
         set_seed(config.seed)
-        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+        optimizer = make_optimizer(model.parameters(), config)
         scheduler = make_scheduler(optimizer, config)
         self.net, self.optimizer, self.scheduler = self.accelerator.prepare(
             ObjectiveModule(model, objective), optimizer, scheduler)
@@ -319,6 +323,13 @@ class ObjectiveModule(nn.Module):
 
     def forward(self, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
         return self.objective(self.model, batch)
+
+
+def launched_without_cuda() -> bool:
+    """Whether this is one of several processes (torchrun, ``accelerate launch``: WORLD_SIZE > 1) on
+    a machine without CUDA. Accelerate groups such processes (gloo) only when asked for the CPU
+    (``Accelerator(cpu=True)``); otherwise each one believes it trains alone."""
+    return not torch.cuda.is_available() and get_int_from_env(["WORLD_SIZE"], 1) > 1
 
 
 @runtime_checkable
