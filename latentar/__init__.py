@@ -12,6 +12,8 @@ Where the order differs from the plain stack "models, data, tools, pipeline, CLI
   (safe reads and atomic writes): every unit that reads or writes a run's files uses it; and
   ``images`` (PNG grids, image writing, image-path checks) on top of it: the trainer writes its
   preview grids and the commands check their output paths with it.
+  ``devices`` (device names -> torch devices) sits there as well: loading, sampling, scoring
+  and recipes all place their models with it.
   ``memory`` (the memory cap and the meta-device estimates checked against it) sits there too:
   loading a model, sampling, scoring, benchmarks and recipes all check their sizes with it.
 - ``evaluation`` and ``generation`` sit below ``training``: the training objectives score
@@ -33,7 +35,7 @@ Where the order differs from the plain stack "models, data, tools, pipeline, CLI
   sits with ``saving``: the trainer writes those files, and ``runs`` and the commands read them.
 
 Layers (lowest first):
-registry, checks, progress, hub, files, memory, images, version
+registry, checks, progress, hub, files, memory, images, version, devices
 saving, model_card, run_files, push
 nn, heads, quantizers
 priors, vqvae, classifier

@@ -8,7 +8,7 @@ the sampling of a run. TOML in (``load_recipe``), JSON out (``recipe_to_dict``).
     [prior_train]   TrainConfig fields of the prior stage
     [bottom_prior], [bottom_prior_train]   VQ-VAE-2 only: the prior of the bottom codes,
                     conditioned on the top codes (``[prior]`` then models the top codes)
-    [sampling]      n, nrow, per_class, temperature, top_k, seed, reconstructions, ...
+    [sampling]      n, nrow, per_class, temperature, top_k, seed, reconstructions, device, ...
 
 Every value is checked against its field's type and range when the recipe is read, and
 ``--set section.key=value`` overrides are parsed by that type; errors name the key.
@@ -102,6 +102,8 @@ class SamplingConfig(Checked):
     cfg_scale: float = 1.0  # classifier-free guidance scale (needs prior.class_dropout > 0)
     seed: int = 0  # seed of the sampling generator
     reconstructions: int = 32  # test images in the VQ-VAE reconstruction grid
+    device: str = "auto"  # where the run draws samples and reconstructions and scores a vqvae.path:
+    # auto (CUDA when available, else the CPU), cpu, cuda or cuda:N; training runs where Accelerate puts it
 
     def __post_init__(self):
         super().__post_init__()  # types, sizes >= 1, finite numbers

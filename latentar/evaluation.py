@@ -11,6 +11,7 @@ import math
 from typing import Any, NamedTuple
 
 import torch
+from accelerate.utils import reduce
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from latentar.data.subsets import dataset_size, split_notes
@@ -62,7 +63,8 @@ def evaluate_prior(prior, data: Dataset | DataLoader, accelerator=None, *, batch
     """Negative log-likelihood of a whole split under ``prior`` (in eval mode, no grad).
 
     ``data`` is a Dataset of ``(symbols (C, H, W), label)`` items (split exactly across
-    the processes of ``accelerator``: process r scores items r, r + P, ...) or a
+    the processes of ``accelerator``, an ``Accelerator`` or a ``PartialState``: process r of P
+    scores items r, r + P, ..., and the sums of all P are added up) or a
     DataLoader that already yields this process's share. Returns nats (total), dims,
     count, nats_per_image and bits_per_dim — named bits_per_code for code priors — plus
     the split's notes (`split_notes`: its binarization, or that it is the training images).
@@ -80,7 +82,7 @@ def evaluate_prior(prior, data: Dataset | DataLoader, accelerator=None, *, batch
                 nats = -prior.log_prob(x, cond).double().sum()
                 totals += torch.stack([nats, nats.new_tensor(x.numel()), nats.new_tensor(x.shape[0])])
     if accelerator is not None:
-        totals = accelerator.reduce(totals, reduction="sum")
+        totals = reduce(totals, reduction="sum")
     nats, dims, count = totals.tolist()
     if count == 0:
         raise ValueError("evaluate_prior got an empty split")
@@ -128,7 +130,7 @@ def evaluate_vqvae(vqvae, data: Dataset | DataLoader, accelerator=None, *, batch
             for level, grid in (codes.items() if isinstance(codes, dict) else [("codes", codes)]):
                 usage[level].update(grid)
     if accelerator is not None:
-        totals = accelerator.reduce(totals, reduction="sum")
+        totals = reduce(totals, reduction="sum")
     squared, pixels, count = totals.tolist()
     if count == 0:
         raise ValueError("evaluate_vqvae got an empty split")

@@ -143,7 +143,8 @@ def check_generation(prior: Prior, vqvae: VQVAE | None, n: int, bottom_prior: Pr
 @torch.no_grad()
 def generate(prior: Prior, vqvae: VQVAE | None = None, n: int = 64, labels: int | torch.Tensor | None = None,
              *, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-             cfg_scale: float = 1.0, seed: int | None = 0, bottom_prior: Prior | None = None) -> Generation:
+             cfg_scale: float = 1.0, seed: int | None = 0, bottom_prior: Prior | None = None,
+             batch_size: int | None = None) -> Generation:
     """Draw n images: prior samples, decoded by the VQ-VAE when there is one.
 
     With ``bottom_prior`` (VQ-VAE-2), ``prior`` draws the top codes and the bottom
@@ -152,7 +153,8 @@ def generate(prior: Prior, vqvae: VQVAE | None = None, n: int = 64, labels: int 
 
     Memory: n draws whose grids and images cannot fit the memory cap (``check_generation``) raise
     a ``MemoryCapError`` naming n before anything is drawn; below that, each prior draws and
-    the VQ-VAE decodes in batches that fit (``Prior.draw_in_batches``, ``decode``).
+    the VQ-VAE decodes in batches that fit (``Prior.draw_in_batches``, ``decode``); ``batch_size``
+    bounds the grids of one sampler pass further (None: as many as fit).
     """
     n = check_num_samples(n)
     check_pair(prior, vqvae, bottom_prior)
@@ -160,7 +162,7 @@ def generate(prior: Prior, vqvae: VQVAE | None = None, n: int = 64, labels: int 
     labels = expand_labels(prior, n, labels)
     generator = make_generator(seed, prior.device)
     draw: dict[str, Any] = dict(temperature=temperature, top_k=top_k, top_p=top_p, cfg_scale=cfg_scale,
-                                generator=generator)
+                                generator=generator, batch_size=batch_size)
     symbols: tuple[torch.Tensor, ...] = (prior.sample(n, Condition(labels), **draw),)  # (n, C, h, w)
     if bottom_prior is not None:
         context = rearrange(symbols[0], "n 1 h w -> n h w")
@@ -174,11 +176,12 @@ def generate(prior: Prior, vqvae: VQVAE | None = None, n: int = 64, labels: int 
 def complete(prior: Prior, images: torch.Tensor, keep_rows: int, samples: int = 4, *,
              vqvae: VQVAE | None = None, labels: torch.Tensor | None = None, temperature: float = 1.0,
              top_k: int | None = None, top_p: float | None = None, cfg_scale: float = 1.0,
-             seed: int | None = 0) -> Completion:
+             seed: int | None = 0, batch_size: int | None = None) -> Completion:
     """Keep the top ``keep_rows`` rows of images uint8 (n, C, H, W), draw the rest ``samples`` times.
 
     Rows are pixel rows in pixel mode and code rows in code mode (then the occluded
-    input shows the image rows those code rows cover).
+    input shows the image rows those code rows cover). ``batch_size`` bounds the grids
+    redrawn per pass (None: as many as fit the memory cap).
     """
     check_pair(prior, vqvae)
     n, S = len(images), samples
@@ -201,7 +204,8 @@ def complete(prior: Prior, images: torch.Tensor, keep_rows: int, samples: int = 
     labels = None if labels is None else repeat(labels, "n -> (n s)", s=S)
     cond = as_condition(labels, device=prior.device)
     drawn = prior.redraw(x, keep_rows, cond, temperature=temperature, top_k=top_k, top_p=top_p,
-                         cfg_scale=cfg_scale, generator=make_generator(seed, prior.device)).cpu()  # (n·S, C, h, w)
+                         cfg_scale=cfg_scale, generator=make_generator(seed, prior.device),
+                         batch_size=batch_size).cpu()  # (n·S, C, h, w)
     completions = rearrange(decode(vqvae, (drawn,)), "(n s) c h w -> n s c h w", s=S)
     occluded = images.clone()
     image_rows = keep_rows * images.shape[2] // H_sym

@@ -18,6 +18,7 @@ from accelerate.utils import parse_flag_from_env
 from latentar.checks import FieldError
 from latentar.config import PriorConfig, Recipe, RecipeError
 from latentar.data import SourceUnavailableError, load_dataset
+from latentar.devices import resolve_device
 from latentar.generation import check_output
 from latentar.memory import MemoryCapError
 from latentar.priors.base import build_prior
@@ -81,7 +82,7 @@ def validate(recipe: Recipe, device: Any = None) -> Plan:
     if recipe.sampling.cfg_scale != 1 and unguided:
         raise RecipeError(f"sampling.cfg_scale = {recipe.sampling.cfg_scale} needs a null class: set "
                           f"{unguided[0]}.class_dropout > 0 (with class_conditional = true)")
-    check_sampling(recipe, stages, shape, num_classes, device)
+    check_sampling(recipe, stages, shape, num_classes, sampling_device(recipe))
     return Plan(shape, levels, num_classes, grids, stages)
 
 
@@ -150,9 +151,9 @@ def check_stage(stage: Stage, grid: dict, num_classes: int | None) -> dict:
 def check_sampling(recipe: Recipe, stages: list[Stage], image_shape: tuple[int, int, int], num_classes: int | None,
                    device: Any) -> None:
     """The sample grid a run draws at its end (``sampling.n`` images, or ``sampling.per_class`` per
-    class from a class-conditional prior) must fit the memory cap of ``device`` next to the work of
-    drawing one (``generation.check_output`` on the priors built on the meta device), before any
-    stage trains."""
+    class from a class-conditional prior) must fit the memory cap of ``device`` (``sampling.device``)
+    next to the work of drawing one (``generation.check_output`` on the priors built on the meta
+    device), before any stage trains."""
     cfg = recipe.sampling
     if recipe.prior.class_conditional:
         assert num_classes is not None  # check_stage refused a class-conditional prior on unlabelled data
@@ -165,6 +166,14 @@ def check_sampling(recipe: Recipe, stages: list[Stage], image_shape: tuple[int, 
         check_output(n, priors, image_shape, key, device)
     except MemoryCapError as e:
         raise RecipeError(str(e)) from e
+
+
+def sampling_device(recipe: Recipe) -> torch.device:
+    """The device of ``sampling.device`` (`latentar.devices.resolve_device`), checked to be on this machine."""
+    try:
+        return resolve_device(recipe.sampling.device)
+    except ValueError as e:
+        raise RecipeError(f"sampling.device: {e}") from e
 
 
 def training_sections(recipe: Recipe) -> dict[str, TrainConfig]:

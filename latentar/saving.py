@@ -30,6 +30,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
+from latentar.devices import resolve_device
 from latentar.files import BadFileError, atomic_write_bytes, atomic_write_json, is_regular_file, open_regular, read_json
 from latentar.hub import is_hub_location, snapshot
 from latentar.memory import check_fits
@@ -95,10 +96,10 @@ class Saveable:
         return folder
 
     @classmethod
-    def from_pretrained(cls, folder: str | os.PathLike, map_location: str | torch.device = "cpu", *,
+    def from_pretrained(cls, folder: str | os.PathLike, device: str | torch.device = "cpu", *,
                         verify: bool = True):
-        """``load(folder, map_location, verify=verify)``, checked to hold a ``cls``."""
-        model = load(folder, map_location, verify=verify)
+        """``load(folder, device, verify=verify)``, checked to hold a ``cls``."""
+        model = load(folder, device, verify=verify)
         if not isinstance(model, cls):
             raise NotAModelError(f"{folder} holds a {type(model).__name__}, not a {cls.__name__}")
         return model
@@ -186,9 +187,11 @@ def model_folder(location: str | os.PathLike) -> Path:
     return folder
 
 
-def load(folder: str | os.PathLike, map_location: str | torch.device = "cpu", *, verify: bool = True):
+def load(folder: str | os.PathLike, device: str | torch.device = "cpu", *, verify: bool = True):
     """Load any saved latentar model (a prior or a VQ-VAE) from where it is (`model_folder`): its
-    folder, a run's stage folder, or a Hub repo ``hf://user/repo[@revision]``.
+    folder, a run's stage folder, or a Hub repo ``hf://user/repo[@revision]``, onto ``device``
+    ("auto", "cpu", "cuda", "cuda:N" or a torch.device; ``latentar.devices.resolve_device``): the weights are
+    read straight onto it.
 
     Raises ``NotAModelError`` for a folder that is not a saved model, or a damaged one:
     weights that do not match the sha256 in ``config.json``, a bad config value, tensor
@@ -197,10 +200,11 @@ def load(folder: str | os.PathLike, map_location: str | torch.device = "cpu", *,
     ``verify=False`` skips the sha256 check, which reads the whole weights file once;
     every other check still runs. A format-1 folder records no sha256 and loads with a
     warning that it cannot be verified. A config whose sizes need more than the memory cap
-    of ``map_location`` for the weights, one input and one forward at batch 1 (grid sizes
+    of ``device`` for the weights, one input and one forward at batch 1 (grid sizes
     do not change conv weights, so the header check alone passes them) raises
     ``latentar.memory.MemoryCapError`` before anything is allocated.
     """
+    device = resolve_device(device)
     folder = model_folder(folder)
     config = read_config(folder)
     weights = folder / WEIGHTS_FILE
@@ -221,18 +225,19 @@ def load(folder: str | os.PathLike, map_location: str | torch.device = "cpu", *,
     floor, made_of = skeleton.memory_floor()
     weights_bytes = sum(t.numel() * t.element_size() for t in itertools.chain(skeleton.parameters(),
                                                                               skeleton.buffers()))
-    check_fits(weights_bytes + floor, f"loading {folder} (the sizes in its {CONFIG_FILE})", map_location,
+    check_fits(weights_bytes + floor, f"loading {folder} (the sizes in its {CONFIG_FILE})", device,
                f"its weights and {made_of}")
-    model = make()
+    with device:  # built where its weights land
+        model = make()
     try:
-        state = load_file(str(weights), device=str(map_location))
+        state = load_file(str(weights), device=str(device))
     except (SafetensorError, OSError) as e:
         raise NotAModelError(f"{weights} is damaged or not a safetensors file: {e}") from e
     bad = non_finite(state)
     if bad:
         raise NotAModelError(f"{weights} holds NaN or inf weights (a diverged model); refusing to load {quote(bad)}")
     model.load_state_dict(state)
-    return model.to(map_location)
+    return model.to(device)
 
 
 def verify_weights(weights: Path, expected: str | None) -> None:

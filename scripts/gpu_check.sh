@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check, in one script that ends well inside 9 minutes: the CUDA tests, GPU
+# The GPU check, in one script that ends well inside 9 minutes: the CUDA tests (LATENTAR_TEST_DEVICE=cuda), GPU
 # benchmarks and a short real two-stage training run. Everything lands under $OUT
 # (default: out/gpu_check): logs, bench JSON, the run folder and summary.json, whose
 # "steps" list says which parts passed and how long each took.
@@ -30,6 +30,7 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to $OUT/NAM
 }
 
 step environment 30 bash -c 'nvidia-smi; python -c "import torch; print(torch.__version__, torch.cuda.get_device_name(0))"'
+# the prior suites, the trainer, and sample / complete / eval / encode / receptive-field / load with --device cuda
 step cuda_tests 150 python -m pytest -q -p no:cacheprovider tests/test_priors.py tests/test_fast_sampling.py \
     tests/test_device.py
 # the four rows of docs/benchmarks.md's training table: eager float32 against bf16 + compile, interleaved

@@ -56,7 +56,7 @@ def test_bench_train_cli(capsys, monkeypatch):
     torch.set_num_threads(1)
     try:
         out = run_cli(["bench", "train", "--prior", "pixelcnn", "--preset", "tiny", "--shape", "1,6,6",
-                       "--batch", "4", "--steps", "2", "--warmup", "1"], capsys)
+                       "--batch", "4", "--steps", "2", "--warmup", "1", "--device", "cpu"], capsys)
     finally:
         torch.set_num_threads(threads)
     assert set(out) == COMMON | {"bench", "steps", "warmup"} | SIDE

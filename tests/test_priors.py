@@ -164,7 +164,7 @@ def test_save_load_round_trip(name, tmp_path, device):
     prior = tiny_prior(name, (3, 4, 4), 16, device=device)
     x = torch.randint(0, 16, (3, 3, 4, 4)).to(device)
     prior.save(tmp_path / "m")
-    loaded = latentar.load(tmp_path / "m", map_location=device).eval()
+    loaded = latentar.load(tmp_path / "m", device=device).eval()
     assert type(loaded) is type(prior) and loaded.device == prior.device
     with torch.no_grad():
         assert torch.equal(prior.log_prob(x), loaded.log_prob(x))

@@ -12,6 +12,7 @@ import torch
 
 from latentar.commands.options import (
     add_data_options,
+    add_device,
     add_max_memory,
     add_sampling_knobs,
     check_positive,
@@ -21,6 +22,7 @@ from latentar.commands.options import (
 )
 from latentar.commands.sample import levels_of, load_models
 from latentar.data import load_dataset
+from latentar.devices import resolve_device
 from latentar.files import atomic_write_json
 from latentar.generation import check_generation, generate
 from latentar.progress import progress_bar
@@ -56,8 +58,7 @@ def add_eval_samples_command(subparsers) -> None:
                         help="the classifier that judges a class-conditional prior's classes; None: the "
                              "--features classifier, if it is one")
     parser.add_argument("--batch-size", type=int, default=256, help="images per forward pass of the features")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                        help="where to draw and extract features")
+    add_device(parser)
     add_sampling_knobs(parser)
     add_max_memory(parser)
     parser.add_argument("--out", default=None, help="also write the JSON to this file")
@@ -78,10 +79,10 @@ def run_eval_samples(args: argparse.Namespace) -> None:
     reference_images = first_images(reference_set, count, reference)
     levels = reference_set.num_symbols
     extractor = feature_extractor(classifier_spec(args.features), inception_weights=args.inception_weights,
-                                  device=args.device)
+                                  device=resolve_device(args.device))
     images, labels, source = images_to_measure(args, reference_images, levels)
     classifier = None if args.classifier is None else feature_extractor(classifier_spec(CLASSIFIER + args.classifier),
-                                                                         device=args.device)
+                                                                         device=resolve_device(args.device))
     assert classifier is None or isinstance(classifier, ClassifierFeatures)
     result = {"source": source, **measure(extractor, images, reference_images, levels=levels, reference=reference,
                                           labels=labels, classifier=classifier, batch_size=args.batch_size)}
@@ -110,7 +111,7 @@ def images_to_measure(args: argparse.Namespace, reference_images: torch.Tensor,
         _, C, H, W = reference_images.shape
         return read_images(args.images, (C, H, W), levels, args.n), None, {"images": args.images}
     if args.reconstructions:
-        vqvae = load_model(args.vqvae, VQVAE, "--vqvae", args.device)
+        vqvae = load_model(args.vqvae, VQVAE, "--vqvae", resolve_device(args.device))
         if args.n > len(reference_images):
             raise ValueError(f"-n {args.n} reconstructions need as many reference images; --reference-n is "
                              f"{len(reference_images)}")
@@ -123,9 +124,6 @@ def images_to_measure(args: argparse.Namespace, reference_images: torch.Tensor,
         raise ValueError(f"the prior's images take {drawn_levels} levels, the reference split's {levels}: "
                          f"measure against the dataset the prior learned")
     check_generation(prior, vqvae, args.n, bottom, f"eval-samples -n {args.n}")
-    for model in (prior, vqvae, bottom):
-        if model is not None:
-            model.to(args.device)
     classes = prior.spec.num_classes
     labels = None if classes is None else torch.arange(args.n) % classes  # every class in turn
     drawn = generate(prior, vqvae, args.n, labels, bottom_prior=bottom, **sampling_knobs(args))

@@ -1,10 +1,20 @@
-"""``latentar eval``: score a saved prior on a dataset split (JSON out)."""
+"""``latentar eval``: score a saved prior on a dataset split (JSON out). Under ``accelerate launch``
+each of P processes scores every P-th item and the sums are added up: the scores of one process."""
 
 from __future__ import annotations
 
 import json
 
-from latentar.commands.options import add_data_options, add_max_memory, check_positive, data_config, load_model
+from latentar.commands.options import (
+    add_data_options,
+    add_device,
+    add_max_memory,
+    check_positive,
+    data_config,
+    is_main,
+    load_model,
+    process_device,
+)
 from latentar.data import load_dataset
 from latentar.evaluation import evaluate_prior
 from latentar.priors import Prior
@@ -15,15 +25,20 @@ def add_eval_command(subparsers) -> None:
     parser.add_argument("--model", required=True, help="a saved prior folder (e.g. RUN/model)")
     parser.add_argument("--data", required=True, help="dataset name, or a code folder made by `latentar encode`")
     parser.add_argument("--split", default="test", choices=["train", "test"])
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=256,
+                        help="grids read per batch; a batch is scored in parts when it does not fit the memory cap")
     add_data_options(parser)
+    add_device(parser)
     add_max_memory(parser)
     parser.set_defaults(func=run_eval)
 
 
 def run_eval(args) -> None:
     check_positive(args.batch_size, "--batch-size")
-    model = load_model(args.model, Prior, "--model", refusal="; `latentar eval` scores priors")
+    device, processes = process_device(args)
+    model = load_model(args.model, Prior, "--model", device, refusal="; `latentar eval` scores priors")
     data = data_config(args)
     dataset = load_dataset(data.name, args.split, data.root, **data.options)
-    print(json.dumps(evaluate_prior(model, dataset, batch_size=args.batch_size), indent=2))
+    scores = evaluate_prior(model, dataset, processes, batch_size=args.batch_size)
+    if is_main(processes):
+        print(json.dumps({**scores, "num_processes": 1 if processes is None else processes.num_processes}, indent=2))

@@ -6,6 +6,7 @@ rule of ``latentar.config.parse_text``, used by ``--set``, ``--arch`` and ``--da
 from __future__ import annotations
 
 import argparse
+import os
 import types
 import typing
 from collections.abc import Mapping
@@ -14,9 +15,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
+from accelerate import PartialState
 
 from latentar.checks import SEED, check_value
 from latentar.config import DataConfig, PriorConfig, field_comments, field_types, parse_text, split_assignment
+from latentar.devices import DEVICE_HELP, resolve_device
 from latentar.memory import ENV_VAR, parse_size
 from latentar.priors.base import Prior, build_prior
 from latentar.runs import Rerun
@@ -160,12 +163,6 @@ def parse_shape(text: str) -> tuple[int, int, int]:
     return shape
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but no CUDA device is available")
-    return torch.device(name)
-
-
 def add_prior_settings(parser: argparse.ArgumentParser) -> None:
     """A flag per `PriorConfig` field (--prior NAME, required, --preset, --head, ..., --arch KEY=VALUE ...)."""
     add_settings(parser, PriorConfig, {**asdict(PriorConfig()), "preset": None}, flags=PRIOR_FLAGS,
@@ -189,7 +186,7 @@ def add_prior_arguments(p: argparse.ArgumentParser, *, default_shape: str, defau
                    help=f"number of symbols K (default {default_symbols})")
     p.add_argument("--codes", action="store_true", help="model codes (embedded) instead of pixels")
     p.add_argument("--classes", type=int, help="class-conditional with this many classes")
-    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    add_device(p)
 
 
 def prior_from_args(args: argparse.Namespace, name: str | None = None) -> Prior:
@@ -200,13 +197,42 @@ def prior_from_args(args: argparse.Namespace, name: str | None = None) -> Prior:
     return prior.to(resolve_device(args.device))
 
 
+def add_device(parser: argparse.ArgumentParser) -> None:
+    """--device auto|cpu|cuda|cuda:N (`latentar.devices.resolve_device`), default auto."""
+    parser.add_argument("--device", type=device_name, default="auto", metavar="DEVICE",
+                        help=f"{DEVICE_HELP} (default: %(default)s)")
+
+
+def process_device(args: argparse.Namespace) -> tuple[torch.device, PartialState | None]:
+    """(--device of this process, the processes it shares the work with): under ``accelerate launch``
+    or torchrun (``WORLD_SIZE`` > 1) a gloo group on the CPU or NCCL on CUDA, each process on a GPU
+    of its own (``resolve_device``); None for a process started alone."""
+    device = resolve_device(args.device)
+    alone = int(os.environ.get("WORLD_SIZE", "1")) == 1
+    return device, None if alone else PartialState(cpu=device.type == "cpu")
+
+
+def is_main(processes: PartialState | None) -> bool:
+    """Whether this process reports for ``processes`` (`process_device`): the main one, or one alone."""
+    return processes is None or processes.is_main_process
+
+
+def device_name(text: str) -> str:
+    """The text of --device, checked to name a device of this machine (``resolve_device``)."""
+    try:
+        resolve_device(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+    return text
+
+
 # ---- saved models ---------------------------------------------------------------------
-def load_model(location: str | Path, kind: type[M], what: str, map_location: Any = "cpu", *,
+def load_model(location: str | Path, kind: type[M], what: str, device: torch.device | str = "cpu", *,
                refusal: str = "") -> M:
     """The model saved at ``location`` (`latentar.saving.model_folder`: a model folder, a run's stage
-    folder or hf://user/repo[@revision]), in eval mode, checked to be a ``kind``; else a ValueError
-    naming ``what`` (the flag) and ending in ``refusal`` (default: what was expected)."""
-    model = load(location, map_location)
+    folder or hf://user/repo[@revision]) on ``device``, in eval mode, checked to be a ``kind``; else a
+    ValueError naming ``what`` (the flag) and ending in ``refusal`` (default: what was expected)."""
+    model = load(location, device)
     if not isinstance(model, kind):
         raise ValueError(f"{what} {location} holds a {type(model).__name__}"
                          f"{refusal or f', expected a {kind.__name__}'}")
@@ -214,7 +240,7 @@ def load_model(location: str | Path, kind: type[M], what: str, map_location: Any
 
 
 def add_sampling_knobs(parser: argparse.ArgumentParser) -> None:
-    """--temperature --top-k --top-p --cfg-scale --seed: the knobs of ``Prior.sample``."""
+    """--temperature --top-k --top-p --cfg-scale --seed --batch-size: the knobs of ``Prior.sample``."""
     parser.add_argument("--temperature", type=float, default=1.0, help="softmax temperature (default 1)")
     parser.add_argument("--top-k", type=int, default=None, help="draw among the k most likely symbols only")
     parser.add_argument("--top-p", type=float, default=None,
@@ -222,9 +248,17 @@ def add_sampling_knobs(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cfg-scale", type=float, default=1.0,
                         help="classifier-free guidance scale (a prior trained with class_dropout > 0)")
     parser.add_argument("--seed", type=seed_value, default=0, help="seed of the draws (default 0)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="draw at most this many grids per pass (default: as many as fit the memory cap)")
+
+
+def check_sampling_knobs(args: argparse.Namespace) -> None:
+    """The ``add_sampling_knobs`` counts, checked before the work that uses them."""
+    if args.batch_size is not None:
+        check_positive(args.batch_size, "--batch-size")
 
 
 def sampling_knobs(args: argparse.Namespace) -> dict:
     """The ``add_sampling_knobs`` flags as keyword arguments of `generate` / `complete`."""
     return dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, cfg_scale=args.cfg_scale,
-                seed=args.seed)
+                seed=args.seed, batch_size=args.batch_size)

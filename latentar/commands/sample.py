@@ -10,14 +10,17 @@ from safetensors.torch import save as safetensors_bytes
 
 from latentar.commands.options import (
     add_data_options,
+    add_device,
     add_max_memory,
     add_sampling_knobs,
+    check_sampling_knobs,
     data_config,
     load_model,
     sampling_knobs,
 )
 from latentar.data import load_dataset
 from latentar.data.codes import check_codes_source
+from latentar.devices import resolve_device
 from latentar.files import atomic_write_bytes
 from latentar.generation import check_generation, check_pair, class_rows, complete, completion_grid, generate
 from latentar.images import check_image_path, check_nrow, save_grid, save_individual
@@ -59,15 +62,17 @@ def add_model_arguments(parser) -> None:
     parser.add_argument("--bottom-prior", default=None,
                         help="VQ-VAE-2: the bottom prior (--prior is then the top prior)")
     add_sampling_knobs(parser)
+    add_device(parser)
     add_max_memory(parser)
     parser.add_argument("--out", required=True, help="the PNG grid to write")
 
 
 def load_models(args) -> tuple[Prior, Any, Prior | None]:
-    """--prior, --vqvae and --bottom-prior, checked to belong together."""
-    prior = load_model(args.prior, Prior, "--prior")
-    vqvae = None if args.vqvae is None else load_model(args.vqvae, VQVAE, "--vqvae")
-    bottom = None if args.bottom_prior is None else load_model(args.bottom_prior, Prior, "--bottom-prior")
+    """--prior, --vqvae and --bottom-prior on --device, checked to belong together."""
+    device = resolve_device(args.device)
+    prior = load_model(args.prior, Prior, "--prior", device)
+    vqvae = None if args.vqvae is None else load_model(args.vqvae, VQVAE, "--vqvae", device)
+    bottom = None if args.bottom_prior is None else load_model(args.bottom_prior, Prior, "--bottom-prior", device)
     if vqvae is not None:
         for folder in [args.prior] + ([args.bottom_prior] if bottom is not None else []):
             check_codes_source(model_folder(folder), vqvae)
@@ -82,6 +87,7 @@ def levels_of(prior: Prior, vqvae: Any | None) -> int:
 
 def run_sample(args) -> None:
     check_image_path(args.out)  # the arguments first, before any work
+    check_sampling_knobs(args)
     check_num_samples(args.n)
     check_nrow(args.nrow)
     prior, vqvae, bottom = load_models(args)
@@ -107,6 +113,7 @@ def run_sample(args) -> None:
 
 def run_complete(args) -> None:
     check_image_path(args.out)  # before any work
+    check_sampling_knobs(args)
     prior, vqvae, bottom = load_models(args)
     if bottom is not None:
         raise ValueError("completion works with one prior; --bottom-prior is not supported")

@@ -31,16 +31,19 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from accelerate.utils import broadcast_object_list
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from latentar.data.subsets import dataset_attribute, dataset_size
-from latentar.files import atomic_write, atomic_write_json, is_regular_file, read_json, temporary_path, write_error
+from latentar.files import atomic_write_json, is_regular_file, read_json, temporary_path, write_error
 from latentar.progress import progress_bar
 from latentar.run_files import CODES_SOURCE_FILE, read_codes_source
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 CODE_DTYPE = np.uint16  # codebooks hold at most 65536 codes
+LABEL_DTYPE = np.int64
+LABELS = "labels"  # the key of a split's labels file beside its code levels
 
 
 class CodesMismatchError(ValueError):
@@ -88,12 +91,15 @@ def check_codes_source(prior_folder: str | os.PathLike, vqvae: Any) -> None:
 
 
 def encode_dataset(vqvae: Any, dataset: Dataset, out_dir: str | os.PathLike, split: str, *,
-                   source: str | None = None, batch_size: int = 256, progress: bool = True) -> dict:
+                   source: str | None = None, batch_size: int = 256, progress: bool = True,
+                   processes: Any = None) -> dict:
     """Encode every item of ``dataset`` ((uint8 (C, H, W), label) items) into ``out_dir``.
 
     Writes the split's code grids and labels and records it in the manifest; returns the
     manifest. A split already encoded by this VQ-VAE with as many items is kept as it is.
     A folder holding another VQ-VAE's codes is an error (choose another folder).
+    Under several ``processes`` (a ``PartialState``; every one calls this) process r of P
+    encodes items r, r + P, ... into the main process's files: the same files as one process.
     """
     out = Path(out_dir)
     grids, fingerprint = _grids(vqvae), vqvae.fingerprint()
@@ -104,53 +110,87 @@ def encode_dataset(vqvae: Any, dataset: Dataset, out_dir: str | os.PathLike, spl
         if done and done["count"] == dataset_size(dataset) and all((out / f).is_file() for f in _files(done)):
             return manifest
     _check_images(vqvae, dataset)
-    files = {level: f"{split}_{level}.npy" for level in grids}
-    temporaries = {level: temporary_path(out / name) for level, name in files.items()}
+    files = {level: f"{split}_{level}.npy" for level in grids} | {LABELS: f"{split}_labels.npy"}
+    main = processes is None or processes.is_main_process
+    temporaries = {key: temporary_path(out / name) for key, name in files.items()} if main else {}
     try:
-        labels = _encode_into(vqvae, dataset, grids, temporaries, split, batch_size, progress)
-        for level, name in files.items():
-            os.replace(temporaries[level], out / name)
-        with atomic_write(out / f"{split}_labels.npy") as f:
-            np.save(f, labels)
+        temporaries = shared(temporaries, processes)
+        if main:  # the files, their disk space reserved, before any process writes into them
+            create_arrays(temporaries, dataset_size(dataset), grids)
+        wait(processes)
+        _encode_into(vqvae, dataset, temporaries, split, batch_size, progress, processes)
+        wait(processes)
+        if main:
+            for key, name in files.items():
+                os.replace(temporaries[key], out / name)
     except OSError as e:
         raise write_error(out, e) from e
     finally:
-        for path in temporaries.values():
-            path.unlink(missing_ok=True)
-    if manifest is None:
-        manifest = {"format_version": FORMAT_VERSION, "vqvae_fingerprint": fingerprint,
-                    "vqvae": vqvae.config_dict(), "grids": grids, "splits": {}}
-    manifest["num_classes"] = dataset_attribute(dataset, "num_classes")
-    manifest["splits"][split] = {"count": dataset_size(dataset), "source": source, "labels": f"{split}_labels.npy",
-                                 "files": files, "same_as_training": dataset_attribute(dataset, "same_as_training")}
-    atomic_write_json(out / MANIFEST, manifest)
-    return manifest
+        if main:
+            for path in temporaries.values():
+                path.unlink(missing_ok=True)
+    if main:
+        if manifest is None:
+            manifest = {"format_version": FORMAT_VERSION, "vqvae_fingerprint": fingerprint,
+                        "vqvae": vqvae.config_dict(), "grids": grids, "splits": {}}
+        manifest["num_classes"] = dataset_attribute(dataset, "num_classes")
+        manifest["splits"][split] = {"count": dataset_size(dataset), "source": source, "labels": files[LABELS],
+                                     "files": {level: files[level] for level in grids},
+                                     "same_as_training": dataset_attribute(dataset, "same_as_training")}
+        atomic_write_json(out / MANIFEST, manifest)
+    wait(processes)
+    return manifest if main and manifest is not None else read_manifest(out)
 
 
-def _encode_into(vqvae: Any, dataset: Dataset, grids: dict, paths: dict[str, Path], split: str, batch_size: int,
-                 progress: bool) -> np.ndarray:
-    """Encode ``dataset`` into one .npy code file per level at ``paths`` -> the labels (N,)."""
-    arrays = {level: code_array(path, (dataset_size(dataset), *grids[level]["shape"])) for level, path in paths.items()}
-    labels = np.zeros(dataset_size(dataset), dtype=np.int64)  # (N,)
+def shared(paths: dict[str, Path], processes: Any) -> dict[str, Path]:
+    """The main process's ``paths``, in every process."""
+    if processes is None or processes.num_processes == 1:
+        return paths
+    box = [paths]
+    broadcast_object_list(box, from_process=0)
+    return box[0]
+
+
+def wait(processes: Any) -> None:
+    """A barrier of the ``processes`` (None: one process, nothing to wait for)."""
+    if processes is not None:
+        processes.wait_for_everyone()
+
+
+def create_arrays(paths: dict[str, Path], count: int, grids: dict) -> None:
+    """The zeroed .npy files of a split being encoded: codes ``CODE_DTYPE`` (count, h, w) per level, labels int64."""
+    for key, path in paths.items():
+        if key == LABELS:
+            code_array(path, (count,), LABEL_DTYPE)
+        else:
+            code_array(path, (count, *grids[key]["shape"]))
+
+
+def _encode_into(vqvae: Any, dataset: Dataset, paths: dict[str, Path], split: str, batch_size: int,
+                 progress: bool, processes: Any) -> None:
+    """Encode this process's share of ``dataset`` (items r, r + P, ...) into the .npy files at ``paths``."""
+    rank, world = (processes.process_index, processes.num_processes) if processes is not None else (0, 1)
+    arrays = {key: np.load(path, mmap_mode="r+") for key, path in paths.items()}
+    rows = range(rank, dataset_size(dataset), world)
+    loader = DataLoader(Subset(dataset, rows), batch_size=batch_size, shuffle=False)
     start = 0
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     for images, batch_labels in progress_bar(loader, desc=f"encode {split}") if progress else loader:
         codes = vqvae.encode(images)  # long (B, h, w), or {level: (B, h, w)}
-        codes = codes if isinstance(codes, dict) else {"codes": codes}
-        for level, array in arrays.items():
-            array[start:start + len(images)] = codes[level].cpu().numpy().astype(CODE_DTYPE)
-        labels[start:start + len(images)] = torch.as_tensor(batch_labels).numpy()
+        codes = {"codes": codes} if isinstance(codes, torch.Tensor) else codes
+        part = slice(rows[start], rows[start] + world * len(images), world)
+        for key, array in arrays.items():
+            values = torch.as_tensor(batch_labels) if key == LABELS else codes[key].cpu()
+            array[part] = values.numpy().astype(array.dtype)
         start += len(images)
     for array in arrays.values():
         array.flush()
-    return labels
 
 
-def code_array(path: Path, shape: tuple[int, ...]) -> np.memmap:
-    """A zeroed .npy memory map of ``CODE_DTYPE`` codes of ``shape`` (N, h, w) at ``path``, its disk
-    space reserved first: a full disk is an OSError here, not a SIGBUS while the map is written."""
+def code_array(path: Path, shape: tuple[int, ...], dtype: Any = CODE_DTYPE) -> np.memmap:
+    """A zeroed .npy memory map of ``dtype`` values of ``shape`` at ``path``, its disk space
+    reserved first: a full disk is an OSError here, not a SIGBUS while the map is written."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    array = np.lib.format.open_memmap(path, mode="w+", dtype=CODE_DTYPE, shape=shape)
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
     with open(path, "r+b") as f:
         os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
     return array

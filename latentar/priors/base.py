@@ -58,7 +58,7 @@ import torch
 import torch.utils.checkpoint
 from torch import nn
 
-from latentar.checks import FieldError, build
+from latentar.checks import FieldError, build, check_value
 from latentar.heads import Head
 from latentar.nn.inputs import SymbolInput
 from latentar.priors.checks import check_integer_tensor, check_num_samples, is_integer, outside
@@ -224,33 +224,36 @@ class Prior(nn.Module, Saveable):
         return compiled(type(self).validated_loss)(self, x, self.check_inputs(x, cond))
 
     def sample(self, n: int, cond: Any = None, *, temperature: float = 1.0, top_k: int | None = None,
-               top_p: float | None = None, cfg_scale: float = 1.0,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+               top_p: float | None = None, cfg_scale: float = 1.0, generator: torch.Generator | None = None,
+               batch_size: int | None = None) -> torch.Tensor:
         """Draw n grids -> long (n, C, H, W) with this prior's fast stepper (``Stepper``).
 
         The knobs are those of ``latentar.priors.engine``: temperature scales each symbol's
         conditional log-probabilities, top_k / top_p keep the most likely values, cfg_scale
         guides a prior built with ``class_dropout > 0``. Defaults draw from the exact model.
-        Memory: see ``draw_in_batches``; n grids that cannot fit raise a ``MemoryCapError``."""
+        Memory: see ``draw_in_batches``; n grids that cannot fit raise a ``MemoryCapError``;
+        ``batch_size`` bounds the grids of one pass further (None: as many as fit)."""
         knobs = Knobs(temperature, top_k, top_p, cfg_scale)
-        batch = self.grids_per_pass(n, knobs)
+        batch = self.grids_per_pass(n, knobs, batch_size)
         return self.draw_in_batches(*self.blank_grids(n, cond), knobs, batch, generator=generator)
 
     def naive_sample(self, n: int, cond: Any = None, *, temperature: float = 1.0, top_k: int | None = None,
-                     top_p: float | None = None, cfg_scale: float = 1.0,
-                     generator: torch.Generator | None = None) -> torch.Tensor:
+                     top_p: float | None = None, cfg_scale: float = 1.0, generator: torch.Generator | None = None,
+                     batch_size: int | None = None) -> torch.Tensor:
         """The reference sampler: one whole forward pass per symbol draw (``NaiveStepper``)."""
         knobs = Knobs(temperature, top_k, top_p, cfg_scale)
-        batch = self.grids_per_pass(n, knobs)
+        batch = self.grids_per_pass(n, knobs, batch_size)
         return self.draw_in_batches(*self.blank_grids(n, cond), knobs, batch, stepper=NaiveStepper,
                                     generator=generator)
 
-    def grids_per_pass(self, n: int, knobs: Knobs) -> int:
+    def grids_per_pass(self, n: int, knobs: Knobs, batch_size: int | None = None) -> int:
         """How many of n grids one sampler pass draws so that it fits the memory cap
-        (``priors.footprint.sampling_batch``); asked before any grid is allocated, and n grids
-        that cannot fit at all raise a ``MemoryCapError`` naming n."""
+        (``priors.footprint.sampling_batch``), at most ``batch_size`` (None: no bound); asked
+        before any grid is allocated, and n grids that cannot fit at all raise a
+        ``MemoryCapError`` naming n."""
         n = check_num_samples(n)
-        return sampling_batch(self, n, knobs.guided, f"drawing n={n} grids")
+        bound = n if batch_size is None else check_value(batch_size, int, "batch_size")
+        return min(bound, sampling_batch(self, n, knobs.guided, f"drawing n={n} grids"))
 
     def blank_grids(self, n: int, cond: Any = None) -> tuple[torch.Tensor, Condition]:
         """Start of a sampler: zeros long (n, C, H, W) on this prior's device, and ``cond`` for
@@ -278,11 +281,11 @@ class Prior(nn.Module, Saveable):
 
     def redraw(self, x: torch.Tensor, start_row: int, cond: Any = None, *, temperature: float = 1.0,
                top_k: int | None = None, top_p: float | None = None, cfg_scale: float = 1.0,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+               generator: torch.Generator | None = None, batch_size: int | None = None) -> torch.Tensor:
         """Redraw every symbol of x at rows >= start_row given the rows above (completion).
 
         x integer (B, C, H, W) -> a new long (B, C, H, W); the same driver and fast stepper
-        as ``sample``, which first walks the kept rows to fill its caches.
+        as ``sample``, which first walks the kept rows to fill its caches; ``batch_size`` as there.
         """
         H = self.spec.shape[1]
         if not is_integer(start_row) or not 0 <= start_row <= H:
@@ -290,8 +293,8 @@ class Prior(nn.Module, Saveable):
         cond = self.check_inputs(x, cond)
         x = x.to(self.device, torch.long, copy=True)  # long: draws may exceed the input's dtype
         knobs = Knobs(temperature, top_k, top_p, cfg_scale)
-        return self.draw_in_batches(x, cond, knobs, self.grids_per_pass(len(x), knobs), start_row=start_row,
-                                    generator=generator)
+        return self.draw_in_batches(x, cond, knobs, self.grids_per_pass(len(x), knobs, batch_size),
+                                    start_row=start_row, generator=generator)
 
     # ---- input checks ------------------------------------------------------------
     def check_inputs(self, x: torch.Tensor, cond: Any) -> Condition:

@@ -38,7 +38,7 @@ from latentar.data.codes import CodeDataset
 from latentar.files import atomic_write_json, read_json
 from latentar.generation import class_rows, generate
 from latentar.images import save_grid
-from latentar.plan import Plan, run_device, validate
+from latentar.plan import Plan, run_device, sampling_device, validate
 from latentar.priors import Prior
 from latentar.run_files import CODES_DIR, CURVES_FILE, RECIPE_FILE, RECONSTRUCTIONS_FILE, SAMPLES_FILE, SUMMARY_FILE
 from latentar.runs.curves import plot_curves, stage_curves
@@ -139,7 +139,7 @@ def check_previous_run(out: Path, recipe: Recipe) -> None:
 def recipe_vqvae(recipe: Recipe, images: Splits, out: Path) -> tuple[VQVAE, dict]:
     """The recipe's VQ-VAE (``vqvae.path``, a finished stage, or trained now) and its record."""
     if recipe.vqvae_path is not None:
-        return given_vqvae(recipe.vqvae_path, images)
+        return given_vqvae(recipe.vqvae_path, images, sampling_device(recipe))
     shown = recipe.sampling.reconstructions or recipe.sampling.nrow  # the images of reconstructions.png
     assert recipe.vqvae is not None and recipe.vqvae_train is not None  # code mode: [vqvae] with [vqvae_train]
     return vqvae_stage(out / "vqvae", images, recipe.vqvae, recipe.vqvae_train, shown=shown,
@@ -164,8 +164,11 @@ def recipe_codes(vqvae: VQVAE, images: Splits, plan: Plan, out: Path,
 
 def write_images(recipe: Recipe, plan: Plan, priors: dict, vqvae: VQVAE | None, test: Dataset,
                  out: Path) -> dict:
-    """samples.png (and reconstructions.png in code mode) -> their paths."""
-    cfg, prior = recipe.sampling, priors["prior"]
+    """samples.png (and reconstructions.png in code mode), drawn on ``sampling.device`` -> their paths."""
+    cfg, device = recipe.sampling, sampling_device(recipe)
+    priors = {name: model.to(device) for name, model in priors.items()}
+    vqvae = None if vqvae is None else vqvae.to(device)
+    prior = priors["prior"]
     if prior.spec.num_classes is not None:
         labels, nrow = class_rows(prior.spec.num_classes, cfg.per_class), cfg.per_class
     else:

@@ -103,11 +103,11 @@ def train_vqvae(data: DataConfig, vqvae: VQVAEConfig, out_dir: str | Path, confi
 
 
 def encode_splits(vqvae_dir: str | Path, data: DataConfig, out_dir: str | Path, *, batch_size: int = 256,
-                  splits: tuple[str, ...] = SPLITS) -> dict:
-    """Encode the ``splits`` of ``data`` with the VQ-VAE saved in ``vqvae_dir`` into ``out_dir``;
-    returns the stage record (the manifest's fingerprint, grids and counts)."""
-    vqvae = VQVAE.from_pretrained(vqvae_dir).eval()
-    if torch.cuda.is_available():
-        vqvae.cuda()
+                  splits: tuple[str, ...] = SPLITS, device: str | torch.device = "auto",
+                  processes: PartialState | None = None) -> dict:
+    """Encode the ``splits`` of ``data`` with the VQ-VAE saved in ``vqvae_dir``, run on ``device``, into
+    ``out_dir`` (``processes`` share the work); returns the stage record (the manifest's fingerprint,
+    grids and counts)."""
+    vqvae = VQVAE.from_pretrained(vqvae_dir, device).eval()
     images = {split: load_dataset(data.name, split, data.root, **data.options) for split in splits}
-    return codes_stage(vqvae, images, Path(out_dir), data.name, batch_size=batch_size)
+    return codes_stage(vqvae, images, Path(out_dir), data.name, batch_size=batch_size, processes=processes)

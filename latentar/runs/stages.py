@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import NamedTuple, TypeVar, cast
 
+import torch
 from accelerate import PartialState
 from accelerate.utils import set_seed
 from torch import nn
@@ -96,9 +97,10 @@ def vqvae_stage(folder: Path, data: Splits, config: VQVAEConfig, train: TrainCon
                        evaluate=evaluate, preview=preview, rerun=rerun, describe=vqvae_description)
 
 
-def given_vqvae(path: str, data: Splits) -> tuple[VQVAE, dict]:
-    """The trained VQ-VAE in ``path`` (a recipe's vqvae.path) -> (it, its record: scored, not trained)."""
-    vqvae = VQVAE.from_pretrained(path).eval()
+def given_vqvae(path: str, data: Splits, device: torch.device | str = "cpu") -> tuple[VQVAE, dict]:
+    """The trained VQ-VAE in ``path`` (a recipe's vqvae.path), scored on ``device`` -> (it, its
+    record: scored, not trained)."""
+    vqvae = VQVAE.from_pretrained(path, device).eval()
     scores = evaluate_vqvae(vqvae, data.test)
     return vqvae, {"format": FORMAT, "stage": "vqvae", "data": data.name, **vqvae_description(vqvae), "path": path,
                    "reused": True, "parameters": sum(p.numel() for p in vqvae.parameters()), "test": scores,
@@ -106,17 +108,20 @@ def given_vqvae(path: str, data: Splits) -> tuple[VQVAE, dict]:
 
 
 def codes_stage(vqvae: VQVAE, splits: Mapping[str, Dataset], folder: Path, source: str, *,
-                batch_size: int = 256) -> dict:
+                batch_size: int = 256, processes: PartialState | None = None) -> dict:
     """Encode ``splits`` ({split: image dataset}) of dataset ``source`` into ``folder`` (a split this
-    VQ-VAE already encoded there is kept) -> the stage record, also written to ``folder/summary.json``."""
+    VQ-VAE already encoded there is kept) -> the stage record, also written to ``folder/summary.json``
+    (by the main one of ``processes``, which share the work: `encode_dataset`)."""
     tic = time.perf_counter()
     for split, images in splits.items():
-        manifest = encode_dataset(vqvae, images, folder, split, source=source, batch_size=batch_size)
+        manifest = encode_dataset(vqvae, images, folder, split, source=source, batch_size=batch_size,
+                                  processes=processes)
     record = {"format": FORMAT, "stage": "codes", "data": source, "folder": str(folder),
               "vqvae_fingerprint": manifest["vqvae_fingerprint"], "grids": manifest["grids"],
               "counts": {split: entry["count"] for split, entry in manifest["splits"].items()},
               "wall_time_s": time.perf_counter() - tic}
-    atomic_write_json(folder / SUMMARY_FILE, record)
+    if processes is None or processes.is_main_process:
+        atomic_write_json(folder / SUMMARY_FILE, record)
     return record
 
 
