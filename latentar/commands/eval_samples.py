@@ -16,6 +16,7 @@ from latentar.commands.options import (
     add_max_memory,
     add_sampling_knobs,
     check_positive,
+    check_sampling_knobs,
     load_model,
     parse_assignments,
     sampling_knobs,
@@ -57,7 +58,8 @@ def add_eval_samples_command(subparsers) -> None:
     parser.add_argument("--classifier", default=None,
                         help="the classifier that judges a class-conditional prior's classes; None: the "
                              "--features classifier, if it is one")
-    parser.add_argument("--batch-size", type=int, default=256, help="images per forward pass of the features")
+    parser.add_argument("--feature-batch-size", type=int, default=256,
+                        help="images per forward pass of the features and of the VQ-VAE's reconstructions")
     add_device(parser)
     add_sampling_knobs(parser)
     add_max_memory(parser)
@@ -67,7 +69,8 @@ def add_eval_samples_command(subparsers) -> None:
 
 def run_eval_samples(args: argparse.Namespace) -> None:
     check_positive(args.n, "-n")
-    check_positive(args.batch_size, "--batch-size")
+    check_positive(args.feature_batch_size, "--feature-batch-size")
+    check_sampling_knobs(args)
     if args.reconstructions and args.vqvae is None:
         raise ValueError("--reconstructions needs --vqvae, the VQ-VAE whose reconstructions are measured")
     if args.images is not None and (args.vqvae or args.bottom_prior):
@@ -85,7 +88,7 @@ def run_eval_samples(args: argparse.Namespace) -> None:
                                                                          device=resolve_device(args.device))
     assert classifier is None or isinstance(classifier, ClassifierFeatures)
     result = {"source": source, **measure(extractor, images, reference_images, levels=levels, reference=reference,
-                                          labels=labels, classifier=classifier, batch_size=args.batch_size)}
+                                          labels=labels, classifier=classifier, batch_size=args.feature_batch_size)}
     print(json.dumps(result, indent=2))
     if args.out is not None:
         atomic_write_json(args.out, result)
@@ -116,7 +119,7 @@ def images_to_measure(args: argparse.Namespace, reference_images: torch.Tensor,
             raise ValueError(f"-n {args.n} reconstructions need as many reference images; --reference-n is "
                              f"{len(reference_images)}")
         recon = torch.cat([vqvae.reconstruct(batch).cpu() for batch in progress_bar(
-            reference_images[:args.n].split(args.batch_size), desc="reconstruct", unit="batch")])
+            reference_images[:args.n].split(args.feature_batch_size), desc="reconstruct", unit="batch")])
         return recon, None, {"reconstructions_by": args.vqvae}
     prior, vqvae, bottom = load_models(args)
     drawn_levels = levels_of(prior, vqvae)
