@@ -8,7 +8,8 @@
 A run folder holds (every name is in ``latentar.run_files``)::
 
     metrics.jsonl                  one JSON line per logged update (step, loss, lr, skipped_updates,
-                                   ..., eval); the trackers of ``report_to`` get the same numbers
+                                   items_per_sec, ..., eval), then a last line {"step", "eval"}: the final
+                                   evaluation; the trackers of ``report_to`` get the same numbers
     samples/step_00000500.png      with ``sample_every``: the ``preview`` grid of the EMA (or raw) weights
     logs/                          the trackers' files (see ``latentar.training.tracking``)
     checkpoints/step_00000500/     the newest ``keep_checkpoints`` (see ``latentar.training.checkpoint``):
@@ -61,7 +62,14 @@ from latentar.training.ema import make_ema, update_ema
 from latentar.training.metrics import MetricWindow, append_line
 from latentar.training.run_folder import claim_run, run_record
 from latentar.training.schedules import make_scheduler
-from latentar.training.tracking import accelerator_options, end_trackers, log_image, log_record, start_trackers
+from latentar.training.tracking import (
+    accelerator_options,
+    end_trackers,
+    log_hparams,
+    log_image,
+    log_record,
+    start_trackers,
+)
 
 Objective = Callable[[nn.Module, Any], tuple[torch.Tensor, dict[str, float]]]
 Evaluate = Callable[[nn.Module, Accelerator], dict]
@@ -146,7 +154,8 @@ class Trainer:
         while step < cfg.steps:
             self.net.train()
             lr = self.optimizer.param_groups[0]["lr"]
-            self._update(data, window)
+            with window.timed():  # items_per_sec: the updates' time, not the evaluations' or previews'
+                self._update(data, window)
             step = self.state.step
             bar.update(1)
             record: dict = {}
@@ -277,6 +286,8 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             self.checkpointing.remove_partial()
             keep = read_metrics(self.out_dir, up_to=self.state.step) if resumed else []
+            if self.state.step >= self.config.steps:  # nothing left to train: _finish writes the final line again
+                keep = [r for r in keep if not final_evaluation(r, self.state.step)]
             atomic_write_bytes(self.out_dir / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in keep).encode())
         self.accelerator.wait_for_everyone()
 
@@ -303,13 +314,21 @@ class Trainer:
             model.save(self.out_dir / MODEL_DIR)
             write_model_card(self.out_dir / MODEL_DIR, model, dataset=self.dataset,
                              training=asdict(self.config), metrics=result["eval"])
-            log_record(self.accelerator, {"step": step, "eval": result["eval"]})
+            if result["eval"]:
+                self._log({"step": step, "eval": result["eval"]})
+            log_hparams(self.accelerator, self.model, self.config, result["eval"])
             atomic_write_json(self.out_dir / DONE_FILE, result)
         self.accelerator.wait_for_everyone()
         return result
 
 
 # ---- pieces -------------------------------------------------------------------------
+def final_evaluation(record: dict, step: int) -> bool:
+    """Whether a metrics.jsonl record is the final evaluation of a run that ended at update ``step``:
+    the evaluation alone (no training metrics) at that update."""
+    return record["step"] == step and set(record) == {"step", "eval"}
+
+
 class ObjectiveModule(nn.Module):
     """Runs ``objective(model, batch)`` as its forward, so DDP and autocast see the whole loss."""
 
