@@ -45,7 +45,7 @@ def test_training_lines_evaluations_and_curves_share_one_bits_name(tmp_path, sym
         assert record[name] == pytest.approx(record["loss"] / math.log(2)) and other not in record
     assert all(name in r["eval"] and other not in r["eval"] for r in evaluations)
     assert name in done["train"] and name in done["eval"]
-    assert records[-1] == {"step": 4, "eval": done["eval"]}  # the final evaluation, done.json's
+    assert records[-1]["step"] == 4 and records[-1]["eval"] == done["eval"]  # the final evaluation, done.json's
     assert read_done(tmp_path / "prior")["eval"] == done["eval"]
 
     (panel,) = stage_curves(tmp_path, ["prior"])

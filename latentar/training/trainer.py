@@ -8,8 +8,8 @@
 A run folder holds (every name is in ``latentar.run_files``)::
 
     metrics.jsonl                  one JSON line per logged update (step, loss, lr, skipped_updates,
-                                   items_per_sec, ..., eval), then a last line {"step", "eval"}: the final
-                                   evaluation; the trackers of ``report_to`` get the same numbers
+                                   items_per_sec, ..., eval); the last update's eval is the final evaluation
+                                   (done.json's); the trackers of ``report_to`` get the same numbers
     samples/step_00000500.png      with ``sample_every``: the ``preview`` grid of the EMA (or raw) weights
     logs/                          the trackers' files (see ``latentar.training.tracking``)
     checkpoints/step_00000500/     the newest ``keep_checkpoints`` (see ``latentar.training.checkpoint``):
@@ -151,6 +151,7 @@ class Trainer:
         # the last logged training metrics (a resumed run that has nothing left to do keeps them)
         last_train = next(({k: v for k, v in r.items() if k not in ("step", "eval")}
                            for r in reversed(read_metrics(self.out_dir)) if "loss" in r), {})
+        record: dict = {}  # the last line logged; its eval, at the last update, is the final evaluation
         while step < cfg.steps:
             self.net.train()
             lr = self.optimizer.param_groups[0]["lr"]
@@ -158,14 +159,14 @@ class Trainer:
                 self._update(data, window)
             step = self.state.step
             bar.update(1)
-            record: dict = {}
+            record = {}
             if step % cfg.log_every == 0 or step == cfg.steps:
-                last_train = record = {**window.result(acc), "lr": lr,
-                                       "skipped_updates": self.state.skipped_updates}
+                last_train = {**window.result(acc), "lr": lr, "skipped_updates": self.state.skipped_updates}
+                record = dict(last_train)
                 if "loss" in record:
                     bar.set_postfix(loss=f"{record['loss']:.4f}")
-            if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
-                record["eval"] = self.run_evaluate()
+            if self.evaluate is not None and ((cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps):
+                record["eval"] = self.run_evaluate()  # at the last update: the final evaluation
             if record:
                 self._log({"step": step, **record})
             if cfg.sample_every and (step % cfg.sample_every == 0 or step == cfg.steps):
@@ -173,7 +174,7 @@ class Trainer:
             if (cfg.save_every and step % cfg.save_every == 0) or step == cfg.steps:
                 self.save_checkpoint()
         bar.close()
-        return self._finish(step, last_train)
+        return self._finish(step, last_train, record.get("eval"))
 
     def _update(self, data, window: MetricWindow) -> None:
         """One optimizer update over ``grad_accum`` micro-batches of ``data``.
@@ -286,8 +287,6 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             self.checkpointing.remove_partial()
             keep = read_metrics(self.out_dir, up_to=self.state.step) if resumed else []
-            if self.state.step >= self.config.steps:  # nothing left to train: _finish writes the final line again
-                keep = [r for r in keep if not final_evaluation(r, self.state.step)]
             atomic_write_bytes(self.out_dir / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in keep).encode())
         self.accelerator.wait_for_everyone()
 
@@ -304,9 +303,12 @@ class Trainer:
             save_image(grid, self.out_dir / SAMPLES_DIR / f"step_{step:08d}.png")
             log_image(self.accelerator, SAMPLES_DIR, grid, step=step)
 
-    def _finish(self, step: int, last_train: dict) -> dict:
+    def _finish(self, step: int, last_train: dict, final: dict | None) -> dict:
+        """Export the model and write done.json. ``final``: the evaluation of the last update's
+        metrics.jsonl line, None when this session trained no update (it evaluates again then)."""
         self._check_finite_weights("model")
-        result: dict[str, Any] = {"step": step, "train": last_train, "eval": self.run_evaluate()}
+        scores = final if final is not None else self.run_evaluate()
+        result: dict[str, Any] = {"step": step, "train": last_train, "eval": scores}
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
             model = self.final_model()
@@ -314,8 +316,6 @@ class Trainer:
             model.save(self.out_dir / MODEL_DIR)
             write_model_card(self.out_dir / MODEL_DIR, model, dataset=self.dataset,
                              training=asdict(self.config), metrics=result["eval"])
-            if result["eval"]:
-                self._log({"step": step, "eval": result["eval"]})
             log_hparams(self.accelerator, self.model, self.config, result["eval"])
             atomic_write_json(self.out_dir / DONE_FILE, result)
         self.accelerator.wait_for_everyone()
@@ -323,12 +323,6 @@ class Trainer:
 
 
 # ---- pieces -------------------------------------------------------------------------
-def final_evaluation(record: dict, step: int) -> bool:
-    """Whether a metrics.jsonl record is the final evaluation of a run that ended at update ``step``:
-    the evaluation alone (no training metrics) at that update."""
-    return record["step"] == step and set(record) == {"step", "eval"}
-
-
 class ObjectiveModule(nn.Module):
     """Runs ``objective(model, batch)`` as its forward, so DDP and autocast see the whole loss."""
 
