@@ -32,6 +32,12 @@ def bits_per_dim(nats: float | torch.Tensor, dims: float | torch.Tensor) -> floa
     return nats / (dims * LN2)
 
 
+def bits_name(spec: PriorSpec) -> str:
+    """The name of a prior's bits per symbol, the same in training logs, evaluations, summaries and
+    reports: "bits_per_code" for a prior over code grids, "bits_per_dim" for one over pixels."""
+    return "bits_per_code" if spec.symbols == "codes" else "bits_per_dim"
+
+
 class PriorBatch(NamedTuple):
     x: torch.Tensor  # symbols, long (B, C, H, W)
     cond: Condition  # what the prior is conditioned on, per grid
@@ -66,7 +72,8 @@ def evaluate_prior(prior, data: Dataset | DataLoader, accelerator=None, *, batch
     the processes of ``accelerator``, an ``Accelerator`` or a ``PartialState``: process r of P
     scores items r, r + P, ..., and the sums of all P are added up) or a
     DataLoader that already yields this process's share. Returns nats (total), dims,
-    count, nats_per_image and bits_per_dim — named bits_per_code for code priors — plus
+    count, nats_per_image (nats per item: per image, or per image's code grid for a code prior)
+    and bits per symbol under `bits_name` (bits_per_dim, or bits_per_code for a code prior), plus
     the split's notes (`split_notes`: its binarization, or that it is the training images).
 
     A batch whose forward would not fit the memory cap is scored in parts that do
@@ -86,9 +93,8 @@ def evaluate_prior(prior, data: Dataset | DataLoader, accelerator=None, *, batch
     nats, dims, count = totals.tolist()
     if count == 0:
         raise ValueError("evaluate_prior got an empty split")
-    unit = "bits_per_code" if prior.spec.symbols == "codes" else "bits_per_dim"
     scores = {"nats": nats, "dims": int(dims), "count": int(count), "nats_per_image": nats / count,
-              unit: bits_per_dim(nats, dims)}
+              bits_name(prior.spec): bits_per_dim(nats, dims)}
     return {**scores, **split_notes(data.dataset if isinstance(data, DataLoader) else data)}
 
 

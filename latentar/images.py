@@ -7,6 +7,7 @@ and raises ``WriteError``.
 
     save_grid(images, "grid.png", nrow=8)            # one PNG of all the images
     save_individual(images, "each")                  # each/00000.png, each/00001.png, ...
+    save_image(figure_image(figure), "curves.png")   # a matplotlib Figure, drawn with Agg (no display)
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from einops import rearrange
 from PIL import Image
@@ -55,6 +57,16 @@ def save_image(image: torch.Tensor, path: str | Path) -> Path:
     with atomic_write(path) as f:
         Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(f, format=image_format(path))
     return path
+
+
+def figure_image(figure: Any) -> torch.Tensor:
+    """A matplotlib ``Figure``, drawn with the Agg backend (no display needed) -> uint8 RGB image (3, H, W)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # matplotlib is slow to import; only figures need it
+
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    rgba = np.asarray(canvas.buffer_rgba())  # (H, W, 4)
+    return rearrange(torch.from_numpy(rgba[..., :3].copy()), "h w c -> c h w")
 
 
 def save_individual(images: torch.Tensor, folder: str | Path, levels: int = 256) -> list[Path]:

@@ -6,25 +6,33 @@ log-prob is differentiated with respect to the float input ``prior.input(x)``
 (B, C·E, H, W) for 16 random grids, the gradient magnitudes are summed over
 grids and input channels, and a position belongs to the field when its sum exceeds
 ``threshold`` times the largest one. An exact prior's field lies inside the strict
-raster past of the position; a stack of plain mask-B convolutions (``pixelcnn``)
-leaves a blind spot up and to the right, which ``gated_pixelcnn`` and ``pixelsnail``
-do not; ``row_lstm``'s field is a triangle that misses the same region.
+raster past of the position.
 
-Colours of a drawn field: the target symbol red, positions in the field light blue,
-earlier positions outside it (a blind spot) amber, later positions dark grey, and a
-later position inside the field (a causality leak, never seen in an exact prior)
-magenta.
+An earlier position outside the field is one of two things. A **blind spot** is a position
+the architecture never sees at any depth: a stack of plain mask-B convolutions (``pixelcnn``)
+misses a wedge up and to the right, and ``row_lstm``'s triangle misses the same region,
+however many layers they stack. A position merely **outside the field** is one this network
+is too shallow to reach, while a deeper one of the same architecture would. `architecture_reach`
+tells them apart: a prior that declares ``full_context`` (``gated_pixelcnn``, ``pixelcnn_pp``,
+``pixelsnail``, ``diagonal_bilstm``, ``transformer``) reaches the whole past; any other is
+measured again as a deeper copy of itself (each of ``DEPTH_FIELDS`` raised to at least max(H, W),
+enough for 3×3 layers to cross the grid; fresh weights).
+
+Colours of a drawn field: the target symbol red, positions in the field light blue, earlier
+positions outside the field light grey, blind spots amber, later positions dark grey, and a
+later position inside the field (a causality leak, never seen in an exact prior) magenta.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import fields, replace
+
 import torch
-from einops import reduce, repeat
-from PIL import Image, ImageDraw
-from torchvision.transforms.functional import pil_to_tensor
-from torchvision.utils import make_grid
+from einops import reduce
 
 from latentar.bench import random_cond
+from latentar.images import figure_image
 from latentar.memory import check_fits
 from latentar.nn.modes import eval_mode
 from latentar.priors.base import Prior
@@ -33,10 +41,20 @@ from latentar.priors.footprint import training_bytes
 COLOURS = {  # RGB in [0, 1]
     "target": (0.90, 0.10, 0.10),
     "field": (0.45, 0.75, 1.00),
+    "outside": (0.82, 0.82, 0.82),
     "blind": (0.95, 0.65, 0.10),
     "future": (0.15, 0.15, 0.15),
     "leak": (0.90, 0.10, 0.90),
 }
+LEGEND = {  # the kinds of position, as the figure's legend names them
+    "target": "target symbol",
+    "field": "in the field",
+    "outside": "earlier, outside the field (a deeper net reaches it)",
+    "blind": "blind spot (earlier, unreachable at any depth)",
+    "future": "later",
+    "leak": "later, yet in the field (a causality leak)",
+}
+DEPTH_FIELDS = ("num_blocks", "num_layers")  # the Arch fields that stack a network's layers
 
 
 def centre(shape: tuple[int, int, int]) -> tuple[int, int]:
@@ -97,48 +115,82 @@ def raster_past(shape: tuple[int, int, int], position: tuple[int, int]) -> torch
     return torch.arange(H * W).view(H, W) < h * W + w
 
 
-def draw_field(field: torch.Tensor, position: tuple[int, int], scale: int = 12) -> torch.Tensor:
-    """A field bool (H, W) -> RGB image float (3, H·scale, W·scale) in the module's colours."""
+def architecture_reach(prior: Prior, position: tuple[int, int]) -> torch.Tensor:
+    """The earlier positions that ``prior``'s architecture sees at some depth -> bool (H, W): the
+    whole raster past for a ``full_context`` prior, else the field of a deeper copy of it (each of
+    ``DEPTH_FIELDS`` at least max(H, W), fresh weights from seed 0) within the past."""
+    _, H, W = prior.spec.shape
+    past = raster_past(prior.spec.shape, position)
+    if prior.full_context:
+        return past
+    depths = {f.name: max(getattr(prior.arch, f.name), H, W) for f in fields(prior.arch) if f.name in DEPTH_FIELDS}
+    if not depths:
+        raise ValueError(f"prior {prior.name!r} neither declares full_context nor has a depth field "
+                         f"({', '.join(DEPTH_FIELDS)}): its blind spot cannot be told from a short field")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        deeper = type(prior)(prior.spec, replace(prior.arch, **depths)).to(prior.device)
+    return receptive_field(deeper, position) & past
+
+
+def position_kinds(field: torch.Tensor, reach: torch.Tensor, position: tuple[int, int]) -> torch.Tensor:
+    """The kind of every position (its index in ``COLOURS``) -> long (H, W), from the field and the
+    architecture's reach, both bool (H, W)."""
     H, W = field.shape
     past = raster_past((1, H, W), position)
-    kinds = list(COLOURS)  # a position's kind is its row in the palette
+    kinds = list(COLOURS)
     kind = torch.full((H, W), kinds.index("future"))
     kind[past & field] = kinds.index("field")
-    kind[past & ~field] = kinds.index("blind")
+    kind[past & ~field & reach] = kinds.index("outside")
+    kind[past & ~field & ~reach] = kinds.index("blind")
     kind[~past & field] = kinds.index("leak")
     kind[position] = kinds.index("leak" if field[position] else "target")
-    image = torch.tensor(list(COLOURS.values()))[kind]  # (H, W, 3)
-    return repeat(image, "h w c -> c (h s) (w t)", s=scale, t=scale)
+    return kind
 
 
-def caption(image: torch.Tensor, text: str, height: int = 14) -> torch.Tensor:
-    """Put ``text`` in a white strip above an image float (3, h, w) -> (3, h + height, w)."""
-    strip = Image.new("RGB", (image.shape[2], height), "white")
-    ImageDraw.Draw(strip).text((2, 1), text, fill="black")
-    return torch.cat([pil_to_tensor(strip).float() / 255, image], dim=1)
-
-
-def field_summary(field: torch.Tensor, position: tuple[int, int]) -> dict:
-    """Counts of a field: size, earlier positions missed (blind spot) and later ones reached."""
+def field_summary(field: torch.Tensor, reach: torch.Tensor, position: tuple[int, int]) -> dict:
+    """Counts of a field: its size, the earlier positions, those outside the field that a deeper
+    net reaches, the blind spot (unreachable at any depth) and the later ones reached (leaks)."""
     past = raster_past((1, *field.shape), position)
     return {"position": list(position), "field": int(field.sum()), "past": int(past.sum()),
-            "blind": int((past & ~field).sum()), "leaks": int((~past & field).sum())}
+            "outside": int((past & ~field & reach).sum()), "blind": int((past & ~field & ~reach).sum()),
+            "leaks": int((~past & field).sum())}
 
 
 def field_figure(priors: dict[str, Prior], position: tuple[int, int] | None = None,
                  threshold: float = 0.0, scale: int = 12) -> tuple[torch.Tensor, dict]:
-    """Side-by-side captioned fields of priors of one shape -> (image (3, h, w), summaries)."""
-    panels, summaries = [], {}
+    """The fields of priors of one shape side by side, with a legend of the kinds of position
+    -> (uint8 RGB image (3, h, w), {name: `field_summary`}). ``scale``: pixels per grid cell."""
+    from matplotlib.figure import Figure  # matplotlib is slow to import; only figures need it
+    from matplotlib.patches import Patch
+
+    shapes = {tuple(prior.spec.shape[1:]) for prior in priors.values()}
+    if len(shapes) != 1:
+        raise ValueError(f"a side-by-side figure needs priors of one grid size, got {sorted(shapes)}")
+    kinds, summaries = {}, {}
     for name, prior in priors.items():
         pos = check_position(centre(prior.spec.shape) if position is None else position, prior.spec.shape)
-        field = receptive_field(prior, pos, threshold)
-        panels.append(caption(draw_field(field, pos, scale), name))
-        summaries[name] = field_summary(field, pos)
-    sizes = {tuple(p.shape) for p in panels}
-    if len(sizes) != 1:
-        raise ValueError(f"a side-by-side figure needs priors of one shape, got panel sizes {sorted(sizes)}")
-    return make_grid(panels, nrow=len(panels), padding=4, pad_value=1.0), summaries
+        field, reach = receptive_field(prior, pos, threshold), architecture_reach(prior, pos)
+        kinds[name], summaries[name] = position_kinds(field, reach, pos), field_summary(field, reach, pos)
+    names = list(COLOURS)
+    shown = sorted(set().union(*(kind.unique().tolist() for kind in kinds.values())))
+    handles = [Patch(facecolor=COLOURS[names[k]], edgecolor="black", linewidth=0.5, label=LEGEND[names[k]])
+               for k in shown]
+    (H, W), dpi = shapes.pop(), 100
+    panel = max(W * scale / dpi, 1.8)  # inches per panel: room for its title
+    columns = 2 if panel * len(priors) >= 8 else 1  # of the legend: one label is about 3.5 inches wide
+    size = (max(panel * len(priors) + 0.2, 4.2), panel * H / W + 0.5 + 0.2 * math.ceil(len(handles) / columns))
+    figure = Figure(figsize=size, dpi=dpi, layout="constrained")
+    for ax, (name, kind) in zip(figure.subplots(1, len(priors), squeeze=False)[0], kinds.items()):
+        ax.imshow(torch.tensor(list(COLOURS.values()))[kind].numpy(), interpolation="nearest")
+        ax.set_xticks([i - 0.5 for i in range(W + 1)], minor=True)
+        ax.set_yticks([i - 0.5 for i in range(H + 1)], minor=True)
+        ax.grid(which="minor", color="white", linewidth=0.5)
+        ax.tick_params(which="both", length=0, labelbottom=False, labelleft=False)
+        ax.set_title(name, fontsize=9)
+    figure.legend(handles=handles, loc="outside lower center", ncols=columns, fontsize=8, frameon=False)
+    return figure_image(figure), summaries
 
 
-__all__ = ["receptive_field", "input_gradient", "draw_field", "field_figure", "field_summary",
-           "raster_past"]
+__all__ = ["receptive_field", "input_gradient", "architecture_reach", "position_kinds", "field_figure",
+           "field_summary", "raster_past"]

@@ -1,4 +1,5 @@
-"""Receptive fields: exact against a hand-computed cone, blind spots, causality, drawing."""
+"""Receptive fields: exact against a hand-computed cone, blind spots told from short fields,
+causality, drawing."""
 
 from __future__ import annotations
 
@@ -10,7 +11,15 @@ from prior_cases import all_cases, case_id, tiny_prior
 
 import latentar
 from latentar.cli import main
-from latentar.receptive_field import COLOURS, draw_field, field_summary, raster_past, receptive_field
+from latentar.receptive_field import (
+    COLOURS,
+    LEGEND,
+    architecture_reach,
+    field_summary,
+    position_kinds,
+    raster_past,
+    receptive_field,
+)
 from latentar.registry import PRIORS
 
 NAMES = latentar.list_priors()
@@ -91,18 +100,55 @@ def test_threshold_keeps_the_strongest_positions():
         receptive_field(prior, (6, 0))
 
 
-def test_drawing_colours_each_kind_of_position():
-    field = torch.tensor([[1, 0, 1],
-                          [1, 0, 0],
-                          [0, 1, 0]], dtype=torch.bool)
-    image = draw_field(field, (1, 1), scale=4)  # (3, 12, 12)
-    assert image.shape == (3, 12, 12)
-    expected = {(0, 0): "field", (0, 1): "blind", (1, 1): "target", (1, 2): "future", (2, 1): "leak"}
+def test_a_shallow_pixelcnns_short_field_is_not_a_blind_spot():
+    shape, position = (1, 11, 11), (8, 5)
+    shallow = tiny_prior("pixelcnn", shape, 4, first_kernel=3, num_blocks=1)
+    field, reach = receptive_field(shallow, position), architecture_reach(shallow, position)
+    assert torch.equal(field, cone(shape, position, 1, 1))
+    assert torch.equal(reach, cone(shape, position, 1, 11))  # the architecture at depth max(H, W)
+    summary = field_summary(field, reach, position)
+    kinds = [list(COLOURS)[k] for k in position_kinds(field, reach, position).flatten().tolist()]
+    assert summary["outside"] == kinds.count("outside") > 0 and summary["blind"] == kinds.count("blind") > 0
+    past = raster_past(shape, position)
+    rows, cols = torch.nonzero(past & ~reach, as_tuple=True)  # the blind spot: up and to the right
+    assert (rows < position[0]).all() and (cols > position[1]).all()
+    assert (past & ~field & reach)[0].any()  # the top rows are out of reach of this depth, not blind
+
+    deep = tiny_prior("pixelcnn", shape, 4, first_kernel=3, num_blocks=11)  # the original PixelCNN, deep
+    deep_field = receptive_field(deep, position)
+    assert field_summary(deep_field, architecture_reach(deep, position), position)["outside"] == 0
+    assert field_summary(deep_field, architecture_reach(deep, position), position)["blind"] == summary["blind"]
+
+
+def test_a_full_context_priors_short_field_has_no_blind_spot():
+    shape, position = (1, 12, 12), (10, 6)
+    prior = tiny_prior("gated_pixelcnn", shape, 4)
+    field, reach = receptive_field(prior, position), architecture_reach(prior, position)
+    summary = field_summary(field, reach, position)
+    assert summary["blind"] == 0 and summary["outside"] == summary["past"] - summary["field"] > 0
+
+
+def test_each_kind_of_position():
+    field = torch.tensor([[1, 0, 1, 0],
+                          [1, 0, 0, 0],
+                          [0, 1, 0, 0]], dtype=torch.bool)
+    reach = torch.tensor([[1, 1, 0, 0],
+                          [1, 1, 1, 1],
+                          [1, 1, 1, 1]], dtype=torch.bool)
+    kinds = position_kinds(field, reach, (1, 1))
+    expected = {(0, 0): "field", (0, 1): "outside", (0, 3): "blind", (1, 1): "target", (1, 2): "future",
+                (2, 1): "leak"}
     for (h, w), kind in expected.items():
-        cell = image[:, 4 * h:4 * h + 4, 4 * w:4 * w + 4]  # (3, 4, 4): one flat colour
-        assert torch.equal(cell, torch.tensor(COLOURS[kind])[:, None, None].expand(3, 4, 4)), (h, w)
-    assert field_summary(field, (1, 1)) == {"position": [1, 1], "field": 4, "past": 4, "blind": 1,
-                                            "leaks": 1}
+        assert list(COLOURS)[kinds[h, w]] == kind, (h, w)
+    assert field_summary(field, reach, (1, 1)) == {"position": [1, 1], "field": 4, "past": 5, "outside": 1,
+                                                   "blind": 1, "leaks": 1}
+    assert set(LEGEND) == set(COLOURS)
+
+
+def test_every_prior_without_full_context_can_be_deepened():
+    for name in NAMES:
+        prior = tiny_prior(name, (1, 5, 5), 4)
+        architecture_reach(prior, (2, 2))  # raises for a prior with neither full_context nor a depth field
 
 
 def test_cli_figure_of_every_prior(tmp_path, capsys):
@@ -110,12 +156,12 @@ def test_cli_figure_of_every_prior(tmp_path, capsys):
     assert main(["receptive-field", "--all", "--preset", "tiny", "--shape", "1,6,6", "--symbols", "4",
                  "--scale", "5", "--out", str(out)]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert sorted(report["priors"]) == NAMES
+    assert sorted(report["priors"]) == NAMES and report["legend"] == LEGEND
     assert all(s["leaks"] == 0 and s["past"] == 21 for s in report["priors"].values())
     from PIL import Image
 
-    width, height = Image.open(out).size
-    assert width == 4 + len(NAMES) * (6 * 5 + 4) and height > 6 * 5
+    width, height = Image.open(out).size  # a panel per prior above the legend
+    assert width > len(NAMES) * 6 * 5 and height > 6 * 5 + 40
 
 
 def test_cli_single_prior_from_a_saved_model(tmp_path, capsys):

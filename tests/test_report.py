@@ -14,6 +14,7 @@ from recipe_cases import PIXELSNAIL, write_recipe
 import latentar
 from latentar.cli import main
 from latentar.runs.report import COLUMNS, run_row
+from latentar.runs.summary import read_summary
 
 COLUMNS_INDEX = {name: i for i, name in enumerate(COLUMNS)}  # column name -> its cell in a table row
 
@@ -90,7 +91,7 @@ def test_every_stage_is_summarised_one_way(runs):
     assert run["vqvae"] == json.loads((runs[0] / "vqvae" / "summary.json").read_text())
     assert run["codes"] == json.loads((runs[0] / "codes" / "summary.json").read_text())
     alone = json.loads((runs[1] / "summary.json").read_text())  # train-prior
-    assert alone["stage"] == run["prior"]["stage"] == "prior" and alone["format"] == run["format"] == 2
+    assert alone["stage"] == run["prior"]["stage"] == "prior" and alone["format"] == run["format"] == 3
     assert set(alone) - set(alone["test"]) == set(run["prior"]) - set(run["prior"]["test"])
     assert alone["test"]["bits_per_dim"] == alone["bits_per_dim"]
 
@@ -118,6 +119,23 @@ def test_folders_of_earlier_versions_report_as_before(runs, tmp_path):
     for stage in ("prior", "vqvae"):  # a bare stage folder gives no data or preset
         assert run_row(old[0] / stage) == {**run_row(runs[0] / stage), "run": str(old[0] / stage), "data": None,
                                            "preset": None}
+
+
+def test_format_2_summaries_read_as_format_3(runs, tmp_path):
+    """Format 2 named a code prior's training bits per code bits_per_dim and held code_bits_per_pixel_dim."""
+    copy = tmp_path / "two_stage"
+    shutil.copytree(runs[0], copy)
+    run = json.loads((copy / "summary.json").read_text())
+    assert "bits_per_code" in run["prior"]["train"] and "code_bits_per_pixel_dim" not in run
+    old = json.loads(json.dumps(run))
+    old["format"] = old["prior"]["format"] = old["vqvae"]["format"] = old["codes"]["format"] = 2
+    old["prior"]["train"]["bits_per_dim"] = old["prior"]["train"].pop("bits_per_code")
+    old["code_bits_per_pixel_dim"] = 1.0
+    (copy / "summary.json").write_text(json.dumps(old))
+    assert read_summary(copy) == run
+    (copy / "prior" / "summary.json").write_text(json.dumps(old["prior"]))
+    assert read_summary(copy / "prior") == run["prior"]
+    assert run_row(copy) == {**run_row(runs[0]), "run": str(copy)}
 
 
 FORMAT_1_PRIOR = ("data", "prior", "preset", "head", "arch", "class_conditional", "class_dropout", "train_items",

@@ -52,8 +52,9 @@ def events(out: Path):
 
 
 def expected_scalars(out: Path) -> dict[str, list[tuple[int, float]]]:
-    """{tag: [(step, value)]} of metrics.jsonl, plus the final evaluation of done.json."""
-    records = read_metrics(out) + [{"step": read_done(out)["step"], "eval": read_done(out)["eval"]}]
+    """{tag: [(step, value)]} of metrics.jsonl (its last line holds the final evaluation, done.json's)."""
+    records = read_metrics(out)
+    assert records[-1]["step"] == read_done(out)["step"] and records[-1]["eval"] == read_done(out)["eval"]
     series: dict[str, list[tuple[int, float]]] = {}
     for record in records:
         for key, value in record.items():
@@ -90,14 +91,19 @@ def test_tensorboard_events_hold_metrics_jsonl_the_sample_grids_and_the_hyperpar
         written = np.asarray(Image.open(tmp_path / "samples" / f"step_{event.step:08d}.png"))
         assert tracked.shape[:2] == written.shape[:2] and (tracked.reshape(written.shape) == written).all()
 
-    runs = [p for p in (tmp_path / "logs" / "latentar").iterdir() if p.is_dir() and any(p.glob("events.*"))]
-    hparams = event_accumulator.EventAccumulator(str(runs[0]))
-    hparams.Reload()
-    content = hparams.PluginTagToContent("hparams")["_hparams_/session_start_info"]
-    session = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info
+    # HParams: in the run's own folder, with the final test scores as metrics of the logged eval series
+    assert not [p for p in (tmp_path / "logs" / "latentar").iterdir() if p.is_dir()]
+    content = events(tmp_path).PluginTagToContent("hparams")
+    session = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
     assert session.hparams["train.lr"].number_value == pytest.approx(1e-3)
     assert session.hparams["model.name"].string_value == "pixelcnn"
     assert session.hparams["train.grad_clip"].string_value == "none"
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    metrics = {info.name.tag for info in experiment.metric_infos}
+    assert metrics == {f"eval/{name}" for name in read_done(tmp_path)["eval"]}
+    assert metrics <= set(logged_scalars(tmp_path))
+    final = read_done(tmp_path)["eval"]["bits_per_dim"]
+    assert logged_scalars(tmp_path)["eval/bits_per_dim"][-1] == (6, pytest.approx(final, rel=1e-6))
 
 
 class CrashAt:
@@ -131,6 +137,10 @@ def test_a_resumed_run_continues_the_same_event_series(tmp_path):
     assert [v for _, v in logged["loss"]] == pytest.approx([v for _, v in expected["loss"]], rel=1e-6)
     # the evaluations: update 3's, the first session's final one at 6 (done.json then), and 8's
     assert [s for s, _ in logged["eval/bits_per_dim"]] == [3, 6, 8]
+    assert [r["step"] for r in read_metrics(tmp_path) if "eval" in r] == [3, 6, 8]
+
+    prior_trainer(tmp_path, steps=8).fit(resume=True)  # nothing left to train: no line is added or lost
+    assert [r["step"] for r in read_metrics(tmp_path)] == list(range(1, 9))
 
 
 def test_a_missing_tracker_package_is_named_with_its_install_command(tmp_path, monkeypatch):

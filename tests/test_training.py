@@ -135,6 +135,7 @@ def test_training_lowers_the_loss_and_logs_every_update(full_run):
     _, out = full_run
     records = read_metrics(out)
     assert [r["step"] for r in records] == list(range(1, 41))
+    assert records[-1]["eval"] == read_done(out)["eval"]  # the last line holds the final evaluation
     first = sum(r["loss"] for r in records[:5]) / 5
     last = sum(r["loss"] for r in records[-5:]) / 5
     assert last < 0.5 * first
@@ -178,6 +179,7 @@ def test_resume_mid_epoch_continues_exactly(full_run, tmp_path):
         for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
             assert torch.equal(p, q), name
     assert [r["step"] for r in read_metrics(tmp_path)] == list(range(1, 41))
+    assert [r["step"] for r in read_metrics(tmp_path) if "eval" in r] == [22, 40]  # each session's final one
     again = train(tmp_path, resume=True, steps=40)  # a finished run: nothing to train, same export
     for key in ("loss", "lr"):
         assert read_done(tmp_path)["train"][key] == pytest.approx(read_done(full_out)["train"][key], abs=1e-6)

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
-
-from torchvision.utils import save_image
 
 from latentar.commands.options import add_max_memory, add_prior_arguments, load_model, prior_from_args
-from latentar.files import atomic_write
-from latentar.images import check_image_path, image_format
+from latentar.images import check_image_path, save_image
 from latentar.priors.base import Prior, list_priors
-from latentar.receptive_field import COLOURS, field_figure
+from latentar.receptive_field import COLOURS, LEGEND, field_figure
 from latentar.receptive_field import __doc__ as FIELD_HELP  # the package exports the function of that name
 
 
@@ -38,7 +34,7 @@ def add_receptive_field_command(subparsers) -> None:
     p.add_argument("--position", type=parse_position, help="h,w of the target symbol (default: the centre)")
     p.add_argument("--threshold", type=float, default=0.0,
                    help="fraction of the largest gradient a position must exceed (default 0)")
-    p.add_argument("--scale", type=int, default=12, help="pixels per grid cell in the image")
+    p.add_argument("--scale", type=int, default=12, help="pixels per grid cell in the image (default 12)")
     p.add_argument("--out", required=True, help="PNG file to write")
     p.set_defaults(func=run_receptive_field)
 
@@ -62,8 +58,8 @@ def run_receptive_field(args) -> None:
     if args.scale < 1:
         raise ValueError(f"--scale (pixels per grid cell) must be an integer >= 1, got {args.scale}")
     image, summaries = field_figure(chosen_priors(args), args.position, args.threshold, args.scale)
-    with atomic_write(args.out) as f:
-        save_image(image, f, format=image_format(Path(args.out)))
+    save_image(image, args.out)
     print(json.dumps({"out": str(args.out), "threshold": args.threshold,
-                      "colours": {k: list(v) for k, v in COLOURS.items()}, "priors": summaries},
+                      "colours": {k: list(v) for k, v in COLOURS.items()}, "legend": LEGEND,
+                      "priors": summaries},
                      indent=2))

@@ -1,60 +1,73 @@
-"""Training curves of a run's stages: ``curves.png``, a panel per stage and metric.
+"""Training curves of a run's stages: ``curves.png``, a panel per stage, train and test in one unit.
 
     plot_curves(stage_curves(Path("runs/main"), ["vqvae", "prior"]), "runs/main/curves.png")
+
+A prior's panel is in bits per symbol under its metric name (`latentar.evaluation.bits_name`):
+bits per code for a code prior, bits per dimension for a pixel prior; its training loss (mean
+nats per symbol) is converted to bits, so train and test share the axis. A VQ-VAE's panel is
+PSNR in dB, of the training batches and of the test split. Updates are on a log scale when
+they span two decades or more.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
+from typing import NamedTuple
 
-from PIL import Image, ImageDraw
-
-from latentar.files import atomic_write
+from latentar.evaluation import bits_per_dim
+from latentar.images import figure_image, save_image
 from latentar.run_files import read_metrics
 
+UNITS = {"bits_per_code": "bits per code", "bits_per_dim": "bits per dimension", "psnr": "PSNR (dB)"}
 
-def stage_curves(out: Path, stages: list[str]) -> dict[str, list[tuple[float, float]]]:
-    """{"<stage> <metric>": [(step, value)]}: each stage's training loss and its evaluations."""
-    panels: dict[str, list[tuple[float, float]]] = {}
+
+class Panel(NamedTuple):
+    """One stage's curves: train and test (step, value) points of ``metric`` (a key of ``UNITS``)."""
+
+    stage: str
+    metric: str
+    train: list[tuple[int, float]]
+    test: list[tuple[int, float]]
+
+
+def stage_curves(out: Path, stages: list[str]) -> list[Panel]:
+    """A `Panel` per stage folder of ``out`` that logged a metric of ``UNITS``, from its metrics.jsonl."""
+    panels = []
     for stage in stages:
-        for record in read_metrics(out / stage):
-            points = {"train loss": record.get("loss")}
-            points.update({f"test {k}": v for k, v in record.get("eval", {}).items()
-                           if k in ("bits_per_dim", "bits_per_code", "psnr")})
-            for name, value in points.items():
-                if isinstance(value, (int, float)):
-                    panels.setdefault(f"{stage}: {name}", []).append((record["step"], value))
+        records = read_metrics(out / stage)
+        logged = [key for r in records for key in r.get("eval", {})] + [key for r in records for key in r]
+        metric = next((key for key in logged if key in UNITS), None)  # test names first: runs before
+        if metric is None:                                            # format 3 logged train bits as bits_per_dim
+            continue
+        train = [(r["step"], train_value(r, metric)) for r in records if "loss" in r]
+        test = [(r["step"], r["eval"][metric]) for r in records if metric in r.get("eval", {})]
+        panels.append(Panel(stage, metric, train, test))
     return panels
 
 
-def plot_curves(panels: dict[str, list[tuple[float, float]]], path: str | Path, *,
-                size: tuple[int, int] = (360, 240)) -> Path:
-    """Draw each named series of (step, value) points as a line panel, panels side by side."""
-    W, H = size
-    left, right, top, bottom = 58, 12, 24, 28  # margins around each plot box, pixels
-    image = Image.new("RGB", (W * max(len(panels), 1), H), "white")
-    draw = ImageDraw.Draw(image)
-    for i, (title, points) in enumerate(panels.items()):
-        x0, x1, y0, y1 = i * W + left, (i + 1) * W - right, top, H - bottom
-        draw.rectangle((x0, y0, x1, y1), outline="black")
-        draw.text((x0, 4), title, fill="black")
-        points = [(float(s), float(v)) for s, v in points if math.isfinite(v)]
-        if not points:
-            continue
-        steps, values = zip(*points)
-        lo_s, hi_s, lo_v, hi_v = min(steps), max(steps), min(values), max(values)
-        span_s, span_v = (hi_s - lo_s) or 1.0, (hi_v - lo_v) or 1.0
-        xy = [(x0 + (s - lo_s) / span_s * (x1 - x0), y1 - (v - lo_v) / span_v * (y1 - y0)) for s, v in points]
-        if len(xy) > 1:
-            draw.line(xy, fill=(31, 119, 180), width=2)
-        for x, y in xy if len(xy) < 20 else []:
-            draw.ellipse((x - 2, y - 2, x + 2, y + 2), fill=(31, 119, 180))
-        draw.text((i * W + 4, y0), f"{hi_v:.4g}", fill="black")
-        draw.text((i * W + 4, y1 - 10), f"{lo_v:.4g}", fill="black")
-        draw.text((x0, y1 + 6), f"{lo_s:g}", fill="black")
-        draw.text((x1 - 60, y1 + 6), f"step {hi_s:g}", fill="black")
-    path = Path(path)
-    with atomic_write(path) as f:
-        image.save(f, format="PNG")
-    return path
+def train_value(record: dict, metric: str) -> float:
+    """A training record in the unit of ``metric``: a VQ-VAE's PSNR, a prior's loss (nats per symbol) in bits."""
+    return record["psnr"] if metric == "psnr" else float(bits_per_dim(record["loss"], 1))
+
+
+def plot_curves(panels: list[Panel], path: str | Path) -> Path:
+    """Draw the panels side by side (train a line, test markers, a legend each) into the image ``path``."""
+    from matplotlib.figure import Figure  # matplotlib is slow to import; only figures need it
+    from matplotlib.ticker import MaxNLocator
+
+    figure = Figure(figsize=(4.6 * max(len(panels), 1), 3.6), dpi=100, layout="constrained")
+    for ax, panel in zip(figure.subplots(1, max(len(panels), 1), squeeze=False)[0], panels):
+        for name, points, marker in (("train", panel.train, "." if len(panel.train) < 50 else ""),
+                                     ("test", panel.test, "o")):
+            if points:
+                ax.plot(*zip(*points), label=name, marker=marker, markersize=6)
+        steps = [s for s, _ in panel.train + panel.test]
+        if steps and min(steps) > 0 and max(steps) >= 100 * min(steps):
+            ax.set_xscale("log")
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # whole updates
+        ax.ticklabel_format(axis="y", useOffset=False, style="plain")
+        ax.set(title=f"{panel.stage}: {UNITS[panel.metric]}", xlabel="update", ylabel=UNITS[panel.metric])
+        ax.grid(alpha=0.3)
+        ax.legend()
+    return save_image(figure_image(figure), path)

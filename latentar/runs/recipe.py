@@ -24,7 +24,6 @@ main process encodes, samples and writes the report. A live run holds the folder
 
 from __future__ import annotations
 
-import math
 import time
 from functools import partial
 from pathlib import Path
@@ -95,9 +94,6 @@ def run_stages(recipe: Recipe, plan: Plan, out: Path, state: PartialState, image
             out / stage.name, symbols[stage.name], stage.config, stage.build, stage.train, vqvae=vqvae,
             source=None if vqvae is None or level is None else (vqvae.fingerprint(), level), rerun=RECIPE_RERUN,
             top_prior=priors["prior"] if level == "bottom" else None)
-    if recipe.mode == "codes":  # the bits of an image's code grid(s), spread over its C·H·W pixels
-        nats = sum(summary[stage.name]["nats_per_image"] for stage in plan.stages)
-        summary["code_bits_per_pixel_dim"] = nats / (math.log(2) * math.prod(plan.image_shape))
     if state.is_main_process:
         tic = time.perf_counter()
         summary["images"] = write_images(recipe, plan, priors, vqvae, images.test, out)

@@ -6,8 +6,9 @@
 Any run folder gives a row: a ``latentar run``, ``train-prior`` or ``train-vqvae`` folder, a stage
 of a run, or any trainer's folder (``done.json`` + ``model/``). Its columns are ``COLUMNS``; a
 value a run does not have is None. A row is about the run's priors: their names, the top prior's
-preset, their parameters and updates added up, their test scores combined (nats per image
-summed, bits = total nats over total symbols); a run without a prior gives its VQ-VAE's
+preset, their parameters and updates added up, their test scores combined (nats per item summed:
+per image for pixel priors, per image's code grid(s) for code priors, which are not comparable;
+bits = total nats over total symbols); a run without a prior gives its VQ-VAE's
 parameters and updates. The VQ-VAE gives PSNR and code usage; the wall time adds up every
 stage and the final images.
 """
@@ -24,7 +25,7 @@ from latentar.runs.summary import read_summary, stage_records
 COLUMNS = {
     "run": ("run", "{}"), "data": ("data", "{}"), "prior": ("prior", "{}"), "preset": ("preset", "{}"),
     "parameters": ("parameters", "{:,}"), "updates": ("updates", "{}"), "wall_time_s": ("wall time (s)", "{:.0f}"),
-    "nats_per_image": ("test nats/image", "{:.2f}"), "bits_per_dim": ("bits/dim", "{:.4f}"),
+    "nats_per_image": ("test nats/image or code grid", "{:.2f}"), "bits_per_dim": ("bits/dim", "{:.4f}"),
     "bits_per_code": ("bits/code", "{:.4f}"), "psnr": ("VQ-VAE PSNR (dB)", "{:.2f}"),
     "codes_used": ("codes used", "{:.3f}"),
 }

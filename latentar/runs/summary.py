@@ -1,10 +1,10 @@
-"""Stage records: the one way every stage of every run is summarised (``summary.json``, format 2).
+"""Stage records: the one way every stage of every run is summarised (``summary.json``, format 3).
 
 A **stage record** says what one stage made and how well it scores. ``train-prior``,
 ``train-vqvae`` and ``encode`` write theirs as their folder's ``summary.json``; ``latentar run``
 writes one into each stage folder it trains and gathers them into the run's ``summary.json``::
 
-    format        2
+    format        3
     stage         "vqvae", "codes" or "prior"
     data          the dataset's name (train-prior on code grids: the code folder)
     wall_time_s   seconds the run that made the stage spent on it (0 for a recipe's vqvae.path)
@@ -15,7 +15,11 @@ writes one into each stage folder it trains and gathers them into the run's ``su
                   (absent for vqvae.path, which this run did not train)
     test          the test split's scores: `evaluate_prior`'s (nats, dims, count, nats_per_image,
                   bits_per_dim or bits_per_code) or `evaluate_vqvae`'s (mse, psnr, count,
-                  perplexity, codes_used; per level when hierarchical)
+                  perplexity, codes_used; per level when hierarchical). A prior's bits per symbol
+                  have one name in ``train`` and ``test`` (`latentar.evaluation.bits_name`):
+                  bits_per_code for a code prior, bits_per_dim for a pixel prior. nats_per_image
+                  is per item of the split: a code prior's is the nats of one image's code grid,
+                  not comparable with a pixel prior's nats per image
     ...           the same scores at the top level too, where recipe summaries always had them
   a prior adds    prior (its name), preset, head, head_options, class_conditional, embed_dim,
                   class_dropout, arch (its `PriorConfig`), ema (whether it kept EMA weights)
@@ -27,12 +31,14 @@ A **run summary** (``latentar run``) is the run's facts plus a stage record per 
 
     format, mode ("codes" or "pixels"), data, image_shape (C, H, W)
     vqvae, codes, prior, bottom_prior     the stage records the recipe has
-    code_bits_per_pixel_dim               code mode: the priors' nats over the image's C·H·W, in bits
     images                                {"samples": path, "reconstructions": path, "wall_time_s"}
     wall_time_s, num_processes
 
-`read_summary` reads any run folder as format 2: summaries written before (format 1: no
-``format`` key) and stage folders with only the trainer's ``done.json`` are brought to it.
+`read_summary` reads any run folder as format 3: summaries written before and stage folders
+with only the trainer's ``done.json`` are brought to it. Format 2 also held a run's
+``code_bits_per_pixel_dim`` (dropped: a code grid's bits spread over the image's pixels, which no
+pixel model's bits/dim can be compared with) and logged a code prior's training bits per code as
+``bits_per_dim`` (renamed); format 1 had no ``format`` key and flat stage entries.
 """
 
 from __future__ import annotations
@@ -49,7 +55,7 @@ from latentar.saving import meta_model, read_config
 from latentar.training import TrainConfig
 from latentar.vqvae import VQVAE
 
-FORMAT = 2
+FORMAT = 3
 STAGES = {"vqvae": "vqvae", "codes": "codes", "prior": "prior", "bottom_prior": "prior"}  # a run's stage -> its kind
 RUN_KEYS = ("steps", "reused", "wall_time_s", "path", "folder")  # format 1: a run's stage entry, less its scores
 
@@ -61,8 +67,16 @@ def stage_record(stage: str, data: str, model: Any, result: dict, *, train_items
     `vqvae_description`)."""
     return {"format": FORMAT, "stage": stage, "data": data, **description, "reused": reused,
             "parameters": sum(p.numel() for p in model.parameters()), "steps": result["step"],
-            "train_items": train_items, "train": result["train"], "test": result["eval"], **result["eval"],
-            "wall_time_s": wall_time_s}
+            "train_items": train_items, "train": train_metrics(result["train"], result["eval"]),
+            "test": result["eval"], **result["eval"], "wall_time_s": wall_time_s}
+
+
+def train_metrics(train: dict, test: dict) -> dict:
+    """The last logged training metrics, a prior's bits per symbol named as its test score names
+    them: runs of summary format 2 and before logged a code prior's bits per code as bits_per_dim."""
+    if "bits_per_code" in test and "bits_per_dim" in train:
+        return {("bits_per_code" if key == "bits_per_dim" else key): value for key, value in train.items()}
+    return train
 
 
 def prior_description(config: PriorConfig, train: TrainConfig) -> dict:
@@ -87,26 +101,40 @@ def recorded_wall_time(folder: Path) -> float | None:
     return None
 
 
-# ---- reading any run folder as format 2 --------------------------------------------------
+# ---- reading any run folder as format 3 --------------------------------------------------
 def read_summary(folder: str | Path) -> dict:
-    """The summary of a run folder, in format 2: a stage record, or a run summary."""
+    """The summary of a run folder, in format 3: a stage record, or a run summary."""
     folder = Path(folder)
     summary = read_if_present(folder / SUMMARY_FILE)
     if summary is None:
         return done_record(folder)
     if summary.get("format") == FORMAT:
         return summary
+    if summary.get("format") == 2:
+        return upgrade_format_2(summary)
     if "mode" in summary:  # a format-1 `latentar run`: stage entries of flat scores, names in recipe.json
         recipe = read_if_present(folder / RECIPE_FILE) or {}
         stages = {name: upgrade_entry(folder / name, name, summary[name], recipe.get(name) or {})
                   for name in STAGES if name in summary}
-        return {**summary, **stages, "format": FORMAT}
+        return upgrade_format_2({**summary, **stages})
     kind = "prior" if isinstance(summary.get("prior"), str) else "vqvae"  # format 1's train-prior, train-vqvae
-    return {**summary.get("test", {}), **summary, "format": FORMAT, "stage": kind, "reused": False}
+    return upgrade_format_2({**summary.get("test", {}), **summary, "stage": kind, "reused": False})
+
+
+def upgrade_format_2(summary: dict) -> dict:
+    """A format-2 summary (a stage record or a run summary) in format 3."""
+    def record(stage: dict) -> dict:
+        train = {"train": train_metrics(stage["train"], stage.get("test", {}))} if "train" in stage else {}
+        return {**stage, **train, "format": FORMAT}
+
+    if "stage" in summary:
+        return record(summary)
+    run = {key: value for key, value in summary.items() if key != "code_bits_per_pixel_dim"}
+    return {**run, **{name: record(run[name]) for name in STAGES if name in run}, "format": FORMAT}
 
 
 def stage_records(summary: dict) -> list[dict]:
-    """The stage records of a format-2 summary: itself, or a run summary's, in stage order."""
+    """The stage records of a format-3 summary: itself, or a run summary's, in stage order."""
     return [summary] if "stage" in summary else [summary[name] for name in STAGES if name in summary]
 
 
@@ -129,7 +157,8 @@ def done_record(folder: Path) -> dict:
                                 "finished `latentar run`, `train-prior` or `train-vqvae`")
     config = read_config(folder / MODEL_DIR)
     record = {"format": FORMAT, "stage": config["model_type"], "data": None, "reused": False,
-              "parameters": parameter_count(folder / MODEL_DIR), "steps": done["step"], "train": done["train"],
+              "parameters": parameter_count(folder / MODEL_DIR), "steps": done["step"],
+              "train": train_metrics(done["train"], done["eval"]),
               "test": done["eval"], **done["eval"], "wall_time_s": recorded_wall_time(folder)}
     if record["stage"] == "prior":
         record["prior"] = config["config"]["name"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -17,14 +19,30 @@ class MetricWindow:
     """Sums of the micro-batch losses and metrics since the last log, averaged over every process.
 
     Values may be tensors on the device: they are summed there and read once, at ``result``
-    or ``gather`` (no host synchronisation per micro-batch)."""
+    or ``gather`` (no host synchronisation per micro-batch).
+
+    ``items_per_sec`` counts only the time spent inside ``timed`` blocks (the updates), so
+    evaluations, previews and checkpoints between them do not lower it. The timing is this
+    session's own: a resumed run's first window is timed from the resume."""
 
     def __init__(self):
         self._reset()
+        self._reset_timing()
 
     def _reset(self) -> None:
         self.sums: dict[str, torch.Tensor | float] = {}
-        self.count, self.items, self.started = 0, 0, time.perf_counter()
+        self.count, self.items = 0, 0
+
+    def _reset_timing(self) -> None:
+        self.seconds, self.timed_items = 0.0, 0  # inside ``timed`` blocks since the last log, this process
+
+    @contextmanager
+    def timed(self) -> Iterator[None]:
+        """Count the block's wall time, and the items it adds, toward ``items_per_sec``."""
+        items, tic = self.items, time.perf_counter()
+        yield
+        self.seconds += time.perf_counter() - tic
+        self.timed_items += self.items - items
 
     def add(self, loss: torch.Tensor | float, metrics: dict[str, torch.Tensor | float], items: int) -> None:
         for name, value in {"loss": loss, **metrics}.items():
@@ -33,21 +51,23 @@ class MetricWindow:
         self.count += 1
         self.items += items
 
-    def _totals(self, accelerator: Accelerator) -> tuple[list[str], list[float]]:
-        """(names, their sums followed by count and items), each summed over the processes."""
+    def _totals(self, accelerator: Accelerator, *extra: float) -> tuple[list[str], list[float]]:
+        """(names, their sums followed by ``extra``, count and items), each summed over the processes."""
         names, device = sorted(self.sums), accelerator.device
         totals = torch.stack([torch.as_tensor(self.sums[n], dtype=torch.float64, device=device).reshape(())
                               for n in names] + [torch.tensor(float(v), dtype=torch.float64, device=device)
-                                                 for v in (self.count, self.items)])
+                                                 for v in (*extra, self.count, self.items)])
         return names, accelerator.reduce(totals, reduction="sum").tolist()
 
     def result(self, accelerator: Accelerator) -> dict:
-        names, totals = self._totals(accelerator)
-        seconds = time.perf_counter() - self.started
+        """The window's means (a collective: every process calls it), and ``items_per_sec``: the
+        items of every process over this process's time in ``timed`` blocks."""
+        names, totals = self._totals(accelerator, self.timed_items)
         # a window whose updates were all skipped has no loss to report
         out = {n: totals[i] / totals[-2] for i, n in enumerate(names)} if totals[-2] else {}
-        out["items_per_sec"] = totals[-1] / seconds
+        out["items_per_sec"] = totals[-3] / self.seconds  # result follows an update: seconds > 0
         self._reset()
+        self._reset_timing()
         return out
 
     def gather(self, accelerator: Accelerator) -> dict:
@@ -61,9 +81,7 @@ class MetricWindow:
 
     def restore(self, state: dict, main: bool) -> None:
         """Go on from the sums ``state`` (``gather``'s) on the main process; empty elsewhere."""
-        started = self.started
         self._reset()
-        self.started = started
         if main and state:
             self.sums, self.count, self.items = dict(state["sums"]), state["count"], state["items"]
 

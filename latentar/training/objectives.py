@@ -13,14 +13,15 @@ from typing import Any
 
 import torch
 
-from latentar.evaluation import bits_per_dim, unpack_prior_batch
+from latentar.evaluation import bits_name, bits_per_dim, unpack_prior_batch
 
 
 def prior_objective(prior, batch: Any) -> tuple[torch.Tensor, dict[str, float | torch.Tensor]]:
-    """Mean negative log-likelihood in nats per symbol; also reported in bits per symbol."""
+    """Mean negative log-likelihood in nats per symbol; also reported in bits per symbol, under the
+    name the prior's evaluation uses (`bits_name`: bits_per_code for a code prior)."""
     x, cond = unpack_prior_batch(batch, prior.spec)
     loss = prior.loss(x, cond)
-    return loss, {"bits_per_dim": bits_per_dim(loss.detach(), 1)}  # a tensor: read at log time
+    return loss, {bits_name(prior.spec): bits_per_dim(loss.detach(), 1)}  # a tensor: read at log time
 
 
 def vqvae_objective(vqvae, batch: Any) -> tuple[torch.Tensor, dict[str, float | torch.Tensor]]:

@@ -4,6 +4,7 @@
     start_trackers(accelerator, model, config, resumed_at=step)
     log_record(accelerator, {"step": 100, "loss": 0.9, "lr": 1e-3, "eval": {"bits_per_dim": 1.2}})
     log_image(accelerator, "samples", grid, step=100)    # grid: uint8 (C, H, W)
+    log_hparams(accelerator, model, config, final_scores)
     end_trackers(accelerator)
 
 ``report_to`` is "none" (no tracker), "tensorboard", "wandb" or "all" (both). TensorBoard
@@ -12,7 +13,10 @@ with its files in the run folder (``tracker_names``). PROJECT is ``config.tracke
 ``WANDB_PROJECT`` when set, else "latentar"; the run's name is ``config.tracker_run_name``, else
 the run folder's name. W&B reads ``WANDB_ENTITY`` (and its other variables) itself.
 ``metrics.jsonl`` stays the record of a run: every line of it is logged with the same names,
-nested keys joined by "/" (``eval/bits_per_dim``), and so is the final evaluation (``done.json``'s) at the last update.
+nested keys joined by "/" (``eval/bits_per_dim``), the final evaluation (its last line, ``done.json``'s)
+included. TensorBoard's HParams get the run's hyper-parameters when it ends, with the final test
+scores as their metrics (``eval/NAME``: the last point of each evaluation series); W&B gets the
+hyper-parameters as its config at the start.
 A resumed run appends to the same TensorBoard folder: its writer purges the events after the
 checkpoint it resumed from, so the series continues at the right step without doubles.
 """
@@ -69,9 +73,9 @@ def accelerator_options(report_to: str, out_dir: str | Path) -> dict:
 
 
 def start_trackers(accelerator: Accelerator, model: Saveable, config: TrainConfig, *, resumed_at: int = 0) -> None:
-    """Start the trackers with the run's hyper-parameters (the model's config and ``config``,
-    flattened for TensorBoard's HParams). A run resumed at update ``resumed_at`` > 0 drops the
-    events its crashed predecessor wrote after that update."""
+    """Start the trackers, W&B with the run's hyper-parameters (`run_hyperparameters`; TensorBoard
+    gets them with the final scores, `log_hparams`). A run resumed at update ``resumed_at`` > 0
+    drops the events its crashed predecessor wrote after that update."""
     if not accelerator.log_with:
         return
     out_dir = Path(accelerator.project_dir)
@@ -79,8 +83,29 @@ def start_trackers(accelerator: Accelerator, model: Saveable, config: TrainConfi
     init: dict[str, dict[str, Any]] = {"wandb": {"name": name, "dir": str(out_dir)}}
     if resumed_at:
         init["tensorboard"] = {"purge_step": resumed_at + 1}
-    run = {"model_type": model.model_type, "model": model.config_dict(), "train": asdict(config)}
-    accelerator.init_trackers(project, config=hyperparameters(run), init_kwargs=init)
+    accelerator.init_trackers(project, init_kwargs=init)
+    for tracker in accelerator.trackers:
+        if tracker.name != "tensorboard":
+            tracker.store_init_configuration(run_hyperparameters(model, config))
+
+
+def log_hparams(accelerator: Accelerator, model: Saveable, config: TrainConfig, scores: dict) -> None:
+    """TensorBoard's HParams of a finished run: its hyper-parameters, with the final test
+    ``scores`` as the metrics (``eval/NAME``, the series whose last point is the final evaluation)."""
+    boards = [tracker.writer for tracker in accelerator.trackers if tracker.name == "tensorboard"]
+    if not boards:
+        return
+    from torch.utils.tensorboard.summary import hparams  # needs the tensorboard package: imported when used
+
+    for writer in boards:
+        for summary in hparams(run_hyperparameters(model, config), scalars({"eval": scores})):
+            writer.file_writer.add_summary(summary)
+        writer.flush()
+
+
+def run_hyperparameters(model: Saveable, config: TrainConfig) -> dict[str, bool | int | float | str]:
+    """The model's config and the training settings, flat: {"model.arch.hidden": 64, "train.lr": 0.001, ...}."""
+    return hyperparameters({"model_type": model.model_type, "model": model.config_dict(), "train": asdict(config)})
 
 
 def tracker_names(config: TrainConfig, out_dir: str | Path) -> tuple[str, str]:

@@ -8,7 +8,8 @@
 A run folder holds (every name is in ``latentar.run_files``)::
 
     metrics.jsonl                  one JSON line per logged update (step, loss, lr, skipped_updates,
-                                   ..., eval); the trackers of ``report_to`` get the same numbers
+                                   items_per_sec, ..., eval); the last update's eval is the final evaluation
+                                   (done.json's); the trackers of ``report_to`` get the same numbers
     samples/step_00000500.png      with ``sample_every``: the ``preview`` grid of the EMA (or raw) weights
     logs/                          the trackers' files (see ``latentar.training.tracking``)
     checkpoints/step_00000500/     the newest ``keep_checkpoints`` (see ``latentar.training.checkpoint``):
@@ -62,7 +63,14 @@ from latentar.training.metrics import MetricWindow, append_line
 from latentar.training.optimizers import make_optimizer
 from latentar.training.run_folder import claim_run, run_record
 from latentar.training.schedules import make_scheduler
-from latentar.training.tracking import accelerator_options, end_trackers, log_image, log_record, start_trackers
+from latentar.training.tracking import (
+    accelerator_options,
+    end_trackers,
+    log_hparams,
+    log_image,
+    log_record,
+    start_trackers,
+)
 
 Objective = Callable[[nn.Module, Any], tuple[torch.Tensor, dict[str, float]]]
 Evaluate = Callable[[nn.Module, Accelerator], dict]
@@ -147,20 +155,22 @@ class Trainer:
         # the last logged training metrics (a resumed run that has nothing left to do keeps them)
         last_train = next(({k: v for k, v in r.items() if k not in ("step", "eval")}
                            for r in reversed(read_metrics(self.out_dir)) if "loss" in r), {})
+        record: dict = {}  # the last line logged; its eval, at the last update, is the final evaluation
         while step < cfg.steps:
             self.net.train()
             lr = self.optimizer.param_groups[0]["lr"]
-            self._update(data, window)
+            with window.timed():  # items_per_sec: the updates' time, not the evaluations' or previews'
+                self._update(data, window)
             step = self.state.step
             bar.update(1)
-            record: dict = {}
+            record = {}
             if step % cfg.log_every == 0 or step == cfg.steps:
-                last_train = record = {**window.result(acc), "lr": lr,
-                                       "skipped_updates": self.state.skipped_updates}
+                last_train = {**window.result(acc), "lr": lr, "skipped_updates": self.state.skipped_updates}
+                record = dict(last_train)
                 if "loss" in record:
                     bar.set_postfix(loss=f"{record['loss']:.4f}")
-            if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
-                record["eval"] = self.run_evaluate()
+            if self.evaluate is not None and ((cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps):
+                record["eval"] = self.run_evaluate()  # at the last update: the final evaluation
             if record:
                 self._log({"step": step, **record})
             if cfg.sample_every and (step % cfg.sample_every == 0 or step == cfg.steps):
@@ -168,7 +178,7 @@ class Trainer:
             if (cfg.save_every and step % cfg.save_every == 0) or step == cfg.steps:
                 self.save_checkpoint()
         bar.close()
-        return self._finish(step, last_train)
+        return self._finish(step, last_train, record.get("eval"))
 
     def _update(self, data, window: MetricWindow) -> None:
         """One optimizer update over ``grad_accum`` micro-batches of ``data``.
@@ -297,9 +307,12 @@ class Trainer:
             save_image(grid, self.out_dir / SAMPLES_DIR / f"step_{step:08d}.png")
             log_image(self.accelerator, SAMPLES_DIR, grid, step=step)
 
-    def _finish(self, step: int, last_train: dict) -> dict:
+    def _finish(self, step: int, last_train: dict, final: dict | None) -> dict:
+        """Export the model and write done.json. ``final``: the evaluation of the last update's
+        metrics.jsonl line, None when this session trained no update (it evaluates again then)."""
         self._check_finite_weights("model")
-        result: dict[str, Any] = {"step": step, "train": last_train, "eval": self.run_evaluate()}
+        scores = final if final is not None else self.run_evaluate()
+        result: dict[str, Any] = {"step": step, "train": last_train, "eval": scores}
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
             model = self.final_model()
@@ -307,7 +320,7 @@ class Trainer:
             model.save(self.out_dir / MODEL_DIR)
             write_model_card(self.out_dir / MODEL_DIR, model, dataset=self.dataset,
                              training=asdict(self.config), metrics=result["eval"])
-            log_record(self.accelerator, {"step": step, "eval": result["eval"]})
+            log_hparams(self.accelerator, self.model, self.config, result["eval"])
             atomic_write_json(self.out_dir / DONE_FILE, result)
         self.accelerator.wait_for_everyone()
         return result
