@@ -249,3 +249,16 @@ def test_a_recorded_recipe_that_predates_a_setting_reads_it_as_its_default(tmp_p
     (tmp_path / "recipe.json").write_text(json.dumps(changed))
     with pytest.raises(ValueError, match="made by another recipe"):
         recipe_runs.check_previous_run(tmp_path, recipe)
+
+
+def test_a_recorded_no_precision_matches_accelerates_setting_when_that_is_no(tmp_path, monkeypatch):
+    recipe = load_recipe(RECIPE)  # mixed_precision unset: Accelerate's setting
+    recorded = recipe_to_dict(recipe)
+    recorded["prior_train"]["mixed_precision"] = "no"  # the default an older latentar wrote down
+    (tmp_path / "recipe.json").write_text(json.dumps(recorded))
+    (tmp_path / "prior").mkdir()
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    recipe_runs.check_previous_run(tmp_path, recipe)  # Accelerate's setting is "no": the same precision
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    with pytest.raises(ValueError, match="prior_train.mixed_precision"):
+        recipe_runs.check_previous_run(tmp_path, recipe)

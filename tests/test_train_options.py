@@ -114,11 +114,18 @@ def test_a_run_that_predates_a_setting_resumes_with_its_default_and_refuses_anot
 
 
 # ---- trackers: project and run names -----------------------------------------------------
+class FakeTracker(SimpleNamespace):
+    def store_init_configuration(self, config):
+        self.config = config
+
+
 class FakeAccelerator(SimpleNamespace):
-    """What start_trackers uses of an Accelerator: log_with, project_dir and init_trackers (recorded)."""
+    """What start_trackers uses of an Accelerator: log_with, project_dir, init_trackers (recorded) and
+    the trackers it started (W&B's gets the hyper-parameters as its configuration)."""
 
     def init_trackers(self, project_name, config=None, init_kwargs=None):
-        self.started = {"project": project_name, "init_kwargs": init_kwargs, "config": config}
+        self.trackers = [FakeTracker(name=name) for name in self.log_with]
+        self.started = {"project": project_name, "init_kwargs": init_kwargs}
 
 
 @pytest.mark.parametrize("settings, env, project, name", [
@@ -135,7 +142,8 @@ def test_trackers_get_the_project_and_run_name(tmp_path, monkeypatch, settings, 
     assert accelerator.started["project"] == project
     assert accelerator.started["init_kwargs"] == {"wandb": {"name": name, "dir": str(tmp_path / "run-7")},
                                                   "tensorboard": {"purge_step": 5}}  # W&B reads WANDB_ENTITY itself
-    assert accelerator.started["config"]["train.tracker_project"] == settings.get("tracker_project", "none")
+    wandb = next(tracker for tracker in accelerator.trackers if tracker.name == "wandb")
+    assert wandb.config["train.tracker_project"] == settings.get("tracker_project", "none")
     assert tracker_names(TrainConfig(**settings), tmp_path / "run-7") == (project, name)
 
 

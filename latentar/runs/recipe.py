@@ -43,6 +43,7 @@ from latentar.run_files import CODES_DIR, CURVES_FILE, RECIPE_FILE, RECONSTRUCTI
 from latentar.runs.curves import plot_curves, stage_curves
 from latentar.runs.stages import RECIPE_RERUN, Splits, codes_stage, given_vqvae, prior_stage, vqvae_stage
 from latentar.runs.summary import FORMAT
+from latentar.training.config import precision_in_effect
 from latentar.training.previews import first_images, save_reconstructions
 from latentar.training.run_folder import differing_keys, hold, refuse_links, remove
 from latentar.vqvae import VQVAE
@@ -124,12 +125,20 @@ def check_previous_run(out: Path, recipe: Recipe) -> None:
         recorded = recipe_to_dict(recipe_from_dict(recorded))
     except (ValueError, TypeError):  # not a recipe this latentar reads: compared as written
         pass
-    changed = differing_keys(recorded, recipe_to_dict(recipe))
+    changed = differing_keys(in_effect(recorded), in_effect(recipe_to_dict(recipe)))
     for stage, inputs in STAGE_INPUTS.items():
         keys = [k for k in changed if k.split(".")[0] in inputs]
         if keys and (out / stage).exists():
             raise RecipeError(f"{out / stage} was made by another recipe (changed: {', '.join(keys[:4])}); "
                               f"choose another --out, or delete {out / stage} to redo that stage")
+
+
+def in_effect(recipe: dict) -> dict:
+    """A recipe's dict with each stage's mixed precision as the run would train in it
+    (`precision_in_effect`): Accelerate's setting (None) and the "no" it resolves to are one."""
+    return {section: {**values, "mixed_precision": precision_in_effect(values.get("mixed_precision"))}
+            if section.endswith("_train") and isinstance(values, dict) else values
+            for section, values in recipe.items()}
 
 
 def recipe_vqvae(recipe: Recipe, images: Splits, out: Path) -> tuple[VQVAE, dict]:

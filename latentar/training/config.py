@@ -97,13 +97,19 @@ class TrainConfig:
         _check(0 <= self.seed <= MAX_SEED, "seed", f"an integer in [0, {MAX_SEED}]", self.seed)
 
 
+def precision_in_effect(mixed_precision: str | None) -> str:
+    """The precision a run with this setting trains in: the setting, else Accelerate's
+    (``ACCELERATE_MIXED_PRECISION``, which ``accelerate launch`` and its config file set), else "no"."""
+    return mixed_precision or os.environ.get(ACCELERATE_PRECISION, "no").lower()
+
+
 def check_mixed_precision(mixed_precision: str | None, device: torch.device | str,
                           in_effect: str | None = None) -> None:
     """Refuse a mixed precision that autocast cannot apply on ``device`` (it would be silently
     ignored): fp16 autocast needs a GPU. ``mixed_precision`` is the setting (None: Accelerate's,
     which ``accelerate launch`` passes on in ``ACCELERATE_MIXED_PRECISION``); ``in_effect`` is the
     one an Accelerator made from it uses (default: the setting, resolved as Accelerate does)."""
-    precision = in_effect or mixed_precision or os.environ.get(ACCELERATE_PRECISION, "no").lower()
+    precision = in_effect or precision_in_effect(mixed_precision)
     if precision == "fp16" and torch.device(device).type == "cpu":
         source = "" if mixed_precision is not None else (
             " (Accelerate's setting: accelerate launch --mixed_precision or its config file, or "
