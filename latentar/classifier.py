@@ -43,19 +43,22 @@ class ClassifierConfig(Checked):
 
 
 class ImageClassifier(nn.Module, Saveable):
-    """Two convolution stages (3×3 convs, ReLU; 2×2 max-pool between them), global average
-    pooling, a ``feature_dim``-wide hidden layer (the features) and a linear layer to the logits."""
+    """Two convolution stages (two 3×3 convs with ReLU, then a 2×2 max-pool, each), the (H/4, W/4)
+    map flattened into a ``feature_dim``-wide hidden layer (the features; where a stroke lies stays
+    known, which global pooling would lose) and a linear layer to the logits."""
 
     model_type = "classifier"
 
     def __init__(self, config: ClassifierConfig):
         super().__init__()
         self.config = config
-        C, w = config.image_shape[0], config.width
+        (C, H, W), w = config.image_shape, config.width
+        if H < 4 or W < 4:
+            raise ValueError(f"the classifier pools twice by 2, so its images need H, W >= 4; got {H}×{W}")
         self.body = nn.Sequential(
             nn.Conv2d(C, w, 3, padding=1), nn.ReLU(), nn.Conv2d(w, w, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(w, 2 * w, 3, padding=1), nn.ReLU(), nn.Conv2d(2 * w, 2 * w, 3, padding=1), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2 * w, config.feature_dim), nn.ReLU())
+            nn.MaxPool2d(2), nn.Flatten(), nn.Linear(2 * w * (H // 4) * (W // 4), config.feature_dim), nn.ReLU())
         self.head = nn.Linear(config.feature_dim, config.num_classes)
 
     @property
