@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 
 import torch
+from torch.utils.data import TensorDataset
 
 import latentar
 from latentar.registry import HEADS, PRIORS
@@ -47,3 +48,15 @@ def every_grid(shape, num_symbols: int, device: torch.device | str = "cpu") -> t
 def generator(device: torch.device | str, seed: int) -> torch.Generator:
     """A seeded generator on ``device`` (samplers draw with a generator of their own device)."""
     return torch.Generator(device=device).manual_seed(seed)
+
+
+def binary_grids(n: int = 32) -> TensorDataset:
+    """n fixed random 1×4×4 binary grids (about 30% ones), each labelled 0: a tiny training set."""
+    x = (torch.rand(n, 1, 4, 4, generator=torch.Generator().manual_seed(0)) < 0.3).to(torch.uint8)
+    return TensorDataset(x, torch.zeros(n, dtype=torch.long))
+
+
+def tiny_pixelcnn() -> latentar.Prior:
+    """A tiny, seeded pixelcnn over 1×4×4 binary grids (the one `binary_grids` trains)."""
+    torch.manual_seed(0)
+    return latentar.build_prior("pixelcnn", (1, 4, 4), 2, preset="tiny")

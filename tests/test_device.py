@@ -13,10 +13,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from prior_cases import tiny_prior
+from prior_cases import binary_grids, tiny_prior
 from recipe_cases import write_recipe
 from safetensors.torch import load_file
-from torch.utils.data import TensorDataset
 
 import latentar
 import latentar.data
@@ -31,12 +30,6 @@ from latentar.images import save_grid
 from latentar.plan import validate
 from latentar.priors import base
 from latentar.training import TrainConfig, Trainer, prior_objective
-
-
-def binary_grids(n: int) -> TensorDataset:
-    g = torch.Generator().manual_seed(0)
-    x = (torch.rand(n, 1, 4, 4, generator=g) < 0.3).to(torch.uint8)
-    return TensorDataset(x, torch.zeros(n, dtype=torch.long))
 
 
 def train(out, steps: int, resume: bool = False) -> Trainer:

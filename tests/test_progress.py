@@ -10,6 +10,7 @@ import sys
 
 import pytest
 import torch
+from prior_cases import tiny_pixelcnn
 from torch.utils.data import TensorDataset
 
 import latentar
@@ -70,14 +71,9 @@ def test_the_main_process_is_known_before_accelerate_sets_up_the_processes(monke
     assert progress.is_main_process()
 
 
-def tiny_prior() -> latentar.Prior:
-    torch.manual_seed(0)
-    return latentar.build_prior("pixelcnn", (1, 4, 4), 2, preset="tiny")
-
-
 def test_sampling_completion_and_scoring_show_bars(monkeypatch):
     stderr = terminal(monkeypatch)
-    prior = tiny_prior()
+    prior = tiny_pixelcnn()
     prior.sample(2)
     assert "sample" in stderr.getvalue() and "0/4" in stderr.getvalue()  # one step per row
     complete(prior, torch.zeros(1, 1, 4, 4, dtype=torch.uint8), keep_rows=2, samples=1)
@@ -112,7 +108,7 @@ def test_fetching_shows_a_bar(monkeypatch, tmp_path):
 @pytest.mark.parametrize("where", ["before", "after"])
 def test_the_command_line_quiet_flag_silences_the_bars(monkeypatch, tmp_path, where):
     stderr = terminal(monkeypatch)
-    tiny_prior().save(tmp_path / "prior")
+    tiny_pixelcnn().save(tmp_path / "prior")
     command = ["sample", "--prior", str(tmp_path / "prior"), "-n", "2", "--out", str(tmp_path / "s.png")]
     assert main(command) == 0
     assert "sample" in stderr.getvalue() and "0/4" in stderr.getvalue()  # the prior's 4 rows

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from prior_cases import binary_grids, tiny_pixelcnn
 from torch.utils.data import TensorDataset
 
 import latentar
@@ -26,21 +27,11 @@ event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.ev
 from tensorboard.plugins.hparams import plugin_data_pb2  # noqa: E402
 
 
-def binary_grids(n: int = 64) -> TensorDataset:
-    x = (torch.rand(n, 1, 4, 4, generator=torch.Generator().manual_seed(0)) < 0.3).to(torch.uint8)
-    return TensorDataset(x, torch.zeros(n, dtype=torch.long))
-
-
-def tiny_prior() -> latentar.Prior:
-    torch.manual_seed(0)
-    return latentar.build_prior("pixelcnn", (1, 4, 4), 2, preset="tiny")
-
-
 def prior_trainer(out: Path, objective=prior_objective, **overrides) -> Trainer:
-    data = binary_grids()
+    data = binary_grids(64)
     config = TrainConfig(**{**dict(steps=6, batch_size=16, log_every=1, eval_every=3, save_every=3, ema_decay=0.9,
                                    report_to="tensorboard", sample_every=3), **overrides})
-    return Trainer(tiny_prior(), objective, data, config, out, evaluate=lambda m, acc: evaluate_prior(m, data, acc),
+    return Trainer(tiny_pixelcnn(), objective, data, config, out, evaluate=lambda m, acc: evaluate_prior(m, data, acc),
                    preview=sample_preview(levels=2))
 
 
@@ -161,7 +152,7 @@ def test_a_missing_tracker_package_is_named_with_its_install_command(tmp_path, m
 
 def test_sample_every_needs_a_preview(tmp_path):
     with pytest.raises(ValueError, match="sample_every = 2 needs a preview"):
-        Trainer(tiny_prior(), prior_objective, binary_grids(), TrainConfig(steps=2, sample_every=2), tmp_path)
+        Trainer(tiny_pixelcnn(), prior_objective, binary_grids(64), TrainConfig(steps=2, sample_every=2), tmp_path)
 
 
 def tiny_vqvae_run(out: Path, **overrides) -> Trainer:

@@ -13,9 +13,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from torch.utils.data import TensorDataset
+from prior_cases import binary_grids, tiny_pixelcnn
 
-import latentar
 from latentar import cli
 from latentar.run_files import RUN_FILE
 from latentar.training import TrainConfig, Trainer, prior_objective
@@ -24,18 +23,8 @@ from latentar.training.run_folder import RunFolderError
 from latentar.training.tracking import start_trackers, tracker_names
 
 
-def binary_grids(n: int = 32) -> TensorDataset:
-    x = (torch.rand(n, 1, 4, 4, generator=torch.Generator().manual_seed(0)) < 0.3).to(torch.uint8)
-    return TensorDataset(x, torch.zeros(n, dtype=torch.long))
-
-
-def tiny_prior() -> latentar.Prior:
-    torch.manual_seed(0)
-    return latentar.build_prior("pixelcnn", (1, 4, 4), 2, preset="tiny")
-
-
 def trainer(out: Path, **settings) -> Trainer:
-    return Trainer(tiny_prior(), prior_objective, binary_grids(), TrainConfig(**{"batch_size": 8, **settings}), out)
+    return Trainer(tiny_pixelcnn(), prior_objective, binary_grids(), TrainConfig(**{"batch_size": 8, **settings}), out)
 
 
 # ---- mixed precision: Accelerate's setting unless one is given --------------------------
@@ -138,7 +127,7 @@ def test_trackers_get_the_project_and_run_name(tmp_path, monkeypatch, settings, 
     for key, value in {**env, "WANDB_ENTITY": "team"}.items():
         monkeypatch.setenv(key, value)
     accelerator = FakeAccelerator(log_with=["wandb", "tensorboard"], project_dir=str(tmp_path / "run-7"))
-    start_trackers(accelerator, tiny_prior(), TrainConfig(**settings), resumed_at=4)
+    start_trackers(accelerator, tiny_pixelcnn(), TrainConfig(**settings), resumed_at=4)
     assert accelerator.started["project"] == project
     assert accelerator.started["init_kwargs"] == {"wandb": {"name": name, "dir": str(tmp_path / "run-7")},
                                                   "tensorboard": {"purge_step": 5}}  # W&B reads WANDB_ENTITY itself
