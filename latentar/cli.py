@@ -40,6 +40,7 @@ from latentar.commands import (
     report,
     run,
     sample,
+    sweep,
     train_classifier,
     train_prior,
     train_vqvae,
@@ -60,7 +61,8 @@ COMMANDS = [data.add_data_command, train_prior.add_train_prior_command, evaluate
             bench.add_bench_command, receptive_field.add_receptive_field_command, run.add_run_command,
             sample.add_sample_command, sample.add_complete_command, train_vqvae.add_train_vqvae_command,
             encode.add_encode_command, report.add_report_command, push.add_push_command,
-            train_classifier.add_train_classifier_command, eval_samples.add_eval_samples_command]
+            train_classifier.add_train_classifier_command, eval_samples.add_eval_samples_command,
+            sweep.add_sweep_command]
 QUIET_HELP = "no progress bars (they show only on a terminal anyway)"
 
 

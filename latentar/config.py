@@ -9,6 +9,8 @@ the sampling of a run. TOML in (``load_recipe``), JSON out (``recipe_to_dict``).
     [bottom_prior], [bottom_prior_train]   VQ-VAE-2 only: the prior of the bottom codes,
                     conditioned on the top codes (``[prior]`` then models the top codes)
     [sampling]      n, nrow, per_class, temperature, top_k, seed, reconstructions, device, ...
+    [metrics]       n, features, reference, classifier_steps, inception_weights, seed: sample metrics
+                    (FID, KID, precision/recall, class accuracy) of the prior's samples at the end
 
 Every value is checked against its field's type and range when the recipe is read, and
 ``--set section.key=value`` overrides are parsed by that type; errors name the key.
@@ -113,6 +115,26 @@ class SamplingConfig(Checked):
             raise FieldError(f"sampling.top_p must be a number in (0, 1] or None, got {self.top_p!r}")
 
 
+METRICS_FEATURES = "classifier"  # [metrics] features = "classifier": the recipe trains the dataset classifier
+
+
+@dataclass
+class MetricsConfig(Checked):
+    """Sample metrics at the end of a run (`latentar.quality`): n samples drawn with [sampling]'s
+    knobs, measured against the reference split in the features of a classifier the run trains
+    (RUN/classifier/), of a given classifier, or of Inception."""
+
+    label = "metrics"
+    bounds = {"n": Bound(0, None), "reference": ("test", "train"), "seed": SEED}
+
+    n: int = 0  # samples drawn and measured (and reference images); 0 = no sample metrics
+    features: str = METRICS_FEATURES  # "classifier" (trained in RUN/classifier/), "classifier:PATH" or "inception"
+    reference: str = "test"  # the split the samples are compared with
+    classifier_steps: int = 300  # updates of the classifier trained for features = "classifier"
+    inception_weights: str | None = None  # features = "inception": the weights file; None: torch-fidelity's cache
+    seed: int = 0  # seed of the measured draws (the same for every run, so runs compare)
+
+
 @dataclass
 class Recipe:
     data: DataConfig = field(default_factory=DataConfig)
@@ -124,6 +146,7 @@ class Recipe:
     vqvae_train: TrainConfig | None = None
     bottom_prior: PriorConfig | None = None  # VQ-VAE-2: the bottom prior, context = top codes
     bottom_prior_train: TrainConfig | None = None
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     @property
     def mode(self) -> str:
@@ -134,7 +157,7 @@ class Recipe:
 SECTIONS: dict[str, type] = {
     "data": DataConfig, "vqvae": VQVAEConfig, "vqvae_train": TrainConfig, "prior": PriorConfig,
     "prior_train": TrainConfig, "bottom_prior": PriorConfig, "bottom_prior_train": TrainConfig,
-    "sampling": SamplingConfig,
+    "sampling": SamplingConfig, "metrics": MetricsConfig,
 }
 REQUIRED = ("data", "prior", "prior_train")
 PATH_KEY = "path"  # [vqvae] path = FOLDER: reuse a trained VQ-VAE

@@ -32,6 +32,7 @@ from latentar.saving import read_config, versions
 CARD_FILE = "README.md"
 LICENSE = "mit"  # latentar's licence, which the models it makes are shared under
 USE = "## Use\n"  # the heading of the card's last section
+SAMPLE_METRICS = "## Sample metrics\n"  # the heading of a recipe's [metrics] results, before Use
 HERE = "path/to/this/folder"  # where a card that names no Hub repo says the model is
 VQVAE_HERE = "path/to/vqvae"  # where it says the VQ-VAE of a code prior is, when no repo is known
 GENERATION = "unconditional-image-generation"  # a prior's pipeline tag
@@ -70,6 +71,21 @@ def point_card_at(folder: str | Path, *, repo_id: str | None = None, vqvae_repo:
     use = use_section(config["model_type"], config["config"], dataset=datasets[0] if datasets else None,
                       source=read_codes_source(folder), repo_id=repo_id, vqvae_repo=vqvae_repo)
     card.text = card.text.partition(USE)[0].rstrip("\n") + "\n\n" + use + "\n"
+    return atomic_write_bytes(path, str(card).encode())
+
+
+def add_sample_metrics(folder: str | Path, metrics: dict[str, dict]) -> Path:
+    """Write (or rewrite) the Sample metrics section of ``folder/README.md``, before its Use section:
+    a table per measured set of ``metrics`` ({"samples": `latentar.quality.measure`'s result, ...}),
+    each naming its features, sample count and reference split."""
+    path = Path(folder) / CARD_FILE
+    card = ModelCard(read_text(path))
+    before, _, use = card.text.partition(USE)
+    before = before.partition(SAMPLE_METRICS)[0].rstrip("\n")
+    tables = "\n\n".join(f"{name.capitalize()}:\n\n" + table({key: value for key, value in result.items()
+                                                             if not isinstance(value, dict)})
+                          for name, result in metrics.items())
+    card.text = f"{before}\n\n{SAMPLE_METRICS}\n{tables}\n\n{USE}{use}"
     return atomic_write_bytes(path, str(card).encode())
 
 

@@ -16,14 +16,18 @@ import torch
 from accelerate.utils import parse_flag_from_env
 
 from latentar.checks import FieldError
-from latentar.config import PriorConfig, Recipe, RecipeError
+from latentar.config import METRICS_FEATURES, PriorConfig, Recipe, RecipeError
 from latentar.data import SourceUnavailableError, load_dataset
 from latentar.devices import resolve_device
 from latentar.generation import check_output
 from latentar.memory import MemoryCapError
 from latentar.priors.base import build_prior
+from latentar.quality import INCEPTION, MissingExtraError, find_inception_weights
+from latentar.quality.features import CLASSIFIER
+from latentar.quality.library import fidelity
+from latentar.quality.scores import K_NEAREST
 from latentar.registry import DATASETS, PRIORS, UnknownNameError
-from latentar.saving import NotAModelError, meta_model, read_config
+from latentar.saving import NotAModelError, meta_model, model_folder, read_config
 from latentar.training import TrainConfig
 from latentar.training.config import check_mixed_precision
 from latentar.training.tracking import TrackerNotInstalledError, trackers
@@ -83,6 +87,7 @@ def validate(recipe: Recipe, device: Any = None) -> Plan:
         raise RecipeError(f"sampling.cfg_scale = {recipe.sampling.cfg_scale} needs a null class: set "
                           f"{unguided[0]}.class_dropout > 0 (with class_conditional = true)")
     check_sampling(recipe, stages, shape, num_classes, sampling_device(recipe))
+    check_metrics(recipe, num_classes)
     return Plan(shape, levels, num_classes, grids, stages)
 
 
@@ -166,6 +171,43 @@ def check_sampling(recipe: Recipe, stages: list[Stage], image_shape: tuple[int, 
         check_output(n, priors, image_shape, key, device)
     except MemoryCapError as e:
         raise RecipeError(str(e)) from e
+
+
+def check_metrics(recipe: Recipe, num_classes: int | None) -> None:
+    """[metrics] (when ``n`` > 0) needs the metrics extra, enough samples for the k-NN balls, and features
+    that can be had: a dataset with classes to train a classifier on, a saved classifier, or the Inception weights."""
+    cfg = recipe.metrics
+    if cfg.n == 0:
+        return
+    if cfg.n <= K_NEAREST:
+        raise RecipeError(f"metrics.n = {cfg.n}: precision/recall and density/coverage need more than k = {K_NEAREST} "
+                          "samples (k-NN balls); set metrics.n >= 100 or so, or 0 to turn the metrics off")
+    try:
+        fidelity("metric_fid")
+    except MissingExtraError as e:
+        raise RecipeError(f"[metrics]: {e}") from e
+    if cfg.features == METRICS_FEATURES:
+        if not num_classes or num_classes < 2:
+            raise RecipeError(f"metrics.features = {METRICS_FEATURES!r} trains a classifier on the data's labels, but "
+                              f"data.name {recipe.data.name!r} has {num_classes or 'no'} class(es); use "
+                              f"{INCEPTION!r} or 'classifier:PATH'")
+    elif cfg.features.startswith(CLASSIFIER) and cfg.features != CLASSIFIER:
+        location = cfg.features.removeprefix(CLASSIFIER)
+        try:
+            saved = read_config(model_folder(location))
+        except NotAModelError as e:
+            raise RecipeError(f"metrics.features: {e}") from e
+        if saved["model_type"] != "classifier":
+            raise RecipeError(f"metrics.features: {location} holds a {saved['model_type']}, not a classifier "
+                              "(latentar train-classifier makes one)")
+    elif cfg.features == INCEPTION:
+        try:
+            find_inception_weights(cfg.inception_weights)
+        except FileNotFoundError as e:
+            raise RecipeError(f"metrics.features = {INCEPTION!r}: {e}") from e
+    else:
+        raise RecipeError(f"metrics.features must be {METRICS_FEATURES!r} (trained by the run), 'classifier:PATH' "
+                          f"or {INCEPTION!r}, got {cfg.features!r}")
 
 
 def sampling_device(recipe: Recipe) -> torch.device:

@@ -14,7 +14,7 @@ from recipe_cases import PIXELSNAIL, write_recipe
 import latentar
 from latentar.cli import main
 from latentar.runs.report import COLUMNS, run_row
-from latentar.runs.summary import read_summary
+from latentar.runs.summary import FORMAT, read_summary
 
 COLUMNS_INDEX = {name: i for i, name in enumerate(COLUMNS)}  # column name -> its cell in a table row
 
@@ -91,7 +91,7 @@ def test_every_stage_is_summarised_one_way(runs):
     assert run["vqvae"] == json.loads((runs[0] / "vqvae" / "summary.json").read_text())
     assert run["codes"] == json.loads((runs[0] / "codes" / "summary.json").read_text())
     alone = json.loads((runs[1] / "summary.json").read_text())  # train-prior
-    assert alone["stage"] == run["prior"]["stage"] == "prior" and alone["format"] == run["format"] == 3
+    assert alone["stage"] == run["prior"]["stage"] == "prior" and alone["format"] == run["format"] == FORMAT
     assert set(alone) - set(alone["test"]) == set(run["prior"]) - set(run["prior"]["test"])
     assert alone["test"]["bits_per_dim"] == alone["bits_per_dim"]
 

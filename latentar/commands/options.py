@@ -239,17 +239,42 @@ def load_model(location: str | Path, kind: type[M], what: str, device: torch.dev
     return model.eval()
 
 
-def add_sampling_knobs(parser: argparse.ArgumentParser) -> None:
-    """--temperature --top-k --top-p --cfg-scale --seed --batch-size: the knobs of ``Prior.sample``."""
-    parser.add_argument("--temperature", type=float, default=1.0, help="softmax temperature (default 1)")
-    parser.add_argument("--top-k", type=int, default=None, help="draw among the k most likely symbols only")
-    parser.add_argument("--top-p", type=float, default=None,
-                        help="draw among the most likely symbols whose probability reaches p (nucleus)")
-    parser.add_argument("--cfg-scale", type=float, default=1.0,
-                        help="classifier-free guidance scale (a prior trained with class_dropout > 0)")
-    parser.add_argument("--seed", type=seed_value, default=0, help="seed of the draws (default 0)")
+def add_sampling_knobs(parser: argparse.ArgumentParser, *, lists: bool = False) -> None:
+    """--temperature --top-k --top-p --cfg-scale --seed --batch-size: the knobs of ``Prior.sample``;
+    with ``lists`` the first four take comma lists of values (`knob_list`): a list when given."""
+    def kind(tp: type, optional: bool = False) -> Any:
+        return knob_list(tp, optional) if lists else tp
+
+    swept = ", or a comma list of values to sweep" if lists else ""
+    for flag, tp, default, text in (
+            ("--temperature", float, 1.0, "softmax temperature"),
+            ("--top-k", int, None, "draw among the k most likely symbols only; None: all"),
+            ("--top-p", float, None, "draw among the most likely symbols whose probability reaches p (nucleus); "
+                                     "None: all"),
+            ("--cfg-scale", float, 1.0, "classifier-free guidance scale (a prior trained with class_dropout > 0)")):
+        parser.add_argument(flag, type=kind(tp, default is None), default=default, help=text + swept)
+    parser.add_argument("--seed", type=seed_value, default=0, help="seed of the draws")
     parser.add_argument("--batch-size", type=int, default=None,
-                        help="draw at most this many grids per pass (default: as many as fit the memory cap)")
+                        help="draw at most this many grids per pass; None: as many as fit the memory cap")
+
+
+def knob_list(tp: type, optional: bool = False) -> Any:
+    """The argparse type of a swept knob: '1,1.5,2' -> [1.0, 1.5, 2.0] of ``tp``; with ``optional``,
+    'none' stands for None (the knob off)."""
+    def parse(text: str) -> list:
+        values = []
+        for item in text.split(","):
+            item = item.strip()
+            try:
+                values.append(None if optional and item.lower() == "none" else tp(item))
+            except ValueError:
+                kind = "integers" if tp is int else "numbers"
+                raise argparse.ArgumentTypeError(f"expected a comma list of {kind}{' or none' if optional else ''}, "
+                                                 f"e.g. 1,2,3; {item!r} in {text!r} is not one") from None
+        if len(set(values)) < len(values):
+            raise argparse.ArgumentTypeError(f"{text!r} repeats a value")
+        return values
+    return parse
 
 
 def check_sampling_knobs(args: argparse.Namespace) -> None:

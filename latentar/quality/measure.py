@@ -1,18 +1,19 @@
 """Measuring a set of images against a reference split: features once, then every metric.
 
     extractor = feature_extractor("classifier:runs/mnist-classifier/model")
-    result = measure(extractor, samples, reference_images, levels=256, reference="mnist/test",
-                     labels=requested_classes)
+    reference = reference_features(extractor, reference_images, levels=256, name="mnist/test")
+    result = measure(extractor, samples, reference, labels=requested_classes)
     result["fid"], result["precision"], result["class_accuracy"]
 
-The result names its feature extractor, the sample count and the reference split
+The reference's features are extracted once and serve every set measured against it (a sweep's
+points). The result names its feature extractor, the sample count and the reference split
 (``features``, ``n``, ``reference``, ``reference_n``), so numbers from different features,
 counts or splits are never taken for comparable.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -43,23 +44,42 @@ def agreement(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return (logits.argmax(1) == labels.cpu()).float().mean().item()
 
 
-def measure(extractor: Extractor, images: torch.Tensor, reference_images: torch.Tensor, *, levels: int,
-            reference: str, labels: torch.Tensor | None = None, classifier: ClassifierFeatures | None = None,
+class Reference(NamedTuple):
+    """A reference split in one extractor's features: what every measured set is compared with."""
+
+    images: torch.Tensor  # uint8 (N, C, H, W)
+    features: torch.Tensor  # (N, D), in the features of the extractor named ``extractor``
+    name: str  # the split, e.g. "mnist/test"
+    levels: int  # the values the images take
+    extractor: str  # the name of the extractor of ``features``
+
+
+def reference_features(extractor: Extractor, images: torch.Tensor, *, levels: int, name: str,
+                       batch_size: int = BATCH) -> Reference:
+    """The reference split ``name``'s uint8 images (N, C, H, W) with ``levels`` values, in ``extractor``'s features."""
+    features, _ = extract(extractor, images, levels, desc="features of the reference", batch_size=batch_size)
+    return Reference(images, features, name, levels, extractor.name)
+
+
+def measure(extractor: Extractor, images: torch.Tensor, reference: Reference, *,
+            labels: torch.Tensor | None = None, classifier: ClassifierFeatures | None = None,
             k: int = K_NEAREST, batch_size: int = BATCH) -> dict[str, Any]:
-    """Every metric of ``images`` against ``reference_images`` (both uint8 (N, C, H, W) with ``levels``
-    values) in ``extractor``'s features: fid, kid_mean ± kid_std, precision, recall, density,
+    """Every metric of ``images`` (uint8 (N, C, H, W) with the reference's levels) against ``reference``
+    in ``extractor``'s features: fid, kid_mean ± kid_std, precision, recall, density,
     coverage, and the Inception Score of the extractor's logits (``is_mean`` ± ``is_std``).
     With ``labels`` (the class each image was drawn for), ``class_accuracy``: the share that
     ``classifier`` (default: the extractor, when it is a classifier) puts in that class."""
-    if images.shape[1:] != reference_images.shape[1:]:
+    if reference.extractor != extractor.name:
+        raise ValueError(f"the reference's features are {reference.extractor}'s, not {extractor.name}'s")
+    if images.shape[1:] != reference.images.shape[1:]:
         raise ValueError(f"the images {tuple(images.shape[1:])} and the reference split's "
-                         f"{tuple(reference_images.shape[1:])} differ in shape")
-    real, _ = extract(extractor, reference_images, levels, desc="features of the reference", batch_size=batch_size)
+                         f"{tuple(reference.images.shape[1:])} differ in shape")
+    levels = reference.levels
     fake, logits = extract(extractor, images, levels, desc="features of the images", batch_size=batch_size)
     is_mean, is_std = inception_score(logits)
-    result: dict[str, Any] = {"features": extractor.name, "n": len(images), "reference": reference,
-                              "reference_n": len(reference_images), "k": k, **sample_scores(real, fake, k),
-                              "is_mean": is_mean, "is_std": is_std}
+    result: dict[str, Any] = {"features": extractor.name, "n": len(images), "reference": reference.name,
+                              "reference_n": len(reference.images), "k": k,
+                              **sample_scores(reference.features, fake, k), "is_mean": is_mean, "is_std": is_std}
     judge = classifier or (extractor if isinstance(extractor, ClassifierFeatures) else None)
     if labels is not None and judge is not None:
         judged = logits if judge is extractor else extract(judge, images, levels, desc="classify the images",

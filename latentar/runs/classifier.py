@@ -30,7 +30,7 @@ from latentar.evaluation import process_share
 from latentar.model_card import write_model_card
 from latentar.nn.modes import eval_mode
 from latentar.progress import progress_bar
-from latentar.run_files import MODEL_DIR
+from latentar.run_files import MODEL_DIR, read_done
 from latentar.runs.stages import FRESH, Rerun
 from latentar.training import TrainConfig, Trainer
 
@@ -81,7 +81,13 @@ def train_classifier(data: DataConfig, out_dir: str | Path, config: TrainConfig,
                      eval_batch_size: int = 256) -> dict:
     """Train an `ImageClassifier` on ``data``'s training split (the first ``subset`` items) into
     ``out_dir``, score the test split, and record its accuracy in ``out_dir/model`` -> the
-    record {"data", "step", "train", "test", "model"}."""
+    record {"data", "step", "train", "test", "model", "reused"}. With ``rerun.reuse`` a finished
+    classifier in ``out_dir`` is taken as it is (a recipe's ``classifier/`` stage)."""
+    folder = Path(out_dir) / MODEL_DIR
+    done = read_done(out_dir) if rerun.reuse else None
+    if done is not None:
+        return {"data": data.name, "step": done["step"], "train": done["train"], "test": done["eval"],
+                "model": str(folder), "reused": True}
     train, test = (load_dataset(data.name, split, data.root, **data.options) for split in ("train", "test"))
     build = classifier_config(train, data.name, width, feature_dim)
     set_seed(config.seed)  # the initial weights
@@ -89,7 +95,6 @@ def train_classifier(data: DataConfig, out_dir: str | Path, config: TrainConfig,
                       evaluate=lambda model, acc: evaluate_classifier(model, test, acc, batch_size=eval_batch_size),
                       dataset=data.name, overwrite=rerun.overwrite)
     result = trainer.fit(resume=rerun.resume)
-    folder = Path(out_dir) / MODEL_DIR
     if PartialState().is_main_process:  # the exported model, again, with its test accuracy recorded
         model = trainer.final_model()
         assert isinstance(model, ImageClassifier)
@@ -97,4 +102,4 @@ def train_classifier(data: DataConfig, out_dir: str | Path, config: TrainConfig,
         model.save(folder)
         write_model_card(folder, model, dataset=data.name, training=asdict(config), metrics=result["eval"])
     return {"data": data.name, "step": result["step"], "train": result["train"], "test": result["eval"],
-            "model": str(folder)}
+            "model": str(folder), "reused": False}

@@ -13,6 +13,7 @@ The run folder (file names in `latentar.run_files`)::
     reconstructions.png    test images (odd rows) above their reconstructions (even rows)
     samples.png            prior samples decoded to images (one row per class when conditional)
     curves.png             training curves of every stage
+    classifier/            [metrics] features = "classifier": the dataset classifier of the sample metrics
     summary.json           the run summary: a stage record per stage (`latentar.runs.summary`)
 
 A stage whose ``done.json`` is in the folder is reused; a stage with checkpoints but no
@@ -34,6 +35,7 @@ from torch.utils.data import Dataset
 from latentar.config import Recipe, RecipeError, recipe_from_dict, recipe_to_dict
 from latentar.data import first_items, load_dataset
 from latentar.data.codes import CodeDataset
+from latentar.data.subsets import dataset_size
 from latentar.files import atomic_write_json, read_json
 from latentar.generation import class_rows, generate
 from latentar.images import save_grid
@@ -41,6 +43,7 @@ from latentar.plan import Plan, run_device, sampling_device, validate
 from latentar.priors import Prior
 from latentar.run_files import CODES_DIR, CURVES_FILE, RECIPE_FILE, RECONSTRUCTIONS_FILE, SAMPLES_FILE, SUMMARY_FILE
 from latentar.runs.curves import plot_curves, stage_curves
+from latentar.runs.metrics import CLASSIFIER_DIR, classifier_stage, measure_run, report_metrics
 from latentar.runs.stages import RECIPE_RERUN, Splits, codes_stage, given_vqvae, prior_stage, vqvae_stage
 from latentar.runs.summary import FORMAT
 from latentar.training.config import precision_in_effect
@@ -52,6 +55,7 @@ from latentar.vqvae import VQVAE
 STAGE_INPUTS = {"vqvae": ("data", "vqvae", "vqvae_train"), CODES_DIR: ("data", "vqvae", "vqvae_train"),
                 "prior": ("data", "vqvae", "vqvae_train", "prior", "prior_train")}
 STAGE_INPUTS["bottom_prior"] = STAGE_INPUTS["prior"] + ("bottom_prior", "bottom_prior_train")
+STAGE_INPUTS[CLASSIFIER_DIR] = ("data", "metrics.classifier_steps")  # a section, or one key of it
 # what a run writes into its folder (`latentar run --overwrite` removes these)
 RUN_OUTPUTS = (RECIPE_FILE, SUMMARY_FILE, *STAGE_INPUTS, RECONSTRUCTIONS_FILE, SAMPLES_FILE, CURVES_FILE)
 
@@ -95,10 +99,17 @@ def run_stages(recipe: Recipe, plan: Plan, out: Path, state: PartialState, image
             out / stage.name, symbols[stage.name], stage.config, stage.build, stage.train, vqvae=vqvae,
             source=None if vqvae is None or level is None else (vqvae.fingerprint(), level), rerun=RECIPE_RERUN,
             top_prior=priors["prior"] if level == "bottom" else None)
+    classifier = classifier_stage(recipe, out, dataset_size(images.train))  # every process trains it
     if state.is_main_process:
         tic = time.perf_counter()
         summary["images"] = write_images(recipe, plan, priors, vqvae, images.test, out)
         summary["images"]["wall_time_s"] = time.perf_counter() - tic
+        if recipe.metrics.n:
+            tic = time.perf_counter()
+            summary["metrics"] = measure_run(recipe, plan, priors, vqvae, images, classifier)
+            summary["metrics"]["wall_time_s"] = time.perf_counter() - tic
+            report_metrics(summary["metrics"], out / "prior", priors["prior"], recipe.prior_train,
+                           summary["prior"]["steps"])
         plot_curves(stage_curves(out, ["vqvae"] * (recipe.vqvae is not None) + [s.name for s in plan.stages]),
                     out / CURVES_FILE)
         summary["wall_time_s"] = time.perf_counter() - started
@@ -127,7 +138,7 @@ def check_previous_run(out: Path, recipe: Recipe) -> None:
         pass
     changed = differing_keys(in_effect(recorded), in_effect(recipe_to_dict(recipe)))
     for stage, inputs in STAGE_INPUTS.items():
-        keys = [k for k in changed if k.split(".")[0] in inputs]
+        keys = [k for k in changed if any(k == key or k.startswith(key + ".") for key in inputs)]
         if keys and (out / stage).exists():
             raise RecipeError(f"{out / stage} was made by another recipe (changed: {', '.join(keys[:4])}); "
                               f"choose another --out, or delete {out / stage} to redo that stage")

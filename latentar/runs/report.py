@@ -10,7 +10,9 @@ preset, their parameters and updates added up, their test scores combined (nats 
 per image for pixel priors, per image's code grid(s) for code priors, which are not comparable;
 bits = total nats over total symbols); a run without a prior gives its VQ-VAE's
 parameters and updates. The VQ-VAE gives PSNR and code usage; the wall time adds up every
-stage and the final images.
+stage and the final images. A recipe with ``[metrics]`` adds its samples' FID, precision, recall
+and class accuracy, with what they were measured on (sample count, reference split, features):
+compare them only between rows where that column agrees.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from latentar.evaluation import bits_per_dim
+from latentar.quality.sweep import short_features
 from latentar.runs.summary import read_summary, stage_records
 
 # column -> (header, how a value is shown)
@@ -27,8 +30,11 @@ COLUMNS = {
     "parameters": ("parameters", "{:,}"), "updates": ("updates", "{}"), "wall_time_s": ("wall time (s)", "{:.0f}"),
     "nats_per_image": ("test nats/image or code grid", "{:.2f}"), "bits_per_dim": ("bits/dim", "{:.4f}"),
     "bits_per_code": ("bits/code", "{:.4f}"), "psnr": ("VQ-VAE PSNR (dB)", "{:.2f}"),
-    "codes_used": ("codes used", "{:.3f}"),
+    "codes_used": ("codes used", "{:.3f}"), "fid": ("FID", "{:.2f}"), "precision": ("precision", "{:.3f}"),
+    "recall": ("recall", "{:.3f}"), "class_accuracy": ("class acc.", "{:.3f}"),
+    "measured": ("sample metrics: n vs reference, features", "{}"),
 }
+SAMPLE_COLUMNS = ("fid", "precision", "recall", "class_accuracy")  # from the run's [metrics] samples
 
 
 def run_row(folder: str | Path) -> dict[str, Any]:
@@ -44,7 +50,8 @@ def run_row(folder: str | Path) -> dict[str, Any]:
            "parameters": sum(r["parameters"] for r in counted) if counted else None,
            "updates": sum(r["steps"] for r in counted) if counted else None,
            "wall_time_s": sum(t for t in times if t is not None) if any(t is not None for t in times) else None,
-           **prior_scores([r["test"] for r in priors]), **vqvae_scores(vqvaes[0]["test"] if vqvaes else {})}
+           **prior_scores([r["test"] for r in priors]), **vqvae_scores(vqvaes[0]["test"] if vqvaes else {}),
+           **sample_scores(summary.get("metrics"))}
     return {column: row.get(column) for column in COLUMNS} | {"run": str(folder)}
 
 
@@ -56,6 +63,15 @@ def prior_scores(tests: list[dict]) -> dict[str, Any]:
     unit = "bits_per_code" if "bits_per_code" in tests[0] else "bits_per_dim"
     nats, dims = (sum(test[key] for test in tests) for key in ("nats", "dims"))
     return {"nats_per_image": sum(test["nats_per_image"] for test in tests), unit: bits_per_dim(nats, dims)}
+
+
+def sample_scores(metrics: dict | None) -> dict[str, Any]:
+    """A run's ``metrics`` record -> its samples' FID, precision, recall, class accuracy, and what
+    they were measured on."""
+    if not metrics:
+        return {}
+    return {**{key: metrics["samples"].get(key) for key in SAMPLE_COLUMNS},
+            "measured": f"{metrics['n']} vs {metrics['reference']}, {short_features(metrics['features'])}"}
 
 
 def vqvae_scores(test: dict) -> dict[str, Any]:

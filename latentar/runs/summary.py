@@ -1,10 +1,10 @@
-"""Stage records: the one way every stage of every run is summarised (``summary.json``, format 3).
+"""Stage records: the one way every stage of every run is summarised (``summary.json``, format 4).
 
 A **stage record** says what one stage made and how well it scores. ``train-prior``,
 ``train-vqvae`` and ``encode`` write theirs as their folder's ``summary.json``; ``latentar run``
 writes one into each stage folder it trains and gathers them into the run's ``summary.json``::
 
-    format        3
+    format        4
     stage         "vqvae", "codes" or "prior"
     data          the dataset's name (train-prior on code grids: the code folder)
     wall_time_s   seconds the run that made the stage spent on it (0 for a recipe's vqvae.path)
@@ -32,10 +32,13 @@ A **run summary** (``latentar run``) is the run's facts plus a stage record per 
     format, mode ("codes" or "pixels"), data, image_shape (C, H, W)
     vqvae, codes, prior, bottom_prior     the stage records the recipe has
     images                                {"samples": path, "reconstructions": path, "wall_time_s"}
+    metrics                               [metrics] n > 0: the sample metrics (`latentar.runs.metrics`):
+                                          features, n, reference, reference_n, classifier (when the run
+                                          trained it), samples, reconstructions (code mode), wall_time_s
     wall_time_s, num_processes
 
-`read_summary` reads any run folder as format 3: summaries written before and stage folders
-with only the trainer's ``done.json`` are brought to it. Format 2 also held a run's
+`read_summary` reads any run folder as format 4: summaries written before and stage folders
+with only the trainer's ``done.json`` are brought to it. Format 3 had no ``metrics``. Format 2 also held a run's
 ``code_bits_per_pixel_dim`` (dropped: a code grid's bits spread over the image's pixels, which no
 pixel model's bits/dim can be compared with) and logged a code prior's training bits per code as
 ``bits_per_dim`` (renamed); format 1 had no ``format`` key and flat stage entries.
@@ -55,7 +58,7 @@ from latentar.saving import meta_model, read_config
 from latentar.training import TrainConfig
 from latentar.vqvae import VQVAE
 
-FORMAT = 3
+FORMAT = 4
 STAGES = {"vqvae": "vqvae", "codes": "codes", "prior": "prior", "bottom_prior": "prior"}  # a run's stage -> its kind
 RUN_KEYS = ("steps", "reused", "wall_time_s", "path", "folder")  # format 1: a run's stage entry, less its scores
 
@@ -101,15 +104,17 @@ def recorded_wall_time(folder: Path) -> float | None:
     return None
 
 
-# ---- reading any run folder as format 3 --------------------------------------------------
+# ---- reading any run folder as format 4 --------------------------------------------------
 def read_summary(folder: str | Path) -> dict:
-    """The summary of a run folder, in format 3: a stage record, or a run summary."""
+    """The summary of a run folder, in format 4: a stage record, or a run summary."""
     folder = Path(folder)
     summary = read_if_present(folder / SUMMARY_FILE)
     if summary is None:
         return done_record(folder)
     if summary.get("format") == FORMAT:
         return summary
+    if summary.get("format") == 3:  # the same records, without sample metrics
+        return upgrade_format_3(summary)
     if summary.get("format") == 2:
         return upgrade_format_2(summary)
     if "mode" in summary:  # a format-1 `latentar run`: stage entries of flat scores, names in recipe.json
@@ -121,8 +126,16 @@ def read_summary(folder: str | Path) -> dict:
     return upgrade_format_2({**summary.get("test", {}), **summary, "stage": kind, "reused": False})
 
 
+def upgrade_format_3(summary: dict) -> dict:
+    """A format-3 summary (a stage record or a run summary) in format 4: only the format changes."""
+    if "stage" in summary:
+        return {**summary, "format": FORMAT}
+    return {**summary, **{name: {**summary[name], "format": FORMAT} for name in STAGES if name in summary},
+            "format": FORMAT}
+
+
 def upgrade_format_2(summary: dict) -> dict:
-    """A format-2 summary (a stage record or a run summary) in format 3."""
+    """A format-2 summary (a stage record or a run summary) in format 4."""
     def record(stage: dict) -> dict:
         train = {"train": train_metrics(stage["train"], stage.get("test", {}))} if "train" in stage else {}
         return {**stage, **train, "format": FORMAT}
@@ -134,7 +147,7 @@ def upgrade_format_2(summary: dict) -> dict:
 
 
 def stage_records(summary: dict) -> list[dict]:
-    """The stage records of a format-3 summary: itself, or a run summary's, in stage order."""
+    """The stage records of a format-4 summary: itself, or a run summary's, in stage order."""
     return [summary] if "stage" in summary else [summary[name] for name in STAGES if name in summary]
 
 
