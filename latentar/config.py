@@ -9,7 +9,8 @@ the sampling of a run. TOML in (``load_recipe``), JSON out (``recipe_to_dict``).
     [bottom_prior], [bottom_prior_train]   VQ-VAE-2 only: the prior of the bottom codes,
                     conditioned on the top codes (``[prior]`` then models the top codes)
     [sampling]      n, nrow, per_class, temperature, top_k, seed, reconstructions, device, ...
-    [metrics]       n, features, reference, classifier_steps, inception_weights, seed: sample metrics
+    [metrics]       n, features, reference, classifier_steps, classifier_width, inception_weights, seed:
+                    sample metrics
                     (FID, KID, precision/recall, class accuracy) of the prior's samples at the end
 
 Every value is checked against its field's type and range when the recipe is read, and
@@ -125,12 +126,14 @@ class MetricsConfig(Checked):
     (RUN/classifier/), of a given classifier, or of Inception."""
 
     label = "metrics"
-    bounds = {"n": Bound(0, None), "reference": ("test", "train"), "seed": SEED}
+    bounds = {"n": Bound(0, None), "reference": ("test", "train"), "seed": SEED, "classifier_steps": Bound(1, None),
+              "classifier_width": Bound(1, 1024)}
 
     n: int = 0  # samples drawn and measured (and reference images); 0 = no sample metrics
     features: str = METRICS_FEATURES  # "classifier" (trained in RUN/classifier/), "classifier:PATH" or "inception"
     reference: str = "test"  # the split the samples are compared with
     classifier_steps: int = 300  # updates of the classifier trained for features = "classifier"
+    classifier_width: int = 16  # its first convolutions' channels (ClassifierConfig.width): 16 trains 2× faster than 32
     inception_weights: str | None = None  # features = "inception": the weights file; None: torch-fidelity's cache
     seed: int = 0  # seed of the measured draws (the same for every run, so runs compare)
 

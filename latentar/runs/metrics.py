@@ -52,8 +52,8 @@ def classifier_stage(recipe: Recipe, out: Path, train_items: int) -> dict | None
         return None
     batch = min(CLASSIFIER_TRAIN.batch_size, train_items)  # a small training set: one batch of all of it
     train = TrainConfig(**{**vars(CLASSIFIER_TRAIN), "steps": cfg.classifier_steps, "batch_size": batch})
-    return train_classifier(recipe.data, out / CLASSIFIER_DIR, train, subset=recipe.data.train_limit,
-                            rerun=RECIPE_RERUN)
+    return train_classifier(recipe.data, out / CLASSIFIER_DIR, train, width=cfg.classifier_width,
+                            subset=recipe.data.train_limit, rerun=RECIPE_RERUN)
 
 
 def measure_run(recipe: Recipe, plan: Plan, priors: dict[str, Prior], vqvae: VQVAE | None, images: Splits,

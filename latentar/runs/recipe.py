@@ -55,7 +55,8 @@ from latentar.vqvae import VQVAE
 STAGE_INPUTS = {"vqvae": ("data", "vqvae", "vqvae_train"), CODES_DIR: ("data", "vqvae", "vqvae_train"),
                 "prior": ("data", "vqvae", "vqvae_train", "prior", "prior_train")}
 STAGE_INPUTS["bottom_prior"] = STAGE_INPUTS["prior"] + ("bottom_prior", "bottom_prior_train")
-STAGE_INPUTS[CLASSIFIER_DIR] = ("data", "metrics.classifier_steps")  # a section, or one key of it
+# a section, or one key of it
+STAGE_INPUTS[CLASSIFIER_DIR] = ("data", "metrics.classifier_steps", "metrics.classifier_width")
 # what a run writes into its folder (`latentar run --overwrite` removes these)
 RUN_OUTPUTS = (RECIPE_FILE, SUMMARY_FILE, *STAGE_INPUTS, RECONSTRUCTIONS_FILE, SAMPLES_FILE, CURVES_FILE)
 
