@@ -26,7 +26,7 @@ def test_recipe_metrics_end_to_end(image_folder, tmp_path):
     summary = run_recipe(load_recipe(path), out)
     metrics = summary["metrics"]
     assert summary["format"] == FORMAT == 4 and read_summary(out) == summary
-    assert metrics["features"].startswith(f"classifier:{out / 'classifier' / 'model'} (classifier of image_folder")
+    assert metrics["features"].startswith("classifier:RUN/classifier (classifier of image_folder")
     assert (metrics["n"], metrics["reference"], metrics["reference_n"]) == (8, "image_folder/test", 8)
     assert metrics["classifier"]["steps"] == 5 and metrics["classifier"]["reused"] is False
     samples, floor = metrics["samples"], metrics["reconstructions"]
@@ -38,6 +38,8 @@ def test_recipe_metrics_end_to_end(image_folder, tmp_path):
     card = (out / "prior" / "model" / "README.md").read_text()
     sample_section = card.split("## Sample metrics")[1].split("## Use")[0]
     assert f"| fid | {samples['fid']:.6g} |" in sample_section and "Reconstructions:" in sample_section
+    assert str(tmp_path) not in card  # a card names no local path
+    assert metrics["classifier"]["wall_time_s"] > 0
     row = run_row(out)
     assert (row["fid"], row["precision"], row["class_accuracy"]) == (samples["fid"], samples["precision"],
                                                                      samples["class_accuracy"])

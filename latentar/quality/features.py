@@ -120,8 +120,9 @@ def inception_state(path: Path) -> dict[str, torch.Tensor]:
 
 
 def feature_extractor(spec: str, *, inception_weights: str | Path | None = None,
-                      device: str | torch.device = "cpu") -> Extractor:
-    """The extractor ``spec`` names ("inception" or "classifier:PATH"), in eval mode on ``device``."""
+                      device: str | torch.device = "cpu", shown: str | None = None) -> Extractor:
+    """The extractor ``spec`` names ("inception" or "classifier:PATH"), in eval mode on ``device``;
+    a classifier's name starts with ``shown`` (default: ``spec``), e.g. "classifier:RUN/classifier"."""
     if spec == INCEPTION:
         path = find_inception_weights(inception_weights)
         try:
@@ -134,7 +135,7 @@ def feature_extractor(spec: str, *, inception_weights: str | Path | None = None,
         if not isinstance(model, ImageClassifier):
             raise ValueError(f"--features {spec}: {folder} holds a {type(model).__name__}, not a classifier "
                              "(latentar train-classifier makes one)")
-        extractor = ClassifierFeatures(model, f"{spec} ({model.description()})")
+        extractor = ClassifierFeatures(model, f"{shown or spec} ({model.description()})")
     else:
         raise ValueError(f"--features must be {INCEPTION!r} or 'classifier:PATH' (a folder of "
                          f"latentar train-classifier), got {spec!r}")

@@ -63,7 +63,8 @@ def measure_run(recipe: Recipe, plan: Plan, priors: dict[str, Prior], vqvae: VQV
     spec = CLASSIFIER + classifier["model"] if classifier is not None else cfg.features
     if spec.startswith(CLASSIFIER):
         spec = CLASSIFIER + str(model_folder(spec.removeprefix(CLASSIFIER)))
-    extractor = feature_extractor(spec, inception_weights=cfg.inception_weights, device=device)
+    shown = f"{CLASSIFIER}RUN/{CLASSIFIER_DIR}" if classifier is not None else None  # the card names no local path
+    extractor = feature_extractor(spec, inception_weights=cfg.inception_weights, device=device, shown=shown)
     split = images.test if cfg.reference == "test" else images.train
     name = f"{recipe.data.name}/{cfg.reference}"
     reference = reference_features(extractor, first_images(split, cfg.n), levels=plan.levels, name=name)
@@ -76,7 +77,7 @@ def measure_run(recipe: Recipe, plan: Plan, priors: dict[str, Prior], vqvae: VQV
                               "reference_n": len(reference.images)}
     if classifier is not None:
         record["classifier"] = {"test_accuracy": classifier["test"]["accuracy"], "steps": classifier["step"],
-                                "reused": classifier["reused"]}
+                                "reused": classifier["reused"], "wall_time_s": classifier["wall_time_s"]}
     record["samples"] = measure_prior(extractor, reference, prior, None if vqvae is None else vqvae.to(device),
                                       cfg.n, sampling, bottom_prior=bottom)
     if vqvae is not None:

@@ -100,7 +100,10 @@ def run_stages(recipe: Recipe, plan: Plan, out: Path, state: PartialState, image
             out / stage.name, symbols[stage.name], stage.config, stage.build, stage.train, vqvae=vqvae,
             source=None if vqvae is None or level is None else (vqvae.fingerprint(), level), rerun=RECIPE_RERUN,
             top_prior=priors["prior"] if level == "bottom" else None)
+    tic = time.perf_counter()
     classifier = classifier_stage(recipe, out, dataset_size(images.train))  # every process trains it
+    if classifier is not None:
+        classifier["wall_time_s"] = time.perf_counter() - tic
     if state.is_main_process:
         tic = time.perf_counter()
         summary["images"] = write_images(recipe, plan, priors, vqvae, images.test, out)
