@@ -151,3 +151,23 @@ def test_read_images_from_npy_files(tmp_path):
     np.save(tmp_path / "loud.npy", images * 2.0)
     with pytest.raises(ValueError, match="floats outside"):
         read_images(tmp_path / "loud.npy", (1, 8, 8), 256)
+
+
+class PlainFeatures(torch.nn.Module):
+    """Features that are no classifier: the pixels themselves."""
+
+    name = "pixels"
+
+    def forward(self, images: torch.Tensor, levels: int) -> tuple[torch.Tensor, torch.Tensor]:
+        flat = images.flatten(1).float()
+        return flat, flat
+
+
+def test_drawn_classes_without_a_classifier_warn_that_class_accuracy_is_missing():
+    from latentar.quality.measure import measure, reference_features
+
+    images = torch.randint(0, 256, (12, 1, 4, 4), generator=torch.Generator().manual_seed(0)).to(torch.uint8)
+    reference = reference_features(PlainFeatures(), images, levels=256, name="tiny/test")
+    with pytest.warns(UserWarning, match="no class_accuracy: .* pixels is no classifier; name one with --classifier"):
+        result = measure(PlainFeatures(), images, reference, labels=torch.arange(12) % 2)
+    assert "class_accuracy" not in result and result["fid"] == pytest.approx(0, abs=1e-3)

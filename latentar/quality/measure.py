@@ -13,6 +13,7 @@ counts or splits are never taken for comparable.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, NamedTuple
 
 import torch
@@ -86,4 +87,8 @@ def measure(extractor: Extractor, images: torch.Tensor, reference: Reference, *,
                                                            batch_size=batch_size)[1]
         result["class_accuracy"] = agreement(judged, labels)
         result["classifier"] = judge.name
+    elif labels is not None:
+        warnings.warn(f"no class_accuracy: the images were drawn for classes, but {extractor.name} is no "
+                      "classifier; name one with --classifier PATH (latentar train-classifier makes one)",
+                      stacklevel=2)
     return result
