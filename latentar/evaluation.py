@@ -65,7 +65,8 @@ def unpack_prior_batch(batch: Any, spec: PriorSpec) -> PriorBatch:
 
 
 @torch.no_grad()
-def evaluate_prior(prior, data: Dataset | DataLoader, accelerator=None, *, batch_size: int = 256) -> dict:
+def evaluate_prior(prior, data: Dataset | DataLoader, accelerator=None, *, batch_size: int = 256,
+                   known: torch.Tensor | None = None) -> dict:
     """Negative log-likelihood of a whole split under ``prior`` (in eval mode, no grad).
 
     ``data`` is a Dataset of ``(symbols (C, H, W), label)`` items (split exactly across
@@ -75,6 +76,10 @@ def evaluate_prior(prior, data: Dataset | DataLoader, accelerator=None, *, batch
     count, nats_per_image (nats per item: per image, or per image's code grid for a code prior)
     and bits per symbol under `bits_name` (bits_per_dim, or bits_per_code for a code prior), plus
     the split's notes (`split_notes`: its binarization, or that it is the training images).
+
+    With ``known`` (bool (H, W) over the prior's grid, True where given), every grid is scored
+    on its other positions given the known ones (``Prior.log_prob(known=)``, exact): nats, dims
+    and the bits count the unknown symbols only.
 
     A batch whose forward would not fit the memory cap is scored in parts that do
     (``priors.footprint.scoring_batch``): the same sums, up to float rounding.
@@ -86,8 +91,9 @@ def evaluate_prior(prior, data: Dataset | DataLoader, accelerator=None, *, batch
         for batch in progress_bar(loader, desc="score", unit="batch"):
             for x, cond in split_batch(unpack_prior_batch(batch, prior.spec), fit):
                 x, cond = x.to(prior.device), cond.map(lambda t: t.to(prior.device))
-                nats = -prior.log_prob(x, cond).double().sum()
-                totals += torch.stack([nats, nats.new_tensor(x.numel()), nats.new_tensor(x.shape[0])])
+                nats = -prior.log_prob(x, cond, known=known).double().sum()
+                dims = x.numel() if known is None else x.shape[0] * x.shape[1] * int((~known).sum())
+                totals += torch.stack([nats, nats.new_tensor(dims), nats.new_tensor(x.shape[0])])
     if accelerator is not None:
         totals = reduce(totals, reduction="sum")
     nats, dims, count = totals.tolist()

@@ -23,6 +23,7 @@ from einops import rearrange, repeat
 
 from latentar.checks import SEED, check_value
 from latentar.memory import batch_that_fits, check_fits, format_size, tensor_bytes
+from latentar.nn.modes import eval_mode
 from latentar.priors.base import Prior, check_num_samples, is_integer
 from latentar.priors.condition import Condition, as_condition, check_labels
 from latentar.priors.footprint import grid_bytes
@@ -39,6 +40,7 @@ class Completion(NamedTuple):
     occluded: torch.Tensor  # uint8 (n, C, H, W): the known region, the rest gray (0 when binary)
     completions: torch.Tensor  # uint8 (n, S, C, H, W)
     originals: torch.Tensor  # uint8 (n, C, H, W)
+    region_nats: torch.Tensor  # (n,) nats of each original's redrawn region given its known part (exact)
 
 
 def make_generator(seed: int | None, device: torch.device) -> torch.Generator | None:
@@ -214,11 +216,14 @@ def complete(prior: Prior, images: torch.Tensor, keep_rows: int | None = None, s
     drawn = prior.complete(x, repeat(masks, "n h w -> (n s) h w", s=S), cond, temperature=temperature,
                            top_k=top_k, top_p=top_p, cfg_scale=cfg_scale,
                            generator=make_generator(seed, prior.device), batch_size=batch_size).cpu()  # (n·S, C, h, w)
+    with eval_mode(prior), torch.no_grad():  # the originals' region, scored given their known part
+        region_nats = -prior.log_prob(x[::S].to(prior.device), cond.map(lambda t: t[::S]),
+                                      known=masks.to(prior.device)).double().cpu()  # (n,)
     completions = rearrange(decode(vqvae, (drawn,)), "(n s) c h w -> n s c h w", s=S)
     shown = F.interpolate(masks[:, None].float(), size=images.shape[2:], mode="nearest") > 0.5  # (n, 1, H, W)
     levels = 256 if vqvae is not None else prior.spec.num_symbols
     hidden = torch.full_like(images, levels // 2 if levels > 2 else 0)  # gray (black when binary)
-    return Completion(torch.where(shown, images, hidden), completions, images)
+    return Completion(torch.where(shown, images, hidden), completions, images, region_nats)
 
 
 def completion_grid(result: Completion) -> tuple[torch.Tensor, int]:

@@ -17,6 +17,7 @@ from latentar.commands.options import (
 )
 from latentar.data import load_dataset
 from latentar.evaluation import evaluate_prior
+from latentar.masks import MASK_HELP, region
 from latentar.priors import Prior
 
 
@@ -27,6 +28,9 @@ def add_eval_command(subparsers) -> None:
     parser.add_argument("--split", default="test", choices=["train", "test"])
     parser.add_argument("--batch-size", type=int, default=256,
                         help="grids read per batch; a batch is scored in parts when it does not fit the memory cap")
+    parser.add_argument("--mask", metavar="REGION",
+                        help=f"score this region of every grid given the rest: {MASK_HELP.replace('%', '%%')}, "
+                             "all in the prior's grid units (codes for a code prior)")
     add_data_options(parser)
     add_device(parser)
     add_max_memory(parser)
@@ -39,6 +43,11 @@ def run_eval(args) -> None:
     model = load_model(args.model, Prior, "--model", device, refusal="; `latentar eval` scores priors")
     data = data_config(args)
     dataset = load_dataset(data.name, args.split, data.root, **data.options)
-    scores = evaluate_prior(model, dataset, processes, batch_size=args.batch_size)
+    _, H, W = model.spec.shape
+    unknown = None if args.mask is None else region(args.mask, (H, W), (H, W))
+    scores = evaluate_prior(model, dataset, processes, batch_size=args.batch_size,
+                            known=None if unknown is None else ~unknown.to(device))
+    if unknown is not None:  # nats and bits of the region given the rest
+        scores = {"region": args.mask, "region_positions": int(unknown.sum()), **scores}
     if is_main(processes):
         print(json.dumps({**scores, "num_processes": 1 if processes is None else processes.num_processes}, indent=2))
