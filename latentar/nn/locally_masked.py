@@ -2,7 +2,8 @@
 Autoregressive Models").
 
 A generation order is a permutation of the H·W flat positions p = h·W + w, a long (H·W,)
-tensor listing them in the order they are generated. A locally masked conv gives every
+tensor listing them in the order they are generated (``latentar.priors.orders`` makes and
+checks them). A locally masked conv gives every
 location its own mask over the k×k taps of its filter: tap (dr, dc) of location p reads the
 position p + dilation·(dr, dc), and is allowed iff that position lies in the grid and comes
 strictly before p in the order. Type A (the first layer) masks the centre too; type B keeps it,
@@ -15,8 +16,7 @@ the output at one position only, from a map of the input: the fast sampler calls
 position's inputs are final.
 
 Masks are (k², H·W) floats (tap i = (i // k, i % k) of the kernel, row-major like ``F.unfold``),
-built by ``lmconv_mask`` once per (order, H, W, kernel, dilation, kind, device) and cached;
-a batch of grids with their own orders passes a stack (B, k², H·W).
+built by ``lmconv_mask`` once per (order, H, W, kernel, dilation, kind, device) and cached.
 """
 
 from __future__ import annotations
@@ -29,15 +29,6 @@ import torch.nn.functional as F
 from torch import nn
 
 KINDS = ("A", "B")
-
-
-def check_order(order: torch.Tensor, H: int, W: int) -> None:
-    """Raise a ValueError unless ``order`` is a long (H·W,) permutation of 0..H·W-1."""
-    if order.dtype != torch.long or order.shape != (H * W,):
-        raise ValueError(f"an order of a {H}×{W} grid must be a long tensor of shape ({H * W},), "
-                         f"got {order.dtype} {tuple(order.shape)}")
-    if not torch.equal(torch.sort(order).values, torch.arange(H * W, device=order.device)):
-        raise ValueError(f"an order of a {H}×{W} grid must list every position 0..{H * W - 1} once")
 
 
 def padding(kernel: int, dilation: int) -> int:
@@ -67,7 +58,8 @@ def lmconv_mask(order: torch.Tensor, H: int, W: int, kernel: int = 3, dilation: 
     device: tap (dr, dc) of location p is 1 iff it reads a position inside the grid that comes
     before p in ``order``; kind "B" also keeps the centre tap. Cached: treat it as read-only."""
     check_geometry(kernel, dilation, kind)
-    check_order(order, H, W)
+    if order.shape != (H * W,):
+        raise ValueError(f"an order of a {H}×{W} grid has shape ({H * W},), got {tuple(order.shape)}")
     key = order.detach().cpu().numpy().tobytes()
     return _cached_mask(key, H, W, kernel, dilation, kind, str(order.device))
 
@@ -95,7 +87,7 @@ def _neighbours(H: int, W: int, kernel: int, dilation: int, device: str) -> torc
 class LocallyMaskedConv2d(nn.Module):
     """A 'same'-padded k×k conv whose every location has its own tap mask.
 
-    ``forward(x (B, Cin, H, W), mask (k², H·W) or (B, k², H·W)) -> (B, Cout, H, W)``;
+    ``forward(x (B, Cin, H, W), mask (k², H·W)) -> (B, Cout, H, W)``;
     ``kernel``, ``dilation`` and ``kind`` ("A" or "B") say which masks it takes (``lmconv_mask``).
     """
 
@@ -114,28 +106,26 @@ class LocallyMaskedConv2d(nn.Module):
     def taps(self) -> int:
         return self.kernel * self.kernel
 
-    def _check_mask(self, mask: torch.Tensor, locations: int) -> None:
-        if mask.shape[-2:] != (self.taps, locations):
-            raise ValueError(f"a {self.kernel}×{self.kernel} locally masked conv over {locations} locations "
-                             f"needs a mask (…, {self.taps}, {locations}), got {tuple(mask.shape)}")
+    def _check_mask(self, mask: torch.Tensor, shape: tuple[int, ...]) -> None:
+        if mask.shape != shape:
+            raise ValueError(f"a {self.kernel}×{self.kernel} locally masked conv needs a mask of shape {shape} "
+                             f"here, got {tuple(mask.shape)}")
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         B, _, H, W = x.shape
-        self._check_mask(mask, H * W)
+        self._check_mask(mask, (self.taps, H * W))
         patches = F.unfold(x, self.kernel, dilation=self.dilation, padding=padding(self.kernel, self.dilation))
         patches = patches.unflatten(1, (-1, self.taps))  # (B, Cin, k², H·W)
-        masked = patches * (mask if mask.dim() == 2 else mask[:, None])  # the mask broadcast over Cin
+        masked = patches * mask  # the mask broadcast over Cin
         out = self.weight.flatten(1) @ masked.flatten(1, 2) + self.bias[:, None]  # (B, Cout, H·W)
         return out.unflatten(2, (H, W))
 
-    def step(self, x: torch.Tensor, position: int | torch.Tensor, mask_column: torch.Tensor) -> torch.Tensor:
+    def step(self, x: torch.Tensor, position: int, mask_column: torch.Tensor) -> torch.Tensor:
         """The output at one position only: x (B, Cin, H, W) the input map (final at every
-        position the mask allows), ``position`` a flat index (int, or long (B,) one per grid),
-        ``mask_column`` (k²,) or (B, k²) its mask -> (B, Cout)."""
+        position the mask allows), ``position`` a flat index h·W + w, ``mask_column`` (k²,) its
+        mask -> (B, Cout)."""
         B, C, H, W = x.shape
-        self._check_mask(mask_column[..., None], 1)
-        reads = _neighbours(H, W, self.kernel, self.dilation, str(x.device))[:, position]  # (k²,) or (k², B)
-        index = reads.T.expand(B, self.taps) if reads.dim() == 2 else reads.expand(B, self.taps)  # (B, k²)
-        patch = x.flatten(2).gather(2, index[:, None].expand(B, C, self.taps))  # (B, Cin, k²)
-        patch = patch * (mask_column if mask_column.dim() == 1 else mask_column[:, None])
+        self._check_mask(mask_column, (self.taps,))
+        reads = _neighbours(H, W, self.kernel, self.dilation, str(x.device))[:, position]  # (k²,)
+        patch = x.flatten(2)[:, :, reads] * mask_column  # (B, Cin, k²)
         return patch.flatten(1) @ self.weight.flatten(1).T + self.bias  # (B, Cout)
