@@ -53,15 +53,15 @@ def check_geometry(kernel: int, dilation: int, kind: str) -> None:
 
 
 def lmconv_mask(order: torch.Tensor, H: int, W: int, kernel: int = 3, dilation: int = 1,
-                kind: str = "B") -> torch.Tensor:
-    """The masks of every location under ``order`` -> float (k², H·W) of 0/1, on the order's
-    device: tap (dr, dc) of location p is 1 iff it reads a position inside the grid that comes
+                kind: str = "B", device: torch.device | str | None = None) -> torch.Tensor:
+    """The masks of every location under ``order`` -> float (k², H·W) of 0/1, on ``device``
+    (None: the order's): tap (dr, dc) of location p is 1 iff it reads a position inside the grid that comes
     before p in ``order``; kind "B" also keeps the centre tap. Cached: treat it as read-only."""
     check_geometry(kernel, dilation, kind)
     if order.shape != (H * W,):
         raise ValueError(f"an order of a {H}×{W} grid has shape ({H * W},), got {tuple(order.shape)}")
     key = order.detach().cpu().numpy().tobytes()
-    return _cached_mask(key, H, W, kernel, dilation, kind, str(order.device))
+    return _cached_mask(key, H, W, kernel, dilation, kind, str(order.device if device is None else device))
 
 
 @lru_cache(maxsize=256)
