@@ -7,10 +7,10 @@ decoder turns them into images. Pixel-mode priors draw the images themselves.
     images = generate(prior, vqvae, n=64, temperature=0.9, top_k=50, seed=0).images
     save_grid(images, "grid.png", nrow=8)            # latentar.images
 
-Completion (the PixelRNN paper's occlusion figure) keeps the top rows of real images
-(pixel rows in pixel mode, code rows in code mode) and redraws the rest with `Prior.redraw`:
-the same engine and stepper as ``Prior.sample``, started at the first hidden row after the
-stepper has walked the kept ones.
+Completion (the PixelRNN paper's occlusion figure) keeps a known region of real images (the
+top rows, or any mask a prior's orders allow; in pixels in pixel mode, in codes in code mode)
+and redraws the rest with `Prior.complete`: the same engine and stepper as ``Prior.sample``,
+drawing the unknown positions after the stepper has walked the known ones.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple, cast
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange, repeat
 
 from latentar.checks import SEED, check_value
@@ -25,6 +26,7 @@ from latentar.memory import batch_that_fits, check_fits, format_size, tensor_byt
 from latentar.priors.base import Prior, check_num_samples, is_integer
 from latentar.priors.condition import Condition, as_condition, check_labels
 from latentar.priors.footprint import grid_bytes
+from latentar.priors.regions import known_masks
 from latentar.vqvae import VQVAE
 
 
@@ -34,7 +36,7 @@ class Generation(NamedTuple):
 
 
 class Completion(NamedTuple):
-    occluded: torch.Tensor  # uint8 (n, C, H, W): kept rows, the rest gray (0 when binary)
+    occluded: torch.Tensor  # uint8 (n, C, H, W): the known region, the rest gray (0 when binary)
     completions: torch.Tensor  # uint8 (n, S, C, H, W)
     originals: torch.Tensor  # uint8 (n, C, H, W)
 
@@ -173,22 +175,28 @@ def generate(prior: Prior, vqvae: VQVAE | None = None, n: int = 64, labels: int 
 
 
 @torch.no_grad()
-def complete(prior: Prior, images: torch.Tensor, keep_rows: int, samples: int = 4, *,
-             vqvae: VQVAE | None = None, labels: torch.Tensor | None = None, temperature: float = 1.0,
-             top_k: int | None = None, top_p: float | None = None, cfg_scale: float = 1.0,
-             seed: int | None = 0, batch_size: int | None = None) -> Completion:
-    """Keep the top ``keep_rows`` rows of images uint8 (n, C, H, W), draw the rest ``samples`` times.
+def complete(prior: Prior, images: torch.Tensor, keep_rows: int | None = None, samples: int = 4, *,
+             known: torch.Tensor | None = None, vqvae: VQVAE | None = None, labels: torch.Tensor | None = None,
+             temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+             cfg_scale: float = 1.0, seed: int | None = 0, batch_size: int | None = None) -> Completion:
+    """Keep a known region of images uint8 (n, C, H, W), draw the rest ``samples`` times.
 
-    Rows are pixel rows in pixel mode and code rows in code mode (then the occluded
-    input shows the image rows those code rows cover). ``batch_size`` bounds the grids
-    redrawn per pass (None: as many as fit the memory cap).
+    The region is ``keep_rows`` (the top rows) or ``known``, a bool mask (h, w) or (n, h, w)
+    over the prior's grid, True where kept (``Prior.complete``): pixels in pixel mode, codes
+    in code mode (then the occluded input shows the image pixels those codes cover).
+    ``batch_size`` bounds the grids redrawn per pass (None: as many as fit the memory cap).
     """
     check_pair(prior, vqvae)
     n, S = len(images), samples
-    H_sym = prior.spec.shape[1]
-    if not 0 <= keep_rows <= H_sym:
-        raise ValueError(f"keep_rows must lie in [0, {H_sym}] ({'code' if vqvae else 'pixel'} rows), "
-                         f"got {keep_rows}")
+    _, H_sym, W_sym = prior.spec.shape
+    if (keep_rows is None) == (known is None):
+        raise ValueError("give the known region as keep_rows (the top rows) or as a known mask, not both")
+    if keep_rows is not None:
+        if not is_integer(keep_rows) or not 0 <= keep_rows <= H_sym:
+            raise ValueError(f"keep_rows must lie in [0, {H_sym}] ({'code' if vqvae else 'pixel'} rows), "
+                             f"got {keep_rows}")
+        known = (torch.arange(H_sym) < keep_rows)[:, None].expand(H_sym, W_sym)
+    masks = known_masks(known, n, H_sym, W_sym)  # (n, h, w)
     if S < 1:
         raise ValueError(f"samples must be >= 1, got {S}")
     check_output(n * S, [prior], images.shape[1:], f"completing {n} images × samples={S}", prior.device)
@@ -203,15 +211,14 @@ def complete(prior: Prior, images: torch.Tensor, keep_rows: int, samples: int = 
     x = repeat(x, "n c h w -> (n s) c h w", s=S)
     labels = None if labels is None else repeat(labels, "n -> (n s)", s=S)
     cond = as_condition(labels, device=prior.device)
-    drawn = prior.redraw(x, keep_rows, cond, temperature=temperature, top_k=top_k, top_p=top_p,
-                         cfg_scale=cfg_scale, generator=make_generator(seed, prior.device),
-                         batch_size=batch_size).cpu()  # (n·S, C, h, w)
+    drawn = prior.complete(x, repeat(masks, "n h w -> (n s) h w", s=S), cond, temperature=temperature,
+                           top_k=top_k, top_p=top_p, cfg_scale=cfg_scale,
+                           generator=make_generator(seed, prior.device), batch_size=batch_size).cpu()  # (n·S, C, h, w)
     completions = rearrange(decode(vqvae, (drawn,)), "(n s) c h w -> n s c h w", s=S)
-    occluded = images.clone()
-    image_rows = keep_rows * images.shape[2] // H_sym
+    shown = F.interpolate(masks[:, None].float(), size=images.shape[2:], mode="nearest") > 0.5  # (n, 1, H, W)
     levels = 256 if vqvae is not None else prior.spec.num_symbols
-    occluded[:, :, image_rows:] = levels // 2 if levels > 2 else 0  # gray (black when binary): hidden
-    return Completion(occluded, completions, images)
+    hidden = torch.full_like(images, levels // 2 if levels > 2 else 0)  # gray (black when binary)
+    return Completion(torch.where(shown, images, hidden), completions, images)
 
 
 def completion_grid(result: Completion) -> tuple[torch.Tensor, int]:

@@ -24,7 +24,7 @@ def assert_stepper_matches_full_pass(prior, x: torch.Tensor, cond=None) -> None:
     grid = torch.randint_like(x, prior.spec.num_symbols)  # what the stepper reads: x up to each draw
     with torch.inference_mode():
         full = prior(x, cond)  # (B, P, H, W)
-        stepper = type(prior).Stepper(prior, grid, cond)
+        stepper = type(prior).Stepper(prior, grid, cond, None)
         for h in range(H):
             for w in range(W):
                 for c in range(C) if prior.channel_masked else [None]:

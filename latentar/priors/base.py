@@ -55,6 +55,7 @@ from dataclasses import asdict
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import nn
 
@@ -64,9 +65,11 @@ from latentar.nn.inputs import SymbolInput
 from latentar.priors.checks import check_integer_tensor, check_num_samples, is_integer, outside
 from latentar.priors.compiling import compiled
 from latentar.priors.condition import Condition, as_condition, check_condition
-from latentar.priors.engine import Knobs, NaiveStepper, draw_grids
+from latentar.priors.engine import Knobs, NaiveStepper, check_prior_order, draw_grids
 from latentar.priors.engine import Stepper as StepperBase  # ``Prior.Stepper`` names a subclass
 from latentar.priors.footprint import floor_bytes, sampling_batch
+from latentar.priors.orders import raster
+from latentar.priors.regions import known_masks, mask_groups, mixture_log_prob, region_orders, split_log_probs
 from latentar.priors.spec import PriorSpec
 from latentar.registry import HEADS, MODELS, PRIORS
 from latentar.saving import Saveable, meta_model
@@ -85,6 +88,7 @@ class Prior(nn.Module, Saveable):
     full_context: ClassVar[bool] = False  # every position sees every earlier one (no blind spot)
     Stepper: ClassVar[type[StepperBase]] = NaiveStepper  # the fast sampler's stepper (see engine.py)
     checkpointable: ClassVar[bool] = False  # its network routes its big blocks through ``checkpointed``
+    any_order: ClassVar[bool] = False  # generates in any order: ``network(z, cond, order=None)``, its own ``orders``
 
     def __init__(self, spec: PriorSpec, arch: Any):
         super().__init__()
@@ -186,15 +190,45 @@ class Prior(nn.Module, Saveable):
     # ---- the distribution --------------------------------------------------------
     def network(self, z: torch.Tensor, cond: Condition) -> torch.Tensor:
         """The backbone: floats z (B, C·E, H, W) and its condition (checked, long) -> params
-        (B, P, H, W), causal in raster order."""
+        (B, P, H, W), causal in raster order. A prior that takes any order (``any_order``)
+        defines ``network(z, cond, order=None)`` instead, causal in ``order`` (H·W,)."""
         raise NotImplementedError
 
-    def forward(self, x: torch.Tensor, cond: Any = None) -> torch.Tensor:
-        """x integer (B, C, H, W) -> head params (B, P, H, W)."""
-        return self.validated_params(x, self.check_inputs(x, cond))
+    def ordered_network(self, z: torch.Tensor, cond: Condition, order: torch.Tensor | None) -> torch.Tensor:
+        """``network`` causal in ``order``, long (H·W,) (None: the network's own order). A raster
+        prior's order is raster (``order_at`` and the engine refuse any other), so it gets none."""
+        if order is None or not self.any_order:
+            return self.network(z, cond)
+        network: Any = self.network  # an any-order network takes the order
+        return network(z, cond, order=order)
 
-    def validated_params(self, x: torch.Tensor, cond: Condition) -> torch.Tensor:
-        """``forward`` of inputs that ``check_inputs`` has passed: no check, no host sync."""
+    @property
+    def orders(self) -> torch.Tensor:
+        """The orders whose uniform mixture is this prior's distribution, long (n_orders, H·W) of
+        flat positions h·W + w (``latentar.priors.orders``): raster alone for a raster prior; a
+        prior that takes any order overrides it with its own."""
+        _, H, W = self.spec.shape
+        return raster(H, W)[None].to(self.device)
+
+    def order_at(self, order: Any) -> torch.Tensor:
+        """The order ``order`` names -> long (H·W,) on this prior's device: an int i, row i of
+        ``orders``; a LongTensor (H·W,), that permutation (a raster prior refuses any but raster)."""
+        if is_integer(order):
+            count = len(self.orders)
+            if not 0 <= order < count:
+                raise ValueError(f"order must be an index in [0, {count}) of this prior's orders, got {order}")
+            return self.orders[order]
+        return check_prior_order(self, order)
+
+    def forward(self, x: torch.Tensor, cond: Any = None, *, order: Any = None) -> torch.Tensor:
+        """x integer (B, C, H, W) -> head params (B, P, H, W), causal in ``order`` (an index
+        into ``orders`` or a LongTensor (H·W,); None: the network's own order)."""
+        cond = self.check_inputs(x, cond)
+        return self.validated_params(x, cond, None if order is None else self.order_at(order))
+
+    def validated_params(self, x: torch.Tensor, cond: Condition, order: torch.Tensor | None = None) -> torch.Tensor:
+        """``forward`` of inputs that ``check_inputs`` has passed (and a checked order or None):
+        no check, no host sync."""
         if self.training and cond.labels is not None and self.spec.class_dropout > 0:  # like dropout
             assert self.spec.num_classes is not None  # class_dropout needs classes
             dropped = torch.rand(cond.labels.shape, device=cond.labels.device) < self.spec.class_dropout
@@ -202,20 +236,44 @@ class Prior(nn.Module, Saveable):
         z = self.input(x.long())  # (B, C·E, H, W)
         if self.channels_last:
             z = z.contiguous(memory_format=torch.channels_last)
-        return self.network(z, cond)
+        return self.ordered_network(z, cond, order)
 
     def validated_loss(self, x: torch.Tensor, cond: Condition) -> torch.Tensor:
         """``loss`` of inputs that ``check_inputs`` has passed: the region ``set_compile`` compiles."""
         return -self.head.log_prob(self.validated_params(x, cond), x.long()).mean()
 
-    def log_prob_per_symbol(self, x: torch.Tensor, cond: Any = None) -> torch.Tensor:
-        """x integer (B, C, H, W) -> log p(x_{c,h,w} | everything earlier), nats (B, C, H, W)."""
-        params = self(x, cond)  # checks x
+    def log_prob_per_symbol(self, x: torch.Tensor, cond: Any = None, *, order: Any = None) -> torch.Tensor:
+        """x integer (B, C, H, W) -> log p(x_{c,h,w} | everything earlier in ``order``), nats
+        (B, C, H, W); ``order`` as in ``forward``."""
+        params = self(x, cond, order=order)  # checks x
         return self.head.log_prob(params, x.long())
 
-    def log_prob(self, x: torch.Tensor, cond: Any = None) -> torch.Tensor:
-        """x long (B, C, H, W) -> log p(x) in nats, (B,)."""
-        return self.log_prob_per_symbol(x, cond).flatten(1).sum(1)
+    def log_prob(self, x: torch.Tensor, cond: Any = None, *, order: Any = None, known: Any = None) -> torch.Tensor:
+        """x long (B, C, H, W) -> log p(x) in nats, (B,).
+
+        ``order``: None, the uniform mixture over ``orders`` (logsumexp_i log p_i(x) - log n;
+        a raster prior's one order); an int i, row i of ``orders`` alone; a LongTensor (H·W,),
+        that order (a raster prior refuses any but raster). ``known``: a bool mask (H, W) or
+        (B, H, W); then the nats of the unknown symbols given the known ones, exactly, under
+        the mixture of the orders made known-first (``latentar.priors.regions``; a raster
+        prior needs the known positions to be a raster prefix)."""
+        cond = self.check_inputs(x, cond)
+        _, H, W = self.spec.shape
+        masks = known_masks(torch.zeros(H, W, dtype=torch.bool) if known is None else known, len(x), H, W)
+        listed = self.orders if order is None else self.order_at(order)[None]  # (n, H·W)
+        parts = []
+        for mask, index in mask_groups(masks):
+            orders, _ = region_orders(self, mask, listed)
+            grids, grid_cond = x[index], cond.map(lambda t: t[index])
+            sums = [split_log_probs(self.log_prob_per_symbol(grids, grid_cond, order=o.to(self.device)), mask)
+                    for o in orders]
+            parts.append((index, mixture_log_prob(*(torch.stack(part) for part in zip(*sums)))))
+        if len(parts) == 1:
+            return parts[0][1]
+        result = torch.empty(len(x), dtype=parts[0][1].dtype, device=parts[0][1].device)
+        for index, value in parts:
+            result[index] = value
+        return result
 
     def loss(self, x: torch.Tensor, cond: Any = None) -> torch.Tensor:
         """Mean negative log-likelihood in nats per dimension (symbol), a scalar."""
@@ -223,28 +281,57 @@ class Prior(nn.Module, Saveable):
             return -self.log_prob_per_symbol(x, cond).mean()
         return compiled(type(self).validated_loss)(self, x, self.check_inputs(x, cond))
 
-    def sample(self, n: int, cond: Any = None, *, temperature: float = 1.0, top_k: int | None = None,
-               top_p: float | None = None, cfg_scale: float = 1.0, generator: torch.Generator | None = None,
-               batch_size: int | None = None) -> torch.Tensor:
+    def sample(self, n: int, cond: Any = None, *, order: Any = None, temperature: float = 1.0,
+               top_k: int | None = None, top_p: float | None = None, cfg_scale: float = 1.0,
+               generator: torch.Generator | None = None, batch_size: int | None = None) -> torch.Tensor:
         """Draw n grids -> long (n, C, H, W) with this prior's fast stepper (``Stepper``).
 
-        The knobs are those of ``latentar.priors.engine``: temperature scales each symbol's
-        conditional log-probabilities, top_k / top_p keep the most likely values, cfg_scale
-        guides a prior built with ``class_dropout > 0``. Defaults draw from the exact model.
-        Memory: see ``draw_in_batches``; n grids that cannot fit raise a ``MemoryCapError``;
-        ``batch_size`` bounds the grids of one pass further (None: as many as fit)."""
-        knobs = Knobs(temperature, top_k, top_p, cfg_scale)
-        batch = self.grids_per_pass(n, knobs, batch_size)
-        return self.draw_in_batches(*self.blank_grids(n, cond), knobs, batch, generator=generator)
+        ``order``: None, each grid draws its order uniformly from ``orders`` (the mixture; a
+        raster prior's one order, which draws nothing); an int i or a LongTensor (H·W,), that
+        order for every grid (as in ``log_prob``). The knobs are those of
+        ``latentar.priors.engine``: temperature scales each symbol's conditional
+        log-probabilities, top_k / top_p keep the most likely values, cfg_scale guides a prior
+        built with ``class_dropout > 0``. Defaults draw from the exact model. Memory: see
+        ``draw_in_batches``; n grids that cannot fit raise a ``MemoryCapError``; ``batch_size``
+        bounds the grids of one pass further (None: as many as fit)."""
+        return self.draw_new(n, cond, order, Knobs(temperature, top_k, top_p, cfg_scale), batch_size,
+                             type(self).Stepper, generator)
 
-    def naive_sample(self, n: int, cond: Any = None, *, temperature: float = 1.0, top_k: int | None = None,
-                     top_p: float | None = None, cfg_scale: float = 1.0, generator: torch.Generator | None = None,
-                     batch_size: int | None = None) -> torch.Tensor:
+    def naive_sample(self, n: int, cond: Any = None, *, order: Any = None, temperature: float = 1.0,
+                     top_k: int | None = None, top_p: float | None = None, cfg_scale: float = 1.0,
+                     generator: torch.Generator | None = None, batch_size: int | None = None) -> torch.Tensor:
         """The reference sampler: one whole forward pass per symbol draw (``NaiveStepper``)."""
-        knobs = Knobs(temperature, top_k, top_p, cfg_scale)
+        return self.draw_new(n, cond, order, Knobs(temperature, top_k, top_p, cfg_scale), batch_size,
+                             NaiveStepper, generator)
+
+    def draw_new(self, n: int, cond: Any, order: Any, knobs: Knobs, batch_size: int | None,
+                 stepper: type[StepperBase], generator: torch.Generator | None) -> torch.Tensor:
+        """``sample`` with the stepper given."""
         batch = self.grids_per_pass(n, knobs, batch_size)
-        return self.draw_in_batches(*self.blank_grids(n, cond), knobs, batch, stepper=NaiveStepper,
-                                    generator=generator)
+        x, cond = self.blank_grids(n, cond)
+        if order is not None:
+            return self.draw_in_batches(x, cond, knobs, batch, order=self.order_at(order), stepper=stepper,
+                                        generator=generator)
+        orders = self.orders  # (n_orders, H·W)
+        choice = None if len(orders) == 1 else torch.randint(
+            len(orders), (n,), generator=generator, device=self.device if generator is None else generator.device)
+        return self.draw_by_order(x, cond, knobs, batch, orders, choice, stepper=stepper, generator=generator)
+
+    def draw_by_order(self, x: torch.Tensor, cond: Condition, knobs: Knobs, batch: int, orders: torch.Tensor,
+                      choice: torch.Tensor | None, *, start: int = 0, stepper: type[StepperBase] | None = None,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+        """``draw_in_batches`` of x long (n, C, H, W), written in place, grid b in the order
+        ``orders[choice[b]]`` (orders long (n_orders, H·W), choice long (n,); None: all in
+        ``orders[0]``), from step ``start`` of its order; the grids of one order together -> x."""
+        if choice is None:
+            return self.draw_in_batches(x, cond, knobs, batch, order=orders[0], start=start, stepper=stepper,
+                                        generator=generator)
+        for i, order in enumerate(orders):
+            index = (choice == i).nonzero().squeeze(1).to(x.device)
+            if len(index):
+                x[index] = self.draw_in_batches(x[index], cond.map(lambda t: t[index]), knobs, batch, order=order,
+                                                start=start, stepper=stepper, generator=generator)
+        return x
 
     def grids_per_pass(self, n: int, knobs: Knobs, batch_size: int | None = None) -> int:
         """How many of n grids one sampler pass draws so that it fits the memory cap
@@ -262,39 +349,71 @@ class Prior(nn.Module, Saveable):
         x = torch.zeros(n, *self.spec.shape, dtype=torch.long, device=self.device)
         return x, self.check_inputs(x, as_condition(cond, n=n, device=self.device))
 
-    def draw_in_batches(self, x: torch.Tensor, cond: Condition, knobs: Knobs, batch: int, *, start_row: int = 0,
-                        stepper: type[StepperBase] | None = None,
+    def draw_in_batches(self, x: torch.Tensor, cond: Condition, knobs: Knobs, batch: int, *,
+                        order: torch.Tensor | None = None, start: int = 0, stepper: type[StepperBase] | None = None,
                         generator: torch.Generator | None = None) -> torch.Tensor:
         """``engine.draw_grids`` over x long (n, C, H, W), written in place, ``batch`` grids at a
-        time (``grids_per_pass``) -> x.
+        time (``grids_per_pass``), in ``order`` from its step ``start`` -> x.
 
         The batches run in order and draw from the one ``generator``. When all n grids fit in
         one batch (the usual case) the draws are exactly those of one ``draw_grids`` call; when
         they do not, they differ from them but depend only on the seed and the batch size, so
         the same seed under the same cap (``--max-memory``) gives the same samples."""
         n = len(x)
-        for start in range(0, n, batch):
-            part = slice(start, start + batch)
-            x[part] = draw_grids(self, x[part], cond.map(lambda t: t[part]), knobs, start_row=start_row,
+        for first in range(0, n, batch):
+            part = slice(first, first + batch)
+            x[part] = draw_grids(self, x[part], cond.map(lambda t: t[part]), knobs, order=order, start=start,
                                  stepper=stepper, generator=generator)
         return x
+
+    def complete(self, x: torch.Tensor, known: torch.Tensor, cond: Any = None, *, temperature: float = 1.0,
+                 top_k: int | None = None, top_p: float | None = None, cfg_scale: float = 1.0,
+                 generator: torch.Generator | None = None, batch_size: int | None = None) -> torch.Tensor:
+        """Redraw the unknown symbols of x integer (B, C, H, W) from p(x_unknown | x_known) ->
+        a new long (B, C, H, W), the known symbols kept.
+
+        ``known``: bool (H, W) or (B, H, W), True where the symbol is given. Each grid is drawn
+        in one of its orders made known-first (``latentar.priors.regions``), chosen from the
+        exact posterior w_i ∝ p_i(x_known) when there are several, so the draws follow the
+        mixture's conditional; a raster prior needs the known positions to be a raster prefix.
+        The same driver and fast stepper as ``sample``, which first walks the known positions
+        to fill its caches; the knobs and ``batch_size`` as there."""
+        cond = self.check_inputs(x, cond)
+        x = x.to(self.device, torch.long, copy=True)  # long: draws may exceed the input's dtype
+        knobs = Knobs(temperature, top_k, top_p, cfg_scale)
+        batch = self.grids_per_pass(len(x), knobs, batch_size)
+        _, H, W = self.spec.shape
+        for mask, index in mask_groups(known_masks(known, len(x), H, W)):
+            orders, start = region_orders(self, mask, self.orders)
+            orders = orders.to(self.device)
+            grids, grid_cond = x[index], cond.map(lambda t: t[index])
+            choice = None if len(orders) == 1 else self.posterior_orders(grids, grid_cond, orders, mask, batch,
+                                                                         generator)
+            x[index] = self.draw_by_order(grids, grid_cond, knobs, batch, orders, choice, start=start,
+                                          generator=generator)
+        return x
+
+    @torch.no_grad()
+    def posterior_orders(self, x: torch.Tensor, cond: Condition, orders: torch.Tensor, mask: torch.Tensor,
+                         batch: int, generator: torch.Generator | None) -> torch.Tensor:
+        """For each grid of x long (B, C, H, W), an index into ``orders`` (n, H·W), each with
+        the known positions of ``mask`` first, drawn with probability ∝ p_i(x_known) -> long (B,)."""
+        known = torch.cat([torch.stack([split_log_probs(self.log_prob_per_symbol(
+            part, cond.map(lambda t: t[first:first + batch]), order=order), mask)[0] for order in orders])
+            for first, part in zip(range(0, len(x), batch), x.split(batch))], dim=1)  # (n, B)
+        return torch.multinomial(F.softmax(known.T, dim=-1), 1, generator=generator).squeeze(-1)
 
     def redraw(self, x: torch.Tensor, start_row: int, cond: Any = None, *, temperature: float = 1.0,
                top_k: int | None = None, top_p: float | None = None, cfg_scale: float = 1.0,
                generator: torch.Generator | None = None, batch_size: int | None = None) -> torch.Tensor:
-        """Redraw every symbol of x at rows >= start_row given the rows above (completion).
-
-        x integer (B, C, H, W) -> a new long (B, C, H, W); the same driver and fast stepper
-        as ``sample``, which first walks the kept rows to fill its caches; ``batch_size`` as there.
-        """
-        H = self.spec.shape[1]
+        """``complete`` with the rows < start_row known: redraw every symbol of x at rows >=
+        start_row given the rows above. x integer (B, C, H, W) -> a new long (B, C, H, W)."""
+        _, H, W = self.spec.shape
         if not is_integer(start_row) or not 0 <= start_row <= H:
             raise ValueError(f"start_row must be an integer in [0, {H}], got {start_row!r}")
-        cond = self.check_inputs(x, cond)
-        x = x.to(self.device, torch.long, copy=True)  # long: draws may exceed the input's dtype
-        knobs = Knobs(temperature, top_k, top_p, cfg_scale)
-        return self.draw_in_batches(x, cond, knobs, self.grids_per_pass(len(x), knobs, batch_size),
-                                    start_row=start_row, generator=generator)
+        known = (torch.arange(H) < start_row)[:, None].expand(H, W)  # (H, W)
+        return self.complete(x, known, cond, temperature=temperature, top_k=top_k, top_p=top_p,
+                             cfg_scale=cfg_scale, generator=generator, batch_size=batch_size)
 
     # ---- input checks ------------------------------------------------------------
     def check_inputs(self, x: torch.Tensor, cond: Any) -> Condition:

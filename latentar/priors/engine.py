@@ -2,7 +2,8 @@
 
     x = draw_grids(prior, x, cond, Knobs(temperature=0.9, top_p=0.95), generator=g)
 
-The driver owns the raster order over (h, w), the channel order inside a position, the
+The driver owns the generation order over (h, w) (raster, or the permutation of the H·W
+positions it is given: ``latentar.priors.orders``), the channel order inside a position, the
 head call and the knobs. A prior contributes a ``Stepper``: started on n grids and a
 condition, it gives the head params of one position (and channel, for channel-masked
 backbones) and takes the symbols drawn there. ``NaiveStepper`` runs the whole network
@@ -36,7 +37,9 @@ import torch.nn.functional as F
 
 from latentar.nn.modes import eval_mode
 from latentar.priors.condition import Condition
+from latentar.priors.orders import check_order, raster
 from latentar.progress import progress_bar
+from latentar.registry import PRIORS
 
 if TYPE_CHECKING:  # the engine drives priors; a prior's module imports the engine
     from latentar.priors.base import Prior
@@ -119,28 +122,31 @@ def transformed(log_probs: torch.Tensor, knobs: Knobs, n: int) -> torch.Tensor:
 class Stepper:
     """One generation of ``prior`` over the grids ``x`` (n, C, H, W) long, position by position.
 
-    The driver walks positions (h, w) in raster order; at each one:
+    The driver walks the positions (h, w) in the generation ``order`` (raster order when it
+    is None; a prior whose ``any_order`` is False is only ever walked in raster order, and
+    its stepper gets None); at each one:
 
     - channel-masked priors: for c in 0..C-1 it calls ``params(h, w, c)`` -> (n, P), draws
       channel c and writes x[:, c, h, w] before asking for channel c + 1;
     - whole-pixel priors: ``params(h, w, None)`` -> (n, P) once, then it draws every channel;
 
-    then ``take(h, w)``: x[:, :, h, w] is final. Completion (redraw from row r) walks the
-    rows < r the same way without drawing, so caches fill; a stepper whose params do not
-    depend on earlier calls sets ``needs_history = False`` and is not walked there.
-    ``x`` is the driver's tensor (read it, never write it); ``cond`` is checked, its labels
-    may hold the null class ``prior.spec.num_classes`` under guidance. A stepper of a prior's
-    own is typed against that prior (``prior: Transformer``).
+    then ``take(h, w)``: x[:, :, h, w] is final. Completion (drawing from step ``start`` of
+    the order) walks the known positions before it the same way without drawing, so caches
+    fill; a stepper whose params do not depend on earlier calls sets ``needs_history = False``
+    and is not walked there. ``x`` is the driver's tensor (read it, never write it); ``cond``
+    is checked, its labels may hold the null class ``prior.spec.num_classes`` under guidance;
+    ``order`` is a checked LongTensor (H·W,) on the prior's device, or None (raster). A
+    stepper of a prior's own is typed against that prior (``prior: Transformer``).
     """
 
     needs_history: ClassVar[bool] = True
 
-    def __init__(self, prior: Prior, x: torch.Tensor, cond: Condition):
-        self.prior, self.x, self.cond = prior, x, cond
+    def __init__(self, prior: Prior, x: torch.Tensor, cond: Condition, order: torch.Tensor | None):
+        self.prior, self.x, self.cond, self.order = prior, x, cond, order
 
     def params(self, h: int, w: int, c: int | None) -> torch.Tensor:
         """(n, P) head params at (h, w) (channel c of a channel-masked prior), equal up to float
-        reordering to ``prior.network(prior.input(x), cond)[:, :, h, w]``."""
+        reordering to ``prior.ordered_network(prior.input(x), cond, order)[:, :, h, w]``."""
         raise NotImplementedError
 
     def take(self, h: int, w: int) -> None:
@@ -153,38 +159,62 @@ class NaiveStepper(Stepper):
     needs_history = False
 
     def params(self, h, w, c):
-        return self.prior.network(self.prior.input(self.x), self.cond)[:, :, h, w]
+        return self.prior.ordered_network(self.prior.input(self.x), self.cond, self.order)[:, :, h, w]
+
+
+# ---- orders ----------------------------------------------------------------------------
+def any_order_priors() -> list[str]:
+    """The registered priors that generate in any order (``Prior.any_order``)."""
+    return [name for name in PRIORS.names() if PRIORS.get(name).any_order]
+
+
+def check_prior_order(prior: Prior, order: Any) -> torch.Tensor:
+    """``order`` checked as an order of the prior's grid -> long (H·W,) on the prior's device;
+    a raster prior refuses any order but raster, naming the priors that take any order."""
+    _, H, W = prior.spec.shape
+    order = check_order(order, H, W).to(prior.device)
+    if not prior.any_order and not torch.equal(order.cpu(), raster(H, W)):
+        raise ValueError(f"prior {prior.name!r} generates in raster order only and takes no other order; "
+                         f"the priors that take any order are {any_order_priors()}")
+    return order
 
 
 # ---- the driver ------------------------------------------------------------------------
-def draw_grids(prior: Prior, x: torch.Tensor, cond: Condition, knobs: Knobs, *, start_row: int = 0,
-               stepper: type[Stepper] | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Draw every symbol of x long (n, C, H, W) at rows >= ``start_row`` given the rows above
-    -> a new long (n, C, H, W). ``cond`` is checked already; ``stepper`` defaults to the
-    prior's fast one. Eval and inference mode inside, the mode restored after."""
+def draw_grids(prior: Prior, x: torch.Tensor, cond: Condition, knobs: Knobs, *, order: torch.Tensor | None = None,
+               start: int = 0, stepper: type[Stepper] | None = None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+    """Draw the symbols of x long (n, C, H, W) at the positions ``order[start:]`` given those
+    at ``order[:start]`` -> a new long (n, C, H, W). ``order`` is a LongTensor (H·W,) of flat
+    positions h·W + w (None: raster; a raster prior refuses any other); ``cond`` is checked
+    already; ``stepper`` defaults to the prior's fast one. Eval and inference mode inside,
+    the mode restored after."""
     n = x.shape[0]
+    C, H, W = prior.spec.shape
+    if not 0 <= start <= H * W:
+        raise ValueError(f"start must lie in [0, {H * W}], got {start}")
+    order = check_prior_order(prior, raster(H, W) if order is None else order)
+    positions = [divmod(p, W) for p in order.tolist()]
     if knobs.guided:
         cond = _with_null_class(prior, cond)
         x = torch.cat([x, x])
     else:
         x = x.clone()
-    C, H, W = prior.spec.shape
     head, masked = prior.head, prior.channel_masked
     copies = x.shape[0] // n  # 2 under guidance: both halves take the same draw
     with eval_mode(prior), torch.inference_mode():
-        walker = (stepper or type(prior).Stepper)(prior, x, cond)
-        rows = range(0 if walker.needs_history else start_row, H)
-        for h in progress_bar(rows, desc="complete" if start_row else "sample", unit="row"):
-            drawing = h >= start_row
-            for w in range(W):
-                for c in range(C) if masked else [None]:
-                    params = walker.params(h, w, c)  # (n or 2n, P)
-                    for channel in range(C) if c is None else [c]:
-                        if drawing:
-                            log_probs = head.next_log_probs(params, channel, x[:, :, h, w])  # (·, K)
-                            drawn = draw(transformed(log_probs, knobs, n), generator)  # (n,)
-                            x[:, channel, h, w] = drawn if copies == 1 else drawn.repeat(copies)
-                walker.take(h, w)
+        walker = (stepper or type(prior).Stepper)(prior, x, cond, order if prior.any_order else None)
+        steps = range(0 if walker.needs_history else start, H * W)
+        for step in progress_bar(steps, desc="complete" if start else "sample", unit="position"):
+            h, w = positions[step]
+            drawing = step >= start
+            for c in range(C) if masked else [None]:
+                params = walker.params(h, w, c)  # (n or 2n, P)
+                for channel in range(C) if c is None else [c]:
+                    if drawing:
+                        log_probs = head.next_log_probs(params, channel, x[:, :, h, w])  # (·, K)
+                        drawn = draw(transformed(log_probs, knobs, n), generator)  # (n,)
+                        x[:, channel, h, w] = drawn if copies == 1 else drawn.repeat(copies)
+            walker.take(h, w)
     return x[:n].clone()
 
 

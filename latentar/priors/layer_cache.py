@@ -69,9 +69,9 @@ class LayerCacheStepper(Stepper):
     ``prior.input(x)`` wherever x is drawn (its first ``symbol_channels``; constant channels
     may follow); ``levels`` are the (H, W) of each resolution (default: one, the grid)."""
 
-    def __init__(self, prior: Prior, x: torch.Tensor, cond: Condition,
+    def __init__(self, prior: Prior, x: torch.Tensor, cond: Condition, order: torch.Tensor | None,
                  levels: list[tuple[int, int]] | None = None):
-        super().__init__(prior, x, cond)
+        super().__init__(prior, x, cond, order)
         self.cache = StepCache(x.shape[0], levels or [(x.shape[-2], x.shape[-1])])
         self.z = prior.input(x)  # (n, C·E, H, W)
         self.symbol_channels = self.z.shape[1]
@@ -101,8 +101,8 @@ class PassStepper(LayerCacheStepper):
 
     prior: PassPrior
 
-    def __init__(self, prior: PassPrior, x: torch.Tensor, cond: Condition):
-        super().__init__(prior, x, cond, prior.levels())
+    def __init__(self, prior: PassPrior, x: torch.Tensor, cond: Condition, order: torch.Tensor | None):
+        super().__init__(prior, x, cond, order, prior.levels())
         self.z = prior.network_input(self.z)  # (n, C·E + extra, H, W)
         self.given = prior.given(cond, (x.shape[-2], x.shape[-1]))
 

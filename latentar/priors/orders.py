@@ -24,8 +24,9 @@ ORDER_NAMES = ("raster", "s_curve")
 
 
 def raster(H: int, W: int) -> torch.Tensor:
-    """Row by row, each row left to right -> long (H·W,)."""
-    return torch.arange(H * W)
+    """Row by row, each row left to right -> long (H·W,) on the CPU (also when a module is
+    built under ``torch.device("meta")``)."""
+    return torch.arange(H * W, device="cpu")
 
 
 def s_curve(H: int, W: int) -> torch.Tensor:

@@ -30,8 +30,8 @@ class RecurrentStepper(LayerCacheStepper):
 
     prior: RecurrentPrior
 
-    def __init__(self, prior: RecurrentPrior, x: torch.Tensor, cond: Condition):
-        super().__init__(prior, x, cond)
+    def __init__(self, prior: RecurrentPrior, x: torch.Tensor, cond: Condition, order: torch.Tensor | None):
+        super().__init__(prior, x, cond, order)
         self.caches = prior.body.new_caches(cond.labels, x.shape[0], (x.shape[-2], x.shape[-1]), x.device)
         self.row = -1  # the row begun last
 

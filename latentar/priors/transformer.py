@@ -99,8 +99,8 @@ class TransformerStepper(Stepper):
 
     prior: Transformer
 
-    def __init__(self, prior: Transformer, x: torch.Tensor, cond: Condition):
-        super().__init__(prior, x, cond)
+    def __init__(self, prior: Transformer, x: torch.Tensor, cond: Condition, order: torch.Tensor | None):
+        super().__init__(prior, x, cond, order)
         self.cache = StepCache(x.shape[0], [(x.shape[-2], x.shape[-1])])
         self.start = prior.start_token(cond.labels, x.shape[0])  # (n, 1, D)
         self.terms = prior.position_terms(cond.context)  # (1 or n, H·W, D), computed once
