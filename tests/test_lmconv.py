@@ -61,7 +61,7 @@ def test_causal_under_a_random_order(head, C):
 def test_orders_are_the_named_variants_and_the_first_is_the_default():
     prior = tiny_prior("lmconv", (1, 4, 4), 3, num_orders=8)
     assert torch.equal(prior.orders, named_orders("s_curve", 8, 4, 4))
-    assert "orders" not in prior.state_dict()  # rebuilt from the arch, never saved
+    assert "order_table" not in prior.state_dict()  # rebuilt from the arch, never saved
     x = torch.randint(0, 3, (2, 1, 4, 4))
     cond = prior.check_inputs(x, None)
     with torch.no_grad():

@@ -126,9 +126,8 @@ class LMConvStepper(Stepper):
 
     prior: LMConv
 
-    def __init__(self, prior: LMConv, x: torch.Tensor, cond: Condition, order: torch.Tensor | None = None):
-        super().__init__(prior, x, cond)
-        self.order = order
+    def __init__(self, prior: LMConv, x: torch.Tensor, cond: Condition, order: torch.Tensor | None):
+        super().__init__(prior, x, cond, order)
         self.columns = prior.masks(order, x.device)  # (kind, dilation) -> (k², H·W)
         self.z = prior.network_input(prior.input(x))  # (n, C·E + 1, H, W)
         self.caches: dict[nn.Module, torch.Tensor] = {}
@@ -162,7 +161,7 @@ class LMConv(Prior):
     full_context = True  # S-curve orders reach every earlier position (raster orders keep PixelCNN's blind spot)
     checkpointable = True  # every gated block goes through ``checkpointed``
 
-    orders: torch.Tensor  # (n, H·W) long, a buffer
+    order_table: torch.Tensor  # (n, H·W) long, a buffer: ``orders``
 
     def __init__(self, spec: PriorSpec, arch: LMConvArch):
         super().__init__(spec, arch)
@@ -170,13 +169,18 @@ class LMConv(Prior):
         F_ = arch.hidden
         with torch.device("cpu"):  # also when the model is built on the meta device (``saving.meta_model``)
             orders = named_orders(arch.orders, arch.num_orders, H, W)  # (n, H·W)
-        self.register_buffer("orders", orders, persistent=False)
+        self.register_buffer("order_table", orders, persistent=False)
         # + a channel of ones: tells an earlier position's input from nothing
         self.stem = LocallyMaskedConv2d(C * self.input.dim + 1, F_, arch.kernel, 1, "A")
         self.groups = Groups(arch)
         self.gated = [block for group in (*self.groups.up, *self.groups.down) for block in group]
         self.class_bias = class_biases(spec.label_rows, [2 * F_] * len(self.gated))
         self.out = Nin(F_, self.head.num_params)
+
+    @property
+    def orders(self) -> torch.Tensor:
+        """The listed orders (n, H·W): ``arch.num_orders`` symmetric variants of ``arch.orders``."""
+        return self.order_table
 
     def masks(self, order: torch.Tensor | None, device: torch.device) -> dict[tuple[str, int], torch.Tensor]:
         """The masks (k², H·W) on ``device`` of every (kind, dilation) of this network under
