@@ -3,12 +3,15 @@ against the whole network."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
-from prior_cases import every_grid, tiny_prior
+from prior_cases import every_grid, generator, tiny_prior
 
 import latentar
 from latentar.priors.condition import Condition
+from latentar.priors.engine import NaiveStepper
 from latentar.priors.lmconv import LMConvStepper
 from latentar.priors.orders import named_orders, ranks, s_curve
 
@@ -18,12 +21,6 @@ def orders_of(H: int, W: int) -> dict[str, torch.Tensor]:
             "random": torch.randperm(H * W, generator=torch.Generator().manual_seed(3))}
 
 
-def log_prob_per_symbol(prior, x: torch.Tensor, order: torch.Tensor, cond=None) -> torch.Tensor:
-    """log p(x_{c,h,w} | the positions before (h, w) in ``order``) -> (B, C, H, W)."""
-    params = prior.network(prior.input(x), prior.check_inputs(x, cond), order)
-    return prior.head.log_prob(params, x)
-
-
 @pytest.mark.parametrize("order_name", ["raster", "s_curve", "random"])
 @pytest.mark.parametrize("shape,K,head", [((1, 2, 3), 2, "categorical"), ((3, 1, 2), 2, "categorical"),
                                           ((1, 2, 2), 3, "logistic_mixture")])
@@ -31,8 +28,19 @@ def test_every_order_is_normalized(order_name, shape, K, head):
     prior = tiny_prior("lmconv", shape, K, head)
     grids = every_grid(shape, K)
     with torch.no_grad():
-        total = log_prob_per_symbol(prior, grids, orders_of(*shape[1:])[order_name]).flatten(1).sum(1).exp().sum()
+        total = prior.log_prob(grids, order=orders_of(*shape[1:])[order_name]).exp().sum()
     assert abs(total.item() - 1) < 1e-4
+
+
+def test_the_mixture_of_orders_is_normalized_and_differs_from_each_order():
+    prior = tiny_prior("lmconv", (1, 2, 2), 3, num_orders=4)
+    grids = every_grid((1, 2, 2), 3)
+    with torch.no_grad():
+        mixture = prior.log_prob(grids)
+        each = torch.stack([prior.log_prob(grids, order=i) for i in range(4)])  # (4, N)
+    assert abs(mixture.exp().sum().item() - 1) < 1e-5
+    assert torch.allclose(mixture, torch.logsumexp(each, 0) - math.log(4), atol=1e-5)
+    assert not torch.allclose(each[0], each[1], atol=1e-3)
 
 
 @pytest.mark.parametrize("head,C", [("categorical", 1), ("categorical", 3), ("logistic_mixture", 3)])
@@ -94,3 +102,30 @@ def test_stepper_gives_the_networks_params_while_drawing(order_name, guided):
             assert torch.allclose(stepper.params(h, w, None), full, atol=1e-5, rtol=1e-5), (h, w)
             x[:, :, h, w] = torch.randint(0, K, (len(labels), C), generator=g)  # the draw at (h, w)
             stepper.take(h, w)
+
+
+@pytest.mark.parametrize("order_name", ["raster", "s_curve", "random", "mixture"])
+@pytest.mark.parametrize("guided", [False, True])
+def test_fast_samples_equal_naive_samples(order_name, guided):
+    C, H, W, K = 1, 4, 4, 5
+    prior = tiny_prior("lmconv", (C, H, W), K, num_classes=2, class_dropout=0.1, num_orders=3)
+    order = None if order_name == "mixture" else orders_of(H, W)[order_name]
+    knobs = dict(cfg_scale=2.0 if guided else 1.0)
+    fast = prior.sample(6, torch.tensor([0, 1, 0, 1, 0, 1]), order=order, generator=generator("cpu", 5), **knobs)
+    naive = prior.naive_sample(6, torch.tensor([0, 1, 0, 1, 0, 1]), order=order, generator=generator("cpu", 5),
+                               **knobs)
+    assert torch.equal(fast, naive)
+
+
+def test_fast_completion_equals_naive_completion():
+    C, H, W, K = 3, 4, 4, 4
+    prior = tiny_prior("lmconv", (C, H, W), K, "logistic_mixture", num_orders=2)
+    x = torch.randint(0, K, (4, C, H, W), generator=torch.Generator().manual_seed(0))
+    known = torch.zeros(H, W, dtype=torch.bool)
+    known[1:3, 1:3] = True  # the centre: neither a prefix of raster nor of S-curve orders
+    fast = prior.complete(x, known, generator=generator("cpu", 1))
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(type(prior), "Stepper", NaiveStepper)
+        naive = prior.complete(x, known, generator=generator("cpu", 1))
+    assert torch.equal(fast, naive)
+    assert torch.equal(fast[:, :, known], x[:, :, known])
