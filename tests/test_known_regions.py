@@ -18,7 +18,7 @@ from prior_cases import every_grid, tiny_prior
 
 import latentar
 from latentar.generation import complete
-from latentar.priors.orders import known_first, raster, ranks, s_curve
+from latentar.priors.orders import known_first, ranks, raster, s_curve
 from latentar.registry import PRIORS
 
 RASTER = [name for name in latentar.list_priors() if not PRIORS.get(name).any_order]

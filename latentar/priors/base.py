@@ -1,14 +1,17 @@
 """The prior interface every architecture implements, and the registry of priors.
 
 A prior is an exact autoregressive distribution over symbol grids
-``x: LongTensor (B, C, H, W)`` with values in [0, K), in raster order over (H, W) and
-channel order inside a position. A prior = a backbone (``network``, one file per
+``x: LongTensor (B, C, H, W)`` with values in [0, K), in raster order over (H, W) (or, for a
+prior that takes any order, the uniform mixture over its ``orders``: ``latentar.priors.orders``)
+and channel order inside a position. A prior = a backbone (``network``, one file per
 architecture) + a head (``latentar.heads``).
 
-    forward(x, cond=None) -> params (B, P, H, W)   one teacher-forced pass, causal
-    log_prob(x, cond=None) -> (B,)                 nats, summed over C·H·W
-    loss(x, cond=None) -> scalar                   mean nats per dimension
-    sample(n, cond=None, *, temperature, top_k, top_p, cfg_scale, generator) -> long (n, C, H, W)
+    forward(x, cond=None, *, order=None) -> params (B, P, H, W)   one teacher-forced pass, causal
+    log_prob(x, cond=None, *, order=None, known=None) -> (B,)     nats, summed over C·H·W (or the unknown part)
+    loss(x, cond=None) -> scalar                                  mean nats per dimension
+    sample(n, cond=None, *, order, temperature, top_k, top_p, cfg_scale, generator) -> long (n, C, H, W)
+    complete(x, known, cond=None, *, knobs, generator) -> long (B, C, H, W)   the unknown part redrawn
+    orders -> long (n_orders, H·W)                                the orders the distribution mixes
 
 ``cond`` is any form that ``latentar.priors.condition`` accepts (None, class labels (B,), an
 int class when sampling, a dict with ``labels`` and/or ``context``, a ``Condition``); past the
@@ -29,7 +32,8 @@ for every registered prior:
   including ``"tiny"`` (the tests' size), ``"small"`` (a CPU run of a few minutes),
   ``"default"`` and ``"paper"``;
 - ``network(z, cond)``, causal in raster order (class biases: one ``ClassBiases`` of
-  ``latentar.nn.conditioning``);
+  ``latentar.nn.conditioning``); or, with ``any_order = True``, ``network(z, cond, order=None)``
+  causal in any order (H·W,) and an ``orders`` property of its own;
 - the class attributes that say what it is: ``channel_masked`` (True: the backbone masks
   R→G→B groups; False: the head couples the channels of a pixel), ``supports_context``
   (takes a spatial context map), ``full_context`` (every position sees the whole past; the
@@ -55,7 +59,6 @@ from dataclasses import asdict
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import nn
 
@@ -69,7 +72,7 @@ from latentar.priors.engine import Knobs, NaiveStepper, check_prior_order, draw_
 from latentar.priors.engine import Stepper as StepperBase  # ``Prior.Stepper`` names a subclass
 from latentar.priors.footprint import floor_bytes, sampling_batch
 from latentar.priors.orders import raster
-from latentar.priors.regions import known_masks, mask_groups, mixture_log_prob, region_orders, split_log_probs
+from latentar.priors.regions import known_masks, mask_groups, posterior_orders, region_log_prob, region_orders
 from latentar.priors.spec import PriorSpec
 from latentar.registry import HEADS, MODELS, PRIORS
 from latentar.saving import Saveable, meta_model
@@ -261,19 +264,7 @@ class Prior(nn.Module, Saveable):
         _, H, W = self.spec.shape
         masks = known_masks(torch.zeros(H, W, dtype=torch.bool) if known is None else known, len(x), H, W)
         listed = self.orders if order is None else self.order_at(order)[None]  # (n, H·W)
-        parts = []
-        for mask, index in mask_groups(masks):
-            orders, _ = region_orders(self, mask, listed)
-            grids, grid_cond = x[index], cond.map(lambda t: t[index])
-            sums = [split_log_probs(self.log_prob_per_symbol(grids, grid_cond, order=o.to(self.device)), mask)
-                    for o in orders]
-            parts.append((index, mixture_log_prob(*(torch.stack(part) for part in zip(*sums)))))
-        if len(parts) == 1:
-            return parts[0][1]
-        result = torch.empty(len(x), dtype=parts[0][1].dtype, device=parts[0][1].device)
-        for index, value in parts:
-            result[index] = value
-        return result
+        return region_log_prob(self, x, cond, masks, listed)
 
     def loss(self, x: torch.Tensor, cond: Any = None) -> torch.Tensor:
         """Mean negative log-likelihood in nats per dimension (symbol), a scalar."""
@@ -387,21 +378,11 @@ class Prior(nn.Module, Saveable):
             orders, start = region_orders(self, mask, self.orders)
             orders = orders.to(self.device)
             grids, grid_cond = x[index], cond.map(lambda t: t[index])
-            choice = None if len(orders) == 1 else self.posterior_orders(grids, grid_cond, orders, mask, batch,
-                                                                         generator)
+            choice = None if len(orders) == 1 else posterior_orders(self, grids, grid_cond, orders, mask, batch,
+                                                                    generator)
             x[index] = self.draw_by_order(grids, grid_cond, knobs, batch, orders, choice, start=start,
                                           generator=generator)
         return x
-
-    @torch.no_grad()
-    def posterior_orders(self, x: torch.Tensor, cond: Condition, orders: torch.Tensor, mask: torch.Tensor,
-                         batch: int, generator: torch.Generator | None) -> torch.Tensor:
-        """For each grid of x long (B, C, H, W), an index into ``orders`` (n, H·W), each with
-        the known positions of ``mask`` first, drawn with probability ∝ p_i(x_known) -> long (B,)."""
-        known = torch.cat([torch.stack([split_log_probs(self.log_prob_per_symbol(
-            part, cond.map(lambda t: t[first:first + batch]), order=order), mask)[0] for order in orders])
-            for first, part in zip(range(0, len(x), batch), x.split(batch))], dim=1)  # (n, B)
-        return torch.multinomial(F.softmax(known.T, dim=-1), 1, generator=generator).squeeze(-1)
 
     def redraw(self, x: torch.Tensor, start_row: int, cond: Any = None, *, temperature: float = 1.0,
                top_k: int | None = None, top_p: float | None = None, cfg_scale: float = 1.0,

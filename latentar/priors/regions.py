@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 import torch
 import torch.nn.functional as F
 
+from latentar.priors.condition import Condition
 from latentar.priors.engine import any_order_priors
 from latentar.priors.orders import known_first, known_prefix
 
@@ -81,3 +82,35 @@ def mixture_log_prob(known: torch.Tensor, unknown: torch.Tensor) -> torch.Tensor
     """log p(x_U | x_K) under the uniform mixture of n orders, from log p_i(x_K) and
     log p_i(x_U | x_K), (n, B) each -> (B,). With one order it is ``unknown[0]`` exactly."""
     return torch.logsumexp(F.log_softmax(known, dim=0) + unknown, dim=0)
+
+
+def region_log_prob(prior: Prior, x: torch.Tensor, cond: Condition, masks: torch.Tensor,
+                    listed: torch.Tensor) -> torch.Tensor:
+    """log p(x_U | x_K) in nats of x long (B, C, H, W) (checked, with its ``cond``) for the known
+    masks bool (B, H, W), under the uniform mixture of the orders ``listed`` long (n, H·W) made
+    known-first -> (B,); with nothing known, log p(x)."""
+    parts = []
+    for mask, index in mask_groups(masks):
+        orders, _ = region_orders(prior, mask, listed)
+        grids, grid_cond = x[index], cond.map(lambda t: t[index])
+        sums = [split_log_probs(prior.log_prob_per_symbol(grids, grid_cond, order=order.to(prior.device)), mask)
+                for order in orders]
+        parts.append((index, mixture_log_prob(*(torch.stack(part) for part in zip(*sums)))))
+    if len(parts) == 1:
+        return parts[0][1]
+    result = torch.empty(len(x), dtype=parts[0][1].dtype, device=parts[0][1].device)
+    for index, value in parts:
+        result[index] = value
+    return result
+
+
+@torch.no_grad()
+def posterior_orders(prior: Prior, x: torch.Tensor, cond: Condition, orders: torch.Tensor, mask: torch.Tensor,
+                     batch: int, generator: torch.Generator | None) -> torch.Tensor:
+    """For each grid of x long (B, C, H, W), an index into ``orders`` long (n, H·W), each with the
+    known positions of ``mask`` (H, W) first, drawn with probability ∝ p_i(x_known), the exact
+    posterior of the mixture; scored ``batch`` grids at a time -> long (B,)."""
+    known = torch.cat([torch.stack([split_log_probs(prior.log_prob_per_symbol(
+        part, cond.map(lambda t: t[first:first + batch]), order=order), mask)[0] for order in orders])
+        for first, part in zip(range(0, len(x), batch), x.split(batch))], dim=1)  # (n, B)
+    return torch.multinomial(F.softmax(known.T, dim=-1), 1, generator=generator).squeeze(-1)
