@@ -129,3 +129,18 @@ def test_fast_completion_equals_naive_completion():
         naive = prior.complete(x, known, generator=generator("cpu", 1))
     assert torch.equal(fast, naive)
     assert torch.equal(fast[:, :, known], x[:, :, known])
+
+
+def test_training_draws_a_listed_order_for_each_batch():
+    prior = tiny_prior("lmconv", (1, 3, 3), 3, num_orders=4)
+    x = torch.randint(0, 3, (2, 1, 3, 3), generator=torch.Generator().manual_seed(0))
+    z, cond = prior.input(x), prior.check_inputs(x, None)
+    with torch.no_grad():
+        each = [prior.network(z, cond, order) for order in prior.orders]
+        prior.train()
+        used = set()
+        for seed in range(12):
+            torch.manual_seed(seed)
+            params = prior.network(z, cond)
+            used |= {i for i, p in enumerate(each) if torch.equal(params, p)}
+    assert used == {0, 1, 2, 3}
