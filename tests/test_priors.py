@@ -24,10 +24,10 @@ CASES = all_cases()
 NAMES = latentar.list_priors()
 
 
-# the interface and its parts, the sampling engine, the shared base classes of priors and their
-# steppers, the memory estimates: no prior of their own
-SUPPORT = {"base", "spec", "condition", "checks", "engine", "layer_cache", "recurrent", "footprint", "compiling",
-           "orders", "regions"}
+# the interface and its parts, the sampling engine, generation orders and known regions, the shared
+# base classes of priors and their steppers, the memory estimates: no prior of their own
+SUPPORT = {"base", "spec", "condition", "checks", "engine", "orders", "regions", "layer_cache", "recurrent",
+           "footprint", "compiling"}
 
 
 def test_every_module_in_priors_registers_its_prior():

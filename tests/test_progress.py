@@ -75,7 +75,7 @@ def test_sampling_completion_and_scoring_show_bars(monkeypatch):
     stderr = terminal(monkeypatch)
     prior = tiny_pixelcnn()
     prior.sample(2)
-    assert "sample" in stderr.getvalue() and "0/4" in stderr.getvalue()  # one step per row
+    assert "sample" in stderr.getvalue() and "0/16" in stderr.getvalue()  # one step per position of the order
     complete(prior, torch.zeros(1, 1, 4, 4, dtype=torch.uint8), keep_rows=2, samples=1)
     assert "complete" in stderr.getvalue()
     x = torch.randint(0, 2, (6, 1, 4, 4))
@@ -111,7 +111,7 @@ def test_the_command_line_quiet_flag_silences_the_bars(monkeypatch, tmp_path, wh
     tiny_pixelcnn().save(tmp_path / "prior")
     command = ["sample", "--prior", str(tmp_path / "prior"), "-n", "2", "--out", str(tmp_path / "s.png")]
     assert main(command) == 0
-    assert "sample" in stderr.getvalue() and "0/4" in stderr.getvalue()  # the prior's 4 rows
+    assert "sample" in stderr.getvalue() and "0/16" in stderr.getvalue()  # the prior's 16 positions
     stderr.truncate(0)
     stderr.seek(0)
     assert main(["--quiet", *command] if where == "before" else [*command, "--quiet"]) == 0

@@ -19,6 +19,7 @@ input checks, the network and the sampler see one ``Condition``.
 
 Beside the priors, this package holds: ``spec`` (``PriorSpec``), ``condition`` (``Condition``,
 ``as_condition``), ``checks`` (value checks), ``engine`` (the sampling engine and ``Stepper``),
+``orders`` (generation orders of a grid), ``regions`` (known regions and mixtures of orders),
 ``layer_cache`` (``PassPrior`` and ``PassStepper``: priors whose network runs through the
 passes of ``latentar.nn.passes``), ``recurrent`` (``RecurrentPrior``, ``RecurrentStepper``),
 ``footprint`` (memory estimates) and ``compiling`` (``torch.compile`` of the loss).
