@@ -6,7 +6,7 @@ log-prob is differentiated with respect to the float input ``prior.input(x)``
 (B, C·E, H, W) for 16 random grids, the gradient magnitudes are summed over
 grids and input channels, and a position belongs to the field when its sum exceeds
 ``threshold`` times the largest one. An exact prior's field lies inside the strict
-raster past of the position.
+past of the position in the prior's own order (raster, or an any-order prior's first order).
 
 An earlier position outside the field is one of two things. A **blind spot** is a position
 the architecture never sees at any depth: a stack of plain mask-B convolutions (``pixelcnn``)
@@ -37,6 +37,7 @@ from latentar.memory import check_fits
 from latentar.nn.modes import eval_mode
 from latentar.priors.base import Prior
 from latentar.priors.footprint import training_bytes
+from latentar.priors.orders import ranks, raster
 
 COLOURS = {  # RGB in [0, 1]
     "target": (0.90, 0.10, 0.10),
@@ -111,16 +112,29 @@ def receptive_field(prior: Prior, position: tuple[int, int] | None = None,
 def raster_past(shape: tuple[int, int, int], position: tuple[int, int]) -> torch.Tensor:
     """Positions strictly before ``position`` in raster order -> bool (H, W)."""
     _, H, W = shape
-    h, w = position
-    return torch.arange(H * W).view(H, W) < h * W + w
+    return order_past(raster(H, W), (H, W), position)
+
+
+def order_past(order: torch.Tensor, size: tuple[int, int], position: tuple[int, int]) -> torch.Tensor:
+    """Positions strictly before ``position`` in ``order`` (H·W,) of a grid of ``size`` (H, W) -> bool (H, W)."""
+    H, W = size
+    rank = ranks(order.cpu()).view(H, W)
+    return rank < rank[position]
+
+
+def prior_past(prior: Prior, position: tuple[int, int]) -> torch.Tensor:
+    """Positions strictly before ``position`` in the prior's own order (raster, or an any-order
+    prior's first listed order: the one its network takes by default) -> bool (H, W)."""
+    _, H, W = prior.spec.shape
+    return order_past(prior.orders[0], (H, W), position)
 
 
 def architecture_reach(prior: Prior, position: tuple[int, int]) -> torch.Tensor:
     """The earlier positions that ``prior``'s architecture sees at some depth -> bool (H, W): the
-    whole raster past for a ``full_context`` prior, else the field of a deeper copy of it (each of
-    ``DEPTH_FIELDS`` at least max(H, W), fresh weights from seed 0) within the past."""
+    whole past (``prior_past``) for a ``full_context`` prior, else the field of a deeper copy of it
+    (each of ``DEPTH_FIELDS`` at least max(H, W), fresh weights from seed 0) within the past."""
     _, H, W = prior.spec.shape
-    past = raster_past(prior.spec.shape, position)
+    past = prior_past(prior, position)
     if prior.full_context:
         return past
     depths = {f.name: max(getattr(prior.arch, f.name), H, W) for f in fields(prior.arch) if f.name in DEPTH_FIELDS}
@@ -133,11 +147,12 @@ def architecture_reach(prior: Prior, position: tuple[int, int]) -> torch.Tensor:
     return receptive_field(deeper, position) & past
 
 
-def position_kinds(field: torch.Tensor, reach: torch.Tensor, position: tuple[int, int]) -> torch.Tensor:
+def position_kinds(field: torch.Tensor, reach: torch.Tensor, position: tuple[int, int],
+                   past: torch.Tensor | None = None) -> torch.Tensor:
     """The kind of every position (its index in ``COLOURS``) -> long (H, W), from the field and the
-    architecture's reach, both bool (H, W)."""
+    architecture's reach, both bool (H, W), and the positions before ``position`` (None: raster)."""
     H, W = field.shape
-    past = raster_past((1, H, W), position)
+    past = raster_past((1, H, W), position) if past is None else past
     kinds = list(COLOURS)
     kind = torch.full((H, W), kinds.index("future"))
     kind[past & field] = kinds.index("field")
@@ -148,10 +163,12 @@ def position_kinds(field: torch.Tensor, reach: torch.Tensor, position: tuple[int
     return kind
 
 
-def field_summary(field: torch.Tensor, reach: torch.Tensor, position: tuple[int, int]) -> dict:
-    """Counts of a field: its size, the earlier positions, those outside the field that a deeper
-    net reaches, the blind spot (unreachable at any depth) and the later ones reached (leaks)."""
-    past = raster_past((1, *field.shape), position)
+def field_summary(field: torch.Tensor, reach: torch.Tensor, position: tuple[int, int],
+                  past: torch.Tensor | None = None) -> dict:
+    """Counts of a field: its size, the earlier positions (``past``; None: raster), those outside
+    the field that a deeper net reaches, the blind spot (unreachable at any depth) and the later
+    ones reached (leaks)."""
+    past = raster_past((1, *field.shape), position) if past is None else past
     return {"position": list(position), "field": int(field.sum()), "past": int(past.sum()),
             "outside": int((past & ~field & reach).sum()), "blind": int((past & ~field & ~reach).sum()),
             "leaks": int((~past & field).sum())}
@@ -170,8 +187,9 @@ def field_figure(priors: dict[str, Prior], position: tuple[int, int] | None = No
     kinds, summaries = {}, {}
     for name, prior in priors.items():
         pos = check_position(centre(prior.spec.shape) if position is None else position, prior.spec.shape)
-        field, reach = receptive_field(prior, pos, threshold), architecture_reach(prior, pos)
-        kinds[name], summaries[name] = position_kinds(field, reach, pos), field_summary(field, reach, pos)
+        field, reach, past = (receptive_field(prior, pos, threshold), architecture_reach(prior, pos),
+                              prior_past(prior, pos))
+        kinds[name], summaries[name] = position_kinds(field, reach, pos, past), field_summary(field, reach, pos, past)
     names = list(COLOURS)
     shown = sorted(set().union(*(kind.unique().tolist() for kind in kinds.values())))
     handles = [Patch(facecolor=COLOURS[names[k]], edgecolor="black", linewidth=0.5, label=LEGEND[names[k]])
@@ -193,4 +211,4 @@ def field_figure(priors: dict[str, Prior], position: tuple[int, int] | None = No
 
 
 __all__ = ["receptive_field", "input_gradient", "architecture_reach", "position_kinds", "field_figure",
-           "field_summary", "raster_past"]
+           "field_summary", "raster_past", "order_past", "prior_past"]

@@ -17,6 +17,7 @@ import latentar
 from latentar.heads import CategoricalHead
 from latentar.priors import Condition, Prior, PriorSpec
 from latentar.priors.engine import Stepper
+from latentar.priors.orders import ranks
 from latentar.registry import HEADS, PRIORS
 
 CASES = all_cases()
@@ -112,14 +113,16 @@ def test_exact_normalization_codes_across_rows(name, device):
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_causality_by_gradients(case, device):
-    """d log p(x_{c,h,w}) / d input is exactly zero at and after (h, w, c), nonzero before."""
+    """d log p(x_{c,h,w}) / d input is exactly zero at and after (h, w, c) in the network's own
+    order, nonzero before."""
     name, head, C = case
     H = W = 4
     prior = tiny_prior(name, (C, H, W), 8, head, device=device)
     x = torch.randint(0, 8, (8, C, H, W)).to(device)  # several grids: one grid's dead ReLUs can hide the past
     z = prior.input(x).detach().requires_grad_()  # (8, C·E, H, W)
     lp = prior.head.log_prob(prior.network(z, Condition()), x)  # (8, C, H, W)
-    order = torch.arange(C * H * W, device=device).view(H, W, C).permute(2, 0, 1)  # (C, H, W) raster, then channel
+    rank = ranks(prior.orders[0]).view(H, W)  # the network's own order: raster, or an any-order prior's first
+    order = rank * C + torch.arange(C, device=device).view(C, 1, 1)  # (C, H, W): the order, then channel
     for h in range(H):
         for w in range(W):
             for c in range(C):
@@ -129,7 +132,7 @@ def test_causality_by_gradients(case, device):
                 g = grad.view(8, C, -1, H, W).abs().sum((0, 2))  # (C, H, W)
                 target = order[c, h, w]
                 assert g[order >= target].sum() == 0, f"symbol {(c, h, w)} sees its own future"
-                if h * W + w > 0:
+                if rank[h, w] > 0:
                     assert g[order < target].sum() > 0, f"symbol {(c, h, w)} sees no past"
 
 

@@ -17,6 +17,7 @@ from latentar.receptive_field import (
     architecture_reach,
     field_summary,
     position_kinds,
+    prior_past,
     raster_past,
     receptive_field,
 )
@@ -74,7 +75,7 @@ def test_full_context_priors_reach_every_earlier_pixel(name):
     shape, position = (1, 9, 9), (4, 4)
     prior = latentar.build_prior(name, shape, 4, preset="small")
     field = receptive_field(prior, position)
-    assert torch.equal(field, raster_past(shape, position)), f"{name} field\n{field.int()}"
+    assert torch.equal(field, prior_past(prior, position)), f"{name} field\n{field.int()}"
 
 
 @pytest.mark.parametrize("case", all_cases(), ids=case_id)
@@ -82,9 +83,9 @@ def test_no_field_reaches_the_target_or_later(case):
     name, head, C = case
     shape = (C, 5, 6)
     prior = tiny_prior(name, shape, 8, head)
-    for position in [(0, 0), (0, 3), (2, 0), (2, 3), (4, 5)]:
+    for position in [(0, 0), (0, 3), (2, 0), (2, 3), (3, 2), (4, 5)]:
         field = receptive_field(prior, position)
-        past = raster_past(shape, position)
+        past = prior_past(prior, position)  # raster, or an any-order prior's first order
         assert not (field & ~past).any(), f"{name} at {position} depends on itself or later"
         assert field.any() == past.any(), f"{name} at {position} depends on nothing earlier"
 
@@ -157,7 +158,9 @@ def test_cli_figure_of_every_prior(tmp_path, capsys):
                  "--scale", "5", "--out", str(out)]) == 0
     report = json.loads(capsys.readouterr().out)
     assert sorted(report["priors"]) == NAMES and report["legend"] == LEGEND
-    assert all(s["leaks"] == 0 and s["past"] == 21 for s in report["priors"].values())
+    pasts = {name: int(prior_past(tiny_prior(name, (1, 6, 6), 4), (3, 3)).sum()) for name in NAMES}
+    assert all(s["leaks"] == 0 and s["past"] == pasts[name] for name, s in report["priors"].items())
+    assert pasts["pixelcnn"] == 21 and pasts["lmconv"] == 20  # row 3 of an S-curve runs right to left
     from PIL import Image
 
     width, height = Image.open(out).size  # a panel per prior above the legend

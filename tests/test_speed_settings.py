@@ -20,7 +20,7 @@ from latentar.plan import check_training
 from latentar.training import TrainConfig, Trainer, prior_objective, vqvae_objective
 from latentar.training.metrics import MetricWindow
 
-CHECKPOINTABLE = ["pixelcnn_pp", "pixelsnail"]
+CHECKPOINTABLE = ["pixelcnn_pp", "pixelsnail", "lmconv"]
 
 
 def grads(prior: latentar.Prior, x: torch.Tensor, cond=None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
