@@ -10,8 +10,9 @@ strictly before p in the order. Type A (the first layer) masks the centre too; t
 since a later layer's input at p depends only on positions before p. One network then serves
 every order: only the masks change.
 
-The layer unfolds its input into patches (``F.unfold``, im2col), multiplies each location's
-patch by that location's mask and applies the weight as one matrix product. ``step`` computes
+The layer is the masked im2col product (each location's patch times its mask, times the weight),
+computed without the patches: one 1×1 conv gives every tap's output everywhere, and each location
+sums, masked, the outputs of the positions its taps read. ``step`` computes
 the output at one position only, from a map of the input: the fast sampler calls it once a
 position's inputs are final.
 
@@ -112,13 +113,22 @@ class LocallyMaskedConv2d(nn.Module):
                              f"here, got {tuple(mask.shape)}")
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The masked im2col product without its (B, Cin·k², H·W) patches: one 1×1 conv gives every
+        used tap's output at every position, y_i = W_i · x; location p then adds tap i's output at
+        the position it reads, masked: out_p = bias + Σ_i mask_i,p · y_i[p + dilation·offset_i].
+        Taps that every location masks are skipped."""
         B, _, H, W = x.shape
         self._check_mask(mask, (self.taps, H * W))
-        patches = F.unfold(x, self.kernel, dilation=self.dilation, padding=padding(self.kernel, self.dilation))
-        patches = patches.unflatten(1, (-1, self.taps))  # (B, Cin, k², H·W)
-        masked = patches * mask  # the mask broadcast over Cin
-        out = self.weight.flatten(1) @ masked.flatten(1, 2) + self.bias[:, None]  # (B, Cout, H·W)
-        return out.unflatten(2, (H, W))
+        pad, d, k = padding(self.kernel, self.dilation), self.dilation, self.kernel
+        used = list(range(self.taps)) if mask.is_meta else mask.amax(1).nonzero().flatten().tolist()  # meta: size only
+        weight = self.weight[:, :, used].permute(2, 0, 1).flatten(0, 1)[:, :, None, None]  # (u·Cout, Cin, 1, 1)
+        outputs = F.pad(F.conv2d(x, weight), (pad, pad, pad, pad)).unflatten(1, (len(used), -1))  # (B, u, Cout, ..)
+        masks = mask.view(self.taps, 1, 1, H, W)
+        out = self.bias.view(1, -1, 1, 1).expand(B, -1, H, W)
+        for j, tap in enumerate(used):
+            r, c = divmod(tap, k)
+            out = out + masks[tap] * outputs[:, j, :, r * d:r * d + H, c * d:c * d + W]
+        return out
 
     def step(self, x: torch.Tensor, position: int, mask_column: torch.Tensor) -> torch.Tensor:
         """The output at one position only: x (B, Cin, H, W) the input map (final at every
