@@ -144,3 +144,14 @@ def test_training_draws_a_listed_order_for_each_batch():
             params = prior.network(z, cond)
             used |= {i for i, p in enumerate(each) if torch.equal(params, p)}
     assert used == {0, 1, 2, 3}
+
+
+def test_masks_first_built_while_sampling_serve_training():
+    from latentar.nn import locally_masked
+
+    locally_masked._cached_mask.cache_clear()  # built anew here, in inference mode
+    prior = latentar.build_prior("lmconv", (1, 5, 5), 2, preset="tiny")
+    x = prior.sample(2, generator=torch.Generator().manual_seed(0))  # masks built in inference mode
+    prior.train()
+    prior.loss(x).backward()  # and reused with autograd
+    assert prior.stem.weight.grad is not None

@@ -66,6 +66,7 @@ def lmconv_mask(order: torch.Tensor, H: int, W: int, kernel: int = 3, dilation: 
 
 
 @lru_cache(maxsize=256)
+@torch.inference_mode(False)  # a normal tensor even when first asked for while sampling: training reuses it
 def _cached_mask(order_bytes: bytes, H: int, W: int, kernel: int, dilation: int, kind: str,
                  device: str) -> torch.Tensor:
     order = torch.frombuffer(bytearray(order_bytes), dtype=torch.long)
@@ -78,6 +79,7 @@ def _cached_mask(order_bytes: bytes, H: int, W: int, kernel: int, dilation: int,
 
 
 @lru_cache(maxsize=64)
+@torch.inference_mode(False)
 def _neighbours(H: int, W: int, kernel: int, dilation: int, device: str) -> torch.Tensor:
     """(k², H·W) long: the flat position tap i of location p reads (0 where outside the grid,
     a tap every mask zeroes)."""
