@@ -73,8 +73,9 @@ def check_position(position: tuple[int, int], shape: tuple[int, int, int]) -> tu
 
 
 def input_gradient(prior: Prior, position: tuple[int, int] | None = None, *, num_grids: int = 16,
-                   seed: int = 0) -> torch.Tensor:
-    """Summed |d log p(symbol at position, channel 0) / d input| per position -> float (H, W).
+                   seed: int = 0, order: int = 0) -> torch.Tensor:
+    """Summed |d log p(symbol at position, channel 0) / d input| per position -> float (H, W),
+    under the prior's ``order``-th listed order (``prior.orders``; a raster prior has one).
 
     Uses ``num_grids`` random symbol grids (and random labels / context where the
     prior needs them), so that no single input can hide a dependence.
@@ -89,21 +90,22 @@ def input_gradient(prior: Prior, position: tuple[int, int] | None = None, *, num
     with eval_mode(prior), torch.enable_grad():
         cond = prior.check_inputs(x, cond)
         z = prior.input(x).detach().requires_grad_()  # (n, C·E, H, W)
-        lp = prior.head.log_prob(prior.network(z, cond), x)  # (n, C, H, W)
+        lp = prior.head.log_prob(prior.ordered_network(z, cond, prior.order_at(order)), x)  # (n, C, H, W)
         (grad,) = torch.autograd.grad(lp[:, 0, h, w].sum(), z)  # grids do not mix: one backward
     return reduce(grad.abs(), "n ce h w -> h w", "sum").cpu()
 
 
 def receptive_field(prior: Prior, position: tuple[int, int] | None = None,
-                    threshold: float = 0.0) -> torch.Tensor:
-    """Positions whose gradient exceeds ``threshold`` × the largest one -> bool (H, W).
+                    threshold: float = 0.0, order: int = 0) -> torch.Tensor:
+    """Positions whose gradient exceeds ``threshold`` × the largest one -> bool (H, W), under the
+    prior's ``order``-th listed order.
 
     ``position`` defaults to the centre (H // 2, W // 2); ``threshold`` in [0, 1):
     0 keeps every position with a nonzero gradient.
     """
     if not 0.0 <= threshold < 1.0:
         raise ValueError(f"threshold is a fraction of the largest gradient in [0, 1), got {threshold}")
-    grad = input_gradient(prior, position)  # (H, W)
+    grad = input_gradient(prior, position, order=order)  # (H, W)
     if grad.max() == 0:
         return torch.zeros_like(grad, dtype=torch.bool)
     return grad > threshold * grad.max()
@@ -122,19 +124,19 @@ def order_past(order: torch.Tensor, size: tuple[int, int], position: tuple[int, 
     return rank < rank[position]
 
 
-def prior_past(prior: Prior, position: tuple[int, int]) -> torch.Tensor:
-    """Positions strictly before ``position`` in the prior's own order (raster, or an any-order
-    prior's first listed order: the one its network takes by default) -> bool (H, W)."""
+def prior_past(prior: Prior, position: tuple[int, int], order: int = 0) -> torch.Tensor:
+    """Positions strictly before ``position`` in the prior's ``order``-th listed order (raster for a
+    raster prior) -> bool (H, W)."""
     _, H, W = prior.spec.shape
-    return order_past(prior.orders[0], (H, W), position)
+    return order_past(prior.order_at(order), (H, W), position)
 
 
-def architecture_reach(prior: Prior, position: tuple[int, int]) -> torch.Tensor:
+def architecture_reach(prior: Prior, position: tuple[int, int], order: int = 0) -> torch.Tensor:
     """The earlier positions that ``prior``'s architecture sees at some depth -> bool (H, W): the
     whole past (``prior_past``) for a ``full_context`` prior, else the field of a deeper copy of it
     (each of ``DEPTH_FIELDS`` at least max(H, W), fresh weights from seed 0) within the past."""
     _, H, W = prior.spec.shape
-    past = prior_past(prior, position)
+    past = prior_past(prior, position, order)
     if prior.full_context:
         return past
     depths = {f.name: max(getattr(prior.arch, f.name), H, W) for f in fields(prior.arch) if f.name in DEPTH_FIELDS}
@@ -144,7 +146,7 @@ def architecture_reach(prior: Prior, position: tuple[int, int]) -> torch.Tensor:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         deeper = type(prior)(prior.spec, replace(prior.arch, **depths)).to(prior.device)
-    return receptive_field(deeper, position) & past
+    return receptive_field(deeper, position, order=order) & past
 
 
 def position_kinds(field: torch.Tensor, reach: torch.Tensor, position: tuple[int, int],
@@ -175,9 +177,10 @@ def field_summary(field: torch.Tensor, reach: torch.Tensor, position: tuple[int,
 
 
 def field_figure(priors: dict[str, Prior], position: tuple[int, int] | None = None,
-                 threshold: float = 0.0, scale: int = 12) -> tuple[torch.Tensor, dict]:
+                 threshold: float = 0.0, scale: int = 12, order: int = 0) -> tuple[torch.Tensor, dict]:
     """The fields of priors of one shape side by side, with a legend of the kinds of position
-    -> (uint8 RGB image (3, h, w), {name: `field_summary`}). ``scale``: pixels per grid cell."""
+    -> (uint8 RGB image (3, h, w), {name: `field_summary`}). ``scale``: pixels per grid cell;
+    ``order``: which of each prior's listed orders (raster priors have only 0)."""
     from matplotlib.figure import Figure  # matplotlib is slow to import; only figures need it
     from matplotlib.patches import Patch
 
@@ -187,8 +190,8 @@ def field_figure(priors: dict[str, Prior], position: tuple[int, int] | None = No
     kinds, summaries = {}, {}
     for name, prior in priors.items():
         pos = check_position(centre(prior.spec.shape) if position is None else position, prior.spec.shape)
-        field, reach, past = (receptive_field(prior, pos, threshold), architecture_reach(prior, pos),
-                              prior_past(prior, pos))
+        field, reach, past = (receptive_field(prior, pos, threshold, order), architecture_reach(prior, pos, order),
+                              prior_past(prior, pos, order))
         kinds[name], summaries[name] = position_kinds(field, reach, pos, past), field_summary(field, reach, pos, past)
     names = list(COLOURS)
     shown = sorted(set().union(*(kind.unique().tolist() for kind in kinds.values())))
@@ -205,7 +208,7 @@ def field_figure(priors: dict[str, Prior], position: tuple[int, int] | None = No
         ax.set_yticks([i - 0.5 for i in range(H + 1)], minor=True)
         ax.grid(which="minor", color="white", linewidth=0.5)
         ax.tick_params(which="both", length=0, labelbottom=False, labelleft=False)
-        ax.set_title(name, fontsize=9)
+        ax.set_title(name if order == 0 else f"{name}, order {order}", fontsize=9)
     figure.legend(handles=handles, loc="outside lower center", ncols=columns, fontsize=8, frameon=False)
     return figure_image(figure), summaries
 

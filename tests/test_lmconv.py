@@ -155,3 +155,15 @@ def test_masks_first_built_while_sampling_serve_training():
     prior.train()
     prior.loss(x).backward()  # and reused with autograd
     assert prior.stem.weight.grad is not None
+
+
+def test_the_receptive_field_follows_the_listed_order_asked_for():
+    from latentar.receptive_field import field_summary, prior_past, receptive_field
+
+    prior = tiny_prior("lmconv", (1, 6, 6), 2, num_orders=4, num_blocks=2)
+    fields = []
+    for order in range(4):
+        field, past = receptive_field(prior, (2, 3), order=order), prior_past(prior, (2, 3), order)
+        assert field_summary(field, past, (2, 3), past)["leaks"] == 0 and field.any()  # inside that order's past
+        fields.append(field)
+    assert not all(torch.equal(fields[0], f) for f in fields[1:])  # another order, another field

@@ -32,6 +32,9 @@ def add_receptive_field_command(subparsers) -> None:
     p.add_argument("--model", help="a saved prior folder (instead of --prior)")
     p.add_argument("--all", action="store_true", help="every registered prior side by side")
     p.add_argument("--position", type=parse_position, help="h,w of the target symbol (default: the centre)")
+    p.add_argument("--order", type=int, default=0,
+                   help="which of the prior's listed orders (an index into prior.orders: lmconv lists num_orders "
+                        "symmetric scans; raster priors have only 0) (default 0)")
     p.add_argument("--threshold", type=float, default=0.0,
                    help="fraction of the largest gradient a position must exceed (default 0)")
     p.add_argument("--scale", type=int, default=12, help="pixels per grid cell in the image (default 12)")
@@ -57,7 +60,7 @@ def run_receptive_field(args) -> None:
     check_image_path(args.out)
     if args.scale < 1:
         raise ValueError(f"--scale (pixels per grid cell) must be an integer >= 1, got {args.scale}")
-    image, summaries = field_figure(chosen_priors(args), args.position, args.threshold, args.scale)
+    image, summaries = field_figure(chosen_priors(args), args.position, args.threshold, args.scale, args.order)
     save_image(image, args.out)
     print(json.dumps({"out": str(args.out), "threshold": args.threshold,
                       "colours": {k: list(v) for k, v in COLOURS.items()}, "legend": LEGEND,
