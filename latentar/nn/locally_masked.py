@@ -123,10 +123,12 @@ class LocallyMaskedConv2d(nn.Module):
         self._check_mask(mask, (self.taps, H * W))
         pad, d, k = padding(self.kernel, self.dilation), self.dilation, self.kernel
         used = list(range(self.taps)) if mask.is_meta else mask.amax(1).nonzero().flatten().tolist()  # meta: size only
+        out = self.bias.view(1, -1, 1, 1).expand(B, -1, H, W)
+        if not used:  # every tap masked everywhere (a type-A stem on a 1×1 grid): the bias alone
+            return out
         weight = self.weight[:, :, used].permute(2, 0, 1).flatten(0, 1)[:, :, None, None]  # (u·Cout, Cin, 1, 1)
         outputs = F.pad(F.conv2d(x, weight), (pad, pad, pad, pad)).unflatten(1, (len(used), -1))  # (B, u, Cout, ..)
         masks = mask.view(self.taps, 1, 1, H, W)
-        out = self.bias.view(1, -1, 1, 1).expand(B, -1, H, W)
         for j, tap in enumerate(used):
             r, c = divmod(tap, k)
             out = out + masks[tap] * outputs[:, j, :, r * d:r * d + H, c * d:c * d + W]
