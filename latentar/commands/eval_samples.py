@@ -27,7 +27,7 @@ from latentar.devices import resolve_device
 from latentar.files import atomic_write_json
 from latentar.progress import progress_bar
 from latentar.quality import INCEPTION, feature_extractor, measure
-from latentar.quality.drawn import check_levels, draw_to_measure
+from latentar.quality.drawn import check_levels, draw_to_measure, reconstructions
 from latentar.quality.features import CLASSIFIER, ClassifierFeatures, Extractor
 from latentar.quality.inputs import read_images
 from latentar.quality.measure import Reference, reference_features
@@ -140,8 +140,7 @@ def images_to_measure(args: argparse.Namespace,
         if args.n > len(reference.images):
             raise ValueError(f"-n {args.n} reconstructions need as many reference images; --reference-n is "
                              f"{len(reference.images)}")
-        recon = torch.cat([vqvae.reconstruct(batch).cpu() for batch in progress_bar(
-            reference.images[:args.n].split(args.feature_batch_size), desc="reconstruct", unit="batch")])
+        recon = reconstructions(vqvae, reference.images[:args.n], args.feature_batch_size)
         return recon, None, {"reconstructions_by": args.vqvae}
     prior, vqvae, bottom = load_models(args)
     check_levels(prior, vqvae, reference.levels)

@@ -17,6 +17,7 @@ import torch
 from latentar.generation import check_generation, generate
 from latentar.priors.base import Prior
 from latentar.priors.engine import Knobs
+from latentar.progress import progress_bar
 from latentar.quality.features import ClassifierFeatures, Extractor
 from latentar.quality.measure import BATCH, Reference, measure
 from latentar.vqvae import VQVAE
@@ -73,3 +74,10 @@ def measure_prior(extractor: Extractor, reference: Reference, prior: Prior, vqva
     images, labels = draw_to_measure(prior, vqvae, n, sampling, bottom_prior=bottom_prior)
     result = measure(extractor, images, reference, labels=labels, classifier=classifier, batch_size=batch_size)
     return {**result, "sampling": {**sampling, "classes": None if labels is None else "cycled"}}
+
+
+@torch.no_grad()
+def reconstructions(vqvae: VQVAE, images: torch.Tensor, batch_size: int = BATCH) -> torch.Tensor:
+    """The VQ-VAE's reconstructions of uint8 images (N, C, H, W) -> uint8 (N, C, H, W) on the CPU."""
+    return torch.cat([vqvae.reconstruct(batch.to(vqvae.device)).cpu()
+                      for batch in progress_bar(images.split(batch_size), desc="reconstruct", unit="batch")])

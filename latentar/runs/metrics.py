@@ -18,18 +18,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
 from accelerate import Accelerator
 
 from latentar.config import METRICS_FEATURES, Recipe
 from latentar.model_card import add_sample_metrics
 from latentar.plan import Plan, sampling_device
 from latentar.priors import Prior
-from latentar.progress import progress_bar
 from latentar.quality import feature_extractor, measure
-from latentar.quality.drawn import measure_prior
+from latentar.quality.drawn import measure_prior, reconstructions
 from latentar.quality.features import CLASSIFIER
-from latentar.quality.measure import BATCH, reference_features
+from latentar.quality.measure import reference_features
 from latentar.run_files import MODEL_DIR
 from latentar.runs.classifier import train_classifier
 from latentar.runs.stages import RECIPE_RERUN, Splits
@@ -83,13 +81,6 @@ def measure_run(recipe: Recipe, plan: Plan, priors: dict[str, Prior], vqvae: VQV
     if vqvae is not None:
         record["reconstructions"] = measure(extractor, reconstructions(vqvae.to(device), reference.images), reference)
     return record
-
-
-@torch.no_grad()
-def reconstructions(vqvae: VQVAE, images: torch.Tensor, batch_size: int = BATCH) -> torch.Tensor:
-    """The VQ-VAE's reconstructions of uint8 images (N, C, H, W) -> uint8 (N, C, H, W) on the CPU."""
-    return torch.cat([vqvae.reconstruct(batch.to(vqvae.device)).cpu()
-                      for batch in progress_bar(images.split(batch_size), desc="reconstruct", unit="batch")])
 
 
 def report_metrics(record: dict[str, Any], prior_folder: Path, prior: Prior, train: TrainConfig, step: int) -> None:
