@@ -11,7 +11,7 @@ from prior_cases import every_grid, generator, tiny_prior
 
 import latentar
 from latentar.priors.condition import Condition
-from latentar.priors.engine import NaiveStepper
+from latentar.priors.engine import Knobs, NaiveStepper
 from latentar.priors.lmconv import LMConvStepper
 from latentar.priors.orders import named_orders, ranks, s_curve
 
@@ -115,6 +115,20 @@ def test_fast_samples_equal_naive_samples(order_name, guided):
     naive = prior.naive_sample(6, torch.tensor([0, 1, 0, 1, 0, 1]), order=order, generator=generator("cpu", 5),
                                **knobs)
     assert torch.equal(fast, naive)
+
+
+def test_grids_in_their_own_orders_walk_in_one_batch():
+    """One walk with an order per grid draws what each grid drawn alone in its order draws
+    (top_k=1 makes the draws a function of the params alone)."""
+    C, H, W, K = 3, 3, 4, 4
+    prior = tiny_prior("lmconv", (C, H, W), K, "logistic_mixture", num_classes=2)
+    each = torch.stack([orders_of(H, W)["random"], s_curve(H, W), torch.arange(H * W)])  # (3, H·W)
+    labels = torch.tensor([0, 1, 1])
+    together = prior.draw_by_order(*prior.blank_grids(3, labels), Knobs(top_k=1), 3, each,
+                                   torch.arange(3), generator=generator("cpu", 0))
+    alone = torch.cat([prior.sample(1, int(label), order=order, top_k=1) for label, order in zip(labels, each)])
+    assert torch.equal(together, alone)
+    assert not torch.equal(alone[0], alone[2])  # the orders draw different grids
 
 
 def test_fast_completion_equals_naive_completion():

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from latentar.nn.locally_masked import LocallyMaskedConv2d, lmconv_mask
+from latentar.nn.locally_masked import LocallyMaskedConv2d, lmconv_mask, tap_reads
 from latentar.nn.masked import causal_mask
 
 
@@ -112,4 +112,9 @@ def test_step_equals_the_layer_at_each_position(kernel, dilation, kind):
     mask = lmconv_mask(random_order(H, W), H, W, kernel, dilation, kind)
     full = conv(x, mask).flatten(2)  # (2, 4, H·W)
     for p in range(H * W):
-        assert torch.allclose(conv.step(x, p, mask[:, p]), full[:, :, p], atol=1e-6), p
+        at = torch.tensor([p, p])
+        step = conv.step(x.flatten(2), tap_reads(at, H, W, kernel, dilation), mask[:, at].T)
+        assert torch.allclose(step, full[:, :, p], atol=1e-6), p
+    each = torch.tensor([3, H * W - 1])  # each grid at its own position
+    step = conv.step(x.flatten(2), tap_reads(each, H, W, kernel, dilation), mask[:, each].T)
+    assert torch.allclose(step, full[[0, 1], :, each], atol=1e-6)

@@ -13,8 +13,8 @@ every order: only the masks change.
 The layer is the masked im2col product (each location's patch times its mask, times the weight),
 computed without the patches: one 1×1 conv gives every tap's output everywhere, and each location
 sums, masked, the outputs of the positions its taps read. ``step`` computes
-the output at one position only, from a map of the input: the fast sampler calls it once a
-position's inputs are final.
+the output at one position of each grid only (each grid may be at its own position, in its own
+order), from a map of the input: the fast sampler calls it once a position's inputs are final.
 
 Masks are (k², H·W) floats (tap i = (i // k, i % k) of the kernel, row-major like ``F.unfold``),
 built by ``lmconv_mask`` once per (order, H, W, kernel, dilation, kind, device) and cached.
@@ -78,11 +78,16 @@ def _cached_mask(order_bytes: bytes, H: int, W: int, kernel: int, dilation: int,
     return allowed.float().to(device)
 
 
+def tap_reads(positions: torch.Tensor, H: int, W: int, kernel: int, dilation: int) -> torch.Tensor:
+    """positions long (n,) of flat locations -> long (n, k²): the flat position each tap of
+    that location reads (0 where it falls outside the grid, a tap every mask zeroes)."""
+    return _neighbours(H, W, kernel, dilation, str(positions.device))[:, positions].T
+
+
 @lru_cache(maxsize=64)
 @torch.inference_mode(False)
 def _neighbours(H: int, W: int, kernel: int, dilation: int, device: str) -> torch.Tensor:
-    """(k², H·W) long: the flat position tap i of location p reads (0 where outside the grid,
-    a tap every mask zeroes)."""
+    """(k², H·W) long: the flat position tap i of location p reads (0 where outside the grid)."""
     read = neighbour_map(torch.arange(1, H * W + 1), H, W, kernel, dilation)  # position + 1; 0 outside
     return (read.long() - 1).clamp(min=0).to(device)
 
@@ -134,12 +139,11 @@ class LocallyMaskedConv2d(nn.Module):
             out = out + masks[tap] * outputs[:, j, :, r * d:r * d + H, c * d:c * d + W]
         return out
 
-    def step(self, x: torch.Tensor, position: int, mask_column: torch.Tensor) -> torch.Tensor:
-        """The output at one position only: x (B, Cin, H, W) the input map (final at every
-        position the mask allows), ``position`` a flat index h·W + w, ``mask_column`` (k²,) its
-        mask -> (B, Cout)."""
-        B, C, H, W = x.shape
-        self._check_mask(mask_column, (self.taps,))
-        reads = _neighbours(H, W, self.kernel, self.dilation, str(x.device))[:, position]  # (k²,)
-        patch = x.flatten(2)[:, :, reads] * mask_column  # (B, Cin, k²)
-        return patch.flatten(1) @ self.weight.flatten(1).T + self.bias  # (B, Cout)
+    def step(self, x: torch.Tensor, reads: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The output at one position of each grid only: x (n, Cin, H·W) the flat input maps
+        (final at every position the masks allow), ``reads`` long (n, k²) the positions the taps
+        of grid i's location read (``tap_reads``), ``mask`` (n, k²) that location's mask column
+        -> (n, Cout)."""
+        self._check_mask(mask, (len(x), self.taps))
+        patch = x.gather(2, reads[:, None].expand(-1, x.shape[1], -1)) * mask[:, None]  # (n, Cin, k²)
+        return torch.addmm(self.bias, patch.flatten(1), self.weight.flatten(1).T)  # (n, Cout)

@@ -199,12 +199,21 @@ class Prior(nn.Module, Saveable):
         raise NotImplementedError
 
     def ordered_network(self, z: torch.Tensor, cond: Condition, order: torch.Tensor | None) -> torch.Tensor:
-        """``network`` causal in ``order``, long (H·W,) (None: the network's own order). A raster
-        prior's order is raster (``order_at`` and the engine refuse any other), so it gets none."""
+        """``network`` causal in ``order``, long (H·W,) (None: the network's own order), or
+        (B, H·W), grid b causal in order[b] (one pass per distinct order). A raster prior's order
+        is raster (``order_at`` and the engine refuse any other), so it gets none."""
         if order is None or not self.any_order:
             return self.network(z, cond)
         network: Any = self.network  # an any-order network takes the order
-        return network(z, cond, order=order)
+        if order.dim() == 1:
+            return network(z, cond, order=order)
+        distinct, which = torch.unique(order, dim=0, return_inverse=True)  # (u, H·W), (B,)
+        parts = [(index, network(z[index], cond.map(lambda t: t[index]), order=row))
+                 for i, row in enumerate(distinct) for index in [(which == i).nonzero().squeeze(1)]]
+        params = parts[0][1].new_empty(len(z), *parts[0][1].shape[1:])  # (B, P, H, W)
+        for index, part in parts:
+            params[index] = part
+        return params
 
     @property
     def orders(self) -> torch.Tensor:
@@ -314,16 +323,10 @@ class Prior(nn.Module, Saveable):
                       generator: torch.Generator | None = None) -> torch.Tensor:
         """``draw_in_batches`` of x long (n, C, H, W), written in place, grid b in the order
         ``orders[choice[b]]`` (orders long (n_orders, H·W), choice long (n,); None: all in
-        ``orders[0]``), from step ``start`` of its order; the grids of one order together -> x."""
-        if choice is None:
-            return self.draw_in_batches(x, cond, knobs, batch, order=orders[0], start=start, stepper=stepper,
-                                        generator=generator)
-        for i, order in enumerate(orders):
-            index = (choice == i).nonzero().squeeze(1).to(x.device)
-            if len(index):
-                x[index] = self.draw_in_batches(x[index], cond.map(lambda t: t[index]), knobs, batch, order=order,
-                                                start=start, stepper=stepper, generator=generator)
-        return x
+        ``orders[0]``), from step ``start`` of its order, every grid in one walk -> x."""
+        order = orders[0] if choice is None else orders[choice.to(orders.device)]  # (H·W,) or (n, H·W)
+        return self.draw_in_batches(x, cond, knobs, batch, order=order, start=start, stepper=stepper,
+                                    generator=generator)
 
     def grids_per_pass(self, n: int, knobs: Knobs, batch_size: int | None = None) -> int:
         """How many of n grids one sampler pass draws so that it fits the memory cap
@@ -350,12 +353,14 @@ class Prior(nn.Module, Saveable):
         The batches run in order and draw from the one ``generator``. When all n grids fit in
         one batch (the usual case) the draws are exactly those of one ``draw_grids`` call; when
         they do not, they differ from them but depend only on the seed and the batch size, so
-        the same seed under the same cap (``--max-memory``) gives the same samples."""
+        the same seed under the same cap (``--max-memory``) gives the same samples. ``order``:
+        (H·W,) for every grid, or (n, H·W), one per grid (``draw_grids``)."""
         n = len(x)
         for first in range(0, n, batch):
             part = slice(first, first + batch)
-            x[part] = draw_grids(self, x[part], cond.map(lambda t: t[part]), knobs, order=order, start=start,
-                                 stepper=stepper, generator=generator)
+            x[part] = draw_grids(self, x[part], cond.map(lambda t: t[part]), knobs, start=start, stepper=stepper,
+                                 order=order if order is None or order.dim() == 1 else order[part],
+                                 generator=generator)
         return x
 
     def complete(self, x: torch.Tensor, known: torch.Tensor, cond: Any = None, *, temperature: float = 1.0,

@@ -3,7 +3,8 @@
     x = draw_grids(prior, x, cond, Knobs(temperature=0.9, top_p=0.95), generator=g)
 
 The driver owns the generation order over (h, w) (raster, or the permutation of the H·W
-positions it is given: ``latentar.priors.orders``), the channel order inside a position, the
+positions it is given: ``latentar.priors.orders``; a prior that takes any order may get one
+per grid, all walked in one batch), the channel order inside a position, the
 head call and the knobs. A prior contributes a ``Stepper``: started on n grids and a
 condition, it gives the head params of one position (and channel, for channel-masked
 backbones) and takes the symbols drawn there. ``NaiveStepper`` runs the whole network
@@ -135,7 +136,9 @@ class Stepper:
     fill; a stepper whose params do not depend on earlier calls sets ``needs_history = False``
     and is not walked there. ``x`` is the driver's tensor (read it, never write it); ``cond``
     is checked, its labels may hold the null class ``prior.spec.num_classes`` under guidance;
-    ``order`` is a checked LongTensor (H·W,) on the prior's device, or None (raster). A
+    ``order`` is a checked LongTensor (H·W,) on the prior's device, or None (raster). A prior
+    that takes any order may also get orders (n, H·W), one per grid: then h and w are long
+    (n,), grid i's position at this step, and "at (h, w)" reads x[i, :, h[i], w[i]]. A
     stepper of a prior's own is typed against that prior (``prior: Transformer``).
     """
 
@@ -144,12 +147,12 @@ class Stepper:
     def __init__(self, prior: Prior, x: torch.Tensor, cond: Condition, order: torch.Tensor | None):
         self.prior, self.x, self.cond, self.order = prior, x, cond, order
 
-    def params(self, h: int, w: int, c: int | None) -> torch.Tensor:
+    def params(self, h: Any, w: Any, c: int | None) -> torch.Tensor:
         """(n, P) head params at (h, w) (channel c of a channel-masked prior), equal up to float
-        reordering to ``prior.ordered_network(prior.input(x), cond, order)[:, :, h, w]``."""
+        reordering to ``prior.ordered_network(prior.input(x), cond, order)`` there."""
         raise NotImplementedError
 
-    def take(self, h: int, w: int) -> None:
+    def take(self, h: Any, w: Any) -> None:
         """x[:, :, h, w] now holds the symbols drawn at (h, w)."""
 
 
@@ -159,7 +162,8 @@ class NaiveStepper(Stepper):
     needs_history = False
 
     def params(self, h, w, c):
-        return self.prior.ordered_network(self.prior.input(self.x), self.cond, self.order)[:, :, h, w]
+        params = self.prior.ordered_network(self.prior.input(self.x), self.cond, self.order)  # (n, P, H, W)
+        return params[grid_rows(h, len(params)), :, h, w]
 
 
 # ---- orders ----------------------------------------------------------------------------
@@ -170,13 +174,22 @@ def any_order_priors() -> list[str]:
 
 def check_prior_order(prior: Prior, order: Any) -> torch.Tensor:
     """``order`` checked as an order of the prior's grid -> long (H·W,) on the prior's device;
-    a raster prior refuses any order but raster, naming the priors that take any order."""
+    a raster prior refuses any order but raster, naming the priors that take any order. A prior
+    that takes any order also takes orders (n, H·W), one per grid, each checked."""
     _, H, W = prior.spec.shape
+    if prior.any_order and isinstance(order, torch.Tensor) and order.dim() == 2:
+        return torch.stack([check_order(row, H, W) for row in order]).to(prior.device)
     order = check_order(order, H, W).to(prior.device)
     if not prior.any_order and not torch.equal(order.cpu(), raster(H, W)):
         raise ValueError(f"prior {prior.name!r} generates in raster order only and takes no other order; "
                          f"the priors that take any order are {any_order_priors()}")
     return order
+
+
+def grid_rows(h: Any, n: int) -> slice | torch.Tensor:
+    """The first index that, with h and w, reads each grid at its own position: every row
+    (a slice) when h is an int (one order), else arange(n) beside h, w long (n,)."""
+    return slice(None) if isinstance(h, int) else torch.arange(n, device=h.device)
 
 
 # ---- the driver ------------------------------------------------------------------------
@@ -185,20 +198,27 @@ def draw_grids(prior: Prior, x: torch.Tensor, cond: Condition, knobs: Knobs, *, 
                generator: torch.Generator | None = None) -> torch.Tensor:
     """Draw the symbols of x long (n, C, H, W) at the positions ``order[start:]`` given those
     at ``order[:start]`` -> a new long (n, C, H, W). ``order`` is a LongTensor (H·W,) of flat
-    positions h·W + w (None: raster; a raster prior refuses any other); ``cond`` is checked
-    already; ``stepper`` defaults to the prior's fast one. Eval and inference mode inside,
-    the mode restored after."""
+    positions h·W + w (None: raster; a raster prior refuses any other), or (n, H·W), grid i
+    in order[i] (a prior that takes any order; the grids still walk in one batch); ``cond``
+    is checked already; ``stepper`` defaults to the prior's fast one. Eval and inference mode
+    inside, the mode restored after."""
     n = x.shape[0]
     C, H, W = prior.spec.shape
     if not 0 <= start <= H * W:
         raise ValueError(f"start must lie in [0, {H * W}], got {start}")
     order = check_prior_order(prior, raster(H, W) if order is None else order)
-    positions = [divmod(p, W) for p in order.tolist()]
+    if order.dim() == 2 and len(order) != n:
+        raise ValueError(f"orders (n, {H * W}) need one row per grid: {len(order)} rows for {n} grids")
     if knobs.guided:
         cond = _with_null_class(prior, cond)
         x = torch.cat([x, x])
+        order = order if order.dim() == 1 else torch.cat([order, order])
     else:
         x = x.clone()
+    # per step, the (h, w) of every grid: ints for one order, long (n,) each for one order per grid
+    positions = ([divmod(p, W) for p in order.tolist()] if order.dim() == 1
+                 else list(zip(order.T.div(W, rounding_mode="floor"), order.T.remainder(W))))
+    rows = grid_rows(positions[0][0], len(x)) if positions else slice(None)
     head, masked = prior.head, prior.channel_masked
     copies = x.shape[0] // n  # 2 under guidance: both halves take the same draw
     with eval_mode(prior), torch.inference_mode():
@@ -211,9 +231,9 @@ def draw_grids(prior: Prior, x: torch.Tensor, cond: Condition, knobs: Knobs, *, 
                 params = walker.params(h, w, c)  # (n or 2n, P)
                 for channel in range(C) if c is None else [c]:
                     if drawing:
-                        log_probs = head.next_log_probs(params, channel, x[:, :, h, w])  # (·, K)
+                        log_probs = head.next_log_probs(params, channel, x[rows, :, h, w])  # (·, K)
                         drawn = draw(transformed(log_probs, knobs, n), generator)  # (n,)
-                        x[:, channel, h, w] = drawn if copies == 1 else drawn.repeat(copies)
+                        x[rows, channel, h, w] = drawn if copies == 1 else drawn.repeat(copies)
             walker.take(h, w)
     return x[:n].clone()
 

@@ -37,11 +37,11 @@ from torch import nn
 
 from latentar.checks import DEPTH, FRACTION, Bound, Checked
 from latentar.nn.conditioning import class_biases
-from latentar.nn.locally_masked import LocallyMaskedConv2d, lmconv_mask
+from latentar.nn.locally_masked import LocallyMaskedConv2d, lmconv_mask, tap_reads
 from latentar.nn.shifted import GatedResBlock, Nin
 from latentar.priors.base import Prior, register_prior
 from latentar.priors.condition import Condition
-from latentar.priors.engine import Stepper
+from latentar.priors.engine import Stepper, grid_rows
 from latentar.priors.orders import ORDER_NAMES, named_orders
 from latentar.priors.spec import PriorSpec
 
@@ -98,51 +98,63 @@ class WholeMaps:
 
 
 class AtPosition:
-    """A pass of the network at one position p only: a conv stores its input at p in its cache
-    map, then reads p's neighbours there (those before p are final); inputs and outputs are
+    """A pass of the network at one position of each grid only, grid i at the flat position
+    p[i]: a conv stores its input there in its cache map (n, Cin, H·W), then reads that
+    position's neighbours (those before it in grid i's order are final); inputs and outputs are
     (n, channels, 1, 1)."""
 
-    def __init__(self, caches: dict[nn.Module, torch.Tensor], p: int, columns: dict[tuple[str, int], torch.Tensor],
-                 size: tuple[int, int]):
-        self.caches, self.p, self.columns = caches, p, columns  # columns: (kind, dilation) -> (k²,)
-        self.h, self.w = divmod(p, size[1])
-        self.size = size
+    def __init__(self, caches: dict[nn.Module, torch.Tensor], p: torch.Tensor, reads: dict[int, torch.Tensor],
+                 columns: dict[tuple[str, int], torch.Tensor], size: int):
+        self.caches, self.p, self.size = caches, p, size  # p long (n,); size H·W
+        self.reads, self.columns = reads, columns  # dilation -> long (n, k²); (kind, dilation) -> (n, k²)
+        self.rows = torch.arange(len(p), device=p.device)
 
     def conv(self, conv: LocallyMaskedConv2d, x: torch.Tensor, level: int = 0) -> torch.Tensor:
         if conv not in self.caches:
-            self.caches[conv] = x.new_zeros(x.shape[0], x.shape[1], *self.size)  # (n, Cin, H, W)
+            self.caches[conv] = x.new_zeros(x.shape[0], x.shape[1], self.size)  # (n, Cin, H·W)
         cache = self.caches[conv]
-        cache[:, :, self.h, self.w] = x[:, :, 0, 0]
+        cache[self.rows, :, self.p] = x[:, :, 0, 0]
         return self.conv_input(conv, cache)
 
     def conv_input(self, conv: LocallyMaskedConv2d, z: torch.Tensor) -> torch.Tensor:
-        """The conv at p of a map z (n, Cin, H, W) that is final before p -> (n, Cout, 1, 1)."""
-        return conv.step(z, self.p, self.columns[conv.kind, conv.dilation])[:, :, None, None]
+        """The conv at each grid's position of flat maps z (n, Cin, H·W), final before it
+        -> (n, Cout, 1, 1)."""
+        return conv.step(z, self.reads[conv.dilation], self.columns[conv.kind, conv.dilation])[:, :, None, None]
 
 
 class LMConvStepper(Stepper):
-    """The fast stepper: every layer at the new position only (``AtPosition``), its inputs
-    cached per layer as maps (n, C_l, H, W); ``take`` enters the drawn symbols into the
-    network input z. Exact: features at p never depend on x_p or later positions."""
+    """The fast stepper: every layer at the new position of each grid only (``AtPosition``),
+    its inputs cached per layer as flat maps (n, C_l, H·W); ``take`` enters the drawn symbols
+    into the flat network input z. Exact: features at p never depend on x_p or later positions.
+    The grids may each have their own order (the mixture's draws walk in one batch)."""
 
     prior: LMConv
 
     def __init__(self, prior: LMConv, x: torch.Tensor, cond: Condition, order: torch.Tensor | None):
         super().__init__(prior, x, cond, order)
-        self.columns = prior.masks(order, x.device)  # (kind, dilation) -> (k², H·W)
-        self.z = prior.network_input(prior.input(x))  # (n, C·E + 1, H, W)
+        n, _, H, W = x.shape
+        orders = (prior.own_order() if order is None else order).expand(n, -1)  # (n, H·W)
+        distinct, self.which = torch.unique(orders, dim=0, return_inverse=True)  # (u, H·W), (n,)
+        per_order = [prior.masks(row, x.device) for row in distinct]
+        self.masks = {key: torch.stack([masks[key] for masks in per_order]) for key in per_order[0]}  # (u, k², H·W)
+        self.z = prior.network_input(prior.input(x)).flatten(2)  # (n, C·E + 1, H·W)
         self.caches: dict[nn.Module, torch.Tensor] = {}
+        self.rows = torch.arange(n, device=x.device)
 
-    def params(self, h: int, w: int, c: int | None) -> torch.Tensor:
-        W = self.x.shape[-1]
-        p = h * W + w
-        run = AtPosition(self.caches, p, {key: mask[:, p] for key, mask in self.columns.items()},
-                         (self.x.shape[-2], W))
+    def params(self, h: int | torch.Tensor, w: int | torch.Tensor, c: int | None) -> torch.Tensor:
+        _, _, H, W = self.x.shape
+        p = torch.as_tensor(h * W + w, device=self.x.device).expand(len(self.x))  # (n,)
+        kernel = self.prior.arch.kernel
+        reads = {d: tap_reads(p, H, W, kernel, d) for d in {d for _, d in self.masks}}
+        columns = {key: masks[self.which, :, p] for key, masks in self.masks.items()}
+        run = AtPosition(self.caches, p, reads, columns, H * W)
         return self.prior.layers(run, self.z, self.cond)[:, :, 0, 0]  # (n, P)
 
-    def take(self, h: int, w: int) -> None:
-        embedded = self.prior.input(self.x[:, :, h:h + 1, w:w + 1])[:, :, 0, 0]  # (n, C·E)
-        self.z[:, :embedded.shape[1], h, w] = embedded
+    def take(self, h: int | torch.Tensor, w: int | torch.Tensor) -> None:
+        W = self.x.shape[-1]
+        pixel = self.x[grid_rows(h, len(self.x)), :, h, w]  # (n, C)
+        embedded = self.prior.input(pixel[:, :, None, None])[:, :, 0, 0]  # (n, C·E)
+        self.z[self.rows, :embedded.shape[1], h * W + w] = embedded
 
 
 @register_prior("lmconv")
