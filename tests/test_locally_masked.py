@@ -113,8 +113,8 @@ def test_step_equals_the_layer_at_each_position(kernel, dilation, kind):
     full = conv(x, mask).flatten(2)  # (2, 4, H·W)
     for p in range(H * W):
         at = torch.tensor([p, p])
-        step = conv.step(x.flatten(2), tap_reads(at, H, W, kernel, dilation), mask[:, at].T)
+        step = conv.step(x.flatten(2).mT, tap_reads(at, H, W, kernel, dilation), mask[:, at].T)
         assert torch.allclose(step, full[:, :, p], atol=1e-6), p
     each = torch.tensor([3, H * W - 1])  # each grid at its own position
-    step = conv.step(x.flatten(2), tap_reads(each, H, W, kernel, dilation), mask[:, each].T)
+    step = conv.step(x.flatten(2).mT, tap_reads(each, H, W, kernel, dilation), mask[:, each].T)
     assert torch.allclose(step, full[[0, 1], :, each], atol=1e-6)

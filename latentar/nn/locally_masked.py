@@ -140,10 +140,11 @@ class LocallyMaskedConv2d(nn.Module):
         return out
 
     def step(self, x: torch.Tensor, reads: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """The output at one position of each grid only: x (n, Cin, H·W) the flat input maps
-        (final at every position the masks allow), ``reads`` long (n, k²) the positions the taps
-        of grid i's location read (``tap_reads``), ``mask`` (n, k²) that location's mask column
-        -> (n, Cout)."""
+        """The output at one position of each grid only: x (n, H·W, Cin) the flat input maps,
+        channels last so that a position's features are contiguous (final at every position
+        the masks allow), ``reads`` long (n, k²) the positions the taps of grid i's location
+        read (``tap_reads``), ``mask`` (n, k²) that location's mask column -> (n, Cout)."""
         self._check_mask(mask, (len(x), self.taps))
-        patch = x.gather(2, reads[:, None].expand(-1, x.shape[1], -1)) * mask[:, None]  # (n, Cin, k²)
-        return torch.addmm(self.bias, patch.flatten(1), self.weight.flatten(1).T)  # (n, Cout)
+        rows = torch.arange(len(x), device=x.device)[:, None]
+        patch = x[rows, reads] * mask[:, :, None]  # (n, k², Cin)
+        return torch.addmm(self.bias, patch.transpose(1, 2).flatten(1), self.weight.flatten(1).T)  # (n, Cout)

@@ -99,7 +99,7 @@ class WholeMaps:
 
 class AtPosition:
     """A pass of the network at one position of each grid only, grid i at the flat position
-    p[i]: a conv stores its input there in its cache map (n, Cin, H·W), then reads that
+    p[i]: a conv stores its input there in its cache map (n, H·W, Cin), then reads that
     position's neighbours (those before it in grid i's order are final); inputs and outputs are
     (n, channels, 1, 1)."""
 
@@ -111,20 +111,20 @@ class AtPosition:
 
     def conv(self, conv: LocallyMaskedConv2d, x: torch.Tensor, level: int = 0) -> torch.Tensor:
         if conv not in self.caches:
-            self.caches[conv] = x.new_zeros(x.shape[0], x.shape[1], self.size)  # (n, Cin, H·W)
+            self.caches[conv] = x.new_zeros(x.shape[0], self.size, x.shape[1])  # (n, H·W, Cin)
         cache = self.caches[conv]
-        cache[self.rows, :, self.p] = x[:, :, 0, 0]
+        cache[self.rows, self.p] = x[:, :, 0, 0]
         return self.conv_input(conv, cache)
 
     def conv_input(self, conv: LocallyMaskedConv2d, z: torch.Tensor) -> torch.Tensor:
-        """The conv at each grid's position of flat maps z (n, Cin, H·W), final before it
+        """The conv at each grid's position of flat maps z (n, H·W, Cin), final before it
         -> (n, Cout, 1, 1)."""
         return conv.step(z, self.reads[conv.dilation], self.columns[conv.kind, conv.dilation])[:, :, None, None]
 
 
 class LMConvStepper(Stepper):
     """The fast stepper: every layer at the new position of each grid only (``AtPosition``),
-    its inputs cached per layer as flat maps (n, C_l, H·W); ``take`` enters the drawn symbols
+    its inputs cached per layer as flat maps (n, H·W, C_l); ``take`` enters the drawn symbols
     into the flat network input z. Exact: features at p never depend on x_p or later positions.
     The grids may each have their own order (the mixture's draws walk in one batch)."""
 
@@ -137,7 +137,7 @@ class LMConvStepper(Stepper):
         distinct, self.which = torch.unique(orders, dim=0, return_inverse=True)  # (u, H·W), (n,)
         per_order = [prior.masks(row, x.device) for row in distinct]
         self.masks = {key: torch.stack([masks[key] for masks in per_order]) for key in per_order[0]}  # (u, k², H·W)
-        self.z = prior.network_input(prior.input(x)).flatten(2)  # (n, C·E + 1, H·W)
+        self.z = prior.network_input(prior.input(x)).flatten(2).transpose(1, 2).contiguous()  # (n, H·W, C·E + 1)
         self.caches: dict[nn.Module, torch.Tensor] = {}
         self.rows = torch.arange(n, device=x.device)
 
@@ -154,7 +154,7 @@ class LMConvStepper(Stepper):
         W = self.x.shape[-1]
         pixel = self.x[grid_rows(h, len(self.x)), :, h, w]  # (n, C)
         embedded = self.prior.input(pixel[:, :, None, None])[:, :, 0, 0]  # (n, C·E)
-        self.z[self.rows, :embedded.shape[1], h * W + w] = embedded
+        self.z[self.rows, h * W + w, :embedded.shape[1]] = embedded
 
 
 @register_prior("lmconv")
@@ -221,7 +221,8 @@ class LMConv(Prior):
 
     def layers(self, run: WholeMaps | AtPosition, z: torch.Tensor, cond: Condition) -> torch.Tensor:
         """The network written once for whole maps and for one position (``run``): z the
-        network input (B, C·E + 1, H, W) -> params (B, P, H, W), or (n, P, 1, 1) at a position."""
+        network input (B, C·E + 1, H, W) -> params (B, P, H, W); at a position, z the stepper's
+        flat input maps (n, H·W, C·E + 1) -> params (n, P, 1, 1)."""
         biases = dict(zip(self.gated, self.class_bias(cond.labels)))
         groups = self.groups
         u = run.conv_input(self.stem, z)  # (B, F, ...)
