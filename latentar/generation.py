@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 
 from latentar.checks import SEED, check_value
+from latentar.images import to_display
 from latentar.memory import batch_that_fits, check_fits, format_size, tensor_bytes
 from latentar.nn.modes import eval_mode
 from latentar.priors.base import Prior, check_num_samples, is_integer
@@ -37,7 +38,7 @@ class Generation(NamedTuple):
 
 
 class Completion(NamedTuple):
-    occluded: torch.Tensor  # uint8 (n, C, H, W): the known region, the rest gray (0 when binary)
+    shown: torch.Tensor  # bool (n, 1, H, W): the pixels of the known region (in code mode, those its codes cover)
     completions: torch.Tensor  # uint8 (n, S, C, H, W)
     originals: torch.Tensor  # uint8 (n, C, H, W)
     region_nats: torch.Tensor  # (n,) nats of each original's redrawn region given its known part (exact)
@@ -221,12 +222,13 @@ def complete(prior: Prior, images: torch.Tensor, keep_rows: int | None = None, s
                                       known=masks.to(prior.device)).double().cpu()  # (n,)
     completions = rearrange(decode(vqvae, (drawn,)), "(n s) c h w -> n s c h w", s=S)
     shown = F.interpolate(masks[:, None].float(), size=images.shape[2:], mode="nearest") > 0.5  # (n, 1, H, W)
-    levels = 256 if vqvae is not None else prior.spec.num_symbols
-    hidden = torch.full_like(images, levels // 2 if levels > 2 else 0)  # gray (black when binary)
-    return Completion(torch.where(shown, images, hidden), completions, images, region_nats)
+    return Completion(shown, completions, images, region_nats)
 
 
-def completion_grid(result: Completion) -> tuple[torch.Tensor, int]:
-    """One row per image: occluded input, the completions, the original -> (images, nrow)."""
-    row = torch.cat([result.occluded[:, None], result.completions, result.originals[:, None]], 1)
+def completion_grid(result: Completion, levels: int = 256) -> tuple[torch.Tensor, int]:
+    """One row per image: the input with its hidden region gray, the completions, the original
+    -> (uint8 images in [0, 255], nrow); ``levels``: the images' values (2 when binarized)."""
+    originals = to_display(result.originals, levels)[:, None]  # (n, 1, C, H, W)
+    occluded = torch.where(result.shown[:, None], originals, torch.full_like(originals, 128))
+    row = torch.cat([occluded, to_display(result.completions, levels), originals], 1)
     return rearrange(row, "n s c h w -> (n s) c h w"), row.shape[1]

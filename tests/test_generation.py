@@ -146,15 +146,15 @@ def test_completion_keeps_rows_and_draws_each_row(tmp_path):
     kept = result.completions[:, :, :, :2]
     assert torch.equal(kept, images[:, None, :, :2].expand_as(kept))
     assert torch.equal(result.originals, images)
-    assert torch.equal(result.occluded[:, :, :2], images[:, :, :2])
-    assert (result.occluded[:, :, 2:] == 0).all()  # binary images: hidden rows are black
-    grid, nrow = completion_grid(result)
-    assert nrow == 6 and grid.shape == (18, 1, 6, 5)
-    assert torch.equal(grid[0], result.occluded[0]) and torch.equal(grid[5], images[0])
-    path = save_grid(grid, tmp_path / "c.png", nrow=nrow, levels=2)
+    assert result.shown[:, :, :2].all() and not result.shown[:, :, 2:].any()
+    grid, nrow = completion_grid(result, levels=2)  # the input with its hidden rows gray, on a 0/255 scale
+    occluded = grid[::nrow]  # (3, 1, 6, 5)
+    assert torch.equal(occluded[:, :, :2], images[:, :, :2] * 255) and (occluded[:, :, 2:] == 128).all()
+    assert nrow == 6 and grid.shape == (18, 1, 6, 5) and torch.equal(grid[nrow - 1::nrow], images * 255)
+    path = save_grid(grid, tmp_path / "c.png", nrow=nrow)
     with Image.open(path) as png:
         assert png.size == (6 * (5 + 2) + 2, 3 * (6 + 2) + 2)
-        assert set(np.unique(np.asarray(png.convert("L")))) <= {0, 255}
+        assert set(np.unique(np.asarray(png.convert("L")))) <= {0, 128, 255}
     with pytest.raises(ValueError, match=r"keep_rows must lie in \[0, 6\] \(pixel rows\), got 7"):
         complete(prior, images, keep_rows=7)
 

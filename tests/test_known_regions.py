@@ -205,10 +205,10 @@ def test_generation_complete_takes_a_known_mask():
     known[:2] = True
     known[2, 0] = True
     result = complete(prior, images, samples=3, known=known, seed=0)
-    assert torch.equal(result.occluded[:, 0], known.expand(2, 4, 4).to(torch.uint8))  # hidden: 0 when binary
+    assert torch.equal(result.shown[:, 0], known.expand(2, 4, 4))
     assert torch.equal(result.completions[:, :, 0][:, :, known], torch.ones(2, 3, 9, dtype=torch.uint8))
     rows = complete(prior, images, 2, samples=3, seed=0)
-    assert torch.equal(rows.occluded[:, :, :2], images[:, :, :2]) and not rows.occluded[:, :, 2:].any()
+    assert rows.shown[:, :, :2].all() and not rows.shown[:, :, 2:].any()
     with pytest.raises(ValueError, match="keep_rows .* or as a known mask, not both"):
         complete(prior, images, 2, known=known)
     with pytest.raises(ValueError, match="raster order only"):

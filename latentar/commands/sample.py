@@ -137,8 +137,8 @@ def run_complete(args) -> None:
     known = None if args.mask is None else ~region(args.mask, image_hw, (h, w), seed=args.seed)
     result = complete(prior, images, args.keep_rows, args.samples, known=known, vqvae=vqvae,
                       labels=labels if prior.spec.num_classes is not None else None, **sampling_knobs(args))
-    grid, nrow = completion_grid(result)
-    path = save_grid(grid, args.out, nrow=nrow, levels=levels_of(prior, vqvae))
+    grid, nrow = completion_grid(result, levels_of(prior, vqvae))
+    path = save_grid(grid, args.out, nrow=nrow)
     nats = result.region_nats.tolist()
     print(json.dumps({"out": str(path), "region": args.mask or f"rows >= {args.keep_rows}",
                       "region_nats_per_image": nats, "region_nats": sum(nats) / len(nats)}, indent=2))
