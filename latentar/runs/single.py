@@ -37,7 +37,7 @@ from latentar.runs.stages import FRESH, Rerun, Splits, codes_stage, prior_stage,
 from latentar.saving import meta_model
 from latentar.training import TrainConfig
 from latentar.training.previews import first_images, save_reconstructions
-from latentar.vqvae import VQVAE, VQVAEConfig
+from latentar.vqvae import VQVAE, Tokenizer, VQVAEConfig
 
 
 def open_splits(data: DataConfig, level: str | None = None) -> tuple[SymbolDataset, Dataset]:
@@ -74,10 +74,10 @@ def symbol_grid(dataset: SymbolDataset) -> dict:
                    if getattr(dataset, key, None) is not None}
 
 
-def preview_decoder(build: dict, train: Dataset, vqvae_dir: str | Path | None) -> VQVAE | None:
+def preview_decoder(build: dict, train: Dataset, vqvae_dir: str | Path | None) -> Tokenizer | None:
     """The VQ-VAE in ``vqvae_dir`` that decodes the previews of the prior ``build_prior(**build)``,
     checked to be the one that made the codes of ``train``; None (no folder) for a pixel prior."""
-    vqvae = None if vqvae_dir is None else VQVAE.from_pretrained(vqvae_dir).eval()
+    vqvae = None if vqvae_dir is None else Tokenizer.from_pretrained(vqvae_dir).eval()
     if vqvae is not None and isinstance(train, CodeDataset):
         check_codes_match(vqvae, train.manifest)
     with torch.device("meta"):  # the prior's spec, built without weights
@@ -108,6 +108,6 @@ def encode_splits(vqvae_dir: str | Path, data: DataConfig, out_dir: str | Path, 
     """Encode the ``splits`` of ``data`` with the VQ-VAE saved in ``vqvae_dir``, run on ``device``, into
     ``out_dir`` (``processes`` share the work); returns the stage record (the manifest's fingerprint,
     grids and counts)."""
-    vqvae = VQVAE.from_pretrained(vqvae_dir, device).eval()
+    vqvae = Tokenizer.from_pretrained(vqvae_dir, device).eval()
     images = {split: load_dataset(data.name, split, data.root, **data.options) for split in splits}
     return codes_stage(vqvae, images, Path(out_dir), data.name, batch_size=batch_size, processes=processes)

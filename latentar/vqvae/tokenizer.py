@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+from typing import Any
 
 import torch
 from torch import nn
@@ -26,6 +27,7 @@ class Tokenizer(nn.Module, Saveable):
 
     image_shape: tuple[int, int, int]  # (C, H, W) of the images it takes
     levels: int  # pixel levels of those images
+    config: Any  # its config dataclass (`VQVAEConfig`, `PaletteConfig`)
 
     @property
     def grid_shapes(self) -> dict[str, tuple[int, int]]:
