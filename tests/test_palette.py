@@ -91,3 +91,13 @@ def test_bad_input_names_the_problem(tmp_path):
         palette.decode_codes(torch.zeros(2, 3, 4, dtype=torch.long))
     with pytest.raises(TypeError, match="integer tensor"):
         palette.decode_codes(torch.zeros(2, 4, 4))
+
+
+def test_the_model_card_says_what_its_tokens_are_scored_in():
+    from latentar.model_card import model_card
+
+    palette = Palette(num_colors=5).fit(images_of(COLORS))
+    card = str(model_card(palette, dataset="cifar10"))
+    assert "# Colour palette for 3×4×4 images" in card and "fitted to `cifar10`: 5 colours" in card
+    assert "nats (bits) per palette token, not comparable with 8-bit bits/dim" in card
+    assert f"`{palette.fingerprint()}`" in card and "latentar encode --vqvae" in card
