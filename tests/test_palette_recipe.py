@@ -47,6 +47,8 @@ def test_a_palette_recipe_fits_encodes_trains_and_decodes(tmp_path, image_folder
     row = run_row(out)
     assert row["bits_per_palette_token"] == pytest.approx(summary["prior"]["bits_per_code"])
     assert row["bits_per_code"] is None and row["psnr"] == record["psnr"]
+    alone = run_row(out / "palette")  # the stage folder on its own
+    assert alone["psnr"] == record["psnr"] and alone["parameters"] == 0 and alone["updates"] == 0
 
     codes = json.loads((out / "codes" / "manifest.json").read_text())
     assert codes["tokenizer"] == "palette" and codes["vqvae_fingerprint"] == palette.fingerprint()
@@ -82,3 +84,20 @@ def test_a_palette_folder_serves_as_vqvae_path(tmp_path, image_folder):
     given = {**PALETTE, "palette": None, "vqvae": {"path": str(tmp_path / "palette")}}
     plan = validate(load_recipe(write_recipe(tmp_path, image_folder, **given)))
     assert plan.grids == [(6, (8, 8))] and plan.stages[0].build["num_symbols"] == 6
+
+
+def test_fit_palette_command(tmp_path, image_folder, capsys):
+    out = tmp_path / "palette"
+    command = ["fit-palette", "--data", "image_folder", "--data-root", str(image_folder), "--data-option", "size=8",
+               "--num-colors", "8", "--kmeans-iters", "2", "--fit-pixels", "300", "--out", str(out)]
+    capsys.readouterr()
+    assert main(command) == 0
+    printed = json.loads(capsys.readouterr().out)
+    palette = latentar.load(out)
+    assert printed["fingerprint"] == palette.fingerprint() and printed["count"] == 8 and printed["psnr"] > 0
+    assert palette.config.num_colors == 8 and palette.config.fit_pixels == 300
+    assert (out / "reconstructions.png").is_file() and (out / "summary.json").is_file()
+    assert main(command) == 2 and "already holds a stage" in capsys.readouterr().err
+    assert main([*command, "--overwrite", "--seed", "3"]) == 0 and latentar.load(out).config.seed == 3
+    assert main([*command[:-2], "--num-colors", "1", "--out", str(tmp_path / "p")]) == 2
+    assert "palette.num_colors must be an integer in [2, 65536], got 1" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""One stage on its own: ``latentar train-vqvae``, ``encode`` and ``train-prior`` run the same
+"""One stage on its own: ``latentar train-vqvae``, ``fit-palette``, ``encode`` and ``train-prior`` run the same
 stage code as ``latentar run`` (`latentar.runs.stages`), on a dataset named on the command line.
 
     record = train_prior(DataConfig("binarized_mnist"), PriorConfig("pixelcnn", preset="small"),
@@ -10,7 +10,7 @@ stage code as ``latentar run`` (`latentar.runs.stages`), on a dataset named on t
     encode_splits("runs/mnist-vqvae/model", DataConfig("mnist"), "runs/mnist-codes")
 
 Each returns the stage record it writes to ``summary.json`` (`latentar.runs.summary`);
-train-vqvae adds ``reconstructions.png`` (rows of test images, each above its reconstructions).
+train-vqvae and fit-palette add ``reconstructions.png`` (rows of test images, each above its reconstructions).
 Unlike a recipe, a one-stage run never reuses its folder silently: ``rerun`` asks to resume or
 overwrite (`Rerun`).
 """
@@ -32,12 +32,12 @@ from latentar.data.codes import CodeDataset, check_codes_match
 from latentar.generation import check_pair
 from latentar.priors import build_prior
 from latentar.registry import PRIORS
-from latentar.run_files import RECONSTRUCTIONS_FILE
-from latentar.runs.stages import FRESH, Rerun, Splits, codes_stage, prior_stage, vqvae_stage
+from latentar.run_files import RECONSTRUCTIONS_FILE, SUMMARY_FILE
+from latentar.runs.stages import FRESH, Rerun, Splits, codes_stage, palette_stage, prior_stage, vqvae_stage
 from latentar.saving import meta_model
-from latentar.training import TrainConfig
+from latentar.training import RunFolderError, TrainConfig
 from latentar.training.previews import first_images, save_reconstructions
-from latentar.vqvae import VQVAE, Tokenizer, VQVAEConfig
+from latentar.vqvae import VQVAE, PaletteConfig, Tokenizer, VQVAEConfig
 
 
 def open_splits(data: DataConfig, level: str | None = None) -> tuple[SymbolDataset, Dataset]:
@@ -99,6 +99,23 @@ def train_vqvae(data: DataConfig, vqvae: VQVAEConfig, out_dir: str | Path, confi
                                 shown=grid_images, nrow=nrow, rerun=rerun, eval_batch_size=eval_batch_size)
     if PartialState().is_main_process:
         save_reconstructions(model, first_images(test, grid_images), Path(out_dir) / RECONSTRUCTIONS_FILE, nrow=nrow)
+    return record
+
+
+def fit_palette(data: DataConfig, palette: PaletteConfig, out_dir: str | Path, *, overwrite: bool = False,
+                grid_images: int = 32, nrow: int = 8) -> dict:
+    """Fit a colour palette of ``palette`` to the training images of ``data`` into ``out_dir`` (`palette_stage`:
+    ``model/`` and ``summary.json``), score the test split and draw ``reconstructions.png`` (the first
+    ``grid_images`` test images, ``nrow`` a row); returns its stage record. A folder that already holds a
+    palette is refused unless ``overwrite``."""
+    folder = Path(out_dir)
+    if (folder / SUMMARY_FILE).exists() and not overwrite:
+        raise RunFolderError(f"{folder} already holds a stage ({SUMMARY_FILE}); choose another folder, or "
+                             "overwrite it (overwrite=True, --overwrite)")
+    train, test = open_splits(data)
+    model, record = palette_stage(folder, Splits(data.name, train, test), palette, reuse=False)
+    if PartialState().is_main_process:
+        save_reconstructions(model, first_images(test, grid_images), folder / RECONSTRUCTIONS_FILE, nrow=nrow)
     return record
 
 

@@ -120,7 +120,7 @@ def palette_stage(folder: Path, data: Splits, config: PaletteConfig, *, reuse: b
     palette = Palette(**asdict(config), levels=levels).fit(fit_images(data.train, config.fit_pixels, config.seed))
     scores = evaluate_vqvae(palette, data.test)
     record = {"format": FORMAT, "stage": "palette", "data": data.name, **vqvae_description(palette), "reused": False,
-              "parameters": 0, "train_items": dataset_size(data.train), "test": scores, **scores,
+              "parameters": 0, "steps": 0, "train_items": dataset_size(data.train), "test": scores, **scores,
               "wall_time_s": time.perf_counter() - tic}
     if PartialState().is_main_process:
         palette.save(folder / MODEL_DIR)

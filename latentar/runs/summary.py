@@ -25,7 +25,7 @@ writes one into each stage folder it trains and gathers them into the run's ``su
                   class_dropout, arch (its `PriorConfig`), ema (whether it kept EMA weights)
   a VQ-VAE adds   image_shape, vqvae (its `VQVAEConfig`), grids ({level: [h, w]}), fingerprint;
                   path, for vqvae.path
-  a palette adds  the same, with palette (its `PaletteConfig`) for vqvae, and no steps or train: it is
+  a palette adds  the same, with palette (its `PaletteConfig`) for vqvae; steps 0 and no train: it is
                   fitted (`palette_stage`); its test scores are a VQ-VAE's (psnr, perplexity, codes_used)
   codes add       folder, vqvae_fingerprint, grids and counts (the manifest's, {split: items})
 

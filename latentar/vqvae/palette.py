@@ -25,6 +25,7 @@ from latentar.memory import tensor_bytes
 from latentar.nn.modes import eval_mode
 from latentar.quantizers.kmeans import kmeans, squared_distances
 from latentar.registry import MODELS
+from latentar.vqvae.model import PIXEL_LEVELS
 from latentar.vqvae.tokenizer import Tokenizer
 
 PIXEL_CHUNK = 1 << 16  # pixels whose distances to every colour are computed at once (K floats each)
@@ -54,9 +55,7 @@ class Palette(Tokenizer):
                  levels: int = 256, **settings):
         super().__init__()
         self.config: PaletteConfig = build(PaletteConfig, {"num_colors": num_colors, **settings}, "palette")
-        self.levels = check_value(levels, int, "palette.levels", SIZE)
-        if self.levels < 2 or self.levels > 256:
-            raise FieldError(f"palette.levels must be in [2, 256] (uint8 images), got {self.levels}")
+        self.levels = check_value(levels, int, "palette.levels", PIXEL_LEVELS)
         self.shape: tuple[int, int, int] | None = None
         self.register_buffer("colors", None)
         if image_shape is not None:
@@ -123,7 +122,8 @@ class Palette(Tokenizer):
             raise ValueError(f"the {len(pixels)} pixels drawn to fit hold {distinct} distinct colours, fewer than "
                              f"palette.num_colors = {cfg.num_colors}; choose num_colors <= {distinct}")
         centers, _ = kmeans(pixels.float(), cfg.num_colors, cfg.kmeans_iters, generator)  # (K, C)
-        self.shape = tuple(images.shape[1:])  # type: ignore[assignment]  # four dims, checked above
+        _, C, H, W = images.shape
+        self.shape = (C, H, W)
         self.colors = centers[centers.mean(1).argsort(stable=True)].to(images.device)
         return self
 
