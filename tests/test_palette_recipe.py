@@ -44,6 +44,7 @@ def test_a_palette_recipe_fits_encodes_trains_and_decodes(tmp_path, image_folder
     prior = latentar.load(out / "prior")
     assert prior.spec.shape == (1, 8, 8) and prior.spec.num_symbols == 8 and prior.arch.norm == "rms"
     assert summary["prior"]["tokens"] == PALETTE_TOKENS and "bits_per_code" in summary["prior"]
+    assert PALETTE_TOKENS in (out / "prior" / "model" / "README.md").read_text()  # its model card's test metrics
     row = run_row(out)
     assert row["bits_per_palette_token"] == pytest.approx(summary["prior"]["bits_per_code"])
     assert row["bits_per_code"] is None and row["psnr"] == record["psnr"]
