@@ -17,6 +17,7 @@ from latentar.config import RecipeError, load_recipe
 from latentar.data.codes import PALETTE_TOKENS
 from latentar.plan import validate
 from latentar.runs import run_recipe
+from latentar.runs.curves import PALETTE_UNIT, stage_curves
 from latentar.runs.report import run_row
 from latentar.vqvae import Palette
 
@@ -48,6 +49,7 @@ def test_a_palette_recipe_fits_encodes_trains_and_decodes(tmp_path, image_folder
     row = run_row(out)
     assert row["bits_per_palette_token"] == pytest.approx(summary["prior"]["bits_per_code"])
     assert row["bits_per_code"] is None and row["psnr"] == record["psnr"]
+    assert [panel.unit for panel in stage_curves(out, ["prior"])] == [PALETTE_UNIT]  # curves.png's axis
     alone = run_row(out / "palette")  # the stage folder on its own
     assert alone["psnr"] == record["psnr"] and alone["parameters"] == 0 and alone["updates"] == 0
 
