@@ -64,10 +64,10 @@ from latentar.registry import UnknownNameError
 from latentar.saving import NonFiniteWeightsError, NotAModelError, load
 from latentar.training import TrainConfig, Trainer
 from latentar.version import __version__
-from latentar.vqvae import VQVAE, VQVAEConfig
+from latentar.vqvae import VQVAE, Palette, VQVAEConfig
 
 __all__ = ["Prior", "PriorSpec", "build_prior", "list_priors", "load", "NotAModelError", "NonFiniteWeightsError",
            "HubError", "push_to_hub",
            "UnknownNameError", "__version__", "bits_per_dim", "evaluate_prior", "TrainConfig", "Trainer",
            "VQVAE", "VQVAEConfig", "receptive_field", "generate", "register_dataset", "ImageClassifier",
-           "ClassifierConfig"]
+           "ClassifierConfig", "Palette"]

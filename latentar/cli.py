@@ -35,6 +35,7 @@ from latentar.commands import (
     encode,
     eval_samples,
     evaluate,
+    fit_palette,
     push,
     receptive_field,
     report,
@@ -62,7 +63,7 @@ COMMANDS = [data.add_data_command, train_prior.add_train_prior_command, evaluate
             sample.add_sample_command, sample.add_complete_command, train_vqvae.add_train_vqvae_command,
             encode.add_encode_command, report.add_report_command, push.add_push_command,
             train_classifier.add_train_classifier_command, eval_samples.add_eval_samples_command,
-            sweep.add_sweep_command]
+            sweep.add_sweep_command, fit_palette.add_fit_palette_command]
 QUIET_HELP = "no progress bars (they show only on a terminal anyway)"
 
 

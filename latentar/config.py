@@ -2,8 +2,10 @@
 the sampling of a run. TOML in (``load_recipe``), JSON out (``recipe_to_dict``).
 
     [data]          name, root, options, train_limit, test_limit
-    [vqvae]         VQVAEConfig fields, or path = "a trained VQ-VAE folder"   (absent: pixel mode)
+    [vqvae]         VQVAEConfig fields, or path = "a trained VQ-VAE (or palette) folder"   (absent: pixel mode)
     [vqvae_train]   TrainConfig fields of the VQ-VAE stage
+    [palette]       PaletteConfig fields: Image GPT's colour palette, fitted to the training images,
+                    as the tokenizer instead of a VQ-VAE (one token per pixel)
     [prior]         name, preset, head, head_options, class_conditional, embed_dim, arch = {...}
     [prior_train]   TrainConfig fields of the prior stage
     [bottom_prior], [bottom_prior_train]   VQ-VAE-2 only: the prior of the bottom codes,
@@ -37,7 +39,7 @@ from latentar.checks import FRACTION, SEED, Bound, Checked, FieldError
 from latentar.files import BadFileError, read_json, read_toml
 from latentar.images import MAX_NROW
 from latentar.training import TrainConfig
-from latentar.vqvae import VQVAE, VQVAEConfig
+from latentar.vqvae import VQVAE, PaletteConfig, VQVAEConfig
 
 
 class RecipeError(ValueError):
@@ -145,22 +147,23 @@ class Recipe:
     prior_train: TrainConfig = field(default_factory=TrainConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     vqvae: VQVAEConfig | None = None  # a VQ-VAE to train; None with vqvae_path or in pixel mode
-    vqvae_path: str | None = None  # an already trained VQ-VAE folder ([vqvae] path = ...)
+    vqvae_path: str | None = None  # an already trained VQ-VAE (or fitted palette) folder ([vqvae] path = ...)
     vqvae_train: TrainConfig | None = None
     bottom_prior: PriorConfig | None = None  # VQ-VAE-2: the bottom prior, context = top codes
     bottom_prior_train: TrainConfig | None = None
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    palette: PaletteConfig | None = None  # a colour palette to fit, the tokenizer instead of a VQ-VAE
 
     @property
     def mode(self) -> str:
         """"codes" (two-stage) or "pixels" (the prior models the images themselves)."""
-        return "pixels" if self.vqvae is None and self.vqvae_path is None else "codes"
+        return "pixels" if self.vqvae is None and self.vqvae_path is None and self.palette is None else "codes"
 
 
 SECTIONS: dict[str, type] = {
     "data": DataConfig, "vqvae": VQVAEConfig, "vqvae_train": TrainConfig, "prior": PriorConfig,
     "prior_train": TrainConfig, "bottom_prior": PriorConfig, "bottom_prior_train": TrainConfig,
-    "sampling": SamplingConfig, "metrics": MetricsConfig,
+    "sampling": SamplingConfig, "metrics": MetricsConfig, "palette": PaletteConfig,
 }
 REQUIRED = ("data", "prior", "prior_train")
 PATH_KEY = "path"  # [vqvae] path = FOLDER: reuse a trained VQ-VAE
@@ -219,6 +222,10 @@ def check_sections(recipe: Recipe, raw: dict) -> None:
         for name in ("vqvae_train", "bottom_prior", "bottom_prior_train"):
             if name in raw:
                 raise RecipeError(f"[{name}] needs a [vqvae] section (a pixel-mode recipe has none)")
+    if recipe.palette is not None and (recipe.vqvae is not None or recipe.vqvae_path is not None):
+        raise RecipeError("[palette] and [vqvae] are two tokenizers; a recipe takes one of them")
+    if recipe.palette is not None and "vqvae_train" in raw:
+        raise RecipeError("[vqvae_train] has nothing to train: a [palette] is fitted, not trained")
     if recipe.vqvae is not None and recipe.vqvae_train is None:
         raise RecipeError("[vqvae] trains a VQ-VAE but the recipe has no [vqvae_train] section")
     if recipe.vqvae_path is not None and "vqvae_train" in raw:

@@ -29,7 +29,7 @@ from latentar.priors.base import Prior, check_num_samples, is_integer
 from latentar.priors.condition import Condition, as_condition, check_labels
 from latentar.priors.footprint import grid_bytes
 from latentar.priors.regions import known_masks
-from latentar.vqvae import VQVAE
+from latentar.vqvae import Tokenizer
 
 
 class Generation(NamedTuple):
@@ -77,7 +77,7 @@ def class_rows(num_classes: int, per_class: int) -> torch.Tensor:
     return repeat(torch.arange(num_classes), "k -> (k n)", n=per_class)
 
 
-def check_pair(prior: Prior, vqvae: VQVAE | None, bottom_prior: Prior | None = None) -> None:
+def check_pair(prior: Prior, vqvae: Tokenizer | None, bottom_prior: Prior | None = None) -> None:
     """Check that the prior(s) model what the VQ-VAE speaks (or pixels, without one)."""
     if vqvae is None:
         if prior.spec.symbols != "pixels":
@@ -104,11 +104,11 @@ def check_pair(prior: Prior, vqvae: VQVAE | None, bottom_prior: Prior | None = N
                          f"{grids[0][1]} of {grids[0][0]}")
 
 
-def decode(vqvae: VQVAE | None, symbols: tuple[torch.Tensor, ...]) -> torch.Tensor:
+def decode(vqvae: Tokenizer | None, symbols: tuple[torch.Tensor, ...]) -> torch.Tensor:
     """Prior draws, top first, each long (n, 1, h, w) -> uint8 images (n, C, H, W).
 
     Without a VQ-VAE the draws are the pixels themselves. The VQ-VAE decodes in batches of
-    as many images as fit the memory cap (``VQVAE.memory_floor`` per image), in order.
+    as many images as fit the memory cap (``Tokenizer.memory_floor`` per image), in order.
     """
     if vqvae is None:
         return symbols[0].to(torch.uint8)
@@ -135,7 +135,7 @@ def check_output(n: int, priors: list[Prior], image_shape: tuple[int, ...], what
                                             f"of uint8): {format_size(output)}, and {format_size(work)} to draw one")
 
 
-def check_generation(prior: Prior, vqvae: VQVAE | None, n: int, bottom_prior: Prior | None = None,
+def check_generation(prior: Prior, vqvae: Tokenizer | None, n: int, bottom_prior: Prior | None = None,
                      what: str | None = None) -> None:
     """`check_output` of what `generate` hands back for n draws: the grids of the prior (and the
     bottom prior) and the images (decoded by the VQ-VAE, or the pixels); ``what`` names the
@@ -146,7 +146,7 @@ def check_generation(prior: Prior, vqvae: VQVAE | None, n: int, bottom_prior: Pr
 
 
 @torch.no_grad()
-def generate(prior: Prior, vqvae: VQVAE | None = None, n: int = 64, labels: int | torch.Tensor | None = None,
+def generate(prior: Prior, vqvae: Tokenizer | None = None, n: int = 64, labels: int | torch.Tensor | None = None,
              *, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
              cfg_scale: float = 1.0, seed: int | None = 0, bottom_prior: Prior | None = None,
              batch_size: int | None = None) -> Generation:
@@ -179,7 +179,7 @@ def generate(prior: Prior, vqvae: VQVAE | None = None, n: int = 64, labels: int 
 
 @torch.no_grad()
 def complete(prior: Prior, images: torch.Tensor, keep_rows: int | None = None, samples: int = 4, *,
-             known: torch.Tensor | None = None, vqvae: VQVAE | None = None, labels: torch.Tensor | None = None,
+             known: torch.Tensor | None = None, vqvae: Tokenizer | None = None, labels: torch.Tensor | None = None,
              temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
              cfg_scale: float = 1.0, seed: int | None = 0, batch_size: int | None = None) -> Completion:
     """Keep a known region of images uint8 (n, C, H, W), draw the rest ``samples`` times.
@@ -206,7 +206,7 @@ def complete(prior: Prior, images: torch.Tensor, keep_rows: int | None = None, s
     if vqvae is None:
         x = images.long()  # (n, C, H, W)
     else:
-        if vqvae.config.hierarchical:
+        if len(vqvae.code_levels) > 1:
             raise ValueError("completion works on one code grid; this VQ-VAE is hierarchical")
         codes = cast(torch.Tensor, vqvae.encode(images))  # one grid: a tensor (n, h, w), not a dict
         x = rearrange(codes, "n h w -> n 1 h w").cpu()  # (n, 1, h, w)

@@ -37,7 +37,7 @@ HERE = "path/to/this/folder"  # where a card that names no Hub repo says the mod
 VQVAE_HERE = "path/to/vqvae"  # where it says the VQ-VAE of a code prior is, when no repo is known
 GENERATION = "unconditional-image-generation"  # a prior's pipeline tag
 ENCODING = "image-feature-extraction"  # a VQ-VAE's: it turns images into codes
-PIPELINE_TAGS = {"vqvae": ENCODING, "classifier": "image-classification"}  # the rest: GENERATION
+PIPELINE_TAGS = {"vqvae": ENCODING, "palette": ENCODING, "classifier": "image-classification"}  # the rest: GENERATION
 
 
 class CardModel(Protocol):
@@ -124,7 +124,7 @@ def use_section(model_type: str, config: dict, *, dataset: str | None, source: d
                 "features = classifier.features(images)  # uint8 images (B, C, H, W) -> (B, D)\n```\n\n"
                 "Measure a prior's samples in its features:\n\n"
                 f"```bash\nlatentar eval-samples --prior PRIOR --data {data} --features classifier:{where}\n```")
-    if model_type == "vqvae":
+    if model_type in ("vqvae", "palette"):
         return (f"{USE}\n```python\nimport latentar\n\nvqvae = latentar.load({json.dumps(where)})\n"
                 "codes = vqvae.encode(images)  # uint8 images (B, C, H, W) -> codes (B, h, w)\n"
                 "images = vqvae.decode_codes(codes)\n```\n\n"
@@ -167,6 +167,8 @@ def tags(model_type: str, config: dict) -> list[str]:
         return ["latentar", "image-classification", "sample-metrics"]
     if model_type == "vqvae":
         return ["latentar", "vq-vae", "vqvae-2" if config["config"]["hierarchical"] else "vqvae"]
+    if model_type == "palette":
+        return ["latentar", "image-gpt", "colour-palette"]
     return ["latentar", "autoregressive", "prior", config["name"], config["spec"]["head"],
             f"{config['spec']['symbols']}-mode"]
 
@@ -174,8 +176,9 @@ def tags(model_type: str, config: dict) -> list[str]:
 def title(model_type: str, config: dict) -> str:
     if model_type == "classifier":
         return f"Classifier of {'×'.join(map(str, config['image_shape']))} images into {config['num_classes']} classes"
-    if model_type == "vqvae":
-        return f"VQ-VAE for {'×'.join(map(str, config['image_shape']))} images"
+    if model_type in ("vqvae", "palette"):
+        name = "VQ-VAE" if model_type == "vqvae" else "Colour palette"
+        return f"{name} for {'×'.join(map(str, config['image_shape']))} images"
     spec = config["spec"]
     return f"{config['name']} prior over {'×'.join(map(str, spec['shape']))} {spec['symbols']}"
 
@@ -193,6 +196,12 @@ def summary(model: CardModel, dataset: str | None) -> str:
         return (f"A VQ-VAE{trained}: it encodes images into grids of codes from a codebook of "
                 f"{config['config']['codebook_size']} and decodes code grids back into images. Its fingerprint, "
                 f"which the code priors trained on its codes record, is `{fingerprint}`. Made with latentar.")
+    if model.model_type == "palette":
+        fitted = f" fitted to `{dataset}`" if dataset else ""
+        return (f"Image GPT's colour palette{fitted}: {config['config']['num_colors']} colours (k-means of the "
+                "pixels' colours); it encodes each pixel as the token of its nearest colour and decodes tokens back "
+                "into colours. Priors over its tokens are scored in nats (bits) per palette token, not comparable "
+                f"with 8-bit bits/dim. Its fingerprint is `{getattr(model, 'fingerprint')()}`. Made with latentar.")
     spec = config["spec"]
     if dataset and spec["symbols"] == "codes":
         trained = f" trained on the VQ-VAE codes of `{dataset}`"

@@ -31,7 +31,9 @@ from latentar.saving import NotAModelError, meta_model, model_folder, read_confi
 from latentar.training import TrainConfig
 from latentar.training.config import check_mixed_precision
 from latentar.training.tracking import TrackerNotInstalledError, trackers
-from latentar.vqvae import VQVAE
+from latentar.vqvae import VQVAE, Palette, Tokenizer
+
+TOKENIZERS: dict[str, type[Tokenizer]] = {"vqvae": VQVAE, "palette": Palette}  # what vqvae.path may hold, by model type
 
 
 @dataclass
@@ -111,8 +113,10 @@ def dataset_facts(recipe: Recipe) -> tuple[tuple[int, int, int], int, int | None
 
 
 def vqvae_grids(recipe: Recipe, shape: tuple[int, int, int], levels: int) -> list[tuple[int, tuple[int, int]]]:
-    """[(K, (h, w))] of the code grids of the recipe's VQ-VAE (built on the meta device), top
-    first; [] in pixel mode."""
+    """[(K, (h, w))] of the code grids of the recipe's tokenizer (a VQ-VAE built on the meta device, or
+    a palette: a token per pixel), top first; [] in pixel mode."""
+    if recipe.palette is not None:
+        return [(recipe.palette.num_colors, shape[1:])]
     if recipe.vqvae is not None:
         try:
             return meta_model(lambda: VQVAE(shape, recipe.vqvae, levels=levels), "the VQ-VAE",
@@ -126,10 +130,11 @@ def vqvae_grids(recipe: Recipe, shape: tuple[int, int, int], levels: int) -> lis
         saved = read_config(path)
     except NotAModelError as e:
         raise RecipeError(f"vqvae.path: {e}") from e
-    if saved["model_type"] != "vqvae":
-        raise RecipeError(f"vqvae.path {path} holds a {saved['model_type']}, not a VQ-VAE")
+    if saved["model_type"] not in TOKENIZERS:
+        raise RecipeError(f"vqvae.path {path} holds a {saved['model_type']}, not a VQ-VAE or a palette")
     try:
-        vqvae = meta_model(lambda: VQVAE.from_config(saved["config"]), "it", {"config": saved["config"]})
+        tokenizer = TOKENIZERS[saved["model_type"]]
+        vqvae = meta_model(lambda: tokenizer.from_config(saved["config"]), "it", {"config": saved["config"]})
     except (ValueError, TypeError) as e:
         raise RecipeError(f"vqvae.path {path}: {e}") from e
     if (vqvae.image_shape, vqvae.levels) != (shape, levels):

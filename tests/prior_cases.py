@@ -11,6 +11,9 @@ from torch.utils.data import TensorDataset
 import latentar
 from latentar.registry import HEADS, PRIORS
 
+# arch variants of a prior that the shared sampling suite covers besides its tiny preset: (prior, case id, fields)
+ARCH_VARIANTS = [("transformer", "igpt", dict(norm="rms", activation="gelu2", zero_head=True))]
+
 
 def head_cases(name: str) -> list[tuple[str, int]]:
     """(head, C) pairs a prior accepts in pixel mode, over the head registry."""

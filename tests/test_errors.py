@@ -107,7 +107,7 @@ def test_fp16_on_a_cpu_is_refused_before_any_work(capsys, tmp_path, recipe):
     (["--out", "{tmp}/grid.pngx"], "got the extension '.pngx'"),
     (["--out", "{tmp}"], "is a folder; expected an image file name"),
     (["--out", "{tmp}/prior/config.json/s.png"], "config.json is a file, expected a folder"),
-    (["--vqvae", "{tmp}/prior"], "--vqvae {tmp}/prior holds a PixelCNN, expected a VQVAE"),
+    (["--vqvae", "{tmp}/prior"], "--vqvae {tmp}/prior holds a PixelCNN, expected a VQ-VAE or a palette"),
     (["-n", 10**12], "sample -n 1000000000000 needs about 432 TB"),
     (["--max-memory", "1KB"], "more than the memory cap of 1 KB (--max-memory 1KB); ask for less, or raise the cap"),
 ])

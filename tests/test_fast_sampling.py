@@ -14,7 +14,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from prior_cases import generator, head_cases, tiny_prior
+from prior_cases import ARCH_VARIANTS, generator, head_cases, tiny_prior
 from torch import nn
 
 import latentar
@@ -46,6 +46,7 @@ def sampling_cases() -> list[tuple]:
             cases.append((name, "context", dict(symbols="codes", embed_dim=4, context_symbols=3,
                                                 context_shape=(2, 2)), (1, 4, 4), 5,
                            lambda n, g: {"context": torch.randint(0, 3, (n, 2, 2), generator=g)}))
+    cases += [(name, variant, fields, (3, 3, 4), 6, None) for name, variant, fields in ARCH_VARIANTS]
     return cases
 
 

@@ -21,7 +21,8 @@ from latentar.saving import model_folder
 
 def add_encode_command(subparsers) -> None:
     parser = subparsers.add_parser("encode", help="encode a dataset's splits to code grids with a trained VQ-VAE")
-    parser.add_argument("--vqvae", required=True, help="a trained VQ-VAE: its run folder or RUN/model")
+    parser.add_argument("--vqvae", required=True,
+                        help="a trained VQ-VAE or a fitted palette: its run folder or RUN/model")
     parser.add_argument("--data", required=True, help="dataset name, e.g. mnist")
     parser.add_argument("--out", required=True, help="folder for the code grids, manifest.json and summary.json")
     parser.add_argument("--split", choices=SPLITS, default=None, help="one split only (default: both)")

@@ -32,7 +32,7 @@ from latentar.quality.features import CLASSIFIER, ClassifierFeatures, Extractor
 from latentar.quality.inputs import read_images
 from latentar.quality.measure import Reference, reference_features
 from latentar.saving import model_folder
-from latentar.vqvae import VQVAE
+from latentar.vqvae import Tokenizer
 
 
 def add_eval_samples_command(subparsers) -> None:
@@ -43,7 +43,8 @@ def add_eval_samples_command(subparsers) -> None:
     source.add_argument("--images", help="measure these images: a .npy (N, C, H, W) / (N, H, W) or a folder of PNGs")
     source.add_argument("--reconstructions", action="store_true",
                         help="measure --vqvae's reconstructions of the reference split (the two-stage floor)")
-    parser.add_argument("--vqvae", default=None, help="the VQ-VAE that decodes --prior's codes, or --reconstructions'")
+    parser.add_argument("--vqvae", default=None, help="the VQ-VAE (or palette) that decodes --prior's codes, or "
+                        "--reconstructions'")
     parser.add_argument("--bottom-prior", default=None, help="VQ-VAE-2: the bottom prior (--prior is the top one)")
     add_measure_arguments(parser, "images measured (drawn, read or reconstructed)")
     add_sampling_knobs(parser)
@@ -136,7 +137,8 @@ def images_to_measure(args: argparse.Namespace,
         _, C, H, W = reference.images.shape
         return read_images(args.images, (C, H, W), reference.levels, args.n), None, {"images": args.images}
     if args.reconstructions:
-        vqvae = load_model(args.vqvae, VQVAE, "--vqvae", resolve_device(args.device))
+        vqvae = load_model(args.vqvae, Tokenizer, "--vqvae", resolve_device(args.device),
+                           refusal=", expected a VQ-VAE or a palette")
         if args.n > len(reference.images):
             raise ValueError(f"-n {args.n} reconstructions need as many reference images; --reference-n is "
                              f"{len(reference.images)}")

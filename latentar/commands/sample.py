@@ -28,7 +28,7 @@ from latentar.images import check_image_path, check_nrow, save_grid, save_indivi
 from latentar.masks import MASK_HELP, region
 from latentar.priors.base import Prior, check_num_samples
 from latentar.saving import model_folder
-from latentar.vqvae import VQVAE
+from latentar.vqvae import Tokenizer
 
 
 def add_sample_command(subparsers) -> None:
@@ -66,7 +66,7 @@ def add_complete_command(subparsers) -> None:
 def add_model_arguments(parser) -> None:
     parser.add_argument("--prior", "--model", dest="prior", required=True,
                         help="a saved prior folder (or a run's stage folder, e.g. runs/main/prior)")
-    parser.add_argument("--vqvae", default=None, help="the VQ-VAE that made the prior's codes (code mode)")
+    parser.add_argument("--vqvae", default=None, help="the VQ-VAE (or palette) that made the prior's codes (code mode)")
     parser.add_argument("--bottom-prior", default=None,
                         help="VQ-VAE-2: the bottom prior (--prior is then the top prior)")
     add_sampling_knobs(parser)
@@ -79,7 +79,8 @@ def load_models(args) -> tuple[Prior, Any, Prior | None]:
     """--prior, --vqvae and --bottom-prior on --device, checked to belong together."""
     device = resolve_device(args.device)
     prior = load_model(args.prior, Prior, "--prior", device)
-    vqvae = None if args.vqvae is None else load_model(args.vqvae, VQVAE, "--vqvae", device)
+    vqvae = None if args.vqvae is None else load_model(args.vqvae, Tokenizer, "--vqvae", device,
+                                                              refusal=", expected a VQ-VAE or a palette")
     bottom = None if args.bottom_prior is None else load_model(args.bottom_prior, Prior, "--bottom-prior", device)
     if vqvae is not None:
         for folder in [args.prior] + ([args.bottom_prior] if bottom is not None else []):

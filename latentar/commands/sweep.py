@@ -25,7 +25,7 @@ def add_sweep_command(subparsers) -> None:
     parser = subparsers.add_parser("sweep", help="FID and precision/recall of a prior's samples across knob values",
                                    description=__doc__)
     parser.add_argument("--prior", required=True, help="the saved prior to draw from (a code prior needs --vqvae)")
-    parser.add_argument("--vqvae", default=None, help="the VQ-VAE that decodes --prior's codes")
+    parser.add_argument("--vqvae", default=None, help="the VQ-VAE (or palette) that decodes --prior's codes")
     parser.add_argument("--bottom-prior", default=None, help="VQ-VAE-2: the bottom prior (--prior is the top one)")
     add_measure_arguments(parser, "images drawn and measured per knob value")
     add_sampling_knobs(parser, lists=True)

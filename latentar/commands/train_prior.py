@@ -30,8 +30,8 @@ def add_train_prior_command(subparsers) -> None:
     parser.add_argument("--level", default=None, choices=["top", "bottom"],
                         help="with --data CODES_DIR of a VQ-VAE-2: the code level (bottom is conditioned on top)")
     parser.add_argument("--vqvae", default=None,
-                        help="with --data CODES_DIR and --sample-every: the VQ-VAE that made the codes, to decode "
-                             "the samples (its run folder or RUN/model)")
+                        help="with --data CODES_DIR and --sample-every: the VQ-VAE (or palette) that made the "
+                             "codes, to decode the samples (its run folder or RUN/model)")
     add_run_folder_options(parser, TrainConfig())
     parser.set_defaults(func=run_train_prior)
 

@@ -8,14 +8,16 @@
 A folder holds, per split and code level, ``{split}_{level}.npy`` (uint16 (N, h, w)),
 ``{split}_labels.npy`` (int64 (N,)) and one ``manifest.json``::
 
-    {"format_version": 1, "vqvae_fingerprint": "...", "vqvae": {VQ-VAE config},
+    {"format_version": 1, "vqvae_fingerprint": "...", "vqvae": {VQ-VAE config}, "tokenizer": "vqvae",
      "grids": {"codes": {"num_symbols": K, "shape": [h, w]}},     # or "bottom" + "top"
      "num_classes": 10,
      "splits": {"train": {"count": N, "source": "mnist", "labels": "train_labels.npy",
                           "files": {"codes": "train_codes.npy"}, "same_as_training": None},
                 "test": {...}}}
 
-``same_as_training`` carries the image split's reason when it was the training images (a
+``tokenizer`` is the model type that made the codes: "vqvae", or "palette" (Image GPT's colour
+palette; absent in folders written before it), whose tokens' scores say that they are per palette
+token (``PALETTE_TOKENS``). ``same_as_training`` carries the image split's reason when it was the training images (a
 folder of images with nothing held out), so scores on its codes say so too.
 
 The level of a flat VQ-VAE is ``"codes"``; a hierarchical one has ``"bottom"`` and ``"top"``.
@@ -132,7 +134,7 @@ def encode_dataset(vqvae: Any, dataset: Dataset, out_dir: str | os.PathLike, spl
     if main:
         if manifest is None:
             manifest = {"format_version": FORMAT_VERSION, "vqvae_fingerprint": fingerprint,
-                        "vqvae": vqvae.config_dict(), "grids": grids, "splits": {}}
+                        "vqvae": vqvae.config_dict(), "tokenizer": vqvae.model_type, "grids": grids, "splits": {}}
         manifest["num_classes"] = dataset_attribute(dataset, "num_classes")
         manifest["splits"][split] = {"count": dataset_size(dataset), "source": source, "labels": files[LABELS],
                                      "files": {level: files[level] for level in grids},
@@ -232,6 +234,10 @@ def load_array(folder: Path, name: Any, dtype: Any, ndim: int) -> np.ndarray:
     return array
 
 
+PALETTE_TOKENS = ("palette tokens: nats and bits per palette token (one token per pixel, its channels at once), "
+                  "not comparable with 8-bit bits/dim")
+
+
 class CodeDataset(Dataset):
     """One split and level of a code folder, read memory-mapped.
 
@@ -243,7 +249,8 @@ class CodeDataset(Dataset):
     Attributes: ``shape`` (1, h, w), ``num_symbols``, ``num_classes``, ``symbols`` =
     "codes", ``fingerprint``, ``level``, and ``context_symbols`` / ``context_shape``
     (None without a context) — what `latentar.build_prior` needs to model the codes — and
-    ``same_as_training`` (see the manifest above).
+    ``same_as_training`` (see the manifest above) and ``tokens`` (``PALETTE_TOKENS`` for palette
+    tokens, else None): notes their scores carry.
     """
 
     symbols = "codes"
@@ -271,6 +278,7 @@ class CodeDataset(Dataset):
         self.split, self.level, self.context_level = split, level, context
         self.fingerprint = self.manifest["vqvae_fingerprint"]
         self.num_classes = self.manifest.get("num_classes")
+        self.tokens = PALETTE_TOKENS if self.manifest.get("tokenizer") == "palette" else None  # a scores' note
         self.same_as_training = entry.get("same_as_training")  # why these are the training images' codes, or None
         self.num_symbols = grids[level]["num_symbols"]
         self.shape = (1, *grids[level]["shape"])  # (1, h, w)

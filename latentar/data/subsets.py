@@ -35,9 +35,13 @@ def dataset_attribute(dataset: Dataset, name: str) -> Any:
 
 
 def split_notes(dataset: Dataset) -> dict:
-    """What scores of ``dataset`` must carry: ``binarization`` (how its pixels became {0, 1}) and
-    ``scored_on`` (that the split is the training images, and why: `same_as_training`), where they apply."""
+    """What scores of ``dataset`` must carry: ``binarization`` (how its pixels became {0, 1}),
+    ``scored_on`` (that the split is the training images, and why: `same_as_training`) and ``tokens``
+    (what a symbol is, for Image GPT's palette tokens: their scores are per palette token), where they apply."""
     notes = {}
+    tokens = dataset_attribute(dataset, "tokens")
+    if tokens is not None:
+        notes["tokens"] = tokens
     binarization = dataset_attribute(dataset, "binarization")
     if binarization is not None:
         notes["binarization"] = binarization

@@ -12,6 +12,8 @@ a map known in full, such as a spatial context).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -45,32 +47,51 @@ class SelfAttention(nn.Module):
         return self.combine(*self.project(x), causal=causal)
 
 
-class MLP(nn.Module):
-    """x (B, N, D) -> (B, N, D): Linear(D, ratio·D), GELU, Linear(ratio·D, D), dropout."""
+def gelu2(x: torch.Tensor) -> torch.Tensor:
+    """Image GPT's approximation of GELU: x·σ(1.702·x)."""
+    return x * torch.sigmoid(1.702 * x)
 
-    def __init__(self, width: int, ratio: int, dropout: float = 0.0):
+
+# the MLP's nonlinearity, by name
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"gelu": F.gelu, "gelu2": gelu2}
+NORMS = {"layernorm": nn.LayerNorm, "rms": nn.RMSNorm}  # x -> (x - mean)/std·g + b, or x·rsqrt(mean(x²) + ε)·g
+NORM_EPS = 1e-5  # ε of both norms (GPT-2's and Image GPT's)
+
+
+def make_norm(kind: str, width: int) -> nn.Module:
+    """The norm named ``kind`` (a key of ``NORMS``) over the last dimension, of size ``width``."""
+    return NORMS[kind](width, eps=NORM_EPS)
+
+
+class MLP(nn.Module):
+    """x (B, N, D) -> (B, N, D): Linear(D, ratio·D), the activation, Linear(ratio·D, D), dropout."""
+
+    def __init__(self, width: int, ratio: int, dropout: float = 0.0, activation: str = "gelu"):
         super().__init__()
         self.expand = nn.Linear(width, ratio * width)
+        self.activation = ACTIVATIONS[activation]
         self.out = nn.Linear(ratio * width, width)
         self.dropout = nn.Dropout(dropout)  # residual dropout of the output
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.out(F.gelu(self.expand(x))))
+        return self.dropout(self.out(self.activation(self.expand(x))))
 
 
 class TransformerBlock(nn.Module):
-    """Pre-LayerNorm block: x + attention(LN(x)), then + MLP(LN(x)).
+    """Pre-norm block: x + attention(norm(x)), then + MLP(norm(x)); the norm is a LayerNorm or
+    an RMS norm (``norm``), the MLP's activation GELU or its sigmoid approximation (``activation``).
 
     x (B, N, D), bias (B, D) or None (added to the residual stream first, e.g. a class
     bias) -> (B, N, D). ``run`` evaluates the attention (see the module docstring).
     """
 
-    def __init__(self, width: int, heads: int, mlp_ratio: int, dropout: float = 0.0):
+    def __init__(self, width: int, heads: int, mlp_ratio: int, dropout: float = 0.0, *,
+                 norm: str = "layernorm", activation: str = "gelu"):
         super().__init__()
-        self.attention_norm = nn.LayerNorm(width)
+        self.attention_norm = make_norm(norm, width)
         self.attention = SelfAttention(width, heads, dropout)
-        self.mlp_norm = nn.LayerNorm(width)
-        self.mlp = MLP(width, mlp_ratio, dropout)
+        self.mlp_norm = make_norm(norm, width)
+        self.mlp = MLP(width, mlp_ratio, dropout, activation)
 
     def forward(self, run, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         if bias is not None:
@@ -89,15 +110,16 @@ class EncoderPass:
 
 def init_weights(module: nn.Module, residual_layers: int) -> None:
     """GPT-2's initialisation of the layers under ``module``: linear and embedding weights
-    N(0, 0.02²), biases zero, LayerNorms identity; the projections that write into the
+    N(0, 0.02²), biases zero, norms identity; the projections that write into the
     residual stream scaled by 1/√(2·residual_layers), so its variance does not grow with depth."""
     for layer in module.modules():
         if isinstance(layer, (nn.Linear, nn.Embedding)):
             nn.init.normal_(layer.weight, std=0.02)
         if isinstance(layer, nn.Linear) and layer.bias is not None:
             nn.init.zeros_(layer.bias)
-        if isinstance(layer, nn.LayerNorm):
+        if isinstance(layer, (nn.LayerNorm, nn.RMSNorm)):
             nn.init.ones_(layer.weight)
+        if isinstance(layer, nn.LayerNorm):
             nn.init.zeros_(layer.bias)
     for layer in module.modules():
         if isinstance(layer, (SelfAttention, MLP)):

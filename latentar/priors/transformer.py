@@ -21,6 +21,12 @@ through a small non-causal Transformer encoder (every context position sees the 
 map), upsampled (nearest) to the grid and added at every position: it is known in full,
 so it may be used non-causally.
 
+Image GPT's variant (Chen et al. 2020; the ``igpt_*`` presets) swaps three parts: an RMS norm
+(``norm = "rms"``: no mean subtracted, no bias), the sigmoid GELU (``activation = "gelu2"``) and
+an output head without bias that starts at zero (``zero_head``: every symbol equally likely at
+initialisation). Its head is untied, as Image GPT's: the input side is a projection of the C
+symbols' input floats, not a table of K token rows that a head could share.
+
 Fast sampling (``TransformerStepper``) runs each block at the new position only, its
 attention over a KV cache of the earlier ones (``StepPass.self_attend``).
 """
@@ -38,7 +44,7 @@ from latentar.checks import DEPTH, DEPTH_OR_NONE, FRACTION, Checked, FieldError
 from latentar.nn.caches import StepCache
 from latentar.nn.conditioning import class_biases
 from latentar.nn.passes import FullPass, StepPass
-from latentar.nn.transformer import EncoderPass, TransformerBlock, init_weights
+from latentar.nn.transformer import ACTIVATIONS, NORMS, EncoderPass, TransformerBlock, init_weights, make_norm
 from latentar.priors.base import Prior, register_prior
 from latentar.priors.condition import Condition
 from latentar.priors.engine import Stepper
@@ -48,7 +54,8 @@ from latentar.priors.spec import PriorSpec
 @dataclass
 class TransformerArch(Checked):
     label = "transformer"
-    bounds = {"dropout": FRACTION, "context_layers": DEPTH_OR_NONE, "num_layers": DEPTH}
+    bounds = {"dropout": FRACTION, "context_layers": DEPTH_OR_NONE, "num_layers": DEPTH,
+              "norm": tuple(NORMS), "activation": tuple(ACTIVATIONS)}
 
     width: int = 256  # D: the residual stream's width
     num_layers: int = 8  # Transformer blocks
@@ -57,12 +64,22 @@ class TransformerArch(Checked):
     dropout: float = 0.0  # residual and embedding dropout (train mode only)
     context_layers: int = 1  # non-causal blocks of the context encoder (spatial context only);
     #                          0: each position sees only the context codes above it
+    # Image GPT's variant (the igpt_* presets set all three)
+    norm: str = "layernorm"  # "layernorm", or "rms": x·rsqrt(mean(x²) + ε)·g, no mean subtracted, no bias
+    activation: str = "gelu"  # the MLP's: "gelu", or "gelu2": x·σ(1.702·x)
+    zero_head: bool = False  # the output head without bias, zero at initialisation (uniform symbols)
 
     def __post_init__(self):
         super().__post_init__()
         if self.width % self.heads:
             raise FieldError(f"transformer.width ({self.width}) must be a multiple of "
                              f"transformer.heads ({self.heads})")
+
+
+def block(arch: TransformerArch) -> TransformerBlock:
+    """One Transformer block of ``arch``."""
+    return TransformerBlock(arch.width, arch.heads, arch.mlp_ratio, arch.dropout, norm=arch.norm,
+                            activation=arch.activation)
 
 
 def grid_positions(rows: nn.Embedding, cols: nn.Embedding) -> torch.Tensor:
@@ -78,9 +95,8 @@ class ContextEncoder(nn.Module):
         super().__init__()
         self.embed = nn.Embedding(symbols, arch.width)
         self.rows, self.cols = nn.Embedding(shape[0], arch.width), nn.Embedding(shape[1], arch.width)
-        self.blocks = nn.ModuleList(TransformerBlock(arch.width, arch.heads, arch.mlp_ratio, arch.dropout)
-                                    for _ in range(arch.context_layers))
-        self.norm = nn.LayerNorm(arch.width)
+        self.blocks = nn.ModuleList(block(arch) for _ in range(arch.context_layers))
+        self.norm = make_norm(arch.norm, arch.width)
 
     def forward(self, context: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         h, w = context.shape[1:]
@@ -129,6 +145,11 @@ class Transformer(Prior):
         # VQGAN's class-conditional ImageNet prior (Esser et al. 2021): 48 blocks of width 1536,
         # 24 heads; 1.46B parameters here with 1000 classes over 16×16 codes of K = 16384
         "paper": dict(width=1536, num_layers=48, heads=24),
+        # Image GPT (Chen et al. 2020) iGPT-S, -M, -L; over 32×32 palette tokens of K = 512 (C = 1):
+        # 76.0M, 454M, 1.36B parameters here (the paper: 76M, 455M, 1.4B)
+        **{name: dict(width=width, num_layers=layers, heads=heads, norm="rms", activation="gelu2", zero_head=True)
+           for name, width, layers, heads in (("igpt_s", 512, 24, 8), ("igpt_m", 1024, 36, 8),
+                                              ("igpt_l", 1536, 48, 16))},
     }
     supports_context = True
     full_context = True  # causal attention reaches every earlier position
@@ -149,16 +170,17 @@ class Transformer(Prior):
             assert spec.context_symbols is not None  # given together (``PriorSpec``)
             self.context = ContextEncoder(spec.context_symbols, spec.context_shape, arch)
         self.dropout = nn.Dropout(arch.dropout)
-        self.blocks = nn.ModuleList(TransformerBlock(D, arch.heads, arch.mlp_ratio, arch.dropout)
-                                    for _ in range(arch.num_layers))
-        self.norm = nn.LayerNorm(D)
-        self.out = nn.Linear(D, self.head.num_params)
+        self.blocks = nn.ModuleList(block(arch) for _ in range(arch.num_layers))
+        self.norm = make_norm(arch.norm, D)
+        self.out = nn.Linear(D, self.head.num_params, bias=not arch.zero_head)
         transformer_parts = [self.symbol_projection, self.rows, self.cols, self.class_embedding, self.context,
                              self.blocks, self.norm, self.out]
         for part in filter(None, transformer_parts):
             init_weights(part, arch.num_layers + arch.context_layers)
         if self.start is not None:
             nn.init.normal_(self.start, std=0.02)
+        if arch.zero_head:
+            nn.init.zeros_(self.out.weight)
         # a (D) residual bias per block, zero at first (see ``ClassBiases``)
         self.class_bias = class_biases(spec.label_rows, [D] * arch.num_layers)
 

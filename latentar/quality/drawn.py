@@ -20,7 +20,7 @@ from latentar.priors.engine import Knobs
 from latentar.progress import progress_bar
 from latentar.quality.features import ClassifierFeatures, Extractor
 from latentar.quality.measure import BATCH, Reference, measure
-from latentar.vqvae import VQVAE
+from latentar.vqvae import Tokenizer
 
 KNOBS = ("temperature", "top_k", "top_p", "cfg_scale")  # the knobs of Prior.sample a measurement may set
 
@@ -40,7 +40,7 @@ def check_knobs(prior: Prior, sampling: dict[str, Any], what: str = "") -> None:
                          f"{spec.num_symbols} symbols, so top_k must lie in [1, {spec.num_symbols}]")
 
 
-def check_levels(prior: Prior, vqvae: VQVAE | None, levels: int) -> None:
+def check_levels(prior: Prior, vqvae: Tokenizer | None, levels: int) -> None:
     """The images ``prior`` draws (decoded by ``vqvae``: 256 levels) must take the reference split's ``levels``."""
     drawn = 256 if vqvae is not None else prior.spec.num_symbols
     if drawn != levels:
@@ -54,7 +54,7 @@ def cycled_classes(prior: Prior, n: int) -> torch.Tensor | None:
     return None if classes is None else torch.arange(n) % classes
 
 
-def draw_to_measure(prior: Prior, vqvae: VQVAE | None, n: int, sampling: dict[str, Any], *,
+def draw_to_measure(prior: Prior, vqvae: Tokenizer | None, n: int, sampling: dict[str, Any], *,
                     bottom_prior: Prior | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(n images uint8 (n, C, H, W) on the CPU, the class each was drawn for or None), drawn with
     ``sampling`` (`generate`'s keyword arguments: the knobs, ``seed`` and ``batch_size``)."""
@@ -65,7 +65,7 @@ def draw_to_measure(prior: Prior, vqvae: VQVAE | None, n: int, sampling: dict[st
     return drawn.images.cpu(), labels
 
 
-def measure_prior(extractor: Extractor, reference: Reference, prior: Prior, vqvae: VQVAE | None, n: int,
+def measure_prior(extractor: Extractor, reference: Reference, prior: Prior, vqvae: Tokenizer | None, n: int,
                   sampling: dict[str, Any], *, bottom_prior: Prior | None = None,
                   classifier: ClassifierFeatures | None = None, batch_size: int = BATCH) -> dict[str, Any]:
     """`measure` of n images drawn from ``prior`` (decoded by ``vqvae``) with ``sampling``; the result
@@ -77,7 +77,7 @@ def measure_prior(extractor: Extractor, reference: Reference, prior: Prior, vqva
 
 
 @torch.no_grad()
-def reconstructions(vqvae: VQVAE, images: torch.Tensor, batch_size: int = BATCH) -> torch.Tensor:
+def reconstructions(vqvae: Tokenizer, images: torch.Tensor, batch_size: int = BATCH) -> torch.Tensor:
     """The VQ-VAE's reconstructions of uint8 images (N, C, H, W) -> uint8 (N, C, H, W) on the CPU."""
     return torch.cat([vqvae.reconstruct(batch.to(vqvae.device)).cpu()
                       for batch in progress_bar(images.split(batch_size), desc="reconstruct", unit="batch")])

@@ -22,7 +22,7 @@ from latentar.progress import progress_bar
 from latentar.quality.drawn import check_knobs, check_levels, measure_prior
 from latentar.quality.features import ClassifierFeatures, Extractor
 from latentar.quality.measure import BATCH, Reference
-from latentar.vqvae import VQVAE
+from latentar.vqvae import Tokenizer
 
 LABELS = {"cfg_scale": "guidance scale", "temperature": "temperature", "top_k": "top-k", "top_p": "top-p"}
 
@@ -33,7 +33,7 @@ def sweep_settings(values: dict[str, list], fixed: dict[str, Any]) -> list[tuple
     return [(knob, value, {**fixed, knob: value}) for knob, knob_values in values.items() for value in knob_values]
 
 
-def sweep(extractor: Extractor, reference: Reference, prior: Prior, vqvae: VQVAE | None, n: int,
+def sweep(extractor: Extractor, reference: Reference, prior: Prior, vqvae: Tokenizer | None, n: int,
           values: dict[str, list], fixed: dict[str, Any], *, bottom_prior: Prior | None = None,
           classifier: ClassifierFeatures | None = None, batch_size: int = BATCH) -> list[dict[str, Any]]:
     """A point per knob value (`sweep_settings`): {"knob", "value", **`measure_prior`'s result}.

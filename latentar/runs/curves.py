@@ -3,7 +3,8 @@
     plot_curves(stage_curves(Path("runs/main"), ["vqvae", "prior"]), "runs/main/curves.png")
 
 A prior's panel is in bits per symbol under its metric name (`latentar.evaluation.bits_name`):
-bits per code for a code prior, bits per dimension for a pixel prior; its training loss (mean
+bits per code for a code prior (per palette token over Image GPT's palette tokens, whose test
+scores carry a ``tokens`` note), bits per dimension for a pixel prior; its training loss (mean
 nats per symbol) is converted to bits, so train and test share the axis. A VQ-VAE's panel is
 PSNR in dB, of the training batches and of the test split. Updates are on a log scale when
 they span two decades or more.
@@ -19,6 +20,7 @@ from latentar.images import figure_image, save_image
 from latentar.run_files import read_metrics
 
 UNITS = {"bits_per_code": "bits per code", "bits_per_dim": "bits per dimension", "psnr": "PSNR (dB)"}
+PALETTE_UNIT = "bits per palette token"  # bits_per_code of a prior over palette tokens
 
 
 class Panel(NamedTuple):
@@ -28,6 +30,7 @@ class Panel(NamedTuple):
     metric: str
     train: list[tuple[int, float]]
     test: list[tuple[int, float]]
+    unit: str | None = None  # the axis's words; None: UNITS[metric]
 
 
 def stage_curves(out: Path, stages: list[str]) -> list[Panel]:
@@ -41,7 +44,8 @@ def stage_curves(out: Path, stages: list[str]) -> list[Panel]:
             continue
         train = [(r["step"], train_value(r, metric)) for r in records if "loss" in r]
         test = [(r["step"], r["eval"][metric]) for r in records if metric in r.get("eval", {})]
-        panels.append(Panel(stage, metric, train, test))
+        palette = any("tokens" in r.get("eval", {}) for r in records)  # `latentar.data.subsets.split_notes`
+        panels.append(Panel(stage, metric, train, test, PALETTE_UNIT if palette else None))
     return panels
 
 
@@ -67,7 +71,8 @@ def plot_curves(panels: list[Panel], path: str | Path) -> Path:
         else:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # whole updates
         ax.ticklabel_format(axis="y", useOffset=False, style="plain")
-        ax.set(title=f"{panel.stage}: {UNITS[panel.metric]}", xlabel="update", ylabel=UNITS[panel.metric])
+        unit = panel.unit or UNITS[panel.metric]
+        ax.set(title=f"{panel.stage}: {unit}", xlabel="update", ylabel=unit)
         ax.grid(alpha=0.3)
         ax.legend()
     return save_image(figure_image(figure), path)

@@ -35,7 +35,7 @@ from latentar.saving import model_folder
 from latentar.training import TrainConfig
 from latentar.training.previews import first_images
 from latentar.training.tracking import accelerator_options, end_trackers, log_record, start_trackers
-from latentar.vqvae import VQVAE
+from latentar.vqvae import Tokenizer
 
 CLASSIFIER_DIR = "classifier"  # the run's classifier stage, for [metrics] features = "classifier"
 CLASSIFIER_TRAIN = TrainConfig(batch_size=128, lr=2e-3, lr_schedule="cosine", log_every=50)  # but steps
@@ -54,7 +54,7 @@ def classifier_stage(recipe: Recipe, out: Path, train_items: int) -> dict | None
                             subset=recipe.data.train_limit, rerun=RECIPE_RERUN)
 
 
-def measure_run(recipe: Recipe, plan: Plan, priors: dict[str, Prior], vqvae: VQVAE | None, images: Splits,
+def measure_run(recipe: Recipe, plan: Plan, priors: dict[str, Prior], vqvae: Tokenizer | None, images: Splits,
                 classifier: dict | None) -> dict[str, Any]:
     """The ``metrics`` record of a run (see the module docstring), measured on ``sampling.device``."""
     cfg, device = recipe.metrics, sampling_device(recipe)

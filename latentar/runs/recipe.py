@@ -8,6 +8,7 @@ The run folder (file names in `latentar.run_files`)::
 
     recipe.json            the resolved recipe (every default filled in)
     vqvae/                 the VQ-VAE stage: metrics.jsonl, checkpoints/, model/, done.json, summary.json
+    palette/               or, with [palette], the fitted colour palette: model/, summary.json
     codes/                 the dataset encoded to code grids, with its manifest and summary.json
     prior/, bottom_prior/  the prior stage(s), laid out like vqvae/
     reconstructions.png    test images (odd rows) above their reconstructions (even rows)
@@ -44,16 +45,17 @@ from latentar.priors import Prior
 from latentar.run_files import CODES_DIR, CURVES_FILE, RECIPE_FILE, RECONSTRUCTIONS_FILE, SAMPLES_FILE, SUMMARY_FILE
 from latentar.runs.curves import plot_curves, stage_curves
 from latentar.runs.metrics import CLASSIFIER_DIR, classifier_stage, measure_run, report_metrics
-from latentar.runs.stages import RECIPE_RERUN, Splits, codes_stage, given_vqvae, prior_stage, vqvae_stage
+from latentar.runs.stages import RECIPE_RERUN, Splits, codes_stage, given_vqvae, palette_stage, prior_stage, vqvae_stage
 from latentar.runs.summary import FORMAT
 from latentar.training.config import precision_in_effect
 from latentar.training.previews import first_images, save_reconstructions
 from latentar.training.run_folder import differing_keys, hold, refuse_links, remove
-from latentar.vqvae import VQVAE
+from latentar.vqvae import Tokenizer
 
 # the recipe sections each stage's output depends on
-STAGE_INPUTS = {"vqvae": ("data", "vqvae", "vqvae_train"), CODES_DIR: ("data", "vqvae", "vqvae_train"),
-                "prior": ("data", "vqvae", "vqvae_train", "prior", "prior_train")}
+STAGE_INPUTS = {"vqvae": ("data", "vqvae", "vqvae_train"), "palette": ("data", "palette"),
+                CODES_DIR: ("data", "vqvae", "vqvae_train", "palette"),
+                "prior": ("data", "vqvae", "vqvae_train", "palette", "prior", "prior_train")}
 STAGE_INPUTS["bottom_prior"] = STAGE_INPUTS["prior"] + ("bottom_prior", "bottom_prior_train")
 # a section, or one key of it
 STAGE_INPUTS[CLASSIFIER_DIR] = ("data", "metrics.classifier_steps", "metrics.classifier_width")
@@ -92,7 +94,8 @@ def run_stages(recipe: Recipe, plan: Plan, out: Path, state: PartialState, image
                      "image_shape": list(plan.image_shape)}
     vqvae, symbols = None, {stage.name: images for stage in plan.stages}
     if recipe.mode == "codes":
-        vqvae, summary["vqvae"] = recipe_vqvae(recipe, images, out)
+        vqvae, record = recipe_vqvae(recipe, images, out)
+        summary[record["stage"]] = record  # "vqvae" or "palette"
         symbols, summary["codes"] = recipe_codes(vqvae, images, plan, out, state)
     priors: dict[str, Prior] = {}
     for stage, level in zip(plan.stages, vqvae.code_levels if vqvae is not None else [None]):
@@ -156,17 +159,19 @@ def in_effect(recipe: dict) -> dict:
             for section, values in recipe.items()}
 
 
-def recipe_vqvae(recipe: Recipe, images: Splits, out: Path) -> tuple[VQVAE, dict]:
-    """The recipe's VQ-VAE (``vqvae.path``, a finished stage, or trained now) and its record."""
+def recipe_vqvae(recipe: Recipe, images: Splits, out: Path) -> tuple[Tokenizer, dict]:
+    """The recipe's tokenizer (``vqvae.path``, a finished stage, or trained or fitted now) and its record."""
     if recipe.vqvae_path is not None:
         return given_vqvae(recipe.vqvae_path, images, sampling_device(recipe))
+    if recipe.palette is not None:
+        return palette_stage(out / "palette", images, recipe.palette, reuse=RECIPE_RERUN.reuse)
     shown = recipe.sampling.reconstructions or recipe.sampling.nrow  # the images of reconstructions.png
     assert recipe.vqvae is not None and recipe.vqvae_train is not None  # code mode: [vqvae] with [vqvae_train]
     return vqvae_stage(out / "vqvae", images, recipe.vqvae, recipe.vqvae_train, shown=shown,
                        nrow=recipe.sampling.nrow, rerun=RECIPE_RERUN)
 
 
-def recipe_codes(vqvae: VQVAE, images: Splits, plan: Plan, out: Path,
+def recipe_codes(vqvae: Tokenizer, images: Splits, plan: Plan, out: Path,
                  state: PartialState) -> tuple[dict[str, Splits], dict]:
     """Encode both splits (main process; reused when the manifest matches) -> ({prior stage: its
     code splits}, the codes record)."""
@@ -182,7 +187,7 @@ def recipe_codes(vqvae: VQVAE, images: Splits, plan: Plan, out: Path,
     return sets, read_json(folder / SUMMARY_FILE)
 
 
-def write_images(recipe: Recipe, plan: Plan, priors: dict, vqvae: VQVAE | None, test: Dataset,
+def write_images(recipe: Recipe, plan: Plan, priors: dict, vqvae: Tokenizer | None, test: Dataset,
                  out: Path) -> dict:
     """samples.png (and reconstructions.png in code mode), drawn on ``sampling.device`` -> their paths."""
     cfg, device = recipe.sampling, sampling_device(recipe)

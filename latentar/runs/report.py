@@ -8,8 +8,9 @@ of a run, or any trainer's folder (``done.json`` + ``model/``). Its columns are 
 value a run does not have is None. A row is about the run's priors: their names, the top prior's
 preset, their parameters and updates added up, their test scores combined (nats per item summed:
 per image for pixel priors, per image's code grid(s) for code priors, which are not comparable;
-bits = total nats over total symbols); a run without a prior gives its VQ-VAE's
-parameters and updates. The VQ-VAE gives PSNR and code usage; the wall time adds up every
+bits = total nats over total symbols; over Image GPT's palette tokens, bits per palette token, in a
+column of their own: not comparable with bits/dim); a run without a prior gives its VQ-VAE's
+parameters and updates. The VQ-VAE (or palette) gives PSNR and code usage; the wall time adds up every
 stage and the final images. A recipe with ``[metrics]`` adds its samples' FID, precision, recall
 and class accuracy, with what they were measured on (sample count, reference split, features):
 compare them only between rows where that column agrees.
@@ -29,7 +30,8 @@ COLUMNS = {
     "run": ("run", "{}"), "data": ("data", "{}"), "prior": ("prior", "{}"), "preset": ("preset", "{}"),
     "parameters": ("parameters", "{:,}"), "updates": ("updates", "{}"), "wall_time_s": ("wall time (s)", "{:.0f}"),
     "nats_per_image": ("test nats/image or code grid", "{:.2f}"), "bits_per_dim": ("bits/dim", "{:.4f}"),
-    "bits_per_code": ("bits/code", "{:.4f}"), "psnr": ("VQ-VAE PSNR (dB)", "{:.2f}"),
+    "bits_per_code": ("bits/code", "{:.4f}"), "bits_per_palette_token": ("bits/palette token", "{:.4f}"),
+    "psnr": ("VQ-VAE or palette PSNR (dB)", "{:.2f}"),
     "codes_used": ("codes used", "{:.3f}"), "fid": ("FID", "{:.2f}"), "precision": ("precision", "{:.3f}"),
     "recall": ("recall", "{:.3f}"), "class_accuracy": ("class acc.", "{:.3f}"),
     "measured": ("sample metrics: n vs reference, features", "{}"),
@@ -42,7 +44,7 @@ def run_row(folder: str | Path) -> dict[str, Any]:
     summary = read_summary(folder)
     records = stage_records(summary)
     priors = [r for r in records if r["stage"] == "prior"]
-    vqvaes = [r for r in records if r["stage"] == "vqvae"]
+    vqvaes = [r for r in records if r["stage"] in ("vqvae", "palette")]
     counted = priors or vqvaes  # whose parameters and updates the row shows
     times = [r.get("wall_time_s") for r in records] + [summary.get("images", {}).get("wall_time_s")]
     row = {"data": summary.get("data"), "prior": " / ".join(r["prior"] for r in priors) or None,
@@ -56,11 +58,12 @@ def run_row(folder: str | Path) -> dict[str, Any]:
 
 
 def prior_scores(tests: list[dict]) -> dict[str, Any]:
-    """The priors' test scores, top first -> nats per image (summed) and bits per dimension or
-    per code (total nats over total symbols)."""
+    """The priors' test scores, top first -> nats per image (summed) and bits per dimension, per
+    code or per palette token (total nats over total symbols)."""
     if not tests:
         return {}
     unit = "bits_per_code" if "bits_per_code" in tests[0] else "bits_per_dim"
+    unit = "bits_per_palette_token" if "tokens" in tests[0] else unit  # `latentar.data.subsets.split_notes`
     nats, dims = (sum(test[key] for test in tests) for key in ("nats", "dims"))
     return {"nats_per_image": sum(test["nats_per_image"] for test in tests), unit: bits_per_dim(nats, dims)}
 

@@ -1,4 +1,4 @@
-"""One stage on its own: ``latentar train-vqvae``, ``encode`` and ``train-prior`` run the same
+"""One stage on its own: ``latentar train-vqvae``, ``fit-palette``, ``encode`` and ``train-prior`` run the same
 stage code as ``latentar run`` (`latentar.runs.stages`), on a dataset named on the command line.
 
     record = train_prior(DataConfig("binarized_mnist"), PriorConfig("pixelcnn", preset="small"),
@@ -10,7 +10,7 @@ stage code as ``latentar run`` (`latentar.runs.stages`), on a dataset named on t
     encode_splits("runs/mnist-vqvae/model", DataConfig("mnist"), "runs/mnist-codes")
 
 Each returns the stage record it writes to ``summary.json`` (`latentar.runs.summary`);
-train-vqvae adds ``reconstructions.png`` (rows of test images, each above its reconstructions).
+train-vqvae and fit-palette add ``reconstructions.png`` (rows of test images, each above its reconstructions).
 Unlike a recipe, a one-stage run never reuses its folder silently: ``rerun`` asks to resume or
 overwrite (`Rerun`).
 """
@@ -32,12 +32,12 @@ from latentar.data.codes import CodeDataset, check_codes_match
 from latentar.generation import check_pair
 from latentar.priors import build_prior
 from latentar.registry import PRIORS
-from latentar.run_files import RECONSTRUCTIONS_FILE
-from latentar.runs.stages import FRESH, Rerun, Splits, codes_stage, prior_stage, vqvae_stage
+from latentar.run_files import RECONSTRUCTIONS_FILE, SUMMARY_FILE
+from latentar.runs.stages import FRESH, Rerun, Splits, codes_stage, palette_stage, prior_stage, vqvae_stage
 from latentar.saving import meta_model
-from latentar.training import TrainConfig
+from latentar.training import RunFolderError, TrainConfig
 from latentar.training.previews import first_images, save_reconstructions
-from latentar.vqvae import VQVAE, VQVAEConfig
+from latentar.vqvae import VQVAE, PaletteConfig, Tokenizer, VQVAEConfig
 
 
 def open_splits(data: DataConfig, level: str | None = None) -> tuple[SymbolDataset, Dataset]:
@@ -74,10 +74,10 @@ def symbol_grid(dataset: SymbolDataset) -> dict:
                    if getattr(dataset, key, None) is not None}
 
 
-def preview_decoder(build: dict, train: Dataset, vqvae_dir: str | Path | None) -> VQVAE | None:
+def preview_decoder(build: dict, train: Dataset, vqvae_dir: str | Path | None) -> Tokenizer | None:
     """The VQ-VAE in ``vqvae_dir`` that decodes the previews of the prior ``build_prior(**build)``,
     checked to be the one that made the codes of ``train``; None (no folder) for a pixel prior."""
-    vqvae = None if vqvae_dir is None else VQVAE.from_pretrained(vqvae_dir).eval()
+    vqvae = None if vqvae_dir is None else Tokenizer.from_pretrained(vqvae_dir).eval()
     if vqvae is not None and isinstance(train, CodeDataset):
         check_codes_match(vqvae, train.manifest)
     with torch.device("meta"):  # the prior's spec, built without weights
@@ -102,12 +102,29 @@ def train_vqvae(data: DataConfig, vqvae: VQVAEConfig, out_dir: str | Path, confi
     return record
 
 
+def fit_palette(data: DataConfig, palette: PaletteConfig, out_dir: str | Path, *, overwrite: bool = False,
+                grid_images: int = 32, nrow: int = 8) -> dict:
+    """Fit a colour palette of ``palette`` to the training images of ``data`` into ``out_dir`` (`palette_stage`:
+    ``model/`` and ``summary.json``), score the test split and draw ``reconstructions.png`` (the first
+    ``grid_images`` test images, ``nrow`` a row); returns its stage record. A folder that already holds a
+    palette is refused unless ``overwrite``."""
+    folder = Path(out_dir)
+    if (folder / SUMMARY_FILE).exists() and not overwrite:
+        raise RunFolderError(f"{folder} already holds a stage ({SUMMARY_FILE}); choose another folder, or "
+                             "overwrite it (overwrite=True, --overwrite)")
+    train, test = open_splits(data)
+    model, record = palette_stage(folder, Splits(data.name, train, test), palette, reuse=False)
+    if PartialState().is_main_process:
+        save_reconstructions(model, first_images(test, grid_images), folder / RECONSTRUCTIONS_FILE, nrow=nrow)
+    return record
+
+
 def encode_splits(vqvae_dir: str | Path, data: DataConfig, out_dir: str | Path, *, batch_size: int = 256,
                   splits: tuple[str, ...] = SPLITS, device: str | torch.device = "auto",
                   processes: PartialState | None = None) -> dict:
     """Encode the ``splits`` of ``data`` with the VQ-VAE saved in ``vqvae_dir``, run on ``device``, into
     ``out_dir`` (``processes`` share the work); returns the stage record (the manifest's fingerprint,
     grids and counts)."""
-    vqvae = VQVAE.from_pretrained(vqvae_dir, device).eval()
+    vqvae = Tokenizer.from_pretrained(vqvae_dir, device).eval()
     images = {split: load_dataset(data.name, split, data.root, **data.options) for split in splits}
     return codes_stage(vqvae, images, Path(out_dir), data.name, batch_size=batch_size, processes=processes)

@@ -1,5 +1,5 @@
-"""A stage is one model made from data: a VQ-VAE (`vqvae_stage`), the code grids of a dataset
-(`codes_stage`) or a prior (`prior_stage`). Each is built, trained or reused, and summarised
+"""A stage is one model made from data: a VQ-VAE (`vqvae_stage`) or a colour palette (`palette_stage`),
+the code grids of a dataset (`codes_stage`) or a prior (`prior_stage`). Each is built, trained or reused, and summarised
 here and only here: ``latentar run`` chains the stages of a recipe (`latentar.runs.recipe`),
 ``train-vqvae``, ``encode`` and ``train-prior`` run one each (`latentar.runs.single`).
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import asdict
 from pathlib import Path
 from typing import NamedTuple, TypeVar, cast
 
@@ -25,15 +26,15 @@ from latentar.config import PriorConfig
 from latentar.data.codes import encode_dataset, write_codes_source
 from latentar.data.subsets import dataset_attribute, dataset_size
 from latentar.evaluation import evaluate_prior, evaluate_vqvae
-from latentar.files import atomic_write_json
+from latentar.files import atomic_write_json, read_json
 from latentar.model_card import point_card_at
 from latentar.priors import Prior, build_prior
 from latentar.run_files import MODEL_DIR, SUMMARY_FILE, read_done
 from latentar.runs.summary import FORMAT, prior_description, recorded_wall_time, stage_record, vqvae_description
-from latentar.saving import load
+from latentar.saving import CONFIG_FILE, load
 from latentar.training import TrainConfig, Trainer, prior_objective, vqvae_objective
 from latentar.training.previews import first_images, reconstruction_preview, sample_preview
-from latentar.vqvae import VQVAE, VQVAEConfig
+from latentar.vqvae import VQVAE, Palette, PaletteConfig, Tokenizer, VQVAEConfig
 
 
 class Splits(NamedTuple):
@@ -97,17 +98,46 @@ def vqvae_stage(folder: Path, data: Splits, config: VQVAEConfig, train: TrainCon
                        evaluate=evaluate, preview=preview, rerun=rerun, describe=vqvae_description)
 
 
-def given_vqvae(path: str, data: Splits, device: torch.device | str = "cpu") -> tuple[VQVAE, dict]:
-    """The trained VQ-VAE in ``path`` (a recipe's vqvae.path), scored on ``device`` -> (it, its
-    record: scored, not trained)."""
-    vqvae = VQVAE.from_pretrained(path, device).eval()
+def given_vqvae(path: str, data: Splits, device: torch.device | str = "cpu") -> tuple[Tokenizer, dict]:
+    """The trained VQ-VAE (or fitted palette) in ``path`` (a recipe's vqvae.path), scored on ``device``
+    -> (it, its record: scored, not trained)."""
+    vqvae = Tokenizer.from_pretrained(path, device).eval()
     scores = evaluate_vqvae(vqvae, data.test)
-    return vqvae, {"format": FORMAT, "stage": "vqvae", "data": data.name, **vqvae_description(vqvae), "path": path,
-                   "reused": True, "parameters": sum(p.numel() for p in vqvae.parameters()), "test": scores,
-                   **scores, "wall_time_s": 0.0}
+    return vqvae, {"format": FORMAT, "stage": vqvae.model_type, "data": data.name, **vqvae_description(vqvae),
+                   "path": path, "reused": True, "parameters": sum(p.numel() for p in vqvae.parameters()),
+                   "test": scores, **scores, "wall_time_s": 0.0}
 
 
-def codes_stage(vqvae: VQVAE, splits: Mapping[str, Dataset], folder: Path, source: str, *,
+def palette_stage(folder: Path, data: Splits, config: PaletteConfig, *, reuse: bool) -> tuple[Palette, dict]:
+    """A colour palette of ``config`` fitted to the training images of ``data`` (the one a finished
+    stage in ``folder`` holds, with ``reuse``) -> (it, its record: its test split scored as
+    `evaluate_vqvae` scores a VQ-VAE, PSNR and colour usage). It fits on ``fit_images``; every process
+    fits the same palette (seeded), the main one writes ``folder/model/`` and then ``summary.json``."""
+    if reuse and (folder / SUMMARY_FILE).is_file() and (folder / MODEL_DIR / CONFIG_FILE).is_file():
+        return Palette.from_pretrained(folder / MODEL_DIR).eval(), {**read_json(folder / SUMMARY_FILE), "reused": True}
+    tic = time.perf_counter()
+    levels = dataset_attribute(data.train, "num_symbols")
+    palette = Palette(**asdict(config), levels=levels).fit(fit_images(data.train, config.fit_pixels, config.seed))
+    scores = evaluate_vqvae(palette, data.test)
+    record = {"format": FORMAT, "stage": "palette", "data": data.name, **vqvae_description(palette), "reused": False,
+              "parameters": 0, "steps": 0, "train_items": dataset_size(data.train), "test": scores, **scores,
+              "wall_time_s": time.perf_counter() - tic}
+    if PartialState().is_main_process:
+        palette.save(folder / MODEL_DIR)
+        atomic_write_json(folder / SUMMARY_FILE, record)
+    return palette, record
+
+
+def fit_images(images: Dataset, pixels: int, seed: int) -> torch.Tensor:
+    """The training images a palette fits on: enough of them, drawn at random (``seed``), to hold
+    ``pixels`` pixels (all of them when the split holds fewer) -> uint8 (n, C, H, W)."""
+    count, (_, H, W) = dataset_size(images), dataset_attribute(images, "shape")
+    n = min(count, -(-pixels // (H * W)))
+    picks = torch.randperm(count, generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    return torch.stack([images[int(i)][0] for i in picks])
+
+
+def codes_stage(vqvae: Tokenizer, splits: Mapping[str, Dataset], folder: Path, source: str, *,
                 batch_size: int = 256, processes: PartialState | None = None) -> dict:
     """Encode ``splits`` ({split: image dataset}) of dataset ``source`` into ``folder`` (a split this
     VQ-VAE already encoded there is kept) -> the stage record, also written to ``folder/summary.json``
@@ -126,7 +156,7 @@ def codes_stage(vqvae: VQVAE, splits: Mapping[str, Dataset], folder: Path, sourc
 
 
 def prior_stage(folder: Path, data: Splits, config: PriorConfig, build: dict, train: TrainConfig, *,
-                vqvae: VQVAE | None = None, source: tuple[str, str] | None = None, top_prior: Prior | None = None,
+                vqvae: Tokenizer | None = None, source: tuple[str, str] | None = None, top_prior: Prior | None = None,
                 rerun: Rerun, eval_batch_size: int = 256) -> tuple[Prior, dict]:
     """The prior ``build_prior(**build)`` (``config``'s `PriorConfig.build_arguments`) on ``data``
     -> (it, its record). A code prior's previews decode with ``vqvae`` (a VQ-VAE-2's bottom prior

@@ -5,7 +5,7 @@ A **stage record** says what one stage made and how well it scores. ``train-prio
 writes one into each stage folder it trains and gathers them into the run's ``summary.json``::
 
     format        4
-    stage         "vqvae", "codes" or "prior"
+    stage         "vqvae", "palette", "codes" or "prior"
     data          the dataset's name (train-prior on code grids: the code folder)
     wall_time_s   seconds the run that made the stage spent on it (0 for a recipe's vqvae.path)
   a VQ-VAE or a prior adds
@@ -25,12 +25,14 @@ writes one into each stage folder it trains and gathers them into the run's ``su
                   class_dropout, arch (its `PriorConfig`), ema (whether it kept EMA weights)
   a VQ-VAE adds   image_shape, vqvae (its `VQVAEConfig`), grids ({level: [h, w]}), fingerprint;
                   path, for vqvae.path
+  a palette adds  the same, with palette (its `PaletteConfig`) for vqvae; steps 0 and no train: it is
+                  fitted (`palette_stage`); its test scores are a VQ-VAE's (psnr, perplexity, codes_used)
   codes add       folder, vqvae_fingerprint, grids and counts (the manifest's, {split: items})
 
 A **run summary** (``latentar run``) is the run's facts plus a stage record per stage::
 
     format, mode ("codes" or "pixels"), data, image_shape (C, H, W)
-    vqvae, codes, prior, bottom_prior     the stage records the recipe has
+    vqvae or palette, codes, prior, bottom_prior     the stage records the recipe has
     images                                {"samples": path, "reconstructions": path, "wall_time_s"}
     metrics                               [metrics] n > 0: the sample metrics (`latentar.runs.metrics`):
                                           features, n, reference, reference_n, classifier (when the run
@@ -56,10 +58,11 @@ from latentar.registry import MODELS
 from latentar.run_files import DONE_FILE, MODEL_DIR, RECIPE_FILE, SUMMARY_FILE, TIMING_FILE, read_done, read_if_present
 from latentar.saving import meta_model, read_config
 from latentar.training import TrainConfig
-from latentar.vqvae import VQVAE
+from latentar.vqvae import Tokenizer
 
 FORMAT = 4
-STAGES = {"vqvae": "vqvae", "codes": "codes", "prior": "prior", "bottom_prior": "prior"}  # a run's stage -> its kind
+# a run's stage -> its kind
+STAGES = {"vqvae": "vqvae", "palette": "palette", "codes": "codes", "prior": "prior", "bottom_prior": "prior"}
 RUN_KEYS = ("steps", "reused", "wall_time_s", "path", "folder")  # format 1: a run's stage entry, less its scores
 
 
@@ -88,9 +91,10 @@ def prior_description(config: PriorConfig, train: TrainConfig) -> dict:
     return {"prior": settings.pop("name"), **settings, "ema": train.ema_decay is not None}
 
 
-def vqvae_description(vqvae: VQVAE) -> dict:
-    """What a VQ-VAE stage made: its image shape, config, code grids and fingerprint."""
-    return {"image_shape": list(vqvae.image_shape), "vqvae": asdict(vqvae.config),
+def vqvae_description(vqvae: Tokenizer) -> dict:
+    """What a VQ-VAE (or palette) stage made: its image shape, config (under "vqvae" or "palette"), code
+    grids and fingerprint."""
+    return {"image_shape": list(vqvae.image_shape), vqvae.model_type: asdict(vqvae.config),
             "grids": {level: list(shape) for level, shape in vqvae.grid_shapes.items()},
             "fingerprint": vqvae.fingerprint()}
 

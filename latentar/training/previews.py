@@ -19,7 +19,7 @@ from latentar.data.subsets import dataset_size
 from latentar.generation import generate
 from latentar.images import image_grid, save_grid
 from latentar.priors.base import Prior
-from latentar.vqvae import VQVAE
+from latentar.vqvae import Tokenizer
 
 
 def first_images(dataset: Dataset, n: int) -> torch.Tensor:
@@ -28,7 +28,7 @@ def first_images(dataset: Dataset, n: int) -> torch.Tensor:
     return torch.stack([dataset[i][0] for i in range(min(n, dataset_size(dataset)))])
 
 
-def sample_preview(vqvae: VQVAE | None = None, *, n: int = 16, nrow: int = 4, seed: int = 0, levels: int = 256,
+def sample_preview(vqvae: Tokenizer | None = None, *, n: int = 16, nrow: int = 4, seed: int = 0, levels: int = 256,
                    top_prior: Prior | None = None) -> Callable[[Prior], torch.Tensor]:
     """A look at a prior while it trains: ``preview(prior)`` draws n grids with the fast sampler
     and a fixed seed (the same draws at every call of an unchanged prior), decodes them with the
@@ -47,13 +47,13 @@ def sample_preview(vqvae: VQVAE | None = None, *, n: int = 16, nrow: int = 4, se
     return preview
 
 
-def reconstruction_preview(originals: torch.Tensor, nrow: int = 8) -> Callable[[VQVAE], torch.Tensor]:
+def reconstruction_preview(originals: torch.Tensor, nrow: int = 8) -> Callable[[Tokenizer], torch.Tensor]:
     """A look at a VQ-VAE while it trains: ``preview(vqvae)`` -> the grid image uint8 (3, H', W') of
     `reconstruction_rows` of the fixed images ``originals`` uint8 (n, C, H, W)."""
     return lambda vqvae: image_grid(reconstruction_rows(vqvae, originals, nrow), nrow, vqvae.levels)
 
 
-def reconstruction_rows(vqvae: VQVAE, originals: torch.Tensor, nrow: int = 8) -> torch.Tensor:
+def reconstruction_rows(vqvae: Tokenizer, originals: torch.Tensor, nrow: int = 8) -> torch.Tensor:
     """uint8 (n, C, H, W) -> (2·r·nrow, C, H, W): r rows of originals, each above a row of
     their VQ-VAE reconstructions (the last row padded with white)."""
     if nrow < 1:
@@ -64,6 +64,6 @@ def reconstruction_rows(vqvae: VQVAE, originals: torch.Tensor, nrow: int = 8) ->
     return rearrange(both, "two (r k) c h w -> (r two k) c h w", k=nrow)
 
 
-def save_reconstructions(vqvae: VQVAE, originals: torch.Tensor, path: str | Path, nrow: int = 8) -> Path:
+def save_reconstructions(vqvae: Tokenizer, originals: torch.Tensor, path: str | Path, nrow: int = 8) -> Path:
     """Write `reconstruction_rows` as one PNG grid."""
     return save_grid(reconstruction_rows(vqvae, originals, nrow), path, nrow=nrow, levels=vqvae.levels)

@@ -15,8 +15,6 @@ code datasets).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -42,8 +40,8 @@ from latentar.nn.modes import eval_mode
 from latentar.quantizers import VectorQuantizer
 from latentar.quantizers.vector_quantizer import UPDATES
 from latentar.registry import MODELS
-from latentar.saving import Saveable
 from latentar.vqvae.networks import Decoder, Encoder
+from latentar.vqvae.tokenizer import Tokenizer
 
 LEVELS = ("bottom", "top")  # code levels of a hierarchical VQ-VAE, in this order
 PIXEL_LEVELS = Bound(2, 256)  # levels of uint8 images
@@ -86,7 +84,7 @@ PRESETS: dict[str, dict] = {
 }
 
 
-class VQVAE(nn.Module, Saveable):
+class VQVAE(Tokenizer):
     """A VQ-VAE for uint8 images of ``image_shape`` (C, H, W) with ``levels`` pixel levels.
 
     Build from a config, or from a preset (``"tiny"``, ``"mnist"``, ``"paper"``) with
@@ -173,11 +171,6 @@ class VQVAE(nn.Module, Saveable):
         hierarchical (the keys of ``grid_shapes``)."""
         return ["codes"] if not self.config.hierarchical else ["top", "bottom"]
 
-    @property
-    def code_grids(self) -> list[tuple[int, tuple[int, int]]]:
-        """[(K, (h, w))] of each code grid, in ``code_levels`` order (top first)."""
-        return [(self.codebook_sizes[level], self.grid_shapes[level]) for level in self.code_levels]
-
     def config_dict(self) -> dict:
         return {"image_shape": list(self.image_shape), "levels": self.levels, "config": asdict(self.config)}
 
@@ -205,15 +198,6 @@ class VQVAE(nn.Module, Saveable):
             meta = VQVAE.from_config(self.config_dict())
         floor = tensor_bytes(self.image_shape, torch.uint8) + leaf_output_bytes(meta, lambda _: one_pass(meta))
         return floor, f"one image {self.image_shape} and its encoder and decoder passes"
-
-    def fingerprint(self) -> str:
-        """A short stable hash of the config and every weight and buffer (16 hex digits)."""
-        digest = hashlib.sha256(json.dumps(self.config_dict(), sort_keys=True).encode())
-        for name, tensor in sorted(self.state_dict().items()):
-            t = tensor.detach().cpu().contiguous()
-            digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-            digest.update(t.numpy().tobytes())
-        return digest.hexdigest()[:16]
 
     # ---- the model ---------------------------------------------------------------
     def forward(self, images: torch.Tensor):
@@ -275,12 +259,6 @@ class VQVAE(nn.Module, Saveable):
                 raise ValueError(f"bottom and top codes differ in batch size: {bottom.shape[0]} != {top.shape[0]}")
             return self.to_uint8(self._decode(bottom, top))
 
-    @torch.no_grad()
-    def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
-        """images uint8 (B, C, H, W) -> their reconstructions, uint8 (B, C, H, W)."""
-        with eval_mode(self):
-            return self.to_uint8(self(images)[0])
-
     def _embed(self, grid: torch.Tensor, level: str, quantizer: VectorQuantizer) -> torch.Tensor:
         """Check one code grid (B, h, w) or (B, 1, h, w) against ``level`` -> vectors (B, D, h, w)."""
         if grid.dim() == 4 and grid.shape[1] == 1:
@@ -290,27 +268,6 @@ class VQVAE(nn.Module, Saveable):
             what = "codes" if level == "codes" else f"{level} codes"  # one level is named "codes" itself
             raise ValueError(f"{what} must have shape (B, {h}, {w}), got {tuple(grid.shape)}")
         return quantizer.embed_codes(grid.to(self.device))
-
-    # ---- pixels <-> floats -------------------------------------------------------
-    @property
-    def device(self) -> torch.device:
-        return next(self.parameters()).device
-
-    def to_float(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (B, C, H, W) in [0, levels) -> floats in [-1, 1], checked against image_shape."""
-        if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8:
-            raise TypeError(f"images must be a uint8 tensor (B, C, H, W), got "
-                            f"{images.dtype if isinstance(images, torch.Tensor) else type(images).__name__}")
-        if images.dim() != 4 or tuple(images.shape[1:]) != self.image_shape:
-            raise ValueError(f"images must have shape (B, {', '.join(map(str, self.image_shape))}), "
-                             f"got {tuple(images.shape)}")
-        if images.numel() and int(images.max()) >= self.levels:
-            raise ValueError(f"images have values up to {int(images.max())}, expected [0, {self.levels})")
-        return images.to(self.device).float() * (2.0 / (self.levels - 1)) - 1.0
-
-    def to_uint8(self, x: torch.Tensor) -> torch.Tensor:
-        """Floats in the [-1, 1] scale -> the nearest pixel levels, uint8."""
-        return ((x + 1.0) * ((self.levels - 1) / 2.0)).round().clamp(0, self.levels - 1).to(torch.uint8)
 
 
 def psnr(mse: float | torch.Tensor) -> float | torch.Tensor:
