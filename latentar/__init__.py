@@ -35,7 +35,7 @@ Where the order differs from the plain stack "models, data, tools, pipeline, CLI
   sits with ``saving``: the trainer writes those files, and ``runs`` and the commands read them.
 
 Layers (lowest first):
-registry, checks, progress, hub, files, memory, images, masks, version, devices
+registry, checks, progress, hub, files, memory, images, masks, version, devices, augment
 saving, model_card, run_files, push
 nn, heads, quantizers
 priors, vqvae, classifier
