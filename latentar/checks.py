@@ -126,6 +126,8 @@ def describe(tp: Any, rule: Rule | None = None) -> str:
         return f"{describe(inner, rule)} or None"
     if origin is tuple:
         count = "" if args[-1] is Ellipsis else f"{len(args)} "
+        if args[0] is str and isinstance(rule, tuple):
+            return f"a list of {count}strings out of {list(rule)}"
         return f"a list of {count}{_plural(describe(args[0], rule))}"
     if tp is str and isinstance(rule, tuple):
         return f"one of {list(rule)}"

@@ -13,7 +13,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from latentar.augment import digits
+from latentar.augmentations import digits
 
 
 class ClassBiases(nn.Embedding):

@@ -156,7 +156,7 @@ class Prior(nn.Module, Saveable):
 
     @property
     def num_augmentations(self) -> int:
-        """Ids of ``cond["augment"]``: the product of ``spec.augmentations`` (``latentar.augment``),
+        """Ids of ``cond["augment"]``: the product of ``spec.augmentations`` (``latentar.augmentations``),
         identity (0) included; 1 for a prior built without augmentations."""
         return self.spec.num_augmentations
 
@@ -443,7 +443,7 @@ def build_prior(name: str, shape: tuple[int, int, int], num_symbols: int, head: 
     """Build a registered prior, e.g. ``build_prior("pixelcnn", (1, 28, 28), 2)``;
     ``class_dropout > 0`` (with ``num_classes``) adds the null class of classifier-free guidance;
     ``augmentations`` (e.g. ("rot90", "transpose")) conditions it on an augmentation id
-    (``cond={"augment": ids}``, 0 = identity, the default; ``latentar.augment``)."""
+    (``cond={"augment": ids}``, 0 = identity, the default; ``latentar.augmentations``)."""
     cls = PRIORS.get(name)
     spec = PriorSpec(shape=shape, num_symbols=num_symbols, head=head, num_classes=num_classes,
                      symbols=symbols, embed_dim=embed_dim, context_symbols=context_symbols,

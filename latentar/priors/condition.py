@@ -9,7 +9,7 @@ grids n is known (``sample``: the same class for all n); a dict with any of the 
 ``Condition``, and ``check_condition`` checks it against a prior's spec. Past that point a
 prior, its network and its stepper see only the ``Condition``.
 
-The augmentation id of distribution augmentation (``latentar.augment``; 0 = identity, the
+The augmentation id of distribution augmentation (``latentar.augmentations``; 0 = identity, the
 data's own distribution) is the field ``augment``: a prior built with ``augmentations`` gets
 identity ids where none are given, and a prior built without refuses any. Every field is per
 grid (dimension 0), so batching, moving and guidance (``Condition.map``) carry it unchanged,
@@ -24,7 +24,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from latentar.augment import check_ids
+from latentar.augmentations import check_ids
 from latentar.priors.checks import check_integer_tensor, is_integer, outside
 from latentar.priors.spec import PriorSpec
 
@@ -35,7 +35,7 @@ class Condition:
 
     labels: torch.Tensor | None = None  # long (B,): class labels (the null class num_classes under guidance)
     context: torch.Tensor | None = None  # long (B, h, w): a spatial context known in full (VQ-VAE-2 top codes)
-    augment: torch.Tensor | None = None  # long (B,): augmentation ids, 0 = identity (``latentar.augment``)
+    augment: torch.Tensor | None = None  # long (B,): augmentation ids, 0 = identity (``latentar.augmentations``)
 
     def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Condition:
         """``fn`` applied to every field that is given, e.g. ``cond.map(lambda t: t[:4])``."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from latentar.augment import AUGMENTATIONS, SIZES, check_augmentations, num_augmentations
+from latentar.augmentations import AUGMENTATIONS, SIZES, check_augmentations, num_augmentations
 from latentar.checks import FRACTION, SYMBOLS, Checked
 from latentar.nn.inputs import SYMBOL_KINDS
 
@@ -29,7 +29,7 @@ class PriorSpec(Checked):
     class_dropout: float = 0.0  # > 0: a learned null class, and training labels replaced by it
     #                             with this probability (classifier-free guidance)
     augmentations: tuple[str, ...] = ()  # distribution augmentation: the types whose id the prior is
-    #                                      conditioned on (latentar.augment); () = none
+    #                                      conditioned on (latentar.augmentations); () = none
 
     def __post_init__(self):
         super().__post_init__()

@@ -84,11 +84,10 @@ def augment(x: torch.Tensor, ids: torch.Tensor | int, augmentations: Sequence[st
     """x (B, C, H, W) of any dtype -> x with grid b transformed by augmentation ``ids[b]`` (an int:
     the same id for every grid) of the product of ``augmentations``; ``inverse`` undoes it.
     A new tensor; exact (it only moves entries)."""
-    names = tuple(augmentations)
     if not isinstance(x, torch.Tensor) or x.dim() != 4:
         raise ValueError(f"augment takes grids (B, C, H, W), got {getattr(x, 'shape', type(x).__name__)}")
     _, C, H, W = x.shape
-    check_augmentations(names, (C, H, W))
+    names = check_augmentations(augmentations, (C, H, W))
     count = num_augmentations(names)
     if not isinstance(ids, torch.Tensor):
         if isinstance(ids, bool) or not isinstance(ids, int):
