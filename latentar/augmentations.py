@@ -35,10 +35,8 @@ CHANNEL_ORDERS = list(itertools.permutations(range(3)))  # id 0: (0, 1, 2)
 TILE_ORDERS = list(itertools.permutations(range(4)))  # tiles in raster order; id 0: (0, 1, 2, 3)
 
 
-def check_augmentations(augmentations: Sequence[str], shape: tuple[int, int, int],
-                        context_shape: tuple[int, int] | None = None) -> tuple[str, ...]:
-    """The augmentation types for grids of ``shape`` (C, H, W) (and a spatial context of
-    ``context_shape`` (h, w), transformed with them) -> a tuple; a clear error otherwise."""
+def check_names(augmentations: Sequence[str]) -> tuple[str, ...]:
+    """Augmentation type names, known, each once, not redundant -> a tuple; a clear error otherwise."""
     if isinstance(augmentations, str) or not all(isinstance(name, str) for name in augmentations):
         raise ValueError(f"augmentations must be a sequence of names out of {list(AUGMENTATIONS)}, "
                          f"got {augmentations!r}")
@@ -51,6 +49,14 @@ def check_augmentations(augmentations: Sequence[str], shape: tuple[int, int, int
     if {"rot90", "transpose", "flip"} <= set(names):
         raise ValueError("rot90, transpose and flip together name each of the square's 8 symmetries twice; "
                          "keep two of them (any two give all 8)")
+    return names
+
+
+def check_augmentations(augmentations: Sequence[str], shape: tuple[int, int, int],
+                        context_shape: tuple[int, int] | None = None) -> tuple[str, ...]:
+    """The augmentation types for grids of ``shape`` (C, H, W) (and a spatial context of
+    ``context_shape`` (h, w), transformed with them) -> a tuple; a clear error otherwise."""
+    names = check_names(augmentations)
     C, H, W = shape
     grids = [("grid", (H, W))] + ([("context", context_shape)] if context_shape is not None else [])
     for what, (h, w) in grids:
