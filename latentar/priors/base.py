@@ -32,8 +32,9 @@ for every registered prior:
   ``RecurrentPrior``) with an ``Arch`` dataclass (a comment on every field) and ``presets``
   including ``"tiny"`` (the tests' size), ``"small"`` (a CPU run of a few minutes),
   ``"default"`` and ``"paper"``;
-- ``network(z, cond)``, causal in raster order (class biases: one ``ClassBiases`` of
-  ``latentar.nn.conditioning``); or, with ``any_order = True``, ``network(z, cond, order=None)``
+- ``network(z, cond)``, causal in raster order (class and augmentation biases: one
+  ``class_biases(spec.label_rows, sizes, spec.augment_sizes)`` of ``latentar.nn.conditioning``,
+  read with ``(cond.labels, cond.augment)``); or, with ``any_order = True``, ``network(z, cond, order=None)``
   causal in any order (H·W,) and an ``orders`` property of its own;
 - the class attributes that say what it is: ``channel_masked`` (True: the backbone masks
   R→G→B groups; False: the head couples the channels of a pixel), ``supports_context``
