@@ -28,6 +28,8 @@ Where the order differs from the plain stack "models, data, tools, pipeline, CLI
 - ``config`` (the recipe dataclasses, TOML in) is built from ``training``'s ``TrainConfig``
   and ``vqvae``'s ``VQVAEConfig``, so it sits above both; ``plan`` validates a recipe against
   data and models, so it sits above ``config``.
+- ``augmentations`` (the transforms of distribution augmentation, ``augment``) sits at the bottom too: a
+  prior's spec checks its augmentation types with it, and training applies them to the batches.
 - ``hub`` (``hf://user/repo[@revision]`` locations, fetched into the Hub cache) sits below ``files``:
   the readers of ``files`` follow the Hub cache's links from a snapshot's files to their blobs, and no
   other link. ``push`` (`push_to_hub`) sits with ``saving``: it saves, loads and writes a model card.
@@ -35,7 +37,7 @@ Where the order differs from the plain stack "models, data, tools, pipeline, CLI
   sits with ``saving``: the trainer writes those files, and ``runs`` and the commands read them.
 
 Layers (lowest first):
-registry, checks, progress, hub, files, memory, images, masks, version, devices
+registry, checks, progress, hub, files, memory, images, masks, version, devices, augmentations
 saving, model_card, run_files, push
 nn, heads, quantizers
 priors, vqvae, classifier
@@ -52,6 +54,7 @@ __main__
 """
 
 from latentar import heads  # noqa: F401  (registers the heads)
+from latentar.augmentations import augment
 from latentar.classifier import ClassifierConfig, ImageClassifier
 from latentar.data import register_dataset
 from latentar.evaluation import bits_per_dim, evaluate_prior
@@ -70,4 +73,4 @@ __all__ = ["Prior", "PriorSpec", "build_prior", "list_priors", "load", "NotAMode
            "HubError", "push_to_hub",
            "UnknownNameError", "__version__", "bits_per_dim", "evaluate_prior", "TrainConfig", "Trainer",
            "VQVAE", "VQVAEConfig", "receptive_field", "generate", "register_dataset", "ImageClassifier",
-           "ClassifierConfig", "Palette"]
+            "ClassifierConfig", "Palette", "augment"]

@@ -11,7 +11,8 @@ bound, whichever way the values came (keyword arguments, a recipe table, a
     bool, dict     that type
     str            a string; one of the strings when ``bounds`` holds a tuple of them
     X | None       None, or an X
-    tuple[X, ...]  a list or tuple of that many X (made a tuple), each checked
+    tuple[X, Y]    a list or tuple of that many values (made a tuple), each checked
+    tuple[X, ...]  a list or tuple of any number of X (made a tuple), each checked
 
 A failure raises ``FieldError`` (a ValueError) that names the field, what it takes
 and what it got, e.g. ``pixelcnn.hidden must be an integer >= 1, got -1``.
@@ -96,9 +97,10 @@ def _fit(value: Any, tp: Any, rule: Rule | None) -> tuple[bool, Any]:
         (inner,) = [a for a in args if a is not type(None)]
         return _fit(value, inner, rule)
     if origin is tuple:
-        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+        if not isinstance(value, (list, tuple)) or (args[-1] is not Ellipsis and len(value) != len(args)):
             return False, value
-        items = [_fit(v, a, rule) for v, a in zip(value, args)]
+        item_types = [args[0]] * len(value) if args[-1] is Ellipsis else args
+        items = [_fit(v, a, rule) for v, a in zip(value, item_types)]
         return all(ok for ok, _ in items), tuple(v for _, v in items)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, numbers.Integral):
@@ -123,7 +125,10 @@ def describe(tp: Any, rule: Rule | None = None) -> str:
         (inner,) = [a for a in args if a is not type(None)]
         return f"{describe(inner, rule)} or None"
     if origin is tuple:
-        return f"a list of {len(args)} {_plural(describe(args[0], rule))}"
+        count = "" if args[-1] is Ellipsis else f"{len(args)} "
+        if args[0] is str and isinstance(rule, tuple):
+            return f"a list of {count}strings out of {list(rule)}"
+        return f"a list of {count}{_plural(describe(args[0], rule))}"
     if tp is str and isinstance(rule, tuple):
         return f"one of {list(rule)}"
     if tp is int:

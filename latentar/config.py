@@ -76,16 +76,18 @@ class PriorConfig(Checked):
     class_dropout: float = 0.0  # > 0: a null class for classifier-free guidance (class-conditional only)
     arch: dict = field(default_factory=dict)  # overrides of the preset's architecture fields
 
-    def build_arguments(self, grid: dict, num_classes: int | None) -> dict:
+    def build_arguments(self, grid: dict, num_classes: int | None, augmentations: tuple[str, ...] = ()) -> dict:
         """The keyword arguments of `latentar.build_prior` for this prior on the symbol ``grid``
         (``shape`` (C, H, W) and ``num_symbols``; code grids add ``symbols="codes"`` and, under a
         spatial context, ``context_symbols`` and ``context_shape``) of data with ``num_classes``
-        labels (None: unlabelled). ``embed_dim`` applies to code grids only."""
+        labels (None: unlabelled), conditioned on the ids of ``augmentations`` (its training's
+        `TrainConfig.prior_augmentations`). ``embed_dim`` applies to code grids only."""
         if self.class_conditional and not num_classes:
             raise ValueError("class_conditional = true, but the data has no class labels")
         codes = {"embed_dim": self.embed_dim} if grid.get("symbols") == "codes" else {}
         return dict(name=self.name, head=self.head, head_options=self.head_options, preset=self.preset,
                     num_classes=num_classes if self.class_conditional else None, class_dropout=self.class_dropout,
+                    augmentations=augmentations,
                     **codes, **self.arch, **grid)
 
 
@@ -228,6 +230,8 @@ def check_sections(recipe: Recipe, raw: dict) -> None:
         raise RecipeError("[vqvae_train] has nothing to train: a [palette] is fitted, not trained")
     if recipe.vqvae is not None and recipe.vqvae_train is None:
         raise RecipeError("[vqvae] trains a VQ-VAE but the recipe has no [vqvae_train] section")
+    if recipe.vqvae_train is not None and recipe.vqvae_train.augment:
+        raise RecipeError("vqvae_train.augment: distribution augmentation is for prior training ([prior_train])")
     if recipe.vqvae_path is not None and "vqvae_train" in raw:
         raise RecipeError("[vqvae_train] has nothing to train: vqvae.path reuses a trained VQ-VAE")
     if (recipe.bottom_prior is None) != (recipe.bottom_prior_train is None):

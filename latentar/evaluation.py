@@ -7,6 +7,7 @@ once at the end: batch means are never averaged and no batch is dropped.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, NamedTuple
 
@@ -14,6 +15,7 @@ import torch
 from accelerate.utils import reduce
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from latentar.augmentations import augment
 from latentar.data.subsets import dataset_size, split_notes
 from latentar.nn.modes import eval_mode
 from latentar.priors.base import check_integer_tensor
@@ -66,7 +68,7 @@ def unpack_prior_batch(batch: Any, spec: PriorSpec) -> PriorBatch:
 
 @torch.no_grad()
 def evaluate_prior(prior, data: Dataset | DataLoader, accelerator=None, *, batch_size: int = 256,
-                   known: torch.Tensor | None = None) -> dict:
+                   known: torch.Tensor | None = None, augment_id: int | None = None) -> dict:
     """Negative log-likelihood of a whole split under ``prior`` (in eval mode, no grad).
 
     ``data`` is a Dataset of ``(symbols (C, H, W), label)`` items (split exactly across
@@ -81,6 +83,11 @@ def evaluate_prior(prior, data: Dataset | DataLoader, accelerator=None, *, batch
     on its other positions given the known ones (``Prior.log_prob(known=)``, exact): nats, dims
     and the bits count the unknown symbols only.
 
+    With ``augment_id`` (a prior built with augmentations), every grid is transformed by that
+    augmentation (``latentar.augment``) and scored under it: log p(augment(x) | id), the
+    distribution augmentation paper's per-augmentation evaluation; None: the data as they are,
+    under the identity (the data's own likelihood).
+
     A batch whose forward would not fit the memory cap is scored in parts that do
     (``priors.footprint.scoring_batch``): the same sums, up to float rounding.
     """
@@ -91,6 +98,9 @@ def evaluate_prior(prior, data: Dataset | DataLoader, accelerator=None, *, batch
         for batch in progress_bar(loader, desc="score", unit="batch"):
             for x, cond in split_batch(unpack_prior_batch(batch, prior.spec), fit):
                 x, cond = x.to(prior.device), cond.map(lambda t: t.to(prior.device))
+                if augment_id is not None:
+                    ids = torch.full((len(x),), augment_id, dtype=torch.long, device=x.device)
+                    x, cond = augmented(x, cond, ids, prior.spec.augmentations)
                 nats = -prior.log_prob(x, cond, known=known).double().sum()
                 dims = x.numel() if known is None else x.shape[0] * x.shape[1] * int((~known).sum())
                 totals += torch.stack([nats, nats.new_tensor(dims), nats.new_tensor(x.shape[0])])
@@ -102,6 +112,14 @@ def evaluate_prior(prior, data: Dataset | DataLoader, accelerator=None, *, batch
     scores = {"nats": nats, "dims": int(dims), "count": int(count), "nats_per_image": nats / count,
               bits_name(prior.spec): bits_per_dim(nats, dims)}
     return {**scores, **split_notes(data.dataset if isinstance(data, DataLoader) else data)}
+
+
+def augmented(x: torch.Tensor, cond: Condition, ids: torch.Tensor,
+              augmentations: tuple[str, ...]) -> tuple[torch.Tensor, Condition]:
+    """Grids x (B, C, H, W) and their condition, grid b transformed by augmentation ``ids[b]``
+    (long (B,); a spatial context with its grid), the condition told the ids."""
+    context = None if cond.context is None else augment(cond.context[:, None], ids, augmentations)[:, 0]
+    return augment(x, ids, augmentations), dataclasses.replace(cond, context=context, augment=ids)
 
 
 def split_batch(batch: PriorBatch, size: int) -> list[PriorBatch]:

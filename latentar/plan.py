@@ -147,7 +147,7 @@ def check_stage(stage: Stage, grid: dict, num_classes: int | None) -> dict:
     """The `build_prior` arguments of one prior stage on the symbol ``grid`` (`PriorConfig.build_arguments`),
     checked by building the prior on the meta device."""
     try:
-        build = stage.config.build_arguments(grid, num_classes)
+        build = stage.config.build_arguments(grid, num_classes, stage.train.prior_augmentations)
         with torch.device("meta"):
             build_prior(**build)
     except UnknownNameError as e:

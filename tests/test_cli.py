@@ -55,7 +55,9 @@ def test_every_trainconfig_field_is_a_flag_with_its_default_choices_and_comment(
     comments = field_comments(TrainConfig)
     for name, default in asdict(TrainConfig()).items():
         action = actions[name]
-        assert action.option_strings == ["--" + name.replace("_", "-")] and action.default == default
+        flag = "--" + name.replace("_", "-")  # a switch that is on by default has its --no-... too
+        assert action.option_strings == [flag] + ([f"--no-{flag[2:]}"] if default is True else [])
+        assert action.default == default
         assert action.help.startswith(comments[name].replace("%", "%%")), name
     assert actions["lr_schedule"].choices == TrainConfig.bounds["lr_schedule"]
     assert actions["prior"].required and actions["preset"].default is None  # PriorConfig's flags, --prior NAME

@@ -116,9 +116,9 @@ def test_overrides_write_into_the_raw_sections():
 
 def test_the_prior_section_spells_the_prior_spec_fields_as_the_spec_does():
     """[prior] is PriorSpec's settings (same names, types, defaults) plus name, preset, arch and
-    class_conditional; the data decide the other spec fields."""
+    class_conditional; the data decide the other spec fields, and [prior_train] its augmentations."""
     spec, section = dataclass_fields(PriorSpec), dataclass_fields(PriorConfig)
-    from_data = {"shape", "num_symbols", "num_classes", "symbols", "context_symbols", "context_shape"}
+    from_data = {"shape", "num_symbols", "num_classes", "symbols", "context_symbols", "context_shape", "augmentations"}
     assert set(spec) - from_data == set(section) - {"name", "preset", "arch", "class_conditional"}
     for name in set(spec) - from_data:
         assert section[name] == spec[name], name

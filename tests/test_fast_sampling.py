@@ -42,6 +42,8 @@ def sampling_cases() -> list[tuple]:
         cases.append((name, "codes", dict(symbols="codes", embed_dim=4), (1, 4, 5), 7, None))
         cases.append((name, "classes", dict(num_classes=3), (1, 4, 4), 4,
                       lambda n, g: torch.randint(0, 3, (n,), generator=g)))
+        cases.append((name, "augment", dict(augmentations=("rot90", "transpose")), (1, 4, 4), 4,
+                      lambda n, g: {"augment": torch.randint(0, 8, (n,), generator=g)}))
         if PRIORS.get(name).supports_context:
             cases.append((name, "context", dict(symbols="codes", embed_dim=4, context_symbols=3,
                                                 context_shape=(2, 2)), (1, 4, 4), 5,
@@ -151,6 +153,16 @@ def test_guidance_and_top_p_match_naive(name, device):
     labels = torch.tensor([0, 2, 1])
     assert_same_draws(prior, 3, labels, seed=5, cfg_scale=3.0, top_p=0.8, temperature=0.9)
     assert_same_draws(prior, 3, labels, seed=6, cfg_scale=2.0, start_row=1)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_guidance_with_labels_and_augmentation_matches_naive(name, device):
+    """Guidance doubles the batch with the null class; each grid keeps its augmentation id."""
+    prior = tiny_prior(name, (1, 3, 4), 5, device=device, num_classes=3, class_dropout=0.1, augmentations=("flip",))
+    cond = {"labels": torch.tensor([0, 2, 1]), "augment": torch.tensor([1, 0, 1])}
+    guided = assert_same_draws(prior, 3, cond, seed=5, cfg_scale=3.0)
+    assert not torch.equal(guided, assert_same_draws(prior, 3, {**cond, "augment": torch.tensor([0, 1, 0])},
+                                                     seed=5, cfg_scale=3.0))
 
 
 # ---- the pieces of a step ----------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+import json
 import math
 import pkgutil
 import sys
@@ -119,8 +120,15 @@ def test_causality_by_gradients(case, device):
     H = W = 4
     prior = tiny_prior(name, (C, H, W), 8, head, device=device)
     x = torch.randint(0, 8, (8, C, H, W)).to(device)  # several grids: one grid's dead ReLUs can hide the past
+    assert_causal(prior, x, Condition())
+
+
+def assert_causal(prior: Prior, x: torch.Tensor, cond: Condition) -> None:
+    """The gradient check of ``test_causality_by_gradients`` on 8 grids x (8, C, H, W) under ``cond``."""
+    _, C, H, W = x.shape
+    device = x.device
     z = prior.input(x).detach().requires_grad_()  # (8, C·E, H, W)
-    lp = prior.head.log_prob(prior.network(z, Condition()), x)  # (8, C, H, W)
+    lp = prior.head.log_prob(prior.network(z, cond), x)  # (8, C, H, W)
     rank = ranks(prior.orders[0]).view(H, W)  # the network's own order: raster, or an any-order prior's first
     order = rank * C + torch.arange(C, device=device).view(C, 1, 1)  # (C, H, W): the order, then channel
     for h in range(H):
@@ -221,6 +229,64 @@ def test_spatial_context_normalization_and_effect(name, device):
     for lp in lps:
         assert abs(lp.exp().sum().item() - 1.0) < 1e-5
     assert not torch.allclose(lps[0], lps[1])
+
+
+# ---- distribution augmentation (latentar.augmentations) ----------------------------------------
+AUGMENTED = dict(augmentations=("rot90", "transpose"))  # 8 ids
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_augmentation_normalization_for_every_id(name, device):
+    """Under every augmentation id (with class labels too) the prior is a normalized distribution,
+    a different one per id; no ids means id 0, the identity."""
+    shape, K = (1, 2, 2), 3
+    prior = tiny_prior(name, shape, K, num_classes=2, device=device, **AUGMENTED)
+    grids = every_grid(shape, K, device)
+    labels = torch.ones(len(grids), dtype=torch.long, device=device)
+    assert prior.num_augmentations == 8
+    with torch.no_grad():
+        lps = [prior.log_prob(grids, {"labels": labels, "augment": torch.full_like(labels, a)}) for a in range(8)]
+        assert torch.equal(prior.log_prob(grids, labels), lps[0])
+    for lp in lps:
+        assert abs(lp.exp().sum().item() - 1.0) < 1e-5
+    assert not any(torch.allclose(lps[0], lp) for lp in lps[1:]), "an augmentation id changes nothing"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_causality_by_gradients_under_augmentation(name, device):
+    prior = tiny_prior(name, (1, 4, 4), 8, device=device, **AUGMENTED)
+    x = torch.randint(0, 8, (8, 1, 4, 4)).to(device)
+    assert_causal(prior, x, Condition(augment=torch.arange(8, device=device)))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_augmentations_save_load_and_refusals(name, tmp_path):
+    prior = tiny_prior(name, (1, 4, 4), 4, symbols="codes", embed_dim=4, augmentations=("rot90", "flip"))
+    x = torch.randint(0, 4, (8, 1, 4, 4))
+    cond = {"augment": torch.arange(8)}
+    prior.save(tmp_path / "m")
+    loaded = latentar.load(tmp_path / "m").eval()
+    assert loaded.spec.augmentations == ("rot90", "flip") and loaded.num_augmentations == 8
+    with torch.no_grad():
+        assert torch.equal(prior.log_prob(x, cond), loaded.log_prob(x, cond))
+    with pytest.raises(ValueError, match=r"augmentation ids must lie in \[0, 8\)"):
+        prior.log_prob(x, {"augment": torch.full((8,), 8)})
+    plain = tiny_prior(name, (1, 4, 4), 4)
+    assert plain.num_augmentations == 1
+    with pytest.raises(ValueError, match="built without augmentations"):
+        plain.log_prob(x, cond)
+    with pytest.raises(ValueError, match="built without augmentations"):
+        plain.sample(2, {"augment": torch.zeros(2, dtype=torch.long)})
+
+
+def test_a_model_folder_from_before_augmentations_loads(tmp_path):
+    prior = tiny_prior("pixelcnn", (1, 4, 4), 4)
+    prior.save(tmp_path / "m")
+    config_path = tmp_path / "m" / "config.json"
+    saved = json.loads(config_path.read_text())
+    del saved["config"]["spec"]["augmentations"]
+    config_path.write_text(json.dumps(saved))
+    assert latentar.load(tmp_path / "m").spec.augmentations == ()
 
 
 # ---- bad input -------------------------------------------------------------------------

@@ -31,6 +31,10 @@ def add_eval_command(subparsers) -> None:
     parser.add_argument("--mask", metavar="REGION",
                         help=f"score this region of every grid given the rest: {MASK_HELP.replace('%', '%%')}, "
                              "all in the prior's grid units (codes for a code prior)")
+    parser.add_argument("--augment", metavar="ID|all",
+                        help="a prior trained with distribution augmentation: score the split transformed by "
+                             "augmentation ID under that ID, log p(augment(x) | ID), or every ID in turn (all); "
+                             "default: the data as they are, under the identity (ID 0)")
     add_data_options(parser)
     add_device(parser)
     add_max_memory(parser)
@@ -45,9 +49,28 @@ def run_eval(args) -> None:
     dataset = load_dataset(data.name, args.split, data.root, **data.options)
     _, H, W = model.spec.shape
     unknown = None if args.mask is None else region(args.mask, (H, W), (H, W))
-    scores = evaluate_prior(model, dataset, processes, batch_size=args.batch_size,
-                            known=None if unknown is None else ~unknown.to(device))
+    known = None if unknown is None else ~unknown.to(device)
+    if args.augment is None:
+        scores = evaluate_prior(model, dataset, processes, batch_size=args.batch_size, known=known)
+    else:  # log p(augment(x) | id) per id
+        scores = {"augmentations": list(model.spec.augmentations), "by_augment": {
+            str(i): evaluate_prior(model, dataset, processes, batch_size=args.batch_size, known=known, augment_id=i)
+            for i in augment_ids(args.augment, model)}}
     if unknown is not None:  # nats and bits of the region given the rest
         scores = {"region": args.mask, "region_positions": int(unknown.sum()), **scores}
     if is_main(processes):
         print(json.dumps({**scores, "num_processes": 1 if processes is None else processes.num_processes}, indent=2))
+
+
+def augment_ids(text: str, prior: Prior) -> list[int]:
+    """--augment ID|all -> the augmentation ids to score."""
+    count = prior.num_augmentations
+    if not prior.spec.augmentations:
+        raise ValueError(f"--augment {text}: this prior was built without augmentations (it was not trained with "
+                         "distribution augmentation, or not told the ids)")
+    if text == "all":
+        return list(range(count))
+    if not text.isdigit() or int(text) >= count:
+        raise ValueError(f"--augment must be 'all' or an id in [0, {count}) of {' × '.join(prior.spec.augmentations)}, "
+                         f"got {text!r}")
+    return [int(text)]

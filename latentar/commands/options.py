@@ -45,25 +45,33 @@ def add_settings(parser: argparse.ArgumentParser, cls: type, defaults: Mapping[s
     for name in only or tuple(hints):
         dest = flags.get(name, name)
         options = flag_options(hints[name], bounds.get(name), None if defaults is None else defaults[name])
-        shown = "" if name in required or options["default"] in (None, False, []) else " (default: %(default)s)"
+        shown = "" if name in required or options["default"] in (None, False, [], ()) else " (default: %(default)s)"
         parser.add_argument("--" + dest.replace("_", "-"), dest=dest, required=name in required,
                             help=comments.get(name, "").replace("%", "%%") + shown, **options)
 
 
 def flag_options(tp: Any, rule: Any, default: Any) -> dict:
-    """argparse's options for a field of type ``tp`` (int, float, str, bool, dict, or one of them
-    or None) under its ``rule`` (`latentar.checks.Rule`: a tuple of strings becomes the choices):
-    a bool is a switch; a dict takes KEY=VALUE items (`settings` parses them), repeats adding up."""
+    """argparse's options for a field of type ``tp`` (int, float, str, bool, dict, tuple[str, ...],
+    or one of them or None) under its ``rule`` (`latentar.checks.Rule`: a tuple of strings becomes the
+    choices): a bool is a switch (``--no-...`` turns off one that is on by default); a dict takes
+    KEY=VALUE items (`settings` parses them), repeats adding up; a tuple of strings is comma-separated."""
     args = [a for a in typing.get_args(tp) if a is not type(None)]
     kind = args[0] if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(args) == 1 else tp
     if kind is bool:
-        return {"action": "store_true", "default": default}
+        return {"action": argparse.BooleanOptionalAction if default else "store_true", "default": default}
+    if kind == tuple[str, ...]:
+        return {"type": comma_separated, "default": default, "metavar": "A,B"}
     if kind is dict:
         items = None if default is None else [f"{key}={value}" for key, value in default.items()]
         return {"nargs": "*", "action": "extend", "metavar": "KEY=VALUE", "default": items}
     if kind not in (int, float, str):
         raise TypeError(f"a field of type {tp} has no command-line flag")
     return {"type": kind, "default": default, "choices": rule if isinstance(rule, tuple) else None}
+
+
+def comma_separated(text: str) -> tuple[str, ...]:
+    """'rot90,transpose' -> ('rot90', 'transpose'); '' -> ()."""
+    return tuple(item.strip() for item in text.split(",") if item.strip())
 
 
 def settings(args: argparse.Namespace, cls: type, *, only: tuple[str, ...] | None = None,

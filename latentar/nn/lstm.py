@@ -130,7 +130,8 @@ class RecurrentStack(nn.Module):
     """z (B, C·E, H, W) -> params (B, P, H, W): mask-A conv, residual recurrent layers, output.
 
     ``label_rows`` is the number of rows of the class-bias table (the classes, and the null
-    class of classifier-free guidance; None: unconditional). ``make_layer(features, state,
+    class of classifier-free guidance; None: unconditional), ``augment_sizes`` the values of each
+    augmentation type it is conditioned on (``ClassBiases``). ``make_layer(features, state,
     groups)`` builds one ``RecurrentLayer``.
 
     One position at a time the stack follows its layers' protocol: ``new_caches`` for n grids,
@@ -143,7 +144,7 @@ class RecurrentStack(nn.Module):
 
     def __init__(self, channels: int, embed_dim: int, hidden: int, num_layers: int, first_kernel: int,
                  output_hidden: int, num_params: int, label_rows: int | None,
-                 make_layer: Callable[[int, int, int], RecurrentLayer]):
+                 make_layer: Callable[[int, int, int], RecurrentLayer], augment_sizes: Sequence[int] = ()):
         super().__init__()
         if num_layers < 1 or hidden < 1:
             raise ValueError(f"need num_layers >= 1 and hidden >= 1, got {num_layers} and {hidden}")
@@ -154,25 +155,28 @@ class RecurrentStack(nn.Module):
         layers = (cast(nn.Module, make_layer(features, state, channels)) for _ in range(num_layers))
         self.layers = cast(Sequence[RecurrentLayer], nn.ModuleList(layers))
         self.bias_sizes = [layer.bias_size for layer in self.layers]
-        self.class_bias = class_biases(label_rows, self.bias_sizes)  # a bias on every gate
+        self.class_bias = class_biases(label_rows, self.bias_sizes, augment_sizes)  # a bias on every gate
         self.out = masked_output(features, out_hidden, num_params, channels)
 
-    def biases(self, labels: torch.Tensor | None, batch: int, device: torch.device) -> list[torch.Tensor]:
-        """Each layer's gate bias (B, bias_size): the labels' learned biases, or zeros."""
+    def biases(self, labels: torch.Tensor | None, augment: torch.Tensor | None, batch: int,
+               device: torch.device) -> list[torch.Tensor]:
+        """Each layer's gate bias (B, bias_size): the learned biases of the labels and augmentation
+        ids (long (B,) or None), or zeros."""
         return [torch.zeros(batch, size, device=device) if bias is None else bias
-                for bias, size in zip(self.class_bias(labels), self.bias_sizes)]
+                for bias, size in zip(self.class_bias(labels, augment), self.bias_sizes)]
 
-    def forward(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None, augment: torch.Tensor | None) -> torch.Tensor:
         a = self.first(z)  # (B, F, H, W)
-        for layer, bias in zip(self.layers, self.biases(labels, z.shape[0], z.device)):
+        for layer, bias in zip(self.layers, self.biases(labels, augment, z.shape[0], z.device)):
             a = layer(a, bias, z)  # (B, F, H, W)
         return self.out(a)  # (B, P, H, W)
 
     # ---- one position at a time -------------------------------------------------------
-    def new_caches(self, labels: torch.Tensor | None, batch: int, size: tuple[int, int],
-                   device: torch.device) -> list:
+    def new_caches(self, labels: torch.Tensor | None, augment: torch.Tensor | None, batch: int,
+                   size: tuple[int, int], device: torch.device) -> list:
         """Every layer's empty cache for ``batch`` grids of ``size`` (H, W)."""
-        return [layer.new_cache(bias, *size) for layer, bias in zip(self.layers, self.biases(labels, batch, device))]
+        biases = self.biases(labels, augment, batch, device)
+        return [layer.new_cache(bias, *size) for layer, bias in zip(self.layers, biases)]
 
     def begin_row(self, caches: list, i: int) -> None:
         for layer, cache in zip(self.layers, caches):

@@ -14,7 +14,7 @@ architecture) + a head (``latentar.heads``).
     orders -> long (n_orders, H·W)                                the orders the distribution mixes
 
 ``cond`` is any form that ``latentar.priors.condition`` accepts (None, class labels (B,), an
-int class when sampling, a dict with ``labels`` and/or ``context``, a ``Condition``); past the
+int class when sampling, a dict with ``labels``, ``context`` and/or ``augment``, a ``Condition``); past the
 input checks, the network and the sampler see one ``Condition``.
 
 Beside the priors, this package holds: ``spec`` (``PriorSpec``), ``condition`` (``Condition``,
@@ -32,8 +32,9 @@ for every registered prior:
   ``RecurrentPrior``) with an ``Arch`` dataclass (a comment on every field) and ``presets``
   including ``"tiny"`` (the tests' size), ``"small"`` (a CPU run of a few minutes),
   ``"default"`` and ``"paper"``;
-- ``network(z, cond)``, causal in raster order (class biases: one ``ClassBiases`` of
-  ``latentar.nn.conditioning``); or, with ``any_order = True``, ``network(z, cond, order=None)``
+- ``network(z, cond)``, causal in raster order (class and augmentation biases: one
+  ``class_biases(spec.label_rows, sizes, spec.augment_sizes)`` of ``latentar.nn.conditioning``,
+  read with ``(cond.labels, cond.augment)``); or, with ``any_order = True``, ``network(z, cond, order=None)``
   causal in any order (H·W,) and an ``orders`` property of its own;
 - the class attributes that say what it is: ``channel_masked`` (True: the backbone masks
   R→G→B groups; False: the head couples the channels of a pixel), ``supports_context``
@@ -153,6 +154,12 @@ class Prior(nn.Module, Saveable):
         prior_cls = PRIORS.get(config["name"])
         return prior_cls(build(PriorSpec, config["spec"], "prior"),
                          build(prior_cls.Arch, config["arch"], prior_cls.name))
+
+    @property
+    def num_augmentations(self) -> int:
+        """Ids of ``cond["augment"]``: the product of ``spec.augmentations`` (``latentar.augmentations``),
+        identity (0) included; 1 for a prior built without augmentations."""
+        return self.spec.num_augmentations
 
     @property
     def device(self) -> torch.device:
@@ -413,7 +420,7 @@ class Prior(nn.Module, Saveable):
             raise ValueError(f"x must have shape (B, {C}, {H}, {W}) for this prior, got {tuple(x.shape)}")
         if (bad := outside(x, K)) is not None:
             raise ValueError(f"x has symbols in [{bad[0]}, {bad[1]}], expected [0, {K})")
-        return check_condition(as_condition(cond), self.spec, x.shape[0], self.name)
+        return check_condition(as_condition(cond), self.spec, x.shape[0], self.name, x.device)
 
 
 MODELS.register("prior")(Prior)
@@ -433,14 +440,16 @@ def build_prior(name: str, shape: tuple[int, int, int], num_symbols: int, head: 
                 num_classes: int | None = None, *, symbols: str = "pixels", embed_dim: int = 32,
                 context_symbols: int | None = None, context_shape: tuple[int, int] | None = None,
                 preset: str | None = None, head_options: dict | None = None, class_dropout: float = 0.0,
-                **arch_kwargs) -> Prior:
+                augmentations: tuple[str, ...] = (), **arch_kwargs) -> Prior:
     """Build a registered prior, e.g. ``build_prior("pixelcnn", (1, 28, 28), 2)``;
-    ``class_dropout > 0`` (with ``num_classes``) adds the null class of classifier-free guidance."""
+    ``class_dropout > 0`` (with ``num_classes``) adds the null class of classifier-free guidance;
+    ``augmentations`` (e.g. ("rot90", "transpose")) conditions it on an augmentation id
+    (``cond={"augment": ids}``, 0 = identity, the default; ``latentar.augmentations``)."""
     cls = PRIORS.get(name)
     spec = PriorSpec(shape=shape, num_symbols=num_symbols, head=head, num_classes=num_classes,
                      symbols=symbols, embed_dim=embed_dim, context_symbols=context_symbols,
                      context_shape=context_shape, head_options=dict(head_options or {}),
-                     class_dropout=class_dropout)
+                     class_dropout=class_dropout, augmentations=augmentations)
     arch = cls.make_arch(preset, **arch_kwargs)
     meta_model(lambda: cls(spec, arch), f"prior {name!r}", {"prior": asdict(spec), name: asdict(arch)})
     return cls(spec, arch)

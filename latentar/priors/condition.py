@@ -4,15 +4,16 @@
 
 Wherever a prior takes ``cond`` (``forward``, ``log_prob``, ``loss``, ``sample``, ``redraw``)
 it accepts: None; class labels, an integer tensor (B,); an int class, where the number of
-grids n is known (``sample``: the same class for all n); a dict with the keys ``labels``
-and/or ``context``; or a ``Condition``. ``as_condition`` turns every one of them into a
+grids n is known (``sample``: the same class for all n); a dict with any of the keys
+``labels``, ``context`` and ``augment``; or a ``Condition``. ``as_condition`` turns every one of them into a
 ``Condition``, and ``check_condition`` checks it against a prior's spec. Past that point a
 prior, its network and its stepper see only the ``Condition``.
 
-A new kind of conditioning (the augmentation id of distribution augmentation, 0 = identity,
-that the next wave adds) is one more field here plus its check in ``check_condition``: every
-field is per grid (dimension 0), so batching, moving and guidance (``Condition.map``) carry it
-unchanged, and every prior receives it through the same ``network(z, cond)``.
+The augmentation id of distribution augmentation (``latentar.augmentations``; 0 = identity, the
+data's own distribution) is the field ``augment``: a prior built with ``augmentations`` gets
+identity ids where none are given, and a prior built without refuses any. Every field is per
+grid (dimension 0), so batching, moving and guidance (``Condition.map``) carry it unchanged,
+and every prior receives it through the same ``network(z, cond)``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 
+from latentar.augmentations import check_ids
 from latentar.priors.checks import check_integer_tensor, is_integer, outside
 from latentar.priors.spec import PriorSpec
 
@@ -33,6 +35,7 @@ class Condition:
 
     labels: torch.Tensor | None = None  # long (B,): class labels (the null class num_classes under guidance)
     context: torch.Tensor | None = None  # long (B, h, w): a spatial context known in full (VQ-VAE-2 top codes)
+    augment: torch.Tensor | None = None  # long (B,): augmentation ids, 0 = identity (``latentar.augmentations``)
 
     def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Condition:
         """``fn`` applied to every field that is given, e.g. ``cond.map(lambda t: t[:4])``."""
@@ -79,10 +82,19 @@ def as_condition(cond: Any = None, *, n: int | None = None, device: torch.device
     return Condition(**values)
 
 
-def check_condition(cond: Condition, spec: PriorSpec, batch: int, prior: str) -> Condition:
+def check_condition(cond: Condition, spec: PriorSpec, batch: int, prior: str,
+                    device: torch.device | str | None = None) -> Condition:
     """``cond`` for ``batch`` grids checked against the spec of the prior named ``prior`` ->
-    the same condition with long tensors."""
+    the same condition with long tensors; a prior built with augmentations gets identity ids
+    (zeros on ``device``) where none are given."""
     check_labels(cond.labels, spec.num_classes, batch)
+    if cond.augment is not None and not spec.augmentations:
+        raise ValueError(f"prior {prior!r} was built without augmentations, so it takes no augmentation ids "
+                         "(build it with augmentations=...)")
+    if cond.augment is not None:
+        check_ids(cond.augment, spec.num_augmentations, batch)
+    elif spec.augmentations:
+        cond = dataclasses.replace(cond, augment=torch.zeros(batch, dtype=torch.long, device=device))
     if spec.context_shape is None:
         if cond.context is not None:
             raise ValueError(f"prior {prior!r} was built without a spatial context")

@@ -222,4 +222,5 @@ class DiagonalBiLSTM(RecurrentPrior):
         self.body = RecurrentStack(
             spec.shape[0], self.input.dim, arch.hidden, arch.num_layers, arch.first_kernel,
             arch.output_hidden, self.head.num_params, spec.label_rows,
-            lambda features, state, groups: DiagonalBiLSTMLayer(features, state, groups, raw))
+            lambda features, state, groups: DiagonalBiLSTMLayer(features, state, groups, raw),
+            spec.augment_sizes)

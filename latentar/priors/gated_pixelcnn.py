@@ -74,12 +74,12 @@ class GatedPixelCNN(PassPrior):
                             arch.first_kernel if i == 0 else arch.kernel, C, first=i == 0)
             for i in range(arch.num_layers)))
         # per layer: 2p for the vertical gate, 2p for the horizontal
-        self.class_bias = class_biases(spec.label_rows, [2 * hidden] * (2 * arch.num_layers))
+        self.class_bias = class_biases(spec.label_rows, [2 * hidden] * (2 * arch.num_layers), spec.augment_sizes)
         self.out = masked_output(hidden, out_hidden, self.head.num_params, C)
 
     def given(self, cond: Condition, size: tuple[int, int]) -> list[tuple]:
         """Per layer (vertical bias (B, 2p), horizontal bias (B, 2p)), or Nones."""
-        biases = self.class_bias(cond.labels)
+        biases = self.class_bias(cond.labels, cond.augment)
         return list(zip(biases[0::2], biases[1::2]))
 
     def rows_above(self, run, z: torch.Tensor, biases: list[tuple]) -> None:

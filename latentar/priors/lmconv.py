@@ -187,7 +187,7 @@ class LMConv(Prior):
         self.stem = LocallyMaskedConv2d(C * self.input.dim + 1, F_, arch.kernel, 1, "A")
         self.groups = Groups(arch)
         self.gated = [block for group in (*self.groups.up, *self.groups.down) for block in group]
-        self.class_bias = class_biases(spec.label_rows, [2 * F_] * len(self.gated))
+        self.class_bias = class_biases(spec.label_rows, [2 * F_] * len(self.gated), spec.augment_sizes)
         self.out = Nin(F_, self.head.num_params)
 
     @property
@@ -223,7 +223,7 @@ class LMConv(Prior):
         """The network written once for whole maps and for one position (``run``): z the
         network input (B, C·E + 1, H, W) -> params (B, P, H, W); at a position, z the stepper's
         flat input maps (n, H·W, C·E + 1) -> params (n, P, 1, 1)."""
-        biases = dict(zip(self.gated, self.class_bias(cond.labels)))
+        biases = dict(zip(self.gated, self.class_bias(cond.labels, cond.augment)))
         groups = self.groups
         u = run.conv_input(self.stem, z)  # (B, F, ...)
         stored = [u]

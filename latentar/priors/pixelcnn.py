@@ -80,12 +80,12 @@ class PixelCNN(PassPrior):
         self.first = MaskedConv2d(C * self.input.dim, features, arch.first_kernel, "A", C)
         self.blocks = nn.ModuleList(ResidualBlock(features, mid, arch.kernel, C)
                                     for _ in range(arch.num_blocks))
-        self.class_bias = class_biases(spec.label_rows, [features] * (arch.num_blocks + 1))
+        self.class_bias = class_biases(spec.label_rows, [features] * (arch.num_blocks + 1), spec.augment_sizes)
         self.out = masked_output(features, out_hidden, self.head.num_params, C)
 
     def given(self, cond: Condition, size: tuple[int, int]) -> list[torch.Tensor | None]:
         """The class bias (B, 2h) of each block's input and of the output layers, or Nones."""
-        return self.class_bias(cond.labels)
+        return self.class_bias(cond.labels, cond.augment)
 
     def at_position(self, run, z: torch.Tensor, biases: list[torch.Tensor | None]) -> torch.Tensor:
         """z (B, C·E, H, W) -> params (B, P, H, W), or at one position (B, P, 1, 1) in a StepPass."""

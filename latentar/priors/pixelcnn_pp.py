@@ -106,7 +106,7 @@ class PixelCNNpp(PassPrior):
                          down_right_shifted_deconv, aux_up=F_, aux_down=2 * F_)
         self.gated = [block for stream in (self.u, self.ul)  # every gated block, in a fixed order
                       for stage in (*stream.up_blocks, *stream.down_blocks) for block in stage]
-        self.class_bias = class_biases(spec.label_rows, [2 * F_] * len(self.gated))
+        self.class_bias = class_biases(spec.label_rows, [2 * F_] * len(self.gated), spec.augment_sizes)
         self.out = Nin(F_, self.head.num_params)
 
     # ---- the network, written once for whole maps and for generation steps ----------
@@ -121,7 +121,7 @@ class PixelCNNpp(PassPrior):
 
     def given(self, cond: Condition, size: tuple[int, int]) -> dict:
         """Class bias (B, 2F) or None of each gated block."""
-        return dict(zip(self.gated, self.class_bias(cond.labels)))
+        return dict(zip(self.gated, self.class_bias(cond.labels, cond.augment)))
 
     def rows_above(self, run, z: torch.Tensor, biases: dict) -> None:
         """The u stream (rows above); its block outputs are shared with the ul stream through ``run``."""

@@ -167,14 +167,15 @@ class PixelSNAIL(PassPrior):
                                     for _ in range(arch.num_blocks))
         self.units_per_block = arch.res_units + 1
         # a (2F) gate bias per gated unit
-        self.class_bias = class_biases(spec.label_rows, [2 * width] * (arch.num_blocks * self.units_per_block))
+        self.class_bias = class_biases(spec.label_rows, [2 * width] * (arch.num_blocks * self.units_per_block),
+                                       spec.augment_sizes)
         self.out = Nin(width, self.head.num_params)
 
     def given(self, cond: Condition, size: tuple[int, int]) -> Given:
         """The context network's features of the spatial context at a grid of ``size`` (H, W),
         and per block, per gated unit, the class bias."""
         context = None if self.context is None else self.context(cond.context, size)
-        biases, count = self.class_bias(cond.labels), self.units_per_block
+        biases, count = self.class_bias(cond.labels, cond.augment), self.units_per_block
         return Given(context, [biases[b * count:(b + 1) * count] for b in range(len(self.blocks))])
 
     def network_input(self, z: torch.Tensor) -> torch.Tensor:

@@ -32,7 +32,8 @@ class RecurrentStepper(LayerCacheStepper):
 
     def __init__(self, prior: RecurrentPrior, x: torch.Tensor, cond: Condition, order: torch.Tensor | None):
         super().__init__(prior, x, cond, order)
-        self.caches = prior.body.new_caches(cond.labels, x.shape[0], (x.shape[-2], x.shape[-1]), x.device)
+        self.caches = prior.body.new_caches(cond.labels, cond.augment, x.shape[0], (x.shape[-2], x.shape[-1]),
+                                            x.device)
         self.row = -1  # the row begun last
 
     def params(self, h: int, w: int, c: int | None) -> torch.Tensor:
@@ -55,4 +56,4 @@ class RecurrentPrior(Prior):
     body: RecurrentStack
 
     def network(self, z, cond):
-        return self.body(z, cond.labels)  # (B, P, H, W)
+        return self.body(z, cond.labels, cond.augment)  # (B, P, H, W)

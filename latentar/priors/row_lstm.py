@@ -144,4 +144,5 @@ class RowLSTM(RecurrentPrior):
         self.body = RecurrentStack(
             spec.shape[0], self.input.dim, arch.hidden, arch.num_layers, arch.first_kernel,
             arch.output_hidden, self.head.num_params, spec.label_rows,
-            lambda features, state, groups: RowLSTMLayer(features, state, arch.kernel, groups))
+            lambda features, state, groups: RowLSTMLayer(features, state, arch.kernel, groups),
+            spec.augment_sizes)

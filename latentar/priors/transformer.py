@@ -118,7 +118,7 @@ class TransformerStepper(Stepper):
     def __init__(self, prior: Transformer, x: torch.Tensor, cond: Condition, order: torch.Tensor | None):
         super().__init__(prior, x, cond, order)
         self.cache = StepCache(x.shape[0], [(x.shape[-2], x.shape[-1])])
-        self.start = prior.start_token(cond.labels, x.shape[0])  # (n, 1, D)
+        self.start = prior.start_token(cond.labels, x.shape[0], cond.augment)  # (n, 1, D)
         self.terms = prior.position_terms(cond.context)  # (1 or n, H·W, D), computed once
         self.biases = prior.class_bias(cond.labels)
 
@@ -165,6 +165,7 @@ class Transformer(Prior):
         # slot 0: a learned start token, or the class embedding (every parameter is used, as DDP needs)
         self.start = nn.Parameter(torch.zeros(1, 1, D)) if spec.label_rows is None else None
         self.class_embedding = None if spec.label_rows is None else nn.Embedding(spec.label_rows, D)
+        self.augment_embedding = class_biases(None, [D], spec.augment_sizes)  # + one row per augmentation value
         self.context = None
         if spec.context_shape is not None:
             assert spec.context_symbols is not None  # given together (``PriorSpec``)
@@ -189,12 +190,16 @@ class Transformer(Prior):
         """Input floats z (B, C·E, H, W) -> one vector per position (B, H·W, D)."""
         return self.symbol_projection(rearrange(z, "b ce h w -> b (h w) ce"))
 
-    def start_token(self, labels: torch.Tensor | None, batch: int) -> torch.Tensor:
-        """What slot 0 holds -> (B, 1, D): the class embedding, or the learned start token."""
+    def start_token(self, labels: torch.Tensor | None, batch: int, augment: torch.Tensor | None) -> torch.Tensor:
+        """What slot 0 holds -> (B, 1, D): the class embedding, or the learned start token; plus the
+        sum of the augmentation types' embeddings of ``augment`` (long (B,)) under augmentations."""
         if self.class_embedding is None:
             assert self.start is not None  # an unconditional prior has a start token
-            return self.start.expand(batch, -1, -1)
-        return self.class_embedding(labels)[:, None]
+            start = self.start.expand(batch, -1, -1)
+        else:
+            start = self.class_embedding(labels)[:, None]
+        (augmentation,) = self.augment_embedding(None, augment)  # (B, D) or None
+        return start if augmentation is None else start + augmentation[:, None]
 
     def position_terms(self, context: torch.Tensor | None) -> torch.Tensor:
         """What every slot adds to its input -> (1 or B, H·W, D): its row + column embedding,
@@ -206,7 +211,8 @@ class Transformer(Prior):
     # ---- the network ---------------------------------------------------------------------
     def network(self, z, cond):
         B, _, H, W = z.shape
-        shifted = torch.cat([self.start_token(cond.labels, B), self.embed_symbols(z)[:, :-1]], dim=1)  # (B, N, D)
+        start = self.start_token(cond.labels, B, cond.augment)  # (B, 1, D)
+        shifted = torch.cat([start, self.embed_symbols(z)[:, :-1]], dim=1)  # (B, N, D)
         params = self.body(FullPass(), shifted + self.position_terms(cond.context),
                            self.class_bias(cond.labels))  # (B, N, P)
         return rearrange(params, "b (h w) p -> b p h w", h=H, w=W)

@@ -32,7 +32,7 @@ from latentar.priors import Prior, build_prior
 from latentar.run_files import MODEL_DIR, SUMMARY_FILE, read_done
 from latentar.runs.summary import FORMAT, prior_description, recorded_wall_time, stage_record, vqvae_description
 from latentar.saving import CONFIG_FILE, load
-from latentar.training import TrainConfig, Trainer, prior_objective, vqvae_objective
+from latentar.training import TrainConfig, Trainer, prior_objective_of, vqvae_objective
 from latentar.training.previews import first_images, reconstruction_preview, sample_preview
 from latentar.vqvae import VQVAE, Palette, PaletteConfig, Tokenizer, VQVAEConfig
 
@@ -92,6 +92,9 @@ def vqvae_stage(folder: Path, data: Splits, config: VQVAEConfig, train: TrainCon
     def evaluate(model, accelerator):
         return evaluate_vqvae(model, data.test, accelerator, batch_size=eval_batch_size)
 
+    if train.augment:
+        raise ValueError(f"augment = {list(train.augment)} is distribution augmentation for prior training; "
+                         "a VQ-VAE's training takes none")
     shape, levels = (dataset_attribute(data.train, key) for key in ("shape", "num_symbols"))
     preview = reconstruction_preview(first_images(data.test, shown), nrow) if train.sample_every else None
     return train_stage(folder, "vqvae", lambda: VQVAE(shape, config, levels=levels), vqvae_objective, data, train,
@@ -167,8 +170,8 @@ def prior_stage(folder: Path, data: Splits, config: PriorConfig, build: dict, tr
 
     levels = vqvae.levels if vqvae is not None else dataset_attribute(data.train, "num_symbols")
     preview = sample_preview(vqvae, levels=levels, top_prior=top_prior) if train.sample_every else None
-    prior, record = train_stage(folder, "prior", lambda: build_prior(**build), prior_objective, data, train,
-                                evaluate=evaluate, preview=preview, rerun=rerun,
+    prior, record = train_stage(folder, "prior", lambda: build_prior(**build), prior_objective_of(train), data,
+                                train, evaluate=evaluate, preview=preview, rerun=rerun,
                                 describe=lambda model: prior_description(config, train))
     if source is not None and PartialState().is_main_process:
         write_codes_source(folder / MODEL_DIR, *source)

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import torch
 
+from latentar.augmentations import check_names
+
 LR_SCHEDULES = ("constant", "exponential", "cosine")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 OPTIMIZERS = ("adam", "adamw")  # torch.optim.Adam, torch.optim.AdamW (latentar.training.optimizers)
@@ -17,8 +19,8 @@ MAX_SEED = 2**32 - 1  # accelerate's set_seed seeds numpy too, whose seeds lie i
 INT_FIELDS = ("steps", "batch_size", "warmup_steps", "grad_accum", "eval_every", "save_every", "log_every",
               "seed", "num_workers", "max_nonfinite", "sample_every", "keep_checkpoints")
 # finite numbers (None where allowed)
-FLOAT_FIELDS = ("lr", "lr_decay", "grad_clip", "ema_decay", "weight_decay", "beta1", "beta2")
-BOOL_FIELDS = ("compile", "checkpoint_activations", "channels_last")
+FLOAT_FIELDS = ("lr", "lr_decay", "grad_clip", "ema_decay", "weight_decay", "beta1", "beta2", "augment_rate")
+BOOL_FIELDS = ("compile", "checkpoint_activations", "channels_last", "augment_conditioning")
 NULLABLE = ("mixed_precision",)  # str fields of bounds that may be None
 
 
@@ -58,8 +60,20 @@ class TrainConfig:
     # if set, else "latentar" (a value given here wins over WANDB_PROJECT; W&B reads WANDB_ENTITY itself)
     tracker_run_name: str | None = None  # the run's name in W&B; None: the run folder's name
     sample_every: int = 0  # write (and track) a sample or reconstruction grid every N updates; 0 = off
+    augment: tuple[str, ...] = ()  # prior training: distribution augmentation, the types out of rot90, transpose,
+    # flip, channels, jigsaw (comma-separated on the command line) whose product's ids transform the examples
+    augment_rate: float = 0.5  # the probability that an example is augmented (by a uniform non-identity id)
+    augment_conditioning: bool = True  # the prior is told each example's augmentation id; off: trained on the
+    # augmented examples without it (and built without augmentations)
 
     def __post_init__(self):
+        if isinstance(self.augment, str):  # "rot90,transpose"
+            self.augment = tuple(name.strip() for name in self.augment.split(",") if name.strip())
+        _check(isinstance(self.augment, (list, tuple)), "augment", "a list of augmentation names", self.augment)
+        try:
+            self.augment = check_names(self.augment)
+        except ValueError as e:
+            raise ValueError(f"TrainConfig.augment: {e}") from e
         for name in INT_FIELDS:
             value = getattr(self, name)
             _check(isinstance(value, int) and not isinstance(value, bool), name, "an integer", value)
@@ -92,9 +106,16 @@ class TrainConfig:
         for name in ("eval_every", "save_every", "num_workers", "sample_every"):
             _check(getattr(self, name) >= 0, name, "an integer >= 0", getattr(self, name))
         _check(self.log_every >= 1, "log_every", "an integer >= 1", self.log_every)
+        _check(0 <= self.augment_rate <= 1, "augment_rate", "a number in [0, 1]", self.augment_rate)
         _check(self.max_nonfinite >= 1, "max_nonfinite", "an integer >= 1", self.max_nonfinite)
         _check(self.keep_checkpoints >= 1, "keep_checkpoints", "an integer >= 1", self.keep_checkpoints)
         _check(0 <= self.seed <= MAX_SEED, "seed", f"an integer in [0, {MAX_SEED}]", self.seed)
+
+    @property
+    def prior_augmentations(self) -> tuple[str, ...]:
+        """The augmentation types a prior trained under this config is built with: ``augment`` when
+        it is told the ids (``augment_conditioning``), none otherwise."""
+        return self.augment if self.augment_conditioning else ()
 
 
 def precision_in_effect(mixed_precision: str | None) -> str:
