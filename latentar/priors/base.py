@@ -93,6 +93,7 @@ class Prior(nn.Module, Saveable):
     Stepper: ClassVar[type[StepperBase]] = NaiveStepper  # the fast sampler's stepper (see engine.py)
     checkpointable: ClassVar[bool] = False  # its network routes its big blocks through ``checkpointed``
     any_order: ClassVar[bool] = False  # generates in any order: ``network(z, cond, order=None)``, its own ``orders``
+    composite: ClassVar[bool] = False  # p(a)·p(x | a) over stage priors (``auxiliary``): no network of its own
 
     def __init__(self, spec: PriorSpec, arch: Any):
         super().__init__()
@@ -448,3 +449,8 @@ def build_prior(name: str, shape: tuple[int, int, int], num_symbols: int, head: 
 
 def list_priors() -> list[str]:
     return PRIORS.names()
+
+
+def context_priors() -> list[str]:
+    """The registered priors that take a spatial context (``Prior.supports_context``)."""
+    return [name for name in PRIORS.names() if PRIORS.get(name).supports_context]
