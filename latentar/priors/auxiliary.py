@@ -47,7 +47,6 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, cast
 
 import torch
-from einops import rearrange
 from torch import nn
 
 from latentar.checks import DEPTH, SYMBOLS, Checked
@@ -65,6 +64,7 @@ from latentar.priors.auxiliaries import (
 from latentar.priors.base import Prior, build_prior, context_priors, list_priors, register_prior
 from latentar.priors.condition import Condition
 from latentar.priors.engine import Knobs, NaiveStepper, Stepper
+from latentar.priors.engine import Stepper as StepperBase  # ``Auxiliary.Stepper`` names a subclass
 from latentar.priors.regions import known_masks
 from latentar.priors.spec import PriorSpec
 
@@ -147,7 +147,8 @@ class Auxiliary(Prior):
         self.stages = nn.ModuleList([self.stage(arch.base_aux or arch.base, shape, K, None)
                                      if i == 0 else self.stage(detail, shape, K, context)
                                      for i, (shape, K, context) in enumerate(self.stage_plan())])
-        object.__setattr__(self, "head", self.stages[-1].head)  # not registered twice: the weights are the stage's
+        # the last stage's head, not registered twice (its weights are the stage's)
+        object.__setattr__(self, "head", self.stage_priors[-1].head)
 
     @staticmethod
     def check_auxiliary(spec: PriorSpec, arch: AuxiliaryArch) -> Restriction:
@@ -194,6 +195,11 @@ class Auxiliary(Prior):
         return super().make_arch(preset, **overrides)
 
     # ---- the chain ---------------------------------------------------------------
+    @property
+    def stage_priors(self) -> list[Prior]:
+        """``stages`` as priors, coarsest first."""
+        return [cast(Prior, stage) for stage in self.stages]
+
     def stage_grids(self, x: torch.Tensor) -> list[torch.Tensor]:
         """x long (B, C, H, W) -> what each stage models, coarsest first (the last is x)."""
         if self.arch.aux == "grayscale":
@@ -215,17 +221,17 @@ class Auxiliary(Prior):
         """Every stage's teacher-forced head params, each flattened per grid, concatenated ->
         (B, Σ_stages P·h·w): a composite has no params map of one network."""
         grids = self.stage_grids(x.long())
+        conds = self.stage_conditions(grids, cond)
         return torch.cat([stage.validated_params(grid, stage_cond, stage.orders[0]).flatten(1)
-                          for stage, grid, stage_cond in zip(self.stages, grids, self.stage_conditions(grids, cond))],
-                         dim=1)
+                          for stage, grid, stage_cond in zip(self.stage_priors, grids, conds)], dim=1)
 
     def validated_log_probs(self, x: torch.Tensor, cond: Condition) -> torch.Tensor:
         """Per-symbol nats (B, C, H, W) of checked inputs, summing to log p(x) (module docstring)."""
         grids = self.stage_grids(x.long())
         conds = self.stage_conditions(grids, cond)
-        first = self.stages[0]
+        first, *details = self.stage_priors
         nats = first.head.log_prob(first.validated_params(grids[0], conds[0], first.orders[0]), grids[0])
-        for stage, grid, stage_cond in zip(self.stages[1:], grids[1:], conds[1:]):
+        for stage, grid, stage_cond in zip(details, grids[1:], conds[1:]):
             params = stage.validated_params(grid, stage_cond, stage.orders[0])  # (B, P, h, w)
             info = self.rule.info(stage_cond.context, grid.shape[-2:], grid.device)
             detail = self.rule.log_probs(stage.head, params, grid, info)  # (B, C, h, w)
@@ -258,7 +264,7 @@ class Auxiliary(Prior):
         return -self.validated_log_probs(x, cond).mean()
 
     def draw_new(self, n: int, cond: Any, order: Any, knobs: Knobs, batch_size: int | None,
-                 stepper: type[Stepper], generator: torch.Generator | None) -> torch.Tensor:
+                 stepper: type[StepperBase], generator: torch.Generator | None) -> torch.Tensor:
         """Stage 0 draws a, each later stage the next grid given the one above, restricted to the
         values consistent with it, each through its own fast stepper (the naive one when
         ``stepper`` is ``NaiveStepper``), with the same knobs and generator."""
@@ -266,15 +272,15 @@ class Auxiliary(Prior):
             self.order_at(order)  # raster only
         _, cond = self.blank_grids(n, cond)
         naive = stepper is NaiveStepper
-        first = self.stages[0]
+        first, *details = self.stage_priors
         labels = Condition(labels=cond.labels)
         grid = first.draw_new(n, labels, 0, knobs, batch_size, NaiveStepper if naive else type(first).Stepper,
                               generator)
-        for stage in self.stages[1:]:
+        for stage in details:
             start = torch.zeros(n, *stage.spec.shape, dtype=torch.long, device=self.device)
             if self.arch.aux == "pyramid":
                 start[:, :, ::2, ::2] = grid  # the coarse positions, which the rule keeps
-            walker = restricted(NaiveStepper if naive else type(stage).Stepper, self.rule)
+            walker = restricted(NaiveStepper if naive else type(stage).Stepper, self.rule)  # type: ignore[arg-type]  # a class is Hashable: python/mypy#11470
             grid = stage.draw_in_batches(start, Condition(labels=cond.labels, context=self.context(grid)), knobs,
                                          stage.grids_per_pass(n, knobs, batch_size), order=stage.orders[0],
                                          stepper=walker, generator=generator)
@@ -297,5 +303,5 @@ class Auxiliary(Prior):
 
     def set_channels_last(self, on: bool) -> None:
         super().set_channels_last(on)
-        for stage in self.stages:
+        for stage in self.stage_priors:
             stage.set_channels_last(on)
