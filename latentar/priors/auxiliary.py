@@ -5,7 +5,8 @@ Variables for Natural Image Modeling"): p(x) = p(a) · p(x | a), with a = f(x) d
 
 The prior is a chain of **stages**, each a registered prior built with the composite's head,
 classes, symbol kind and class dropout, the preset ``stage_preset`` and the arch options
-``stage_options`` (``build_prior``'s keywords that are not fields of ``AuxiliaryArch`` go there):
+``stage_options`` (``build_prior``'s keywords that are not fields of ``AuxiliaryArch`` go there),
+then ``aux_options`` (stage 0) or ``detail_options`` (the others):
 
 - ``aux="pyramid"``: stage 0 (``base_aux``) models the coarsest level, x subsampled by 2 in each
   direction ``levels`` times (``auxiliaries.coarse``); each later stage (``base_detail``) models
@@ -84,6 +85,8 @@ class AuxiliaryArch(Checked):
     gray_levels: int = 16  # L, the gray levels of the grayscale auxiliary (16: 4 bits), at most K
     stage_preset: str | None = None  # the preset every stage is built with; None: the stage's defaults
     stage_options: dict = field(default_factory=dict)  # arch options of every stage (e.g. hidden=32)
+    aux_options: dict = field(default_factory=dict)  # arch options of stage 0 alone, over stage_options
+    detail_options: dict = field(default_factory=dict)  # arch options of the detail stages alone, likewise
 
 
 class RestrictedStepper(Stepper):
@@ -144,8 +147,8 @@ class Auxiliary(Prior):
         if detail in list_priors() and detail not in context_priors():
             raise ValueError(f"the detail stage of an auxiliary prior needs a base that takes a spatial context, "
                              f"one of {context_priors()}; got {detail!r}")
-        self.stages = nn.ModuleList([self.stage(arch.base_aux or arch.base, shape, K, None)
-                                     if i == 0 else self.stage(detail, shape, K, context)
+        self.stages = nn.ModuleList([self.stage(arch.base_aux or arch.base, shape, K, None, arch.aux_options)
+                                     if i == 0 else self.stage(detail, shape, K, context, arch.detail_options)
                                      for i, (shape, K, context) in enumerate(self.stage_plan())])
         # the last stage's head, not registered twice (its weights are the stage's)
         object.__setattr__(self, "head", self.stage_priors[-1].head)
@@ -177,13 +180,13 @@ class Auxiliary(Prior):
         return [(shapes[0], K, None)] + [(shape, K, context_spec(above, K)) for above, shape in zip(shapes, shapes[1:])]
 
     def stage(self, name: str, shape: tuple[int, int, int], K: int,
-              context: tuple[int, tuple[int, int]] | None) -> Prior:
+              context: tuple[int, tuple[int, int]] | None, options: dict) -> Prior:
         spec = self.spec
         symbols, context_shape = (None, None) if context is None else context
         return build_prior(name, shape, K, spec.head, spec.num_classes, symbols=spec.symbols,
                            embed_dim=spec.embed_dim, context_symbols=symbols, context_shape=context_shape,
                            preset=self.arch.stage_preset, head_options=spec.head_options,
-                           class_dropout=spec.class_dropout, **self.arch.stage_options)
+                           class_dropout=spec.class_dropout, **{**self.arch.stage_options, **options})
 
     @classmethod
     def make_arch(cls, preset: str | None = None, **overrides) -> Any:
