@@ -20,6 +20,7 @@ input checks, the network and the sampler see one ``Condition``.
 Beside the priors, this package holds: ``spec`` (``PriorSpec``), ``condition`` (``Condition``,
 ``as_condition``), ``checks`` (value checks), ``engine`` (the sampling engine and ``Stepper``),
 ``orders`` (generation orders of a grid), ``regions`` (known regions and mixtures of orders),
+``auxiliaries`` (the auxiliary variables of composite priors and the values consistent with them),
 ``layer_cache`` (``PassPrior`` and ``PassStepper``: priors whose network runs through the
 passes of ``latentar.nn.passes``), ``recurrent`` (``RecurrentPrior``, ``RecurrentStepper``),
 ``footprint`` (memory estimates) and ``compiling`` (``torch.compile`` of the loss).
@@ -47,6 +48,12 @@ for every registered prior:
   ``Stepper`` subclass in the prior's own file, typed against the prior;
 - imports from ``nn/``, ``heads/`` and the modules of this package listed above, never
   another prior.
+
+A **composite** prior (``composite = True``: ``auxiliary``, p(a) · p(x | a)) chains registered
+priors as its stages instead of a network: it overrides the scoring (``validated_params``,
+``log_prob_per_symbol``, ``log_prob``, ``validated_loss``) and ``draw_new`` (each stage through
+its own fast stepper), never ``sample``; the suites' single-network checks (causality by
+gradients, receptive fields, known regions) apply to its stages, which are registered priors.
 
 The shared suites (``tests/test_priors.py``, ``test_fast_sampling.py``, ``test_engine.py``,
 ``test_receptive_field.py``) parametrize over the prior and head registries, so they cover
