@@ -7,6 +7,7 @@ suites cover its default (a one-level pyramid) as they cover every registered pr
 from __future__ import annotations
 
 import itertools
+import json
 import math
 
 import pytest
@@ -14,6 +15,7 @@ import torch
 from prior_cases import every_grid, generator, tiny_prior
 
 import latentar
+from latentar.cli import main
 from latentar.priors.auxiliaries import GrayscaleRule, coarse, grayscale
 from latentar.receptive_field import receptive_field
 
@@ -190,3 +192,16 @@ def test_bad_settings_and_requests_name_the_problem():
     with pytest.raises(ValueError, match="measure the receptive field of one of its stages"):
         receptive_field(prior)
     assert prior.redraw(x, 0, generator=generator("cpu", 0)).shape == x.shape  # an empty region: new grids
+
+
+def test_the_command_line_builds_it_from_arch_flags(capsys):
+    """``--arch`` sets the composite's fields and, past them, every stage's (``width``); a detail base
+    without a spatial context is refused, named."""
+    assert main(["bench", "train", "--prior", "auxiliary", "--preset", "tiny", "--shape", "3,4,4", "--symbols", "8",
+                 "--arch", "aux=grayscale", "gray_levels=4", "base=transformer",
+                 "width=6", "--batch", "2", "--steps", "1", "--warmup", "0"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["prior"] == "auxiliary" and math.isfinite(out["loss_nats_per_dim"])
+    assert main(["bench", "train", "--prior", "auxiliary", "--preset", "tiny", "--shape", "1,4,4",
+                 "--arch", "base=pixelcnn"]) == 2
+    assert "needs a base that takes a spatial context" in capsys.readouterr().err
