@@ -16,7 +16,7 @@ from prior_cases import every_grid, generator, tiny_prior
 
 import latentar
 from latentar.cli import main
-from latentar.priors.auxiliaries import GrayscaleRule, coarse, grayscale
+from latentar.priors.auxiliaries import GrayscaleRule, coarse, grayscale, restricted_log_probs
 from latentar.receptive_field import receptive_field
 
 # (aux options, shape, K): tiny grids whose every grid can be scored
@@ -205,3 +205,18 @@ def test_the_command_line_builds_it_from_arch_flags(capsys):
     assert main(["bench", "train", "--prior", "auxiliary", "--preset", "tiny", "--shape", "1,4,4",
                  "--arch", "base=pixelcnn"]) == 2
     assert "needs a base that takes a spatial context" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("head", ["categorical", "logistic_mixture"])
+def test_the_pyramids_short_scoring_is_the_renormalised_one(head):
+    """``PyramidRule.log_probs`` (0 at the copies, the head's nats elsewhere) equals the general
+    renormalisation over the values its ``allowed`` gives, which the sampler applies."""
+    prior = auxiliary(dict(aux="pyramid"), (3, 3, 4), 6, head)
+    x = torch.randint(0, 6, (2, 3, 3, 4), generator=torch.Generator().manual_seed(3))
+    detail, rule = prior.stages[1], prior.rule
+    with torch.no_grad():
+        params = detail(x, {"context": prior.context(coarse(x))})
+        info = rule.info(None, (3, 4), x.device)
+        short = rule.log_probs(detail.head, params, x, info)
+        assert torch.allclose(short, restricted_log_probs(rule, detail.head, params, x, info), atol=1e-5)
+    assert (short[:, :, ::2, ::2] == 0).all() and (short[:, :, 1::2] < 0).all()
