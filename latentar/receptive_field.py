@@ -81,6 +81,9 @@ def input_gradient(prior: Prior, position: tuple[int, int] | None = None, *, num
     prior needs them), so that no single input can hide a dependence.
     """
     C, H, W = prior.spec.shape
+    if prior.composite:
+        raise ValueError(f"prior {prior.name!r} chains stage priors and has no network of its own; "
+                         f"measure the receptive field of one of its stages (prior.stages[i])")
     h, w = check_position(centre(prior.spec.shape) if position is None else position, prior.spec.shape)
     estimate, made_of = training_bytes(prior, num_grids)  # a forward and backward, before allocating
     check_fits(estimate, f"the receptive field from {num_grids} grids {tuple(prior.spec.shape)}", prior.device, made_of)

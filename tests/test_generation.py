@@ -14,8 +14,10 @@ from prior_cases import every_grid, tiny_prior
 import latentar
 from latentar.generation import class_rows, complete, completion_grid, generate
 from latentar.images import save_grid, save_individual
+from latentar.registry import PRIORS
 
-NAMES = latentar.list_priors()
+# a composite (``Prior.composite``) draws its auxiliary first and completes no region of x
+NAMES = [name for name in latentar.list_priors() if not PRIORS.get(name).composite]
 
 
 def grid_index(x: torch.Tensor, K: int) -> torch.Tensor:

@@ -21,7 +21,8 @@ from latentar.generation import complete
 from latentar.priors.orders import known_first, ranks, raster, s_curve
 from latentar.registry import PRIORS
 
-RASTER = [name for name in latentar.list_priors() if not PRIORS.get(name).any_order]
+# raster priors of one network (a composite refuses known regions: tests/test_auxiliary.py)
+RASTER = [name for name in latentar.list_priors() if not PRIORS.get(name).any_order and not PRIORS.get(name).composite]
 ANY_ORDER = [name for name in latentar.list_priors() if PRIORS.get(name).any_order] + ["any_order_made"]
 DIAGONAL = torch.tensor([[True, False], [False, True]])  # known (0, 0) and (1, 1): no raster prefix
 

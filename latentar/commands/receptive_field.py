@@ -10,6 +10,7 @@ from latentar.images import check_image_path, save_image
 from latentar.priors.base import Prior, list_priors
 from latentar.receptive_field import COLOURS, LEGEND, field_figure
 from latentar.receptive_field import __doc__ as FIELD_HELP  # the package exports the function of that name
+from latentar.registry import PRIORS
 
 
 def parse_position(text: str) -> tuple[int, int]:
@@ -52,7 +53,7 @@ def chosen_priors(args) -> dict[str, Prior]:
         prior = load_model(args.model, Prior, "receptive-field: --model", args.device)
         return {prior.name: prior}
     if args.all:
-        return {name: prior_from_args(args, name) for name in list_priors()}
+        return {name: prior_from_args(args, name) for name in list_priors() if not PRIORS.get(name).composite}
     return {args.prior: prior_from_args(args)}
 
 

@@ -20,6 +20,7 @@ input checks, the network and the sampler see one ``Condition``.
 Beside the priors, this package holds: ``spec`` (``PriorSpec``), ``condition`` (``Condition``,
 ``as_condition``), ``checks`` (value checks), ``engine`` (the sampling engine and ``Stepper``),
 ``orders`` (generation orders of a grid), ``regions`` (known regions and mixtures of orders),
+``auxiliaries`` (the auxiliary variables of composite priors and the values consistent with them),
 ``layer_cache`` (``PassPrior`` and ``PassStepper``: priors whose network runs through the
 passes of ``latentar.nn.passes``), ``recurrent`` (``RecurrentPrior``, ``RecurrentStepper``),
 ``footprint`` (memory estimates) and ``compiling`` (``torch.compile`` of the loss).
@@ -48,6 +49,12 @@ for every registered prior:
   ``Stepper`` subclass in the prior's own file, typed against the prior;
 - imports from ``nn/``, ``heads/`` and the modules of this package listed above, never
   another prior.
+
+A **composite** prior (``composite = True``: ``auxiliary``, p(a) · p(x | a)) chains registered
+priors as its stages instead of a network: it overrides the scoring (``validated_params``,
+``log_prob_per_symbol``, ``log_prob``, ``validated_loss``) and ``draw_new`` (each stage through
+its own fast stepper), never ``sample``; the suites' single-network checks (causality by
+gradients, receptive fields, known regions) apply to its stages, which are registered priors.
 
 The shared suites (``tests/test_priors.py``, ``test_fast_sampling.py``, ``test_engine.py``,
 ``test_receptive_field.py``) parametrize over the prior and head registries, so they cover
@@ -94,6 +101,7 @@ class Prior(nn.Module, Saveable):
     Stepper: ClassVar[type[StepperBase]] = NaiveStepper  # the fast sampler's stepper (see engine.py)
     checkpointable: ClassVar[bool] = False  # its network routes its big blocks through ``checkpointed``
     any_order: ClassVar[bool] = False  # generates in any order: ``network(z, cond, order=None)``, its own ``orders``
+    composite: ClassVar[bool] = False  # p(a)·p(x | a) over stage priors (``auxiliary``): no network of its own
 
     def __init__(self, spec: PriorSpec, arch: Any):
         super().__init__()
@@ -457,3 +465,8 @@ def build_prior(name: str, shape: tuple[int, int, int], num_symbols: int, head: 
 
 def list_priors() -> list[str]:
     return PRIORS.names()
+
+
+def context_priors() -> list[str]:
+    """The registered priors that take a spatial context (``Prior.supports_context``)."""
+    return [name for name in PRIORS.names() if PRIORS.get(name).supports_context]

@@ -12,8 +12,9 @@ at every call and is the reference; a prior's fast stepper (layer caches, KV cac
 recurrent states) must give the same head params and so draw the same samples.
 
 At every symbol the driver asks the head for the log-probabilities of the K values of
-that symbol given everything drawn so far (``Head.next_log_probs``), then applies, in
-this order and for every head alike:
+that symbol given everything drawn so far (``Head.next_log_probs``), renormalised over the
+values the stepper allows (``Stepper.allowed``: every value, except in the detail stage of an
+``auxiliary`` prior), then applies, in this order and for every head alike:
 
 1. classifier-free guidance (``cfg_scale`` s != 1): the batch is doubled, the second
    half with the null class; guided = log_softmax(uncond + s · (cond - uncond));
@@ -106,6 +107,11 @@ def keep_top_p(log_probs: torch.Tensor, p: float | None) -> torch.Tensor:
     return log_probs.masked_fill(drop, float("-inf"))
 
 
+def restrict(log_probs: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """log_probs (N, K) renormalised over the values where ``allowed`` bool (N, K) holds."""
+    return F.log_softmax(log_probs.masked_fill(~allowed, float("-inf")), dim=-1)
+
+
 def draw(log_probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """One value per row of log_probs (N, K) -> long (N,)."""
     return torch.multinomial(F.softmax(log_probs, dim=-1), 1, generator=generator).squeeze(-1)
@@ -154,6 +160,13 @@ class Stepper:
 
     def take(self, h: Any, w: Any) -> None:
         """x[:, :, h, w] now holds the symbols drawn at (h, w)."""
+
+    def allowed(self, h: Any, w: Any, c: int) -> torch.Tensor | None:
+        """bool (n, K): the values the symbol at (h, w), channel c may take given x so far (the
+        driver renormalises the head's log-probabilities over them before the knobs); None: all.
+        The detail stage of an ``auxiliary`` prior restricts its symbols to those consistent with
+        the auxiliary this way."""
+        return None
 
 
 class NaiveStepper(Stepper):
@@ -232,6 +245,9 @@ def draw_grids(prior: Prior, x: torch.Tensor, cond: Condition, knobs: Knobs, *, 
                 for channel in range(C) if c is None else [c]:
                     if drawing:
                         log_probs = head.next_log_probs(params, channel, x[rows, :, h, w])  # (·, K)
+                        allowed = walker.allowed(h, w, channel)
+                        if allowed is not None:
+                            log_probs = restrict(log_probs, allowed)
                         drawn = draw(transformed(log_probs, knobs, n), generator)  # (n,)
                         x[rows, channel, h, w] = drawn if copies == 1 else drawn.repeat(copies)
             walker.take(h, w)
