@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, cast
 
 import torch
@@ -186,7 +186,8 @@ class Auxiliary(Prior):
         return build_prior(name, shape, K, spec.head, spec.num_classes, symbols=spec.symbols,
                            embed_dim=spec.embed_dim, context_symbols=symbols, context_shape=context_shape,
                            preset=self.arch.stage_preset, head_options=spec.head_options,
-                           class_dropout=spec.class_dropout, **{**self.arch.stage_options, **options})
+                           class_dropout=spec.class_dropout, augmentations=spec.augmentations,
+                           **{**self.arch.stage_options, **options})
 
     @classmethod
     def make_arch(cls, preset: str | None = None, **overrides) -> Any:
@@ -217,7 +218,8 @@ class Auxiliary(Prior):
         return above[:, 0] if self.arch.aux == "grayscale" else coarse_context(above, self.spec.num_symbols)
 
     def stage_conditions(self, grids: list[torch.Tensor], cond: Condition) -> list[Condition]:
-        return [Condition(labels=cond.labels, context=None if i == 0 else self.context(grids[i - 1]))
+        return [Condition(labels=cond.labels, augment=cond.augment,
+                          context=None if i == 0 else self.context(grids[i - 1]))
                 for i in range(len(grids))]
 
     def validated_params(self, x: torch.Tensor, cond: Condition, order: torch.Tensor | None = None) -> torch.Tensor:
@@ -276,7 +278,7 @@ class Auxiliary(Prior):
         _, cond = self.blank_grids(n, cond)
         naive = stepper is NaiveStepper
         first, *details = self.stage_priors
-        labels = Condition(labels=cond.labels)
+        labels = Condition(labels=cond.labels, augment=cond.augment)
         grid = first.draw_new(n, labels, 0, knobs, batch_size, NaiveStepper if naive else type(first).Stepper,
                               generator)
         for stage in details:
@@ -284,7 +286,7 @@ class Auxiliary(Prior):
             if self.arch.aux == "pyramid":
                 start[:, :, ::2, ::2] = grid  # the coarse positions, which the rule keeps
             walker = restricted(NaiveStepper if naive else type(stage).Stepper, self.rule)  # type: ignore[arg-type]  # a class is Hashable: python/mypy#11470
-            grid = stage.draw_in_batches(start, Condition(labels=cond.labels, context=self.context(grid)), knobs,
+            grid = stage.draw_in_batches(start, replace(labels, context=self.context(grid)), knobs,
                                          stage.grids_per_pass(n, knobs, batch_size), order=stage.orders[0],
                                          stepper=walker, generator=generator)
         return grid
