@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from prior_cases import all_cases, case_id, tiny_prior
+from prior_cases import all_cases, case_id, tiny_prior, variant_arch
 
 import latentar
 from latentar.cli import main
@@ -80,9 +80,9 @@ def test_full_context_priors_reach_every_earlier_pixel(name):
 
 @pytest.mark.parametrize("case", all_cases(), ids=case_id)
 def test_no_field_reaches_the_target_or_later(case):
-    name, head, C = case
+    name, head, C, variant = case
     shape = (C, 5, 6)
-    prior = tiny_prior(name, shape, 8, head)
+    prior = tiny_prior(name, shape, 8, head, **variant_arch(name, variant))
     for position in [(0, 0), (0, 3), (2, 0), (2, 3), (3, 2), (4, 5)]:
         field = receptive_field(prior, position)
         past = prior_past(prior, position)  # raster, or an any-order prior's first order

@@ -200,7 +200,8 @@ def draw_grids(prior: Prior, x: torch.Tensor, cond: Condition, knobs: Knobs, *, 
                generator: torch.Generator | None = None) -> torch.Tensor:
     """Draw the symbols of x long (n, C, H, W) at the positions ``order[start:]`` given those
     at ``order[:start]`` -> a new long (n, C, H, W). ``order`` is a LongTensor (H·W,) of flat
-    positions h·W + w (None: raster; a raster prior refuses any other), or (n, H·W), grid i
+    positions h·W + w (None: raster, or the one listed order of a prior that cannot reorder, which
+    refuses any other), or (n, H·W), grid i
     in order[i] (a prior that takes any order; the grids still walk in one batch); ``cond``
     is checked already; ``stepper`` defaults to the prior's fast one. Eval and inference mode
     inside, the mode restored after."""
@@ -208,7 +209,9 @@ def draw_grids(prior: Prior, x: torch.Tensor, cond: Condition, knobs: Knobs, *, 
     C, H, W = prior.spec.shape
     if not 0 <= start <= H * W:
         raise ValueError(f"start must lie in [0, {H * W}], got {start}")
-    order = check_prior_order(prior, raster(H, W) if order is None else order)
+    if order is None:  # raster, or the one order of a prior that cannot reorder
+        order = raster(H, W) if prior.any_order else prior.orders[0]
+    order = check_prior_order(prior, order)
     if order.dim() == 2 and len(order) != n:
         raise ValueError(f"orders (n, {H * W}) need one row per grid: {len(order)} rows for {n} grids")
     if knobs.guided:
