@@ -11,7 +11,6 @@ from torch.utils.data import TensorDataset
 import latentar
 from latentar.registry import HEADS, PRIORS
 
-
 # arch variants that the shared suites check beside a prior's "tiny" preset, by id: the transformer's
 # attention patterns, sized so that they differ from full attention on the suites' 2×2 to 4×5 grids
 VARIANTS: dict[str, dict[str, dict]] = {

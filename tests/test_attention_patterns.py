@@ -29,7 +29,7 @@ def reference_sees(arch: dict, grid: tuple[int, int], i: int, j: int) -> bool:
         return False
     if j == i:
         return True
-    name, b, l, c = arch["attention"], arch.get("block"), arch.get("stride"), arch.get("summary")
+    name, b, stride, c = arch["attention"], arch.get("block"), arch.get("stride"), arch.get("summary")
     if name == "local_1d":
         return i // b - j // b in (0, 1)
     if name == "local_2d":
@@ -40,13 +40,13 @@ def reference_sees(arch: dict, grid: tuple[int, int], i: int, j: int) -> bool:
         return top - r <= yj < top + r and left - cols <= xj < left + 2 * cols
     layer = arch["layer"]
     if layer == "strided_row":
-        return i - j < l
+        return i - j < stride
     if layer == "strided_column":
-        return (i - j) % l == 0
+        return (i - j) % stride == 0
     if layer == "fixed_block":
-        return i // l == j // l
+        return i // stride == j // stride
     if layer == "fixed_summary":
-        return j % l >= l - c
+        return j % stride >= stride - c
     raise AssertionError(layer)
 
 
