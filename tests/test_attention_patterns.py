@@ -238,3 +238,13 @@ def test_the_papers_presets():
         counts = {name: sum(p.numel() for p in Transformer(spec, Transformer.make_arch(name)).parameters())
                   for name in ("image_transformer_cifar", "sparse_transformer_cifar")}
     assert 37e6 < counts["image_transformer_cifar"] < 39e6 and 67e6 < counts["sparse_transformer_cifar"] < 69e6
+
+
+def test_a_patterned_prior_saves_and_loads(tmp_path):
+    prior = tiny_prior("transformer", (3, 4, 6), 5, attention="local_2d", block=[2, 3])
+    prior.save(tmp_path / "m")
+    loaded = latentar.load(tmp_path / "m").eval()
+    x = torch.randint(0, 5, (2, 3, 4, 6))
+    assert loaded.arch.block == (2, 3) and torch.equal(loaded.orders, prior.orders)
+    with torch.no_grad():
+        assert torch.equal(loaded.log_prob(x), prior.log_prob(x))
