@@ -23,6 +23,13 @@ so it may be used non-causally.
 
 Fast sampling (``TransformerStepper``) runs each block at the new position only, its
 attention over a KV cache of the earlier ones (``StepPass.self_attend``).
+
+Attention patterns (``attention``, ``layout``; ``latentar.nn.attention_patterns``) restrict the
+earlier slots each layer attends to: a boolean mask over slots per layer, in the full pass and as
+the same row in a step, whose KV cache is then a ring of the slots the pattern can still reach.
+Under ``local_2d`` the slots follow block-raster order: slot i predicts position order[i], holding
+the symbols of order[i - 1] plus the position terms of order[i], and that order is the prior's one
+order (``orders``), in which it samples, scores and completes.
 """
 
 from __future__ import annotations
