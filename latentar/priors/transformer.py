@@ -85,7 +85,7 @@ class TransformerArch(Checked):
     @property
     def layer_patterns(self) -> tuple[str, ...]:
         """The pattern of each layer's attention (``layout`` cycled, or the attention's default)."""
-        cycle = FAMILIES[self.attention] if self.layout is None else tuple(self.layout.split(","))
+        cycle = FAMILIES[self.attention] if self.layout is None else layout_names(self.layout)
         return tuple(cycle[i % len(cycle)] for i in range(self.num_layers))
 
 
@@ -106,7 +106,7 @@ def check_pattern_fields(arch: TransformerArch) -> None:
         raise FieldError(f"transformer.summary ({arch.summary}) must be at most transformer.stride ({arch.stride}): "
                          f"the summary is the last slots of every block of stride")
     if arch.layout is not None:
-        names, allowed = arch.layout.split(","), family_patterns(attention)
+        names, allowed = layout_names(arch.layout), family_patterns(attention)
         unknown = [name for name in names if name not in allowed]
         if unknown:
             raise FieldError(f"transformer.layout names {unknown}, not patterns of attention = {attention!r}; "
@@ -114,6 +114,11 @@ def check_pattern_fields(arch: TransformerArch) -> None:
         if arch.num_layers % len(names):
             raise FieldError(f"transformer.num_layers ({arch.num_layers}) must be a multiple of the length of "
                              f"transformer.layout ({len(names)} patterns), so that every cycle is whole")
+
+
+def layout_names(layout: str) -> tuple[str, ...]:
+    """"strided_row, strided_column" -> ("strided_row", "strided_column")."""
+    return tuple(name.strip() for name in layout.split(","))
 
 
 PATTERN_SIZES = {"full": (), "local_1d": ("block",), "local_2d": ("block",), "strided": ("stride",),
