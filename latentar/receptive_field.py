@@ -147,6 +147,8 @@ def architecture_reach(prior: Prior, position: tuple[int, int], order: int = 0) 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         deeper = type(prior)(prior.spec, replace(prior.arch, **depths)).to(prior.device)
+    if deeper.full_context:  # a prior that knows its field from its depth (the transformer's patterns)
+        return past
     return receptive_field(deeper, position, order=order) & past
 
 

@@ -217,8 +217,6 @@ def test_local_2d_conditionals_on_a_prefix_of_its_order_are_normalized():
     (dict(attention="fixed", stride=4, summary=5), r"summary \(5\) must be at most transformer.stride \(4\)"),
     (dict(attention="full", stride=4), "transformer.stride is not used with attention = 'full'"),
     (dict(attention="strided", stride=4, layout="strided_row,local_1d"), r"names \['local_1d'\], not patterns"),
-    (dict(attention="strided", stride=4, layout="strided_row,strided_row,strided_column", num_layers=4),
-     r"num_layers \(4\) must be a multiple"),
     (dict(attention="sparse"), r"transformer.attention must be one of \['full', 'local_1d'"),
     (dict(attention="local_2d", block=[2, 0]), r"transformer.block must be an integer >= 1 or a list of 2"),
 ])

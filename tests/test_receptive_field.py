@@ -177,13 +177,14 @@ def test_cli_single_prior_from_a_saved_model(tmp_path, capsys):
     assert "exactly one of --prior, --model, --all" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("arch,field,outside", [
-    (["attention=local_1d", "block=8", "num_layers=1"], 13, 39),  # slot 52's block (48..55) and the previous one
-    (["attention=strided", "stride=3"], 52, 0),  # the previous 3 slots, then every 3rd: the whole past
-    (["attention=local_2d", "block=[2,4]", "num_layers=1"], 25, 31),  # rows 4..7 up to it, shifted by one slot
+@pytest.mark.parametrize("arch,field,outside,blind", [
+    (["attention=local_1d", "block=8", "num_layers=1"], 13, 39, 0),  # slot 52's block (48..55) and the previous one
+    (["attention=strided", "stride=3"], 52, 0, 0),  # the previous 3 slots, then every 3rd: the whole past
+    (["attention=local_2d", "block=[2,4]", "num_layers=1"], 25, 31, 0),  # rows 4..7 up to it, shifted by one slot
+    (["attention=strided", "stride=3", "layout=strided_column", "num_layers=3"], 18, 0, 34),  # every 3rd, at any depth
 ])
-def test_cli_shows_an_attention_patterns_field(arch, field, outside, tmp_path, capsys):
+def test_cli_shows_an_attention_patterns_field(arch, field, outside, blind, tmp_path, capsys):
     assert main(["receptive-field", "--prior", "transformer", "--preset", "tiny", "--shape", "1,8,8", "--symbols", "4",
                  "--position", "6,4", "--arch", *arch, "--out", str(tmp_path / "rf.png")]) == 0
     summary = json.loads(capsys.readouterr().out)["priors"]["transformer"]
-    assert (summary["field"], summary["outside"], summary["blind"], summary["leaks"]) == (field, outside, 0, 0)
+    assert (summary["field"], summary["outside"], summary["blind"], summary["leaks"]) == (field, outside, blind, 0)

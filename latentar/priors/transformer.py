@@ -73,7 +73,8 @@ class TransformerArch(Checked):
     block: int | tuple[int, int] | None = None  # local_1d: query block length in slots; local_2d: rows or [rows, cols]
     stride: int | None = None  # strided, fixed: l, the local window and the stride (one image row: l = W)
     summary: int | None = None  # fixed: c, the last c slots of every block of l, which later slots all see
-    layout: str | None = None  # patterns cycled over the layers, e.g. "strided_row,strided_column"; None: the default
+    layout: str | None = None  # patterns cycled over the layers (the last cycle may stop part-way), e.g.
+    #                           "strided_row,strided_column"; None: the attention's own cycle
 
     def __post_init__(self):
         super().__post_init__()
@@ -111,9 +112,6 @@ def check_pattern_fields(arch: TransformerArch) -> None:
         if unknown:
             raise FieldError(f"transformer.layout names {unknown}, not patterns of attention = {attention!r}; "
                              f"it takes a comma-separated cycle of {list(allowed)}")
-        if arch.num_layers % len(names):
-            raise FieldError(f"transformer.num_layers ({arch.num_layers}) must be a multiple of the length of "
-                             f"transformer.layout ({len(names)} patterns), so that every cycle is whole")
 
 
 def layout_names(layout: str) -> tuple[str, ...]:
