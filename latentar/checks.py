@@ -11,6 +11,7 @@ bound, whichever way the values came (keyword arguments, a recipe table, a
     bool, dict     that type
     str            a string; one of the strings when ``bounds`` holds a tuple of them
     X | None       None, or an X
+    X | Y          an X, or else a Y
     tuple[X, Y]    a list or tuple of that many values (made a tuple), each checked
     tuple[X, ...]  a list or tuple of any number of X (made a tuple), each checked
 
@@ -94,8 +95,11 @@ def _fit(value: Any, tp: Any, rule: Rule | None) -> tuple[bool, Any]:
     if origin in (typing.Union, types.UnionType):
         if value is None:
             return type(None) in args, None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _fit(value, inner, rule)
+        for inner in (a for a in args if a is not type(None)):  # the first type it fits
+            ok, normalised = _fit(value, inner, rule)
+            if ok:
+                return ok, normalised
+        return False, value
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or (args[-1] is not Ellipsis and len(value) != len(args)):
             return False, value
@@ -122,8 +126,8 @@ def describe(tp: Any, rule: Rule | None = None) -> str:
     """What a field of type ``tp`` under ``rule`` takes, in words: 'an integer >= 1'."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
-        (inner,) = [a for a in args if a is not type(None)]
-        return f"{describe(inner, rule)} or None"
+        inners = [describe(a, rule) for a in args if a is not type(None)]
+        return " or ".join(inners + ["None"] * (type(None) in args))
     if origin is tuple:
         count = "" if args[-1] is Ellipsis else f"{len(args)} "
         if args[0] is str and isinstance(rule, tuple):

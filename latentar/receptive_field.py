@@ -14,7 +14,8 @@ misses a wedge up and to the right, and ``row_lstm``'s triangle misses the same 
 however many layers they stack. A position merely **outside the field** is one this network
 is too shallow to reach, while a deeper one of the same architecture would. `architecture_reach`
 tells them apart: a prior that declares ``full_context`` (``gated_pixelcnn``, ``pixelcnn_pp``,
-``pixelsnail``, ``diagonal_bilstm``, ``transformer``) reaches the whole past; any other is
+``pixelsnail``, ``diagonal_bilstm``, a ``transformer`` whose attention patterns reach every earlier
+slot) reaches the whole past; any other is
 measured again as a deeper copy of itself (each of ``DEPTH_FIELDS`` raised to at least max(H, W),
 enough for 3×3 layers to cross the grid; fresh weights).
 
@@ -149,6 +150,8 @@ def architecture_reach(prior: Prior, position: tuple[int, int], order: int = 0) 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         deeper = type(prior)(prior.spec, replace(prior.arch, **depths)).to(prior.device)
+    if deeper.full_context:  # a prior that knows its field from its depth (the transformer's patterns)
+        return past
     return receptive_field(deeper, position, order=order) & past
 
 

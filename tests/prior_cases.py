@@ -11,8 +11,23 @@ from torch.utils.data import TensorDataset
 import latentar
 from latentar.registry import HEADS, PRIORS
 
-# arch variants of a prior that the shared sampling suite covers besides its tiny preset: (prior, case id, fields)
-ARCH_VARIANTS = [("transformer", "igpt", dict(norm="rms", activation="gelu2", zero_head=True))]
+# arch variants that the shared suites check beside a prior's "tiny" preset, by id: the transformer's
+# attention patterns, sized so that they differ from full attention on the suites' 2×2 to 4×5 grids,
+# and Image GPT's block and head
+VARIANTS: dict[str, dict[str, dict]] = {
+    "transformer": {
+        "local_1d": dict(attention="local_1d", block=2),
+        "local_2d": dict(attention="local_2d", block=[2, 1]),  # block-raster: column pairs
+        "strided": dict(attention="strided", stride=2),
+        "fixed": dict(attention="fixed", stride=3, summary=1),
+        "igpt": dict(norm="rms", activation="gelu2", zero_head=True),  # Image GPT's block and head
+    },
+}
+
+
+def variant_arch(name: str, variant: str) -> dict:
+    """The arch overrides of a variant ("" for the plain tiny preset)."""
+    return VARIANTS[name][variant] if variant else {}
 
 
 def head_cases(name: str) -> list[tuple[str, int]]:
@@ -21,12 +36,16 @@ def head_cases(name: str) -> list[tuple[str, int]]:
     return [(head, C) for head in HEADS.names() for C in (1, 3) if cls.head_refusal(head, C, "pixels") is None]
 
 
-def all_cases() -> list[tuple[str, str, int]]:
-    return [(name, head, C) for name in latentar.list_priors() for head, C in head_cases(name)]
+def all_cases() -> list[tuple[str, str, int, str]]:
+    """(prior, head, C, variant): every head case of every prior, then each variant with the
+    categorical head (a variant changes the backbone only)."""
+    plain = [(name, head, C, "") for name in latentar.list_priors() for head, C in head_cases(name)]
+    return plain + [(name, "categorical", C, variant) for name, variants in VARIANTS.items() for variant in variants
+                    for C in (1, 3)]
 
 
 def case_id(case) -> str:
-    return "-".join(str(part) for part in case)
+    return "-".join(str(part) for part in case if part != "")
 
 
 def tiny_prior(name: str, shape, num_symbols: int, head: str = "categorical", seed: int = 0,

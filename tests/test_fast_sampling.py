@@ -14,7 +14,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from prior_cases import ARCH_VARIANTS, generator, head_cases, tiny_prior
+from prior_cases import VARIANTS, generator, head_cases, tiny_prior
 from torch import nn
 
 import latentar
@@ -44,11 +44,14 @@ def sampling_cases() -> list[tuple]:
                       lambda n, g: torch.randint(0, 3, (n,), generator=g)))
         cases.append((name, "augment", dict(augmentations=("rot90", "transpose")), (1, 4, 4), 4,
                       lambda n, g: {"augment": torch.randint(0, 8, (n,), generator=g)}))
+        for variant, arch in VARIANTS.get(name, {}).items():
+            cases.append((name, variant, arch, (1, 4, 5), 6, None))
+            cases.append((name, f"{variant}-C3-classes", dict(arch, num_classes=3), (3, 4, 4), 5,
+                          lambda n, g: torch.randint(0, 3, (n,), generator=g)))
         if PRIORS.get(name).supports_context:
             cases.append((name, "context", dict(symbols="codes", embed_dim=4, context_symbols=3,
                                                 context_shape=(2, 2)), (1, 4, 4), 5,
                            lambda n, g: {"context": torch.randint(0, 3, (n, 2, 2), generator=g)}))
-    cases += [(name, variant, fields, (3, 3, 4), 6, None) for name, variant, fields in ARCH_VARIANTS]
     return cases
 
 

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 import torch
-from prior_cases import all_cases, case_id, every_grid, generator, head_cases, tiny_prior
+from prior_cases import all_cases, case_id, every_grid, generator, head_cases, tiny_prior, variant_arch
 
 import latentar
 from latentar.heads import CategoricalHead
@@ -99,9 +99,9 @@ def test_the_shared_cases_follow_what_a_new_head_declares(monkeypatch):
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_exact_normalization_pixels(case, device):
-    name, head, C = case
+    name, head, C, variant = case
     shape, K = ((1, 2, 2), 3) if C == 1 else ((3, 1, 1), 4)
-    prior = tiny_prior(name, shape, K, head, device=device)
+    prior = tiny_prior(name, shape, K, head, device=device, **variant_arch(name, variant))
     with torch.no_grad():
         total = prior.log_prob(every_grid(shape, K, device)).exp().sum().item()
     assert abs(total - 1.0) < 1e-5
@@ -120,9 +120,9 @@ def test_exact_normalization_codes_across_rows(name, device):
 def test_causality_by_gradients(case, device):
     """d log p(x_{c,h,w}) / d input is exactly zero at and after (h, w, c) in the network's own
     order, nonzero before."""
-    name, head, C = case
+    name, head, C, variant = case
     H = W = 4
-    prior = tiny_prior(name, (C, H, W), 8, head, device=device)
+    prior = tiny_prior(name, (C, H, W), 8, head, device=device, **variant_arch(name, variant))
     x = torch.randint(0, 8, (8, C, H, W)).to(device)  # several grids: one grid's dead ReLUs can hide the past
     assert_causal(prior, x, Condition())
 
@@ -150,9 +150,9 @@ def assert_causal(prior: Prior, x: torch.Tensor, cond: Condition) -> None:
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_samples_follow_log_prob(case, device):
-    name, head, C = case
+    name, head, C, variant = case
     shape, K = ((1, 2, 2), 2) if C == 1 else ((3, 1, 1), 3)
-    prior = tiny_prior(name, shape, K, head, device=device)
+    prior = tiny_prior(name, shape, K, head, device=device, **variant_arch(name, variant))
     n = 4000
     samples = prior.sample(n, generator=generator(device, 0))
     assert samples.shape == (n, *shape) and samples.dtype == torch.long and samples.device == prior.device

@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from prior_cases import all_cases, case_id, tiny_prior
+from prior_cases import all_cases, case_id, tiny_prior, variant_arch
 
 import latentar
 from latentar.cli import main
@@ -82,9 +82,9 @@ def test_full_context_priors_reach_every_earlier_pixel(name):
 
 @pytest.mark.parametrize("case", NETWORK_CASES, ids=case_id)
 def test_no_field_reaches_the_target_or_later(case):
-    name, head, C = case
+    name, head, C, variant = case
     shape = (C, 5, 6)
-    prior = tiny_prior(name, shape, 8, head)
+    prior = tiny_prior(name, shape, 8, head, **variant_arch(name, variant))
     for position in [(0, 0), (0, 3), (2, 0), (2, 3), (3, 2), (4, 5)]:
         field = receptive_field(prior, position)
         past = prior_past(prior, position)  # raster, or an any-order prior's first order
@@ -177,3 +177,16 @@ def test_cli_single_prior_from_a_saved_model(tmp_path, capsys):
     assert report["priors"]["pixelcnn"]["position"] == [2, 2] and (tmp_path / "rf.png").is_file()
     assert main(["receptive-field", "--prior", "pixelcnn", "--all", "--out", str(tmp_path / "x.png")]) == 2
     assert "exactly one of --prior, --model, --all" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("arch,field,outside,blind", [
+    (["attention=local_1d", "block=8", "num_layers=1"], 13, 39, 0),  # slot 52's block (48..55) and the previous one
+    (["attention=strided", "stride=3"], 52, 0, 0),  # the previous 3 slots, then every 3rd: the whole past
+    (["attention=local_2d", "block=[2,4]", "num_layers=1"], 25, 31, 0),  # rows 4..7 up to it, shifted by one slot
+    (["attention=strided", "stride=3", "layout=strided_column", "num_layers=3"], 18, 0, 34),  # every 3rd, at any depth
+])
+def test_cli_shows_an_attention_patterns_field(arch, field, outside, blind, tmp_path, capsys):
+    assert main(["receptive-field", "--prior", "transformer", "--preset", "tiny", "--shape", "1,8,8", "--symbols", "4",
+                 "--position", "6,4", "--arch", *arch, "--out", str(tmp_path / "rf.png")]) == 0
+    summary = json.loads(capsys.readouterr().out)["priors"]["transformer"]
+    assert (summary["field"], summary["outside"], summary["blind"], summary["leaks"]) == (field, outside, blind, 0)

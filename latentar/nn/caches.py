@@ -30,7 +30,8 @@ def in_sequence(layers: nn.Module | tuple) -> tuple:
 
 
 class KVCache(NamedTuple):
-    """Keys (B, n, N, dk) and values (B, n, N, dv) of an attention's N raster positions."""
+    """Keys (B, n, N, dk) and values (B, n, N, dv) of an attention's N raster positions (or, under
+    an attention pattern, of a ring of the last N it can still reach)."""
 
     keys: torch.Tensor
     values: torch.Tensor
@@ -99,11 +100,15 @@ class StepCache:
             self.maps[key] = x.new_zeros(self.batch, *self.sizes[level], x.shape[1]).permute(0, 3, 1, 2)
         return self.maps[key]
 
-    def keys_values(self, attention: CausalSelfAttention | SelfAttention, like: torch.Tensor) -> KVCache:
+    def keys_values(self, attention: CausalSelfAttention | SelfAttention, like: torch.Tensor,
+                    slots: int | None = None) -> KVCache:
+        """The attention's keys and values, made at the first call: room for ``slots`` positions
+        (None: all H·W of the grid)."""
         if attention not in self.kv:
             H, W = self.sizes[0]
-            self.kv[attention] = KVCache(like.new_zeros(self.batch, attention.heads, H * W, attention.key_dim),
-                                         like.new_zeros(self.batch, attention.heads, H * W, attention.value_dim))
+            slots = H * W if slots is None else slots
+            self.kv[attention] = KVCache(like.new_zeros(self.batch, attention.heads, slots, attention.key_dim),
+                                         like.new_zeros(self.batch, attention.heads, slots, attention.value_dim))
         return self.kv[attention]
 
     def take(self, row: int, col: int) -> None:

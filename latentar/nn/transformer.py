@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from latentar.nn.attention_patterns import AttentionPattern, pattern_mask
+
 
 class SelfAttention(nn.Module):
     """Multi-head self-attention: x (B, N, D) -> (B, N, D), D = heads · key_dim."""
@@ -32,19 +34,23 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(width, 3 * width)
         self.out = nn.Linear(width, width)
         self.dropout = nn.Dropout(dropout)  # residual dropout of the output
+        self.pattern: AttentionPattern | None = None  # set by a prior: the earlier slots a query sees; None: all
 
     def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x (B, N, D) -> queries, keys, values, each (B, heads, N, key_dim)."""
         return rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.heads).unbind(0)
 
-    def combine(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> torch.Tensor:
+    def combine(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
         """Queries (B, h, Nq, d) over keys and values (B, h, Nk, d) -> (B, Nq, D); ``causal``
-        (Nq = Nk): query i sees keys j <= i only."""
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)  # (B, h, Nq, d)
+        (Nq = Nk): query i sees keys j <= i only; ``mask`` bool (Nq, Nk): True where it may attend."""
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)  # (B, h, Nq, d)
         return self.dropout(self.out(rearrange(out, "b h n d -> b n (h d)")))
 
     def forward(self, x: torch.Tensor, causal: bool = True) -> torch.Tensor:
-        return self.combine(*self.project(x), causal=causal)
+        """x (B, N, D) -> (B, N, D); a causal call attends through ``pattern`` when one is set."""
+        mask = pattern_mask(self.pattern, x.shape[1], x.device) if causal and self.pattern is not None else None
+        return self.combine(*self.project(x), causal=causal and mask is None, mask=mask)
 
 
 def gelu2(x: torch.Tensor) -> torch.Tensor:

@@ -215,8 +215,9 @@ class Prior(nn.Module, Saveable):
 
     def ordered_network(self, z: torch.Tensor, cond: Condition, order: torch.Tensor | None) -> torch.Tensor:
         """``network`` causal in ``order``, long (H·W,) (None: the network's own order), or
-        (B, H·W), grid b causal in order[b] (one pass per distinct order). A raster prior's order
-        is raster (``order_at`` and the engine refuse any other), so it gets none."""
+        (B, H·W), grid b causal in order[b] (one pass per distinct order). A prior that cannot
+        reorder is causal in its one listed order (raster, or the transformer's block-raster order
+        under local 2-D attention; ``order_at`` and the engine refuse any other), so it gets none."""
         if order is None or not self.any_order:
             return self.network(z, cond)
         network: Any = self.network  # an any-order network takes the order

@@ -130,8 +130,8 @@ class Stepper:
     """One generation of ``prior`` over the grids ``x`` (n, C, H, W) long, position by position.
 
     The driver walks the positions (h, w) in the generation ``order`` (raster order when it
-    is None; a prior whose ``any_order`` is False is only ever walked in raster order, and
-    its stepper gets None); at each one:
+    is None; a prior whose ``any_order`` is False is only ever walked in its one listed order,
+    raster for most, and its stepper gets None); at each one:
 
     - channel-masked priors: for c in 0..C-1 it calls ``params(h, w, c)`` -> (n, P), draws
       channel c and writes x[:, c, h, w] before asking for channel c + 1;
@@ -187,14 +187,16 @@ def any_order_priors() -> list[str]:
 
 def check_prior_order(prior: Prior, order: Any) -> torch.Tensor:
     """``order`` checked as an order of the prior's grid -> long (H·W,) on the prior's device;
-    a raster prior refuses any order but raster, naming the priors that take any order. A prior
+    a prior that cannot reorder refuses any order but its listed ones (``prior.orders``: raster
+    for a raster prior), naming the priors that take any order. A prior
     that takes any order also takes orders (n, H·W), one per grid, each checked."""
     _, H, W = prior.spec.shape
     if prior.any_order and isinstance(order, torch.Tensor) and order.dim() == 2:
         return torch.stack([check_order(row, H, W) for row in order]).to(prior.device)
     order = check_order(order, H, W).to(prior.device)
-    if not prior.any_order and not torch.equal(order.cpu(), raster(H, W)):
-        raise ValueError(f"prior {prior.name!r} generates in raster order only and takes no other order; "
+    if not prior.any_order and not any(torch.equal(order.cpu(), own) for own in prior.orders.cpu()):
+        own = "raster order only" if torch.equal(prior.orders.cpu(), raster(H, W)[None]) else "its listed orders only"
+        raise ValueError(f"prior {prior.name!r} generates in {own} and takes no other order; "
                          f"the priors that take any order are {any_order_priors()}")
     return order
 
@@ -211,7 +213,8 @@ def draw_grids(prior: Prior, x: torch.Tensor, cond: Condition, knobs: Knobs, *, 
                generator: torch.Generator | None = None) -> torch.Tensor:
     """Draw the symbols of x long (n, C, H, W) at the positions ``order[start:]`` given those
     at ``order[:start]`` -> a new long (n, C, H, W). ``order`` is a LongTensor (H·W,) of flat
-    positions h·W + w (None: raster; a raster prior refuses any other), or (n, H·W), grid i
+    positions h·W + w (None: raster, or the one listed order of a prior that cannot reorder, which
+    refuses any other), or (n, H·W), grid i
     in order[i] (a prior that takes any order; the grids still walk in one batch); ``cond``
     is checked already; ``stepper`` defaults to the prior's fast one. Eval and inference mode
     inside, the mode restored after."""
@@ -219,7 +222,9 @@ def draw_grids(prior: Prior, x: torch.Tensor, cond: Condition, knobs: Knobs, *, 
     C, H, W = prior.spec.shape
     if not 0 <= start <= H * W:
         raise ValueError(f"start must lie in [0, {H * W}], got {start}")
-    order = check_prior_order(prior, raster(H, W) if order is None else order)
+    if order is None:  # raster, or the one order of a prior that cannot reorder
+        order = raster(H, W) if prior.any_order else prior.orders[0]
+    order = check_prior_order(prior, order)
     if order.dim() == 2 and len(order) != n:
         raise ValueError(f"orders (n, {H * W}) need one row per grid: {len(order)} rows for {n} grids")
     if knobs.guided:

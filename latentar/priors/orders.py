@@ -5,6 +5,7 @@ them in the order they are generated (the channels of one position stay c = 0..C
 
     raster(2, 3)                    # tensor([0, 1, 2, 3, 4, 5])
     s_curve(2, 3)                   # tensor([0, 1, 2, 5, 4, 3])
+    block_raster(2, 4, 2, 2)        # tensor([0, 1, 4, 5, 2, 3, 6, 7]): 2×2 blocks in raster order
     named_orders("s_curve", 8, H, W)  # (8, H·W): s_curve and 7 of its images under D4
     known_first(order, known)       # the known positions first (completion of any region)
 
@@ -18,6 +19,7 @@ from typing import Any, Callable
 
 import torch
 
+from latentar.nn.attention_patterns import block_raster as _block_raster
 from latentar.priors.checks import is_integer
 
 ORDER_NAMES = ("raster", "s_curve")
@@ -34,6 +36,15 @@ def s_curve(H: int, W: int) -> torch.Tensor:
     grid = raster(H, W).view(H, W).clone()
     grid[1::2] = grid[1::2].flip(-1)
     return grid.flatten()
+
+
+def block_raster(H: int, W: int, rows: int, cols: int) -> torch.Tensor:
+    """Blocks of rows×cols positions in raster order, raster inside each block (the Image
+    Transformer's local 2-D order) -> long (H·W,) on the CPU; the blocks at the bottom and right
+    edges are cut short where rows, cols do not divide H, W."""
+    if not all(is_integer(v) and v >= 1 for v in (rows, cols)):
+        raise ValueError(f"block_raster needs block rows and cols that are integers >= 1, got {(rows, cols)}")
+    return _block_raster(H, W, rows, cols)
 
 
 # The eight symmetries of a square grid, each acting on a grid (..., H, W); the first four

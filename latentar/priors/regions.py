@@ -6,7 +6,8 @@ symbol is given. Grids that share a mask are handled together (``mask_groups``).
 order i of a prior, ``region_orders`` gives the order that generates the known positions
 first: a prior that takes any order reorders (``orders.known_first``, each part keeping its
 relative order); a raster prior cannot, so its known positions must already be a raster
-prefix (the top rows and a left part of the next row). The known positions are then a prefix
+prefix (the top rows and a left part of the next row), a prior with one order of its own a prefix
+of that order. The known positions are then a prefix
 of every order used, so log p_i(x_K) and log p_i(x_U | x_K) are the sums of the per-symbol
 log-probs over the known and the unknown positions, and under the uniform mixture of the
 n orders
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 
 from latentar.priors.condition import Condition
 from latentar.priors.engine import any_order_priors
-from latentar.priors.orders import known_first, known_prefix
+from latentar.priors.orders import known_first, known_prefix, raster
 
 if TYPE_CHECKING:  # a prior's methods call these
     from latentar.priors.base import Prior
@@ -56,16 +57,20 @@ def mask_groups(masks: torch.Tensor) -> Iterator[tuple[torch.Tensor, slice | tor
 
 def region_orders(prior: Prior, mask: torch.Tensor, orders: torch.Tensor) -> tuple[torch.Tensor, int]:
     """``orders`` long (n, H·W) of ``prior`` with the known positions of ``mask`` bool (H, W)
-    first -> (long (n, H·W) on the CPU, the number of known positions); a raster prior, which
-    cannot reorder, refuses a mask that is not a raster prefix, naming the priors that can."""
+    first -> (long (n, H·W) on the CPU, the number of known positions); a prior that cannot reorder
+    refuses a mask that is not a prefix of its order (raster, for most), naming the priors that can."""
     orders = orders.cpu()
     if prior.any_order:
         return torch.stack([known_first(order, mask) for order in orders]), int(mask.sum())
     start = known_prefix(orders[0], mask)
-    if start is None:
+    if start is None and torch.equal(orders[0], raster(*mask.shape)):
         raise ValueError(f"prior {prior.name!r} generates in raster order only, so the known positions must be "
                          f"the top rows and a left part of the next row (a raster prefix); the priors that take "
                          f"any known region are {any_order_priors()}")
+    if start is None:
+        raise ValueError(f"prior {prior.name!r} generates in its own order only (prior.orders[0]), so the known "
+                         f"positions must be a prefix of that order; the priors that take any known region are "
+                         f"{any_order_priors()}")
     return orders, start
 
 
