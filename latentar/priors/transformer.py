@@ -34,21 +34,27 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from latentar.checks import DEPTH, DEPTH_OR_NONE, FRACTION, Checked, FieldError
+from latentar.checks import DEPTH, DEPTH_OR_NONE, FRACTION, Bound, Checked, FieldError
 from latentar.nn.caches import StepCache
 from latentar.nn.conditioning import class_biases
+from latentar.nn.levels import LevelTable
 from latentar.nn.passes import FullPass, StepPass
 from latentar.nn.transformer import EncoderPass, TransformerBlock, init_weights
 from latentar.priors.base import Prior, register_prior
 from latentar.priors.condition import Condition
 from latentar.priors.engine import Stepper
+from latentar.priors.orders import ORDER_NAMES, named_orders
 from latentar.priors.spec import PriorSpec
+
+TOKENS = ("pixel", "subpixel")
+ORDER_CHOICES = (*ORDER_NAMES, "random")  # "random": trained on fresh permutations, listed as raster's variants
 
 
 @dataclass
 class TransformerArch(Checked):
     label = "transformer"
-    bounds = {"dropout": FRACTION, "context_layers": DEPTH_OR_NONE, "num_layers": DEPTH}
+    bounds = {"dropout": FRACTION, "context_layers": DEPTH_OR_NONE, "num_layers": DEPTH, "tokens": TOKENS,
+              "orders": ORDER_CHOICES, "num_orders": Bound(1, 8)}
 
     width: int = 256  # D: the residual stream's width
     num_layers: int = 8  # Transformer blocks
@@ -57,6 +63,12 @@ class TransformerArch(Checked):
     dropout: float = 0.0  # residual and embedding dropout (train mode only)
     context_layers: int = 1  # non-causal blocks of the context encoder (spatial context only);
     #                          0: each position sees only the context codes above it
+    # what a slot is, and the orders it is generated in
+    tokens: str = "pixel"  # "pixel": a slot per position (the head couples its channels); "subpixel": per (h, w, c)
+    order_embedding: bool = False  # any order: each slot also embeds the position it predicts (σ-GPT)
+    orders: str = "raster"  # with order_embedding: the mixture's orders, variants of "raster" or "s_curve";
+    #                         "random": trained on a fresh random permutation per batch, listed as "raster"
+    num_orders: int = 8  # with order_embedding: how many variants (8 on a square grid, 4 otherwise) it mixes
 
     def __post_init__(self):
         super().__post_init__()
@@ -92,30 +104,66 @@ class ContextEncoder(nn.Module):
 
 
 class TransformerStepper(Stepper):
-    """``params(h, w, None)`` runs ``Transformer.body`` on slot i = h·W + w alone: its input
-    is the start token (i = 0) or the symbols of position i - 1, final by then, plus its
-    position terms; each block's key and value of slot i enter the ``StepCache``, and its
-    query attends to slots <= i there."""
+    """``params(h, w, c)`` runs ``Transformer.body`` on one slot at a time: slot t = s·T + k
+    of the s-th position walked (k its token channel, T the tokens per position) holds what the
+    slot before it predicted, final by then, plus its own terms (``slot_terms``); each block's
+    key and value of slot t enter the ``StepCache`` (its slots in one column, so
+    ``StepPass(cache, t, 0)`` is slot t), and its query attends to slots <= t there.
+
+    Sub-pixel tokens: asked for channel c, it runs slots k = c..T-1 of the position, so that
+    the blocks of channels after c read x as it is now, as a whole pass does (their keys and
+    values are written again once those channels are drawn). Grids may each have their own
+    order (h, w long (n,)): every grid is at its own s-th position, so the slots line up."""
 
     prior: Transformer
 
     def __init__(self, prior: Transformer, x: torch.Tensor, cond: Condition, order: torch.Tensor | None):
         super().__init__(prior, x, cond, order)
-        self.cache = StepCache(x.shape[0], [(x.shape[-2], x.shape[-1])])
-        self.start = prior.start_token(cond.labels, x.shape[0])  # (n, 1, D)
-        self.terms = prior.position_terms(cond.context)  # (1 or n, H·W, D), computed once
+        n = x.shape[0]
+        self.cache = StepCache(n, [(prior.num_slots, 1)])
+        self.start = prior.start_token(cond.labels, n)  # (n, 1, D)
+        self.terms = prior.position_terms(cond.context).expand(n, -1, -1)  # (n, H·W, D), computed once
         self.biases = prior.class_bias(cond.labels)
+        self.rows = torch.arange(n, device=x.device)
+        self.walked = 0  # positions taken so far: the next one is the walked-th of every grid's order
+        self.previous: torch.Tensor | None = None  # long (n,): each grid's last position taken
+        self.blocks: list[torch.Tensor] = []  # the head params (n, P / T) of this position's slots so far
 
-    def params(self, h: int, w: int, c: int | None) -> torch.Tensor:
+    def params(self, h: int | torch.Tensor, w: int | torch.Tensor, c: int | None) -> torch.Tensor:
         W = self.x.shape[-1]
-        i = h * W + w
-        if i == 0:
-            slot = self.start
+        p = torch.as_tensor(h * W + w, device=self.x.device).expand(len(self.x))  # (n,)
+        first = c or 0
+        del self.blocks[first:]
+        for k in range(first, self.prior.tokens_per_position):
+            self.blocks.append(self.slot(p, k))
+        return torch.cat(self.blocks, dim=1)  # (n, P)
+
+    def slot(self, p: torch.Tensor, k: int) -> torch.Tensor:
+        """The head params (n, P / T) of token channel k at the positions p long (n,)."""
+        T = self.prior.tokens_per_position
+        target = p * T + k  # (n,) keys: position · T + channel
+        if k:
+            given = target - 1
+        elif self.previous is not None:
+            given = self.previous * T + T - 1
         else:
-            ph, pw = divmod(i - 1, W)
-            slot = self.prior.embed_symbols(self.prior.input(self.x[:, :, ph:ph + 1, pw:pw + 1]))  # (n, 1, D)
-        slot = slot + self.terms[:, i:i + 1]
-        return self.prior.body(StepPass(self.cache, h, w), slot, self.biases)[:, 0]  # (n, P)
+            given = torch.full_like(p, -1)  # the start token
+        held = self.start[:, 0] if self.previous is None and not k else self.symbols(given)  # (n, D)
+        inputs = held[:, None] + self.prior.slot_terms(self.terms, given[:, None], target[:, None])  # (n, 1, D)
+        t = self.walked * T + k
+        return self.prior.body(StepPass(self.cache, t, 0), inputs, self.biases)[:, 0]
+
+    def symbols(self, keys: torch.Tensor) -> torch.Tensor:
+        """The vectors (n, D) of the symbols at the keys long (n,) (position · T + channel)."""
+        T, W = self.prior.tokens_per_position, self.x.shape[-1]
+        h, w = (keys // T).div(W, rounding_mode="floor"), (keys // T).remainder(W)
+        z = self.prior.input(self.x[self.rows, :, h, w][:, :, None, None])  # (n, C·E, 1, 1)
+        return self.prior.embed_symbols(z)[self.rows, keys % T]  # (n, D)
+
+    def take(self, h: int | torch.Tensor, w: int | torch.Tensor) -> None:
+        W = self.x.shape[-1]
+        self.previous = torch.as_tensor(h * W + w, device=self.x.device).expand(len(self.x))
+        self.walked += 1
 
 
 @register_prior("transformer")
@@ -135,12 +183,37 @@ class Transformer(Prior):
     checkpointable = True
     Stepper = TransformerStepper
 
+    order_table: torch.Tensor | None  # (n, H·W) long, a buffer: ``orders`` of an any-order prior
+
+    @classmethod
+    def masks_channels(cls, arch: TransformerArch) -> bool:
+        return arch.tokens == "subpixel"  # a slot per channel: channel c's params read channels < c
+
     def __init__(self, spec: PriorSpec, arch: TransformerArch):
         super().__init__(spec, arch)
         C, H, W = spec.shape
         D = arch.width
-        self.symbol_projection = nn.Linear(C * self.input.dim, D)  # the C symbols of a position -> one vector
+        self.any_order = arch.order_embedding
+        self.tokens_per_position = C if self.channel_masked else 1  # T
+        self.num_slots = H * W * self.tokens_per_position  # N
+        self.symbol_projection: nn.Module | None = None
+        self.levels = self.channel_embedding = self.given_rows = self.given_cols = None
+        if not self.channel_masked:
+            self.symbol_projection = nn.Linear(C * self.input.dim, D)  # the C symbols of a position -> one vector
+        elif spec.symbols == "pixels":
+            self.levels = LevelTable(C, spec.num_symbols, D)  # K learned vectors per channel
+        else:
+            self.symbol_projection = nn.Linear(self.input.dim, D)  # one code's input embedding -> D
+        if self.channel_masked:
+            self.channel_embedding = nn.Embedding(C, D)  # added to the row + column of the slot's target
         self.rows, self.cols = nn.Embedding(H, D), nn.Embedding(W, D)
+        if arch.order_embedding:  # where the symbols a slot holds sit (its target's rows and cols are above)
+            self.given_rows, self.given_cols = nn.Embedding(H, D), nn.Embedding(W, D)
+        table = None
+        if arch.order_embedding:
+            with torch.device("cpu"):  # also when the model is built on the meta device (``saving.meta_model``)
+                table = named_orders("raster" if arch.orders == "random" else arch.orders, arch.num_orders, H, W)
+        self.register_buffer("order_table", table, persistent=False)
         # slot 0: a learned start token, or the class embedding (every parameter is used, as DDP needs)
         self.start = nn.Parameter(torch.zeros(1, 1, D)) if spec.label_rows is None else None
         self.class_embedding = None if spec.label_rows is None else nn.Embedding(spec.label_rows, D)
@@ -152,9 +225,10 @@ class Transformer(Prior):
         self.blocks = nn.ModuleList(TransformerBlock(D, arch.heads, arch.mlp_ratio, arch.dropout)
                                     for _ in range(arch.num_layers))
         self.norm = nn.LayerNorm(D)
-        self.out = nn.Linear(D, self.head.num_params)
-        transformer_parts = [self.symbol_projection, self.rows, self.cols, self.class_embedding, self.context,
-                             self.blocks, self.norm, self.out]
+        self.out = nn.Linear(D, self.head.num_params // self.tokens_per_position)  # one slot's params
+        transformer_parts = [self.symbol_projection, self.levels, self.channel_embedding, self.rows, self.cols,
+                             self.given_rows, self.given_cols, self.class_embedding, self.context, self.blocks,
+                             self.norm, self.out]
         for part in filter(None, transformer_parts):
             init_weights(part, arch.num_layers + arch.context_layers)
         if self.start is not None:
@@ -162,10 +236,35 @@ class Transformer(Prior):
         # a (D) residual bias per block, zero at first (see ``ClassBiases``)
         self.class_bias = class_biases(spec.label_rows, [D] * arch.num_layers)
 
+    @property
+    def orders(self) -> torch.Tensor:
+        """The listed orders (n, H·W) with ``order_embedding`` (``arch.num_orders`` symmetric
+        variants of ``arch.orders``), else raster alone."""
+        return super().orders if self.order_table is None else self.order_table
+
+    def own_order(self, device: torch.device) -> torch.Tensor | None:
+        """The order of a pass given none -> (H·W,), or None for raster without an order
+        embedding: in training, a listed order drawn uniformly for the batch (or with ``orders =
+        "random"`` a fresh uniform permutation); in evaluation, the first listed order."""
+        if self.order_table is None:
+            return None
+        if self.training and self.arch.orders == "random":
+            return torch.randperm(self.order_table.shape[1], device=device)
+        if self.training and len(self.order_table) > 1:
+            return self.order_table[int(torch.randint(len(self.order_table), ()))]
+        return self.order_table[0]
+
     # ---- the pieces a stepper shares -----------------------------------------------------
     def embed_symbols(self, z: torch.Tensor) -> torch.Tensor:
-        """Input floats z (B, C·E, H, W) -> one vector per position (B, H·W, D)."""
-        return self.symbol_projection(rearrange(z, "b ce h w -> b (h w) ce"))
+        """Input floats z (B, C·E, H, W) -> the vector of each token (B, H·W·T, D), keyed
+        position · T + channel: a position's C symbols as one vector (pixel tokens), or each
+        symbol alone (sub-pixel: a table of K vectors per channel for pixels, a projection of
+        the code's input embedding for codes)."""
+        if self.levels is not None:
+            return rearrange(self.levels(rearrange(z, "b c h w -> b (h w) c")), "b p c d -> b (p c) d")
+        assert self.symbol_projection is not None  # pixel tokens, or sub-pixel codes
+        pattern = "b (c e) h w -> b (h w c) e" if self.channel_masked else "b (c e) h w -> b (h w) (c e)"
+        return self.symbol_projection(rearrange(z, pattern, c=self.spec.shape[0]))
 
     def start_token(self, labels: torch.Tensor | None, batch: int) -> torch.Tensor:
         """What slot 0 holds -> (B, 1, D): the class embedding, or the learned start token."""
@@ -175,22 +274,53 @@ class Transformer(Prior):
         return self.class_embedding(labels)[:, None]
 
     def position_terms(self, context: torch.Tensor | None) -> torch.Tensor:
-        """What every slot adds to its input -> (1 or B, H·W, D): its row + column embedding,
-        plus the encoded context at its position."""
+        """What every position adds to the slots that predict it -> (1 or B, H·W, D): its row +
+        column embedding, plus the encoded context at its position."""
         _, H, W = self.spec.shape
         terms = grid_positions(self.rows, self.cols)[None]  # (1, H·W, D)
         return terms if self.context is None else terms + self.context(context, (H, W))
 
+    def slot_terms(self, terms: torch.Tensor, given: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """What slots add to the symbols they hold -> (B', S, D): ``terms`` (1 or B, H·W, D)
+        (``position_terms``) at the position each slot predicts, its channel's embedding
+        (sub-pixel tokens) and, with ``order_embedding``, the embedding of the position whose
+        symbol it holds. given, target long (1 or B, S): the keys (position · T + channel) of the
+        symbol each slot holds (-1: the start token) and of the one it predicts."""
+        T = self.tokens_per_position
+        batch = max(len(terms), len(target))
+        at = (target // T)[..., None].expand(batch, -1, terms.shape[-1])  # (B', S, D)
+        out = terms.expand(batch, -1, -1).gather(1, at)
+        if self.channel_embedding is not None:
+            out = out + self.channel_embedding(target % T)
+        if self.given_rows is not None and self.given_cols is not None:
+            held = grid_positions(self.given_rows, self.given_cols)[given.clamp(min=0) // T]  # (1 or B, S, D)
+            out = out + held * (given >= 0)[..., None]
+        return out
+
+    def slot_keys(self, order: torch.Tensor | None, device: torch.device) -> torch.Tensor:
+        """The keys (position · T + channel) of the N slots in generation order -> long (N,):
+        ``order`` (H·W,) (None: raster), each position's T tokens in channel order."""
+        T = self.tokens_per_position
+        if order is None:
+            return torch.arange(self.num_slots, device=device)
+        return (order.to(device)[:, None] * T + torch.arange(T, device=device)).flatten()
+
     # ---- the network ---------------------------------------------------------------------
-    def network(self, z, cond):
+    def network(self, z, cond, order=None):
+        """z (B, C·E, H, W) -> params (B, P, H, W): the slots in ``order`` (H·W,) (None: raster,
+        or with ``order_embedding`` the first listed order, in training a drawn one:
+        ``own_order``), causal in it, their params scattered back to their positions."""
         B, _, H, W = z.shape
-        shifted = torch.cat([self.start_token(cond.labels, B), self.embed_symbols(z)[:, :-1]], dim=1)  # (B, N, D)
-        params = self.body(FullPass(), shifted + self.position_terms(cond.context),
-                           self.class_bias(cond.labels))  # (B, N, P)
-        return rearrange(params, "b (h w) p -> b p h w", h=H, w=W)
+        keys = self.slot_keys(self.own_order(z.device) if order is None else order, z.device)  # (N,)
+        given = F.pad(keys[:-1], (1, 0), value=-1)  # (N,): slot t holds the symbol of slot t - 1
+        held = torch.cat([self.start_token(cond.labels, B), self.embed_symbols(z)[:, keys[:-1]]], dim=1)  # (B, N, D)
+        slots = held + self.slot_terms(self.position_terms(cond.context), given[None], keys[None])
+        params = self.body(FullPass(), slots, self.class_bias(cond.labels))  # (B, N, P / T)
+        params = torch.empty_like(params).index_copy_(1, keys, params)  # slot order -> key order
+        return rearrange(params, "b (h w t) p -> b (t p) h w", h=H, w=W)
 
     def body(self, run, slots: torch.Tensor, biases: list[torch.Tensor | None]) -> torch.Tensor:
-        """Slot inputs (B, N, D) -> head params (B, N, P); N = 1 in a position pass."""
+        """Slot inputs (B, N, D) -> head params (B, N, P / T); N = 1 in a slot pass."""
         x = self.dropout(slots)
         for block, bias in zip(self.blocks, biases):
             x = self.checkpointed(block, run, x, bias)
