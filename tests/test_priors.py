@@ -11,7 +11,7 @@ import sys
 
 import pytest
 import torch
-from prior_cases import all_cases, case_id, every_grid, generator, head_cases, tiny_prior
+from prior_cases import all_cases, case_id, case_names, every_grid, generator, head_cases, prior_and_settings, tiny_prior
 
 import latentar
 from latentar.heads import CategoricalHead
@@ -22,6 +22,7 @@ from latentar.registry import HEADS, PRIORS
 
 CASES = all_cases()
 NAMES = latentar.list_priors()
+CASE_NAMES = case_names()  # the registered priors and their variants (``prior_cases.VARIANTS``)
 
 
 # the interface and its parts, the sampling engine, generation orders and known regions, the shared
@@ -102,7 +103,7 @@ def test_exact_normalization_pixels(case, device):
     assert abs(total - 1.0) < 1e-5
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", CASE_NAMES)
 def test_exact_normalization_codes_across_rows(name, device):
     shape, K = (1, 2, 3), 3  # W = 3 exposes any look at the upper-right neighbour's future
     prior = tiny_prior(name, shape, K, symbols="codes", embed_dim=4, device=device)
@@ -163,7 +164,7 @@ def test_sampling_is_reproducible_and_restores_mode(name):
     assert torch.equal(a, b) and prior.training
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", CASE_NAMES)
 def test_save_load_round_trip(name, tmp_path, device):
     prior = tiny_prior(name, (3, 4, 4), 16, device=device)
     x = torch.randint(0, 16, (3, 3, 4, 4)).to(device)
@@ -198,7 +199,7 @@ def test_class_conditioning_changes_the_distribution(name):
         prior.log_prob(x)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", CASE_NAMES)
 def test_conditional_normalization(name, device):
     shape, K = (1, 2, 2), 3
     prior = tiny_prior(name, shape, K, num_classes=2, device=device)
@@ -209,7 +210,7 @@ def test_conditional_normalization(name, device):
             assert abs(total - 1.0) < 1e-5
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if PRIORS.get(n).supports_context])
+@pytest.mark.parametrize("name", [n for n in CASE_NAMES if PRIORS.get(prior_and_settings(n)[0]).supports_context])
 def test_spatial_context_normalization_and_effect(name, device):
     shape, K = (1, 2, 2), 3
     prior = tiny_prior(name, shape, K, symbols="codes", embed_dim=4, context_symbols=5,

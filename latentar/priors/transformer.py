@@ -75,6 +75,9 @@ class TransformerArch(Checked):
         if self.width % self.heads:
             raise FieldError(f"transformer.width ({self.width}) must be a multiple of "
                              f"transformer.heads ({self.heads})")
+        if self.orders != "raster" and not self.order_embedding:
+            raise FieldError(f"transformer.orders = {self.orders!r} needs transformer.order_embedding = true "
+                             f"(without it the Transformer generates in raster order only)")
 
 
 def grid_positions(rows: nn.Embedding, cols: nn.Embedding) -> torch.Tensor:
