@@ -34,4 +34,4 @@ class LevelTable(nn.Module):
         weight = (level - low)[..., None]  # (..., C, 1): 0 at level low, 1 at low + 1
         first = torch.arange(C, device=v.device) * K  # (C,) channel c's first row
         below, above = self.rows(first + low), self.rows(first + low + 1)  # (..., C, D)
-        return below + weight * (above - below)
+        return below * (1 - weight) + above * weight  # exactly a row at weight 0 or 1
