@@ -12,7 +12,6 @@ from torch.utils.data import TensorDataset
 import latentar
 from latentar.registry import HEADS, PRIORS
 
-
 # case name -> (registered prior, arch settings): configurations the shared suites run beside the defaults
 VARIANTS = {
     "transformer_subpixel": ("transformer", dict(tokens="subpixel")),  # channel-masked: a slot per symbol

@@ -11,7 +11,16 @@ import sys
 
 import pytest
 import torch
-from prior_cases import all_cases, case_id, case_names, every_grid, generator, head_cases, prior_and_settings, tiny_prior
+from prior_cases import (
+    all_cases,
+    case_id,
+    case_names,
+    every_grid,
+    generator,
+    head_cases,
+    prior_and_settings,
+    tiny_prior,
+)
 
 import latentar
 from latentar.heads import CategoricalHead
