@@ -6,13 +6,17 @@ own orders, the orders trained on, and the errors. The shared suites run both va
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from prior_cases import every_grid, generator, tiny_prior
 from test_fast_sampling import assert_same_draws
 
 import latentar
+from latentar import cli, load
 from latentar.checks import FieldError
+from latentar.data import load_dataset
 from latentar.nn.levels import LevelTable
 from latentar.priors import Condition
 from latentar.priors.engine import Knobs
@@ -34,6 +38,8 @@ def test_subpixel_tokens_embed_each_channel_alone_and_add_a_channel_embedding(sy
     kwargs = dict(symbols="codes", embed_dim=4) if symbols == "codes" else {}
     prior = tiny_prior("transformer", (3, 2, 2), 5, tokens="subpixel", **kwargs)
     assert prior.channel_masked and prior.num_slots == 12 and prior.out.out_features == 5  # K params a slot
+    rgb = latentar.build_prior("transformer", (3, 2, 2), 256, "logistic_mixture", preset="tiny", tokens="subpixel")
+    assert rgb.head.per_channel and rgb.out.out_features == 3 * 10  # one channel's mixture of 10 a slot
     x = torch.randint(0, 5, (2, 3, 2, 2))
     vectors = prior.embed_symbols(prior.input(x))  # (2, H·W·C, D), channels innermost
     assert vectors.shape == (2, 12, prior.arch.width)
@@ -134,8 +140,26 @@ def test_bad_settings_name_the_problem():
         latentar.build_prior("transformer", (1, 4, 4), 4, preset="tiny", orders="s_curve")
     with pytest.raises(ValueError, match=r"num_orders must be an integer in \[1, 4\]"):
         latentar.build_prior("transformer", (1, 3, 4), 4, preset="tiny", order_embedding=True, num_orders=8)
-    with pytest.raises(ValueError, match="head 'logistic_mixture' couples channels itself; a channel-masked"):
-        latentar.build_prior("transformer", (3, 4, 4), 256, "logistic_mixture", preset="tiny", tokens="subpixel")
     with pytest.raises(ValueError, match="generates in raster order only"):
         tiny_prior("transformer", (1, 2, 2), 4).log_prob(torch.zeros(1, 1, 2, 2, dtype=torch.long),
                                                          order=torch.tensor([3, 2, 1, 0]))
+
+
+def test_complete_and_eval_take_any_mask_from_the_command_line(capsys, tmp_path, image_folder):
+    """A region no raster order has as a prefix (the centre): redrawn and scored exactly."""
+    tiny_prior("transformer", (3, 4, 4), 256, tokens="subpixel", order_embedding=True, num_orders=2).save(
+        tmp_path / "prior")
+    data = ["--data", "image_folder", "--data-root", str(image_folder), "--data-option", "size=4", "--device", "cpu"]
+    assert cli.main(["eval", "--model", str(tmp_path / "prior"), *data, "--mask", "centre"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    prior, test = load(tmp_path / "prior"), load_dataset("image_folder", "test", str(image_folder), size=4)
+    x = torch.stack([test[i][0] for i in range(len(test))]).long()
+    known = torch.ones(4, 4, dtype=torch.bool)
+    known[1:3, 1:3] = False
+    with torch.no_grad():
+        expected = -prior.log_prob(x, known=known).double().sum().item()
+    assert scores["nats"] == pytest.approx(expected, rel=1e-5)
+    argv = ["complete", "--prior", str(tmp_path / "prior"), *data, "-n", "2", "--samples", "2",
+            "--out", str(tmp_path / "c.png"), "--mask", "centre"]
+    assert cli.main(argv) == 0 and (tmp_path / "c.png").is_file()
+    assert len(json.loads(capsys.readouterr().out)["region_nats_per_image"]) == 2

@@ -36,7 +36,9 @@ for every registered prior:
   ``latentar.nn.conditioning``); or, with ``any_order = True``, ``network(z, cond, order=None)``
   causal in any order (H·W,) and an ``orders`` property of its own;
 - the class attributes that say what it is: ``channel_masked`` (True: the backbone masks
-  R→G→B groups; False: the head couples the channels of a pixel), ``supports_context``
+  R→G→B groups; False: the head couples the channels of a pixel; an arch that chooses it
+  overrides ``masks_channels``, and a prior whose arch makes it take any order sets its own
+  ``any_order``), ``supports_context``
   (takes a spatial context map), ``full_context`` (every position sees the whole past; the
   receptive-field suite checks it either way), ``checkpointable``. It takes every registered
   head that does not refuse its setting (``Head.refusal``: what the head declares it can
