@@ -8,6 +8,21 @@ of position i - 1 and, through inclusive causal attention (slot i attends to slo
 j <= i), position i sees exactly the positions before it. Slot 0 holds a learned start
 token, or the class embedding for class-conditional priors.
 
+Sub-pixel tokens (``tokens = "subpixel"``, the Image and Sparse Transformers' layout): one
+slot per (h, w, c), channels innermost, N = H·W·C; each channel's symbols have their own
+embedding (``latentar.nn.levels.LevelTable`` for pixels, a projection of the input embedding
+for codes) and a learned channel embedding joins the row + column embedding of the slot's
+target. The prior is then channel-masked: the head models one symbol per slot, params in C
+blocks. A slot is keyed position · T + channel (T = C, or 1 for pixel tokens).
+
+Any order (``order_embedding = true``, σ-GPT / XLNet's query position): slot t holds the
+symbols of order[t-1] plus the embedding of where they sit (``given_rows``, ``given_cols``),
+and the row + column embedding of the position it predicts, order[t]; its output is the
+params of order[t], scattered back to the grid. The prior is the uniform mixture of its
+listed orders (``orders``, ``num_orders``), trained on one of them per batch, or on a fresh
+random permutation per batch (``orders = "random"``, listed as raster's variants). With
+sub-pixel tokens the slot order is the position order × the channels.
+
 Positions are learned row + column embeddings: the grid is fixed, so absolute
 positions cost nothing at sampling time (a cached key never changes), and the sum keeps
 the 2-D layout (the position above is one row embedding away, not W slots) at H + W
@@ -21,7 +36,7 @@ through a small non-causal Transformer encoder (every context position sees the 
 map), upsampled (nearest) to the grid and added at every position: it is known in full,
 so it may be used non-causally.
 
-Fast sampling (``TransformerStepper``) runs each block at the new position only, its
+Fast sampling (``TransformerStepper``) runs each block at the new slot only, its
 attention over a KV cache of the earlier ones (``StepPass.self_attend``).
 """
 
