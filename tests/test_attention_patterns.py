@@ -170,12 +170,14 @@ def test_the_kv_cache_keeps_only_what_a_pattern_can_still_reach():
     assert [kv.keys.shape[2] for kv in stepper.cache.kv.values()] == [20, 20]
 
 
+@pytest.mark.parametrize("ahead", [0, 2])
 @pytest.mark.parametrize("layer", LAYERS, ids=list(LAYERS))
-def test_ring_rows_read_the_slots_the_mask_allows(layer):
+def test_ring_rows_read_the_slots_the_mask_allows(layer, ahead):
     prior = latentar.build_prior("transformer", (1, *GRID), 4, preset="tiny", **LAYERS[layer])
     pattern: AttentionPattern = prior.blocks[0].attention.pattern
     n = GRID[0] * GRID[1]
-    mask, rows, R = pattern_mask(pattern, n), ring_rows(pattern, n), span(pattern, n)
+    mask, R = pattern_mask(pattern, n), span(pattern, n) + ahead  # a ring with room for early writes
+    rows = ring_rows(pattern, n, R)
     for i in range(n):
         read = sorted(i - (i - place) % R for place in rows[i].nonzero().flatten().tolist())
         assert read == mask[i].nonzero().flatten().tolist()
