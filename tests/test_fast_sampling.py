@@ -155,7 +155,7 @@ def test_guidance_and_top_p_match_naive(name, device):
     labels = torch.tensor([0, 2, 1])
     assert_same_draws(prior, 3, labels, seed=5, cfg_scale=3.0, top_p=0.8, temperature=0.9)
     if not prior_class(name).composite:
-        assert_same_draws(prior, 3, labels, seed=6, cfg_scale=2.0, start_row=1)
+        assert_same_draws(prior, 3, labels, seed=6, cfg_scale=2.0, start_row=2)  # a block row under local_2d
 
 
 @pytest.mark.parametrize("name", NAMES)
