@@ -14,7 +14,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from prior_cases import VARIANTS, generator, head_cases, tiny_prior
+from prior_cases import case_names, generator, head_cases, prior_class, tiny_prior
 from torch import nn
 
 import latentar
@@ -29,13 +29,14 @@ from latentar.priors.base import Prior
 from latentar.registry import PRIORS
 
 NAMES = latentar.list_priors()
+CASE_NAMES = case_names()  # the registered priors and their variants (``prior_cases.VARIANTS``)
 TOL = 1e-4  # per-step params: |fast - naive| <= TOL + TOL·|naive|
 
 
 def sampling_cases() -> list[tuple]:
     """(name, case id, build kwargs, shape, K, cond maker or None) for every prior."""
     cases = []
-    for name in NAMES:
+    for name in CASE_NAMES:
         for head, C in head_cases(name):
             shape = (1, 4, 5) if C == 1 else (3, 3, 4)
             cases.append((name, f"{head}-C{C}", dict(head=head), shape, 6, None))
@@ -44,11 +45,7 @@ def sampling_cases() -> list[tuple]:
                       lambda n, g: torch.randint(0, 3, (n,), generator=g)))
         cases.append((name, "augment", dict(augmentations=("rot90", "transpose")), (1, 4, 4), 4,
                       lambda n, g: {"augment": torch.randint(0, 8, (n,), generator=g)}))
-        for variant, arch in VARIANTS.get(name, {}).items():
-            cases.append((name, variant, arch, (1, 4, 5), 6, None))
-            cases.append((name, f"{variant}-C3-classes", dict(arch, num_classes=3), (3, 4, 4), 5,
-                          lambda n, g: torch.randint(0, 3, (n,), generator=g)))
-        if PRIORS.get(name).supports_context:
+        if prior_class(name).supports_context:
             cases.append((name, "context", dict(symbols="codes", embed_dim=4, context_symbols=3,
                                                 context_shape=(2, 2)), (1, 4, 4), 5,
                            lambda n, g: {"context": torch.randint(0, 3, (n, 2, 2), generator=g)}))
@@ -57,7 +54,7 @@ def sampling_cases() -> list[tuple]:
 
 CASES = sampling_cases()
 # a composite (``Prior.composite``) draws its auxiliary first and completes no region of x
-COMPLETION_CASES = [case for case in CASES if not PRIORS.get(case[0]).composite]
+COMPLETION_CASES = [case for case in CASES if not prior_class(case[0]).composite]
 
 
 def traced_draws(prior: Prior, sampler: str, n: int, cond, seed: int, start_row: int | None = None, **draw):
@@ -117,7 +114,7 @@ def test_fast_sampling_matches_naive(case, device):
     assert samples.min() >= 0 and samples.max() < K
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", CASE_NAMES)
 def test_fast_sampling_with_temperature_and_top_k_restores_train_mode(name, device):
     prior = tiny_prior(name, (1, 3, 3), 5, device=device).train()
     for draw in (dict(temperature=0.5), dict(temperature=1.7, top_k=3)):
@@ -152,13 +149,13 @@ def test_completion_matches_naive(case, device):
     assert_same_draws(prior, 3, cond, seed=4, start_row=2)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", CASE_NAMES)
 def test_guidance_and_top_p_match_naive(name, device):
     prior = tiny_prior(name, (1, 3, 4), 5, device=device, num_classes=3, class_dropout=0.1)
     labels = torch.tensor([0, 2, 1])
     assert_same_draws(prior, 3, labels, seed=5, cfg_scale=3.0, top_p=0.8, temperature=0.9)
-    if not PRIORS.get(name).composite:
-        assert_same_draws(prior, 3, labels, seed=6, cfg_scale=2.0, start_row=1)
+    if not prior_class(name).composite:
+        assert_same_draws(prior, 3, labels, seed=6, cfg_scale=2.0, start_row=2)  # a block row under local_2d
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -60,5 +60,5 @@ def test_bad_architecture_names_the_problem():
         latentar.build_prior("gated_pixelcnn", (1, 4, 4), 4, kernel=4)
     with pytest.raises(ValueError, match=r"gated_pixelcnn.num_layers must be an integer in \[1, 1024\], got 0"):
         latentar.build_prior("gated_pixelcnn", (1, 4, 4), 4, num_layers=0)
-    with pytest.raises(ValueError, match="channel-masked backbone must use it with 1 channel"):
-        latentar.build_prior("gated_pixelcnn", (3, 4, 4), 256, head="logistic_mixture")
+    rgb = latentar.build_prior("gated_pixelcnn", (3, 4, 4), 256, head="logistic_mixture")
+    assert rgb.head.per_channel  # channel-masked RGB: a mixture per channel, not a refusal

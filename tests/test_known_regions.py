@@ -14,7 +14,7 @@ import math
 import pytest
 import torch
 from any_order_prior import any_order_prior
-from prior_cases import every_grid, tiny_prior
+from prior_cases import VARIANTS, every_grid, tiny_prior
 
 import latentar
 from latentar.generation import complete
@@ -23,7 +23,8 @@ from latentar.registry import PRIORS
 
 # raster priors of one network (a composite refuses known regions: tests/test_auxiliary.py)
 RASTER = [name for name in latentar.list_priors() if not PRIORS.get(name).any_order and not PRIORS.get(name).composite]
-ANY_ORDER = [name for name in latentar.list_priors() if PRIORS.get(name).any_order] + ["any_order_made"]
+ANY_ORDER = ([name for name in latentar.list_priors() if PRIORS.get(name).any_order]
+             + [name for name in VARIANTS if tiny_prior(name, (1, 1, 2), 2).any_order] + ["any_order_made"])
 DIAGONAL = torch.tensor([[True, False], [False, True]])  # known (0, 0) and (1, 1): no raster prefix
 
 

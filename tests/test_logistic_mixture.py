@@ -174,9 +174,25 @@ def test_a_sharp_single_component_puts_its_mode_first():
     assert lp.argmax().item() == round((0.2 + 1) * 15 / 2)
 
 
+def test_behind_a_channel_masked_backbone_each_channel_has_a_mixture_of_its_own():
+    """One channel at a time: block c of the params (3M values) is channel c's mixture alone,
+    its bins sum to one, and ``next_log_probs`` gives ``log_prob``'s terms."""
+    K, M = 4, 2
+    head = LogisticMixtureHead(3, K, couple_channels=False, num_mixtures=M)
+    assert head.per_channel and head.num_params == 3 * M * 3
+    params = torch.randn(1, head.num_params, 1, 1, generator=torch.Generator().manual_seed(1))
+    pixels = every_pixel(3, K)  # (K^3, 3, 1, 1)
+    lp = head.log_prob(params.expand(len(pixels), -1, -1, -1), pixels)  # (K^3, 3, 1, 1)
+    one = LogisticMixtureHead(1, K, couple_channels=False, num_mixtures=M)
+    for c in range(3):
+        alone = one.log_prob(params[:, 3 * M * c:3 * M * (c + 1)].expand(len(pixels), -1, -1, -1), pixels[:, c:c + 1])
+        assert torch.allclose(lp[:, c], alone[:, 0])
+        steps = head.next_log_probs(params[:, :, 0, 0].expand(len(pixels), -1), c, pixels[:, :, 0, 0])  # (K^3, K)
+        assert torch.allclose(steps.exp().sum(1), torch.ones(len(pixels)))
+        assert torch.allclose(steps.gather(1, pixels[:, c, 0]), lp[:, c, 0], atol=1e-6)
+
+
 def test_bad_configurations_name_the_problem():
-    with pytest.raises(ValueError, match="channel-masked backbone.*got 3"):
-        LogisticMixtureHead(3, 256, couple_channels=False)
     with pytest.raises(ValueError, match="1 or 3 channels, got 2"):
         LogisticMixtureHead(2, 256, couple_channels=True)
     head = LogisticMixtureHead(3, 256, couple_channels=True)

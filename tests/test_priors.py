@@ -12,7 +12,7 @@ import sys
 
 import pytest
 import torch
-from prior_cases import all_cases, case_id, every_grid, generator, head_cases, tiny_prior, variant_arch
+from prior_cases import all_cases, case_id, case_names, every_grid, generator, head_cases, prior_class, tiny_prior
 
 import latentar
 from latentar.heads import CategoricalHead
@@ -23,6 +23,7 @@ from latentar.registry import HEADS, PRIORS
 
 CASES = all_cases()
 NAMES = latentar.list_priors()
+CASE_NAMES = case_names()  # the registered priors and their variants (``prior_cases.VARIANTS``)
 
 
 # the interface and its parts, the sampling engine, generation orders and known regions, the shared
@@ -32,7 +33,7 @@ SUPPORT = {"base", "spec", "condition", "checks", "engine", "orders", "regions",
            "footprint", "compiling", "auxiliaries"}
 # priors with one network over the grid; a composite (``Prior.composite``) chains registered priors,
 # which these cases cover, and has no network of its own to take gradients through
-NETWORK_CASES = [case for case in CASES if not PRIORS.get(case[0]).composite]
+NETWORK_CASES = [case for case in CASES if not prior_class(case[0]).composite]
 
 
 def test_every_module_in_priors_registers_its_prior():
@@ -99,15 +100,15 @@ def test_the_shared_cases_follow_what_a_new_head_declares(monkeypatch):
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_exact_normalization_pixels(case, device):
-    name, head, C, variant = case
+    name, head, C = case
     shape, K = ((1, 2, 2), 3) if C == 1 else ((3, 1, 1), 4)
-    prior = tiny_prior(name, shape, K, head, device=device, **variant_arch(name, variant))
+    prior = tiny_prior(name, shape, K, head, device=device)
     with torch.no_grad():
         total = prior.log_prob(every_grid(shape, K, device)).exp().sum().item()
     assert abs(total - 1.0) < 1e-5
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", CASE_NAMES)
 def test_exact_normalization_codes_across_rows(name, device):
     shape, K = (1, 2, 3), 3  # W = 3 exposes any look at the upper-right neighbour's future
     prior = tiny_prior(name, shape, K, symbols="codes", embed_dim=4, device=device)
@@ -120,9 +121,9 @@ def test_exact_normalization_codes_across_rows(name, device):
 def test_causality_by_gradients(case, device):
     """d log p(x_{c,h,w}) / d input is exactly zero at and after (h, w, c) in the network's own
     order, nonzero before."""
-    name, head, C, variant = case
+    name, head, C = case
     H = W = 4
-    prior = tiny_prior(name, (C, H, W), 8, head, device=device, **variant_arch(name, variant))
+    prior = tiny_prior(name, (C, H, W), 8, head, device=device)
     x = torch.randint(0, 8, (8, C, H, W)).to(device)  # several grids: one grid's dead ReLUs can hide the past
     assert_causal(prior, x, Condition())
 
@@ -150,9 +151,9 @@ def assert_causal(prior: Prior, x: torch.Tensor, cond: Condition) -> None:
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_samples_follow_log_prob(case, device):
-    name, head, C, variant = case
+    name, head, C = case
     shape, K = ((1, 2, 2), 2) if C == 1 else ((3, 1, 1), 3)
-    prior = tiny_prior(name, shape, K, head, device=device, **variant_arch(name, variant))
+    prior = tiny_prior(name, shape, K, head, device=device)
     n = 4000
     samples = prior.sample(n, generator=generator(device, 0))
     assert samples.shape == (n, *shape) and samples.dtype == torch.long and samples.device == prior.device
@@ -175,7 +176,7 @@ def test_sampling_is_reproducible_and_restores_mode(name):
     assert torch.equal(a, b) and prior.training
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", CASE_NAMES)
 def test_save_load_round_trip(name, tmp_path, device):
     prior = tiny_prior(name, (3, 4, 4), 16, device=device)
     x = torch.randint(0, 16, (3, 3, 4, 4)).to(device)
@@ -210,7 +211,7 @@ def test_class_conditioning_changes_the_distribution(name):
         prior.log_prob(x)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", CASE_NAMES)
 def test_conditional_normalization(name, device):
     shape, K = (1, 2, 2), 3
     prior = tiny_prior(name, shape, K, num_classes=2, device=device)
@@ -221,7 +222,7 @@ def test_conditional_normalization(name, device):
             assert abs(total - 1.0) < 1e-5
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if PRIORS.get(n).supports_context])
+@pytest.mark.parametrize("name", [n for n in CASE_NAMES if prior_class(n).supports_context])
 def test_spatial_context_normalization_and_effect(name, device):
     shape, K = (1, 2, 2), 3
     prior = tiny_prior(name, shape, K, symbols="codes", embed_dim=4, context_symbols=5,

@@ -9,7 +9,10 @@ params layout at each position, with M = ``num_mixtures`` components and C chann
     [ logits (M) | means (C·M) | log_scales (C·M) | coefficients (3·M, only C == 3 coupled) ]
 
 so P = M·(1 + 2C) + 3M·[C == 3 and couple_channels]. Blocks of C·M are channel-major
-(block c holds the M values of channel c). With coupling, component m shifts the means
+(block c holds the M values of channel c). Behind a backbone that masks channel groups
+(``couple_channels`` False) with C > 1, each channel is a one-channel mixture of its own, one
+channel at a time: params are C blocks [ logits (M) | means (M) | log_scales (M) ], block c
+computed from channels < c, so P = 3·M·C. With coupling, component m shifts the means
 of later channels by the earlier channels' discretized values (tanh-squashed
 coefficients α, β, γ): μ_g += α·v_r, μ_b += β·v_r + γ·v_g. One mixture indicator is
 shared by all channels of a pixel, so
@@ -26,6 +29,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 
 from latentar.checks import check_value
 from latentar.heads.base import Head, register_head
@@ -96,26 +100,30 @@ class LogisticMixtureHead(Head):
     """
 
     ordinal = True  # bins on the real line: pixel levels, not codes
-    channel_blocks = False  # one mixture indicator shared by the channels of a pixel
+    channel_blocks = True  # whole pixels: one mixture indicator shared by the channels of a pixel;
+    #                        behind a channel-masked backbone: a mixture per channel, block c
     channel_counts = (1, 3)  # one channel, or RGB with its linear coupling of means
 
     def __init__(self, channels: int, num_symbols: int, couple_channels: bool, num_mixtures: int = 10):
         super().__init__(channels, num_symbols, couple_channels)
         num_mixtures = check_value(num_mixtures, int, "logistic_mixture.num_mixtures")
         self.num_mixtures = num_mixtures  # M
-        self.coupled = channels == 3
-        self.num_params = num_mixtures * (1 + 2 * channels + (COUPLED if self.coupled else 0))
+        self.per_channel = channels > 1 and not couple_channels  # a mixture of its own per channel
+        self.coupled = channels == 3 and couple_channels
+        mixture_params = 3 * channels if self.per_channel else 1 + 2 * channels + (COUPLED if self.coupled else 0)
+        self.num_params = num_mixtures * mixture_params
 
-    def split(self, params: torch.Tensor):
-        """params (N, P, ...) -> logits (N, M, ...), means and log_scales (N, C, M, ...),
-        coefficients tanh-squashed (N, 3, M, ...) or None."""
-        M, C = self.num_mixtures, self.channels
-        if params.shape[1] != self.num_params:
-            raise ValueError(f"params must have {self.num_params} channels, got {params.shape[1]}")
-        sizes = [M, C * M, C * M] + ([COUPLED * M] if self.coupled else [])
+    def split(self, params: torch.Tensor, channels: int | None = None):
+        """params (N, P, ...) of ``channels`` (None: the head's C) mixed channels -> logits
+        (N, M, ...), means and log_scales (N, C, M, ...), coefficients tanh-squashed (N, 3, M, ...)
+        or None."""
+        M, C = self.num_mixtures, self.channels if channels is None else channels
+        sizes = [M, C * M, C * M] + ([COUPLED * M] if self.coupled and C == 3 else [])
+        if params.shape[1] != sum(sizes):
+            raise ValueError(f"params must have {sum(sizes)} channels, got {params.shape[1]}")
         parts = params.split(sizes, dim=1)
         means, log_scales = (p.unflatten(1, (C, M)) for p in parts[1:3])
-        coeffs = torch.tanh(parts[3].unflatten(1, (COUPLED, M))) if self.coupled else None
+        coeffs = torch.tanh(parts[3].unflatten(1, (COUPLED, M))) if len(parts) > 3 else None
         return parts[0], means, log_scales, coeffs
 
     @staticmethod
@@ -132,13 +140,23 @@ class LogisticMixtureHead(Head):
     def log_prob(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         if not params.is_floating_point() or params.dtype in (torch.float16, torch.bfloat16):
             params = params.float()
-        logits, means, log_scales, coeffs = self.split(params)  # (B, M, H, W), (B, C, M, H, W), ...
+        if self.per_channel:  # C one-channel mixtures: the channels folded into the width
+            C = self.channels
+            out = self.mixture_log_prob(rearrange(params, "b (c p) h w -> b p h (w c)", c=C),
+                                        rearrange(x, "b c h w -> b 1 h (w c)"), 1)
+            return rearrange(out, "b 1 h (w c) -> b c h w", c=C)
+        return self.mixture_log_prob(params, x, self.channels)
+
+    def mixture_log_prob(self, params: torch.Tensor, x: torch.Tensor, channels: int) -> torch.Tensor:
+        """``log_prob`` of one mixture over ``channels`` channels: params (B, P, H, W) float,
+        x (B, channels, H, W) -> (B, channels, H, W)."""
+        logits, means, log_scales, coeffs = self.split(params, channels)  # (B, M, H, W), (B, C, M, H, W), ...
         x = x.long()
         v = (x.to(params.dtype) * (2.0 / (self.num_symbols - 1)) - 1.0)[:, :, None]  # (B, C, 1, H, W)
         joint = F.log_softmax(logits, dim=1)  # log π_m, then + log p_c for each channel c
         before = torch.zeros_like(joint[:, 0])  # log p(x_<c) = 0 for c = 0, (B, H, W)
         out = []
-        for c in range(self.channels):
+        for c in range(channels):
             mean = self.coupled_mean(means, coeffs, v, c)  # (B, M, H, W)
             joint = joint + discretized_logistic_log_prob(x[:, c:c + 1], mean, log_scales[:, c],
                                                           self.num_symbols)
@@ -149,8 +167,14 @@ class LogisticMixtureHead(Head):
 
     def next_log_probs(self, params, channel, pixel):
         """Exact p(x_c | x_<c) of one pixel, marginalised over the shared mixture component:
-        Σ_m w_m(x_<c) p_c(x_c | m, x_<c), with w_m(x_<c) ∝ π_m Π_{c' < c} p_c'(x_c' | m, x_<c')."""
-        logits, means, log_scales, coeffs = self.split(params.float())  # (N, M), (N, C, M), ...
+        Σ_m w_m(x_<c) p_c(x_c | m, x_<c), with w_m(x_<c) ∝ π_m Π_{c' < c} p_c'(x_c' | m, x_<c');
+        with a mixture per channel (``per_channel``), channel c's own, from its block of params."""
+        if self.per_channel:
+            block = params.unflatten(1, (self.channels, -1))[:, channel]  # (N, 3M)
+            channel, pixel = 0, pixel[:, channel:channel + 1]
+            logits, means, log_scales, coeffs = self.split(block.float(), 1)  # (N, M), (N, 1, M), None
+        else:
+            logits, means, log_scales, coeffs = self.split(params.float())  # (N, M), (N, C, M), ...
         K = self.num_symbols
         v = (pixel.float() * (2.0 / (K - 1)) - 1.0)[:, :, None]  # (N, C, 1) values of drawn channels
         weights = F.log_softmax(logits, dim=1)  # (N, M): log π_m, then the posterior given x_<c

@@ -27,8 +27,9 @@ pattern over slots is a pattern over the positions they predict. The layer patte
 
 A layer pattern is an ``AttentionPattern``; its mask is built once per (pattern, N) and kept per
 device (``pattern_mask``), so a forward pass only looks it up. ``span`` is how far back a query
-can reach: a step-by-step sampler keeps only the keys and values of the last ``span`` slots, in a
-ring (``ring_rows`` is the mask over that ring), which is all a local pattern can still read.
+can reach: a step-by-step sampler keeps only the keys and values of the last ``span`` slots (or a
+few more), in a ring (``ring_rows`` is the mask over that ring), which is all a local pattern can
+still read.
 ``slot_field`` composes the layers' masks into what each slot sees through the whole stack.
 """
 
@@ -129,11 +130,13 @@ def span(pattern: AttentionPattern, n: int) -> int:
 
 
 @functools.lru_cache(maxsize=32)
-def ring_rows(pattern: AttentionPattern, n: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    """The pattern over a ring of R = ``span`` key slots, slot j kept at j mod R -> bool (n, R) on
-    ``device``: row i says which ring places query i reads (each holding the latest slot j <= i
-    that lands there; places no slot has reached yet are False)."""
-    mask, R = _cpu_mask(pattern, n), span(pattern, n)
+def ring_rows(pattern: AttentionPattern, n: int, size: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The pattern over a ring of R = ``size`` >= ``span`` key slots, slot j kept at j mod R -> bool
+    (n, R) on ``device``: row i says which ring places query i reads (each holding the latest slot
+    j <= i that lands there; places no slot has reached yet are False). A ring of span + a places
+    may hold slots up to i + a when query i runs, written early: the row never reads them."""
+    mask, R = _cpu_mask(pattern, n), size
+    assert R >= span(pattern, n), "a ring smaller than the span loses keys the pattern reads"
     i, place = torch.arange(n)[:, None], torch.arange(R)[None]
     j = i - (i - place) % R  # (n, R): the slot at each place when query i runs
     return ((j >= 0) & mask.gather(1, j.clamp(min=0))).to(device)

@@ -192,7 +192,8 @@ class StepPass:
         """Inclusive causal attention at this position i: x (B, 1, D) -> (B, 1, D). Its key
         and value enter the KV cache at i, and its query attends to the cached positions <= i; under
         an attention pattern (``attention.pattern``) the cache is a ring of the positions the pattern
-        can still reach (``attention_patterns.span``), read through the pattern's row."""
+        can still reach (``attention_patterns.span``, plus ``StepCache.ahead``), read through the
+        pattern's row."""
         assert self.col is not None, "attention steps at positions"
         (H, W), pattern = self.cache.sizes[0], attention.pattern
         i = self.row * W + self.col
@@ -201,10 +202,12 @@ class StepPass:
             q, keys[:, :, i:i + 1], values[:, :, i:i + 1] = attention.project(x)  # each (B, n, 1, d)
             return attention.combine(q, keys[:, :, :i + 1], values[:, :, :i + 1], causal=False)
         # an attention pattern: a ring of the last ``span`` slots, read through the pattern's row
-        keys, values = self.cache.keys_values(attention, x, span(pattern, H * W))
-        place = i % keys.shape[2]
+        size = span(pattern, H * W) + self.cache.ahead
+        keys, values = self.cache.keys_values(attention, x, size)
+        place = i % size
         q, keys[:, :, place:place + 1], values[:, :, place:place + 1] = attention.project(x)
-        return attention.combine(q, keys, values, causal=False, mask=ring_rows(pattern, H * W, x.device)[i:i + 1])
+        rows = ring_rows(pattern, H * W, size, x.device)
+        return attention.combine(q, keys, values, causal=False, mask=rows[i:i + 1])
 
     def view(self, t: torch.Tensor) -> torch.Tensor:
         """A whole map (B, c, H, W) at this row (B, c, 1, W) or position (B, c, 1, 1)."""

@@ -38,7 +38,9 @@ for every registered prior:
   read with ``(cond.labels, cond.augment)``); or, with ``any_order = True``, ``network(z, cond, order=None)``
   causal in any order (H·W,) and an ``orders`` property of its own;
 - the class attributes that say what it is: ``channel_masked`` (True: the backbone masks
-  R→G→B groups; False: the head couples the channels of a pixel), ``supports_context``
+  R→G→B groups; False: the head couples the channels of a pixel; an arch that chooses it
+  overrides ``masks_channels``, and a prior whose arch makes it take any order sets its own
+  ``any_order``), ``supports_context``
   (takes a spatial context map), ``full_context`` (every position sees the whole past; the
   receptive-field suite checks it either way), ``checkpointable``. It takes every registered
   head that does not refuse its setting (``Head.refusal``: what the head declares it can
@@ -95,12 +97,13 @@ class Prior(nn.Module, Saveable):
     Arch: ClassVar[type]
     presets: ClassVar[dict[str, dict]] = {}
     refused_heads: ClassVar[dict[str, str]] = {}  # head name -> why this backbone cannot use it
-    channel_masked: ClassVar[bool] = False  # True: the backbone masks R→G→B channel groups
+    channel_masked: bool = False  # True: the backbone masks R→G→B channel groups (``masks_channels``)
     supports_context: ClassVar[bool] = False  # accepts a spatial context map
     full_context: ClassVar[bool] = False  # every position sees every earlier one (no blind spot)
     Stepper: ClassVar[type[StepperBase]] = NaiveStepper  # the fast sampler's stepper (see engine.py)
     checkpointable: ClassVar[bool] = False  # its network routes its big blocks through ``checkpointed``
-    any_order: ClassVar[bool] = False  # generates in any order: ``network(z, cond, order=None)``, its own ``orders``
+    any_order: bool = False  # generates in any order: ``network(z, cond, order=None)``, its own ``orders``
+    #                          (the class's value; an instance whose arch chooses sets its own)
     composite: ClassVar[bool] = False  # p(a)·p(x | a) over stage priors (``auxiliary``): no network of its own
 
     def __init__(self, spec: PriorSpec, arch: Any):
@@ -109,23 +112,32 @@ class Prior(nn.Module, Saveable):
         self.checkpoint_activations = False  # set with ``set_activation_checkpointing``
         self.compiled = False  # set with ``set_compile``
         self.channels_last = False  # set with ``set_channels_last``
-        self._check_spec(spec)
+        self.channel_masked = self.masks_channels(arch)
+        self._check_spec(spec, arch)
         C, _, _ = spec.shape
         self.input = SymbolInput(spec.symbols, spec.num_symbols, spec.embed_dim)
         self.head: Head = HEADS.get(spec.head)(C, spec.num_symbols, couple_channels=not self.channel_masked,
                                                **spec.head_options)
 
     @classmethod
-    def head_refusal(cls, head: str, channels: int, symbols: str) -> str | None:
-        """Why this prior cannot model ``channels`` channels of ``symbols`` with the registered
-        ``head`` (unknown names raise with the known list); None when it can."""
+    def masks_channels(cls, arch: Any) -> bool:
+        """``channel_masked`` of this prior built with ``arch``: the class's value, unless the
+        arch chooses it (the sub-pixel tokens of ``transformer``)."""
+        return cls.channel_masked
+
+    @classmethod
+    def head_refusal(cls, head: str, channels: int, symbols: str, arch: Any = None) -> str | None:
+        """Why this prior (built with ``arch``; None: as its class says) cannot model
+        ``channels`` channels of ``symbols`` with the registered ``head`` (unknown names raise
+        with the known list); None when it can."""
         head_class = HEADS.get(head)
         if head in cls.refused_heads:
             return f"prior {cls.name!r} does not take head {head!r}: {cls.refused_heads[head]}"
-        return head_class.refusal(channels, couple_channels=not cls.channel_masked, symbols=symbols)
+        masked = cls.channel_masked if arch is None else cls.masks_channels(arch)
+        return head_class.refusal(channels, couple_channels=not masked, symbols=symbols)
 
-    def _check_spec(self, spec: PriorSpec) -> None:
-        refusal = self.head_refusal(spec.head, spec.shape[0], spec.symbols)
+    def _check_spec(self, spec: PriorSpec, arch: Any) -> None:
+        refusal = self.head_refusal(spec.head, spec.shape[0], spec.symbols, arch)
         if refusal is not None:
             raise ValueError(refusal)
         if spec.context_shape is not None and not self.supports_context:

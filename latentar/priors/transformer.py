@@ -8,6 +8,21 @@ of position i - 1 and, through inclusive causal attention (slot i attends to slo
 j <= i), position i sees exactly the positions before it. Slot 0 holds a learned start
 token, or the class embedding for class-conditional priors.
 
+Sub-pixel tokens (``tokens = "subpixel"``, the Image and Sparse Transformers' layout): one
+slot per (h, w, c), channels innermost, N = H·W·C; each channel's symbols have their own
+embedding (``latentar.nn.levels.LevelTable`` for pixels, a projection of the input embedding
+for codes) and a learned channel embedding joins the row + column embedding of the slot's
+target. The prior is then channel-masked: the head models one symbol per slot, params in C
+blocks. A slot is keyed position · T + channel (T = C, or 1 for pixel tokens).
+
+Any order (``order_embedding = true``, σ-GPT / XLNet's query position): slot t holds the
+symbols of order[t-1] plus the embedding of where they sit (``given_rows``, ``given_cols``),
+and the row + column embedding of the position it predicts, order[t]; its output is the
+params of order[t], scattered back to the grid. The prior is the uniform mixture of its
+listed orders (``orders``, ``num_orders``), trained on one of them per batch, or on a fresh
+random permutation per batch (``orders = "random"``, listed as raster's variants). With
+sub-pixel tokens the slot order is the position order × the channels.
+
 Positions are learned row + column embeddings: the grid is fixed, so absolute
 positions cost nothing at sampling time (a cached key never changes), and the sum keeps
 the 2-D layout (the position above is one row embedding away, not W slots) at H + W
@@ -27,15 +42,16 @@ an output head without bias that starts at zero (``zero_head``: every symbol equ
 initialisation). Its head is untied, as Image GPT's: the input side is a projection of the C
 symbols' input floats, not a table of K token rows that a head could share.
 
-Fast sampling (``TransformerStepper``) runs each block at the new position only, its
+Fast sampling (``TransformerStepper``) runs each block at the new slot only, its
 attention over a KV cache of the earlier ones (``StepPass.self_attend``).
 
 Attention patterns (``attention``, ``layout``; ``latentar.nn.attention_patterns``) restrict the
-earlier slots each layer attends to: a boolean mask over slots per layer, in the full pass and as
-the same row in a step, whose KV cache is then a ring of the slots the pattern can still reach.
-Under ``local_2d`` the slots follow block-raster order: slot i predicts position order[i], holding
-the symbols of order[i - 1] plus the position terms of order[i], and that order is the prior's one
-order (``orders``), in which it samples, scores and completes.
+earlier slots each layer attends to: a boolean mask over the N slots (sub-pixels with sub-pixel
+tokens, in the generation order) per layer, in the full pass and as the same row in a step, whose
+KV cache is then a ring of the slots the pattern can still reach. Under ``local_2d`` the slots
+follow block-raster order over the (H, W·T) grid of slots (tensor2tensor's layout for sub-pixels;
+a block's columns a multiple of T, so a pixel's channels stay together): that order of the
+positions is the prior's one order (``orders``), in which it samples, scores and completes.
 """
 
 from __future__ import annotations
@@ -48,24 +64,29 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from latentar.checks import DEPTH, DEPTH_OR_NONE, FRACTION, Checked, FieldError
+from latentar.checks import DEPTH, DEPTH_OR_NONE, FRACTION, Bound, Checked, FieldError
 from latentar.nn.attention_patterns import FAMILIES, AttentionPattern, family_patterns, slot_field
 from latentar.nn.caches import StepCache
 from latentar.nn.conditioning import class_biases
+from latentar.nn.levels import LevelTable
 from latentar.nn.passes import FullPass, StepPass
 from latentar.nn.transformer import ACTIVATIONS, NORMS, EncoderPass, TransformerBlock, init_weights, make_norm
 from latentar.priors.base import Prior, register_prior
 from latentar.priors.condition import Condition
 from latentar.priors.engine import Stepper
-from latentar.priors.orders import block_raster, ranks
+from latentar.priors.orders import ORDER_NAMES, block_raster, named_orders
 from latentar.priors.spec import PriorSpec
+
+TOKENS = ("pixel", "subpixel")
+ORDER_CHOICES = (*ORDER_NAMES, "random")  # "random": trained on fresh permutations, listed as raster's variants
 
 
 @dataclass
 class TransformerArch(Checked):
     label = "transformer"
     bounds = {"dropout": FRACTION, "context_layers": DEPTH_OR_NONE, "num_layers": DEPTH,
-              "norm": tuple(NORMS), "activation": tuple(ACTIVATIONS), "attention": tuple(FAMILIES)}
+              "norm": tuple(NORMS), "activation": tuple(ACTIVATIONS), "attention": tuple(FAMILIES), "tokens": TOKENS,
+              "orders": ORDER_CHOICES, "num_orders": Bound(1, 8)}
 
     width: int = 256  # D: the residual stream's width
     num_layers: int = 8  # Transformer blocks
@@ -80,17 +101,31 @@ class TransformerArch(Checked):
     zero_head: bool = False  # the output head without bias, zero at initialisation (uniform symbols)
     # attention patterns (``latentar.nn.attention_patterns``): the earlier slots each layer attends to
     attention: str = "full"  # full | local_1d | local_2d (generates in block-raster order) | strided | fixed
-    block: int | tuple[int, int] | None = None  # local_1d: query block length in slots; local_2d: rows or [rows, cols]
-    stride: int | None = None  # strided, fixed: l, the local window and the stride (one image row: l = W)
+    block: int | tuple[int, int] | None = None  # local_1d: query block length in slots; local_2d: rows or
+    #                                             [rows, cols] of the (H, W·T) slot grid (cols a multiple of T)
+    stride: int | None = None  # strided, fixed: l, the local window and the stride in slots (one image row: W·T)
     summary: int | None = None  # fixed: c, the last c slots of every block of l, which later slots all see
     layout: str | None = None  # patterns cycled over the layers (the last cycle may stop part-way), e.g.
     #                           "strided_row,strided_column"; None: the attention's own cycle
+    # what a slot is, and the orders it is generated in
+    tokens: str = "pixel"  # "pixel": a slot per position (the head couples its channels); "subpixel": per (h, w, c)
+    order_embedding: bool = False  # any order: each slot also embeds the position it predicts (σ-GPT)
+    orders: str = "raster"  # with order_embedding: the mixture's orders, variants of "raster" or "s_curve";
+    #                         "random": trained on a fresh random permutation per batch, listed as "raster"
+    num_orders: int = 8  # with order_embedding: how many variants (8 on a square grid, 4 otherwise) it mixes
 
     def __post_init__(self):
         super().__post_init__()
         if self.width % self.heads:
             raise FieldError(f"transformer.width ({self.width}) must be a multiple of "
                              f"transformer.heads ({self.heads})")
+        if self.orders != "raster" and not self.order_embedding:
+            raise FieldError(f"transformer.orders = {self.orders!r} needs transformer.order_embedding = true "
+                             f"(without it the Transformer generates in raster order only)")
+        if self.order_embedding and self.attention == "local_2d":
+            raise FieldError("transformer.order_embedding = true cannot go with attention = 'local_2d': local 2-D "
+                             "attention fixes its own order (block-raster); local_1d, strided and fixed apply "
+                             "in any order")
         check_pattern_fields(self)
 
     @property
@@ -139,7 +174,7 @@ def block_size(arch: TransformerArch) -> tuple[int, int]:
 
 
 def layer_pattern(name: str, arch: TransformerArch, grid: tuple[int, int]) -> AttentionPattern:
-    """The pattern ``name`` of one layer, sized by the arch, over the slots of an (H, W) grid."""
+    """The pattern ``name`` of one layer, sized by the arch, over the slots of an (H, W·T) grid."""
     if name == "local_2d":
         rows, cols = block_size(arch)
         return AttentionPattern(name, block=rows, block_cols=cols, grid=grid)
@@ -179,35 +214,68 @@ class ContextEncoder(nn.Module):
 
 
 class TransformerStepper(Stepper):
-    """``params(h, w, None)`` runs ``Transformer.body`` on the slot i that predicts position
-    p = h·W + w (i = p in raster order) alone: its input is the start token (i = 0) or the
-    symbols of the position slot i - 1 predicts, final by then, plus the position terms of p;
-    each block's key and value of slot i enter the ``StepCache`` (at i = row·W + col of the
-    ``StepPass``), and its query attends to slots <= i there (through its pattern, if any)."""
+    """``params(h, w, c)`` runs ``Transformer.body`` on one slot at a time: slot t = s·T + k
+    of the s-th position walked (k its token channel, T the tokens per position) holds what the
+    slot before it predicted, final by then, plus its own terms (``slot_terms``); each block's
+    key and value of slot t enter the ``StepCache`` (its slots in one column, so
+    ``StepPass(cache, t, 0)`` is slot t), and its query attends to slots <= t there (through
+    its pattern, if any: then the cache is a ring of the slots the pattern can still reach).
+
+    Sub-pixel tokens: asked for channel c, it runs slots k = c..T-1 of the position, so that
+    the blocks of channels after c read x as it is now, as a whole pass does (their keys and
+    values are written again once those channels are drawn; a ring cache has T - 1 more places,
+    so that these early writes never cover a slot still read). Grids may each have their own
+    order (h, w long (n,)): every grid is at its own s-th position, so the slots line up."""
 
     prior: Transformer
 
     def __init__(self, prior: Transformer, x: torch.Tensor, cond: Condition, order: torch.Tensor | None):
         super().__init__(prior, x, cond, order)
-        self.cache = StepCache(x.shape[0], [(x.shape[-2], x.shape[-1])])
-        self.start = prior.start_token(cond.labels, x.shape[0], cond.augment)  # (n, 1, D)
-        self.terms = prior.position_terms(cond.context)  # (1 or n, H·W, D), computed once
+        n = x.shape[0]
+        self.cache = StepCache(n, [(prior.num_slots, 1)], ahead=prior.tokens_per_position - 1)
+        self.start = prior.start_token(cond.labels, n, cond.augment)  # (n, 1, D)
+        self.terms = prior.position_terms(cond.context).expand(n, -1, -1)  # (n, H·W, D), computed once
         self.biases = prior.class_bias(cond.labels)
-        slot_order = prior.slot_order
-        self.positions = None if slot_order is None else slot_order.tolist()  # slot -> position
-        self.slots = None if slot_order is None else ranks(slot_order).tolist()  # position -> slot
+        self.rows = torch.arange(n, device=x.device)
+        self.walked = 0  # positions taken so far: the next one is the walked-th of every grid's order
+        self.previous: torch.Tensor | None = None  # long (n,): each grid's last position taken
+        self.blocks: list[torch.Tensor] = []  # the head params (n, P / T) of this position's slots so far
 
-    def params(self, h: int, w: int, c: int | None) -> torch.Tensor:
+    def params(self, h: int | torch.Tensor, w: int | torch.Tensor, c: int | None) -> torch.Tensor:
         W = self.x.shape[-1]
-        p = h * W + w
-        i = p if self.slots is None else self.slots[p]
-        if i == 0:
-            slot = self.start
+        p = torch.as_tensor(h * W + w, device=self.x.device).expand(len(self.x))  # (n,)
+        first = c or 0
+        del self.blocks[first:]
+        for k in range(first, self.prior.tokens_per_position):
+            self.blocks.append(self.slot(p, k))
+        return torch.cat(self.blocks, dim=1)  # (n, P)
+
+    def slot(self, p: torch.Tensor, k: int) -> torch.Tensor:
+        """The head params (n, P / T) of token channel k at the positions p long (n,)."""
+        T = self.prior.tokens_per_position
+        target = p * T + k  # (n,) keys: position · T + channel
+        if k:
+            given = target - 1
+        elif self.previous is not None:
+            given = self.previous * T + T - 1
         else:
-            ph, pw = divmod(i - 1 if self.positions is None else self.positions[i - 1], W)
-            slot = self.prior.embed_symbols(self.prior.input(self.x[:, :, ph:ph + 1, pw:pw + 1]))  # (n, 1, D)
-        slot = slot + self.terms[:, p:p + 1]
-        return self.prior.body(StepPass(self.cache, *divmod(i, W)), slot, self.biases)[:, 0]  # (n, P)
+            given = torch.full_like(p, -1)  # the start token
+        held = self.start[:, 0] if self.previous is None and not k else self.symbols(given)  # (n, D)
+        inputs = held[:, None] + self.prior.slot_terms(self.terms, given[:, None], target[:, None])  # (n, 1, D)
+        t = self.walked * T + k
+        return self.prior.body(StepPass(self.cache, t, 0), inputs, self.biases)[:, 0]
+
+    def symbols(self, keys: torch.Tensor) -> torch.Tensor:
+        """The vectors (n, D) of the symbols at the keys long (n,) (position · T + channel)."""
+        T, W = self.prior.tokens_per_position, self.x.shape[-1]
+        h, w = (keys // T).div(W, rounding_mode="floor"), (keys // T).remainder(W)
+        z = self.prior.input(self.x[self.rows, :, h, w][:, :, None, None])  # (n, C·E, 1, 1)
+        return self.prior.embed_symbols(z)[self.rows, keys % T]  # (n, D)
+
+    def take(self, h: int | torch.Tensor, w: int | torch.Tensor) -> None:
+        W = self.x.shape[-1]
+        self.previous = torch.as_tensor(h * W + w, device=self.x.device).expand(len(self.x))
+        self.walked += 1
 
 
 @register_prior("transformer")
@@ -226,27 +294,53 @@ class Transformer(Prior):
         **{name: dict(width=width, num_layers=layers, heads=heads, norm="rms", activation="gelu2", zero_head=True)
            for name, width, layers, heads in (("igpt_s", 512, 24, 8), ("igpt_m", 1024, 36, 8),
                                               ("igpt_l", 1536, 48, 16))},
-        # Image Transformer on CIFAR-10 (Parmar et al. 2018): 12 layers of width 512, 4 heads, local 1-D
-        # attention over query blocks of 256
-        "image_transformer_cifar": dict(width=512, num_layers=12, heads=4, attention="local_1d", block=256),
+        # Image Transformer on CIFAR-10 (Parmar et al. 2018): 12 layers of width 512, 4 heads, sub-pixel
+        # tokens, local 1-D attention over query blocks of 256 sub-pixels
+        "image_transformer_cifar": dict(width=512, num_layers=12, heads=4, tokens="subpixel", attention="local_1d",
+                                        block=256),
         # Sparse Transformer on CIFAR-10 (Child et al. 2019; openai/distribution_augmentation hyperparams.py,
         # "c10-58m" = c10_sparse over c10_dense): 128 layers of width 256, 2 heads, MLP ×2, residual dropout
         # 0.25, strided l = 96 (one row of 32×3 sub-pixels) with the layers cycling "bT,b,b,b": one layer over
         # every l-th slot, then three over the previous l (its keys at half width, qk_ratio 0.5, are not modelled)
         "sparse_transformer_cifar": dict(width=256, num_layers=128, heads=2, mlp_ratio=2, dropout=0.25,
-                                         attention="strided", stride=96,
+                                         tokens="subpixel", attention="strided", stride=96,
                                          layout="strided_column,strided_row,strided_row,strided_row"),
     }
     supports_context = True
     checkpointable = True
     Stepper = TransformerStepper
 
+    order_table: torch.Tensor | None  # (n, H·W) long, a buffer: ``orders`` of an any-order prior
+
+    @classmethod
+    def masks_channels(cls, arch: TransformerArch) -> bool:
+        return arch.tokens == "subpixel"  # a slot per channel: channel c's params read channels < c
+
     def __init__(self, spec: PriorSpec, arch: TransformerArch):
         super().__init__(spec, arch)
         C, H, W = spec.shape
         D = arch.width
-        self.symbol_projection = nn.Linear(C * self.input.dim, D)  # the C symbols of a position -> one vector
+        self.any_order = arch.order_embedding
+        self.tokens_per_position = C if self.channel_masked else 1  # T
+        self.num_slots = H * W * self.tokens_per_position  # N
+        self.symbol_projection: nn.Module | None = None
+        self.levels = self.channel_embedding = self.given_rows = self.given_cols = None
+        if not self.channel_masked:
+            self.symbol_projection = nn.Linear(C * self.input.dim, D)  # the C symbols of a position -> one vector
+        elif spec.symbols == "pixels":
+            self.levels = LevelTable(C, spec.num_symbols, D)  # K learned vectors per channel
+        else:
+            self.symbol_projection = nn.Linear(self.input.dim, D)  # one code's input embedding -> D
+        if self.channel_masked:
+            self.channel_embedding = nn.Embedding(C, D)  # added to the row + column of the slot's target
         self.rows, self.cols = nn.Embedding(H, D), nn.Embedding(W, D)
+        if arch.order_embedding:  # where the symbols a slot holds sit (its target's rows and cols are above)
+            self.given_rows, self.given_cols = nn.Embedding(H, D), nn.Embedding(W, D)
+        table = None
+        if arch.order_embedding:
+            with torch.device("cpu"):  # also when the model is built on the meta device (``saving.meta_model``)
+                table = named_orders("raster" if arch.orders == "random" else arch.orders, arch.num_orders, H, W)
+        self.register_buffer("order_table", table, persistent=False)
         # slot 0: a learned start token, or the class embedding (every parameter is used, as DDP needs)
         self.start = nn.Parameter(torch.zeros(1, 1, D)) if spec.label_rows is None else None
         self.class_embedding = None if spec.label_rows is None else nn.Embedding(spec.label_rows, D)
@@ -257,13 +351,19 @@ class Transformer(Prior):
             self.context = ContextEncoder(spec.context_symbols, spec.context_shape, arch)
         self.dropout = nn.Dropout(arch.dropout)
         self.blocks = nn.ModuleList(block(arch) for _ in range(arch.num_layers))
-        self.patterns = [layer_pattern(name, arch, (H, W)) for name in arch.layer_patterns]
+        T = self.tokens_per_position
+        if arch.attention == "local_2d" and block_size(arch)[1] % T:
+            raise FieldError(f"transformer.block's columns ({block_size(arch)[1]}) must be a multiple of the "
+                             f"{T} channels with tokens = 'subpixel': local_2d cuts the (H, W·{T}) grid of "
+                             f"sub-pixels, and a block keeps each pixel's channels together")
+        self.patterns = [layer_pattern(name, arch, (H, W * T)) for name in arch.layer_patterns]
         for layer, pattern in zip(self.blocks, self.patterns):
             cast(TransformerBlock, layer).attention.pattern = None if pattern.name == "full" else pattern
         self.norm = make_norm(arch.norm, D)
-        self.out = nn.Linear(D, self.head.num_params, bias=not arch.zero_head)
-        transformer_parts = [self.symbol_projection, self.rows, self.cols, self.class_embedding, self.context,
-                             self.blocks, self.norm, self.out]
+        self.out = nn.Linear(D, self.head.num_params // T, bias=not arch.zero_head)  # one slot's params
+        transformer_parts = [self.symbol_projection, self.levels, self.channel_embedding, self.rows, self.cols,
+                             self.given_rows, self.given_cols, self.class_embedding, self.context, self.blocks,
+                             self.norm, self.out]
         for part in filter(None, transformer_parts):
             init_weights(part, arch.num_layers + arch.context_layers)
         if self.start is not None:
@@ -273,34 +373,59 @@ class Transformer(Prior):
         # a (D) residual bias per block, zero at first (see ``ClassBiases``)
         self.class_bias = class_biases(spec.label_rows, [D] * arch.num_layers)
 
-    # ---- the attention patterns and the order they generate in ---------------------------
+    # ---- the attention patterns and the orders it generates in ---------------------------
     @property
     def full_context(self) -> bool:  # type: ignore[override]  # a class attribute of most priors
-        """Whether every position sees every earlier one through the layers' patterns together."""
+        """Whether every slot sees every earlier one through the layers' patterns together."""
         if all(pattern.name == "full" for pattern in self.patterns):
             return True
-        _, H, W = self.spec.shape
-        return bool(slot_field(self.patterns, H * W).equal(torch.ones(H * W, H * W, dtype=torch.bool).tril()))
+        N = self.num_slots
+        return bool(slot_field(self.patterns, N).equal(torch.ones(N, N, dtype=torch.bool).tril()))
 
     @property
     def slot_order(self) -> torch.Tensor | None:
-        """The position each slot predicts, long (H·W,) on the CPU: block-raster order for local_2d
-        attention; None for raster order (slot i predicts position i)."""
+        """The position order of the slots under local_2d attention, long (H·W,) on the CPU: blocks
+        of the (H, W·T) slot grid in raster order, raster inside, so blocks of rows × cols / T
+        positions; None for the other attentions."""
         if self.arch.attention != "local_2d":
             return None
         _, H, W = self.spec.shape
         rows, cols = block_size(self.arch)
-        return block_raster(H, W, rows, cols)
+        return block_raster(H, W, rows, cols // self.tokens_per_position)
 
     @property
     def orders(self) -> torch.Tensor:
+        """The listed orders (n, H·W) with ``order_embedding`` (``arch.num_orders`` symmetric
+        variants of ``arch.orders``); block-raster alone under local_2d; else raster alone."""
+        if self.order_table is not None:
+            return self.order_table
         order = self.slot_order
         return super().orders if order is None else order[None].to(self.device)
 
+    def own_order(self, device: torch.device) -> torch.Tensor | None:
+        """The order of a pass given none -> (H·W,), or None for raster without an order
+        embedding: in training, a listed order drawn uniformly for the batch (or with ``orders =
+        "random"`` a fresh uniform permutation); in evaluation, the first listed order; under
+        local_2d, block-raster order."""
+        if self.order_table is None:
+            return self.slot_order
+        if self.training and self.arch.orders == "random":
+            return torch.randperm(self.order_table.shape[1], device=device)
+        if self.training and len(self.order_table) > 1:
+            return self.order_table[int(torch.randint(len(self.order_table), ()))]
+        return self.order_table[0]
+
     # ---- the pieces a stepper shares -----------------------------------------------------
     def embed_symbols(self, z: torch.Tensor) -> torch.Tensor:
-        """Input floats z (B, C·E, H, W) -> one vector per position (B, H·W, D)."""
-        return self.symbol_projection(rearrange(z, "b ce h w -> b (h w) ce"))
+        """Input floats z (B, C·E, H, W) -> the vector of each token (B, H·W·T, D), keyed
+        position · T + channel: a position's C symbols as one vector (pixel tokens), or each
+        symbol alone (sub-pixel: a table of K vectors per channel for pixels, a projection of
+        the code's input embedding for codes)."""
+        if self.levels is not None:
+            return rearrange(self.levels(rearrange(z, "b c h w -> b (h w) c")), "b p c d -> b (p c) d")
+        assert self.symbol_projection is not None  # pixel tokens, or sub-pixel codes
+        pattern = "b (c e) h w -> b (h w c) e" if self.channel_masked else "b (c e) h w -> b (h w) (c e)"
+        return self.symbol_projection(rearrange(z, pattern, c=self.spec.shape[0]))
 
     def start_token(self, labels: torch.Tensor | None, batch: int, augment: torch.Tensor | None = None) -> torch.Tensor:
         """What slot 0 holds -> (B, 1, D): the class embedding, or the learned start token; plus the
@@ -313,27 +438,56 @@ class Transformer(Prior):
         (augmentation,) = self.augment_embedding(None, augment)  # (B, D) or None
         return start if augmentation is None else start + augmentation[:, None]
 
+
     def position_terms(self, context: torch.Tensor | None) -> torch.Tensor:
-        """What every slot adds to its input -> (1 or B, H·W, D): its row + column embedding,
-        plus the encoded context at its position."""
+        """What every position adds to the slots that predict it -> (1 or B, H·W, D): its row +
+        column embedding, plus the encoded context at its position."""
         _, H, W = self.spec.shape
         terms = grid_positions(self.rows, self.cols)[None]  # (1, H·W, D)
         return terms if self.context is None else terms + self.context(context, (H, W))
 
+    def slot_terms(self, terms: torch.Tensor, given: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """What slots add to the symbols they hold -> (B', S, D): ``terms`` (1 or B, H·W, D)
+        (``position_terms``) at the position each slot predicts, its channel's embedding
+        (sub-pixel tokens) and, with ``order_embedding``, the embedding of the position whose
+        symbol it holds. given, target long (1 or B, S): the keys (position · T + channel) of the
+        symbol each slot holds (-1: the start token) and of the one it predicts."""
+        T = self.tokens_per_position
+        batch = max(len(terms), len(target))
+        at = (target // T)[..., None].expand(batch, -1, terms.shape[-1])  # (B', S, D)
+        out = terms.expand(batch, -1, -1).gather(1, at)
+        if self.channel_embedding is not None:
+            out = out + self.channel_embedding(target % T)
+        if self.given_rows is not None and self.given_cols is not None:
+            held = grid_positions(self.given_rows, self.given_cols)[given.clamp(min=0) // T]  # (1 or B, S, D)
+            out = out + held * (given >= 0)[..., None]
+        return out
+
+    def slot_keys(self, order: torch.Tensor | None, device: torch.device) -> torch.Tensor:
+        """The keys (position · T + channel) of the N slots in generation order -> long (N,):
+        ``order`` (H·W,) (None: raster), each position's T tokens in channel order."""
+        T = self.tokens_per_position
+        if order is None:
+            return torch.arange(self.num_slots, device=device)
+        return (order.to(device)[:, None] * T + torch.arange(T, device=device)).flatten()
+
     # ---- the network ---------------------------------------------------------------------
-    def network(self, z, cond):
+    def network(self, z, cond, order=None):
+        """z (B, C·E, H, W) -> params (B, P, H, W): the slots in ``order`` (H·W,) (None: raster,
+        block-raster under local_2d, or with ``order_embedding`` the first listed order, in
+        training a drawn one: ``own_order``), causal in it, their params scattered back to their positions."""
         B, _, H, W = z.shape
-        symbols, terms, order = self.embed_symbols(z), self.position_terms(cond.context), self.slot_order
-        if order is not None:  # slot i predicts position order[i]
-            symbols, terms = symbols[:, order.to(z.device)], terms[:, order.to(z.device)]
-        shifted = torch.cat([self.start_token(cond.labels, B, cond.augment), symbols[:, :-1]], dim=1)  # (B, N, D)
-        params = self.body(FullPass(), shifted + terms, self.class_bias(cond.labels))  # (B, N, P) by slot
-        if order is not None:
-            params = params[:, ranks(order).to(z.device)]  # by position
-        return rearrange(params, "b (h w) p -> b p h w", h=H, w=W)
+        keys = self.slot_keys(self.own_order(z.device) if order is None else order, z.device)  # (N,)
+        given = F.pad(keys[:-1], (1, 0), value=-1)  # (N,): slot t holds the symbol of slot t - 1
+        start = self.start_token(cond.labels, B, cond.augment)
+        held = torch.cat([start, self.embed_symbols(z)[:, keys[:-1]]], dim=1)  # (B, N, D)
+        slots = held + self.slot_terms(self.position_terms(cond.context), given[None], keys[None])
+        params = self.body(FullPass(), slots, self.class_bias(cond.labels))  # (B, N, P / T)
+        params = torch.empty_like(params).index_copy_(1, keys, params)  # slot order -> key order
+        return rearrange(params, "b (h w t) p -> b (t p) h w", h=H, w=W)
 
     def body(self, run, slots: torch.Tensor, biases: list[torch.Tensor | None]) -> torch.Tensor:
-        """Slot inputs (B, N, D) -> head params (B, N, P); N = 1 in a position pass."""
+        """Slot inputs (B, N, D) -> head params (B, N, P / T); N = 1 in a slot pass."""
         x = self.dropout(slots)
         for block, bias in zip(self.blocks, biases):
             x = self.checkpointed(block, run, x, bias)
