@@ -7,6 +7,8 @@ threads; on a CPU shared with other jobs the steadier number, on a GPU host time
 forward + backward + Adam step, under chosen speed settings (``SpeedSettings``: autocast,
 ``torch.compile``, activation checkpointing, channels-last memory format). ``bench_train_compare``: the baseline (eager
 float32) and chosen settings interleaved step by step in one process, and their ratio.
+``profile=True`` adds one more step under ``torch.profiler``: each op's share of the step's
+self time (device time on a GPU), the largest ops, and the attention kernels' share.
 ``bench_sample``: seconds per image of the naive sampler (one full forward pass per
 symbol draw) and of ``prior.sample`` (the prior's fast stepper), and
 the speedup. Naive sampling of large grids is slow on a CPU, so it can be
@@ -33,6 +35,7 @@ from dataclasses import asdict, dataclass
 from typing import Callable, NamedTuple
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
 from latentar.memory import check_fits
@@ -42,6 +45,8 @@ from latentar.priors.condition import Condition, as_condition
 from latentar.priors.footprint import forward_bytes, grid_bytes, training_bytes
 
 MIXED_PRECISION = {"no": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+ATTENTION_KERNELS = ("scaled_dot_product", "flash_attention", "efficient_attention", "cudnn_attention",
+                     "flex_attention")  # substrings of the fused attention ops' names, forward and backward
 
 
 # ---- random inputs (shared with receptive_field) --------------------------------------
@@ -157,6 +162,25 @@ class TrainStep:
                 "tflops_per_second": flops / wall / 1e12, "loss_nats_per_dim": float(self.losses[-1])}
 
 
+def op_shares(step: Callable[[], object], device: torch.device, top: int = 8) -> dict:
+    """One call of ``step`` under ``torch.profiler``: each op's share of the summed self time
+    (device time on a GPU, else CPU time), the ``top`` largest, and ``attention_share``: that
+    of the fused attention kernels (``ATTENTION_KERNELS``; a math fallback would be counted
+    under its matmuls and softmax instead, so the top ops are printed too)."""
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    own = {e.key: e.self_device_time_total if device.type == "cuda" else e.self_cpu_time_total
+           for e in prof.key_averages()}
+    total = sum(own.values()) or 1
+    largest = sorted(own, key=own.__getitem__, reverse=True)[:top]
+    attention = sum(t for name, t in own.items() if any(k in name for k in ATTENTION_KERNELS))
+    return {"attention_share": attention / total, "top_ops": {name: own[name] / total for name in largest},
+            "profiled_time": "device" if device.type == "cuda" else "cpu"}
+
+
 def random_batch(prior: Prior, batch: int, seed: int) -> tuple[torch.Tensor, Condition]:
     """Random symbols long (batch, C, H, W) and a random cond, on the prior's device."""
     gen = torch.Generator().manual_seed(seed)
@@ -179,9 +203,10 @@ def check_train_memory(prior: Prior, batch: int, copies: int = 1) -> None:
 
 def bench_train(prior: Prior, *, batch: int = 32, steps: int = 10, warmup: int = 2,
                 mixed_precision: str = "no", compile: bool = False, checkpoint_activations: bool = False,
-                channels_last: bool = False, seed: int = 0) -> dict:
+                channels_last: bool = False, seed: int = 0, profile: bool = False) -> dict:
     """Time ``steps`` forward + backward + Adam steps on one random batch (after ``warmup``);
-    median seconds per step, peak memory of the process (CPU: max RSS) or of the device."""
+    median seconds per step, peak memory of the process (CPU: max RSS) or of the device;
+    with ``profile``, the ops' shares of one more step (``op_shares``)."""
     settings = SpeedSettings(mixed_precision, compile, checkpoint_activations, channels_last)
     check_counts(batch, steps, warmup)
     check_train_memory(prior, batch)
@@ -196,9 +221,10 @@ def bench_train(prior: Prior, *, batch: int = 32, steps: int = 10, warmup: int =
     times = [timed(step, step.device) for _ in range(steps)]
     memory = peak_memory(step.device)  # before the flop count's extra step
     flops = step.flops()
+    shares = {"profile": op_shares(step, step.device)} if profile else {}
     restore(prior, *was)
     return {"bench": "train", **environment(prior), "batch": batch, "steps": steps, "warmup": warmup,
-            **step.summary(times, flops), **memory}
+            **step.summary(times, flops), **memory, **shares}
 
 
 def bench_train_compare(prior: Prior, *, batch: int = 32, steps: int = 10, warmup: int = 2,

@@ -11,7 +11,7 @@ from prior_cases import tiny_prior
 
 import latentar
 from latentar import bench
-from latentar.bench import bench_sample, bench_train, has_fast_sampler
+from latentar.bench import bench_sample, bench_train, has_fast_sampler, op_shares
 from latentar.cli import main
 
 NAMES = latentar.list_priors()
@@ -164,3 +164,20 @@ def test_bench_bad_input_names_the_problem(capsys):
         bench_train(tiny_prior("pixelcnn", (1, 3, 3), 2), checkpoint_activations=True)
     assert main(["bench", "train", "--prior", "pixelcnn", "--preset", "tiny", "--arch", "widht=3"]) == 2
     assert "unknown argument(s) ['widht']" in capsys.readouterr().err
+
+
+def test_profile_finds_the_attention_kernels_of_a_transformer_and_none_in_a_pixelcnn():
+    transformer = bench_train(tiny_prior("transformer", (1, 4, 4), 4), batch=2, steps=1, warmup=0, profile=True)
+    shares = transformer["profile"]
+    assert 0 < shares["attention_share"] < 1
+    assert sum(shares["top_ops"].values()) <= 1 + 1e-9
+    pixelcnn = bench_train(tiny_prior("pixelcnn", (1, 4, 4), 4), batch=2, steps=1, warmup=0, profile=True)
+    assert pixelcnn["profile"]["attention_share"] == 0
+    assert "profile" not in bench_train(tiny_prior("pixelcnn", (1, 4, 4), 4), batch=2, steps=1, warmup=0)
+
+
+def test_op_shares_of_a_step_of_matmuls_name_the_matmul():
+    a = torch.randn(64, 64)
+    shares = op_shares(lambda: [a @ a for _ in range(20)], torch.device("cpu"))
+    assert max(shares["top_ops"], key=shares["top_ops"].__getitem__) == "aten::mm"
+    assert shares["attention_share"] == 0

@@ -28,6 +28,8 @@ def add_bench_command(subparsers) -> None:
     train.add_argument("--compare", action="store_true",
                        help="also run the baseline (eager float32), interleaved step by step; print both "
                             "and the speedup")
+    train.add_argument("--profile", action="store_true",
+                       help="profile one more step: each op's share of it, and the attention kernels' share")
     train.set_defaults(func=run_bench_train)
     sample = kinds.add_parser("sample", help="naive vs fast sampling, seconds per image")
     add_prior_arguments(sample, default_shape="1,28,28", default_symbols=2)
@@ -38,9 +40,15 @@ def add_bench_command(subparsers) -> None:
 
 
 def run_bench_train(args) -> None:
-    measure = bench.bench_train_compare if args.compare else bench.bench_train
-    result = measure(prior_from_args(args), batch=args.batch, steps=args.steps, warmup=args.warmup,
-                     **settings(args, TrainConfig, only=SPEED_SETTINGS))
+    if args.compare and args.profile:
+        raise SystemExit("bench train: --profile profiles one side; run it without --compare")
+    speed = settings(args, TrainConfig, only=SPEED_SETTINGS)
+    prior = prior_from_args(args)
+    if args.compare:
+        result = bench.bench_train_compare(prior, batch=args.batch, steps=args.steps, warmup=args.warmup, **speed)
+    else:
+        result = bench.bench_train(prior, batch=args.batch, steps=args.steps, warmup=args.warmup,
+                                   profile=args.profile, **speed)
     print(json.dumps({"preset": args.preset, **result}, indent=2))
 
 
