@@ -17,7 +17,8 @@ tells them apart: a prior that declares ``full_context`` (``gated_pixelcnn``, ``
 ``pixelsnail``, ``diagonal_bilstm``, a ``transformer`` whose attention patterns reach every earlier
 slot) reaches the whole past; any other is
 measured again as a deeper copy of itself (each of ``DEPTH_FIELDS`` raised to at least max(H, W),
-enough for 3×3 layers to cross the grid; fresh weights).
+enough for 3×3 layers to cross the grid, or to the prior's ``reach_depth`` where that is more: a
+small attention window needs about N / block layers; fresh weights).
 
 Colours of a drawn field: the target symbol red, positions in the field light blue, earlier
 positions outside the field light grey, blind spots amber, later positions dark grey, and a
@@ -138,12 +139,14 @@ def prior_past(prior: Prior, position: tuple[int, int], order: int = 0) -> torch
 def architecture_reach(prior: Prior, position: tuple[int, int], order: int = 0) -> torch.Tensor:
     """The earlier positions that ``prior``'s architecture sees at some depth -> bool (H, W): the
     whole past (``prior_past``) for a ``full_context`` prior, else the field of a deeper copy of it
-    (each of ``DEPTH_FIELDS`` at least max(H, W), fresh weights from seed 0) within the past."""
+    (each of ``DEPTH_FIELDS`` at least max(H, W) and ``prior.reach_depth()``, fresh weights from
+    seed 0) within the past."""
     _, H, W = prior.spec.shape
     past = prior_past(prior, position, order)
     if prior.full_context:
         return past
-    depths = {f.name: max(getattr(prior.arch, f.name), H, W) for f in fields(prior.arch) if f.name in DEPTH_FIELDS}
+    least = max(H, W, prior.reach_depth())
+    depths = {f.name: max(getattr(prior.arch, f.name), least) for f in fields(prior.arch) if f.name in DEPTH_FIELDS}
     if not depths:
         raise ValueError(f"prior {prior.name!r} neither declares full_context nor has a depth field "
                          f"({', '.join(DEPTH_FIELDS)}): its blind spot cannot be told from a short field")

@@ -11,6 +11,8 @@ from prior_cases import all_cases, case_id, prior_class, tiny_prior
 
 import latentar
 from latentar.cli import main
+from latentar.nn.attention_patterns import slot_field
+from latentar.priors.transformer import layer_pattern
 from latentar.receptive_field import (
     COLOURS,
     LEGEND,
@@ -184,9 +186,30 @@ def test_cli_single_prior_from_a_saved_model(tmp_path, capsys):
     (["attention=strided", "stride=3"], 52, 0, 0),  # the previous 3 slots, then every 3rd: the whole past
     (["attention=local_2d", "block=[2,4]", "num_layers=1"], 25, 31, 0),  # rows 4..7 up to it, shifted by one slot
     (["attention=strided", "stride=3", "layout=strided_column", "num_layers=3"], 18, 0, 34),  # every 3rd, at any depth
+    (["attention=local_1d", "block=2", "num_layers=1"], 3, 49, 0),  # 31 layers reach back to slot 0: no blind spot
 ])
 def test_cli_shows_an_attention_patterns_field(arch, field, outside, blind, tmp_path, capsys):
     assert main(["receptive-field", "--prior", "transformer", "--preset", "tiny", "--shape", "1,8,8", "--symbols", "4",
                  "--position", "6,4", "--arch", *arch, "--out", str(tmp_path / "rf.png")]) == 0
     summary = json.loads(capsys.readouterr().out)["priors"]["transformer"]
     assert (summary["field"], summary["outside"], summary["blind"], summary["leaks"]) == (field, outside, blind, 0)
+
+
+@pytest.mark.parametrize("arch,depth", [
+    (dict(attention="full"), 1),
+    (dict(attention="local_1d", block=2), 31),  # one block of 2 further back per layer: slot 63 reaches 0 at 31
+    (dict(attention="local_1d", block=4, tokens="subpixel"), 47),  # 3·8·8 slots, 4 per layer: 191 reaches 0 at 47
+    (dict(attention="strided", stride=8), 2),  # the previous 8, then every 8th: two layers cover the past
+    (dict(attention="strided", stride=8, layout="strided_column"), 1),  # every 8th alone never grows: blind
+])
+def test_reach_depth_is_where_a_deeper_stack_stops_seeing_more(arch, depth):
+    shape = (3, 8, 8) if arch.get("tokens") == "subpixel" else (1, 8, 8)
+    prior = latentar.build_prior("transformer", shape, 4, preset="tiny", **arch)
+    assert prior.reach_depth() == depth
+    cycle = [layer_pattern(name, prior.arch, (8, 8 * prior.tokens_per_position)) for name in prior.arch.pattern_cycle]
+
+    def field(layers: int) -> torch.Tensor:
+        return slot_field([cycle[i % len(cycle)] for i in range(layers)], prior.num_slots)
+
+    assert torch.equal(field(depth + 3 * len(cycle)), field(depth))  # no deeper stack sees more
+    assert not torch.equal(field(depth - 1), field(depth))  # and one layer less sees less

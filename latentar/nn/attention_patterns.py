@@ -142,6 +142,19 @@ def ring_rows(pattern: AttentionPattern, n: int, size: int, device: torch.device
     return ((j >= 0) & mask.gather(1, j.clamp(min=0))).to(device)
 
 
+def reach_depth(cycle: list[AttentionPattern], n: int) -> int:
+    """How many layers, ``cycle`` repeated, it takes until a deeper stack would see no more
+    (``slot_field`` stops growing over a whole cycle): the depth at which a stack of these
+    patterns shows all it ever can, reaching every earlier slot or leaving a blind spot."""
+    field = torch.eye(n, dtype=torch.bool)
+    depth, unchanged = 0, 0
+    while unchanged < len(cycle):
+        grown = (_cpu_mask(cycle[depth % len(cycle)], n).float() @ field.float()) > 0
+        unchanged = unchanged + 1 if torch.equal(grown, field) else 0
+        field, depth = grown, depth + 1
+    return depth - len(cycle)
+
+
 def slot_field(patterns: list[AttentionPattern], n: int) -> torch.Tensor:
     """What each slot's output depends on through layers with these patterns (first layer first;
     each adds its attention to a residual stream) -> bool (n, n), True where slot i's output reads

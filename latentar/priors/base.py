@@ -175,6 +175,12 @@ class Prior(nn.Module, Saveable):
         return prior_cls(build(PriorSpec, config["spec"], "prior"),
                          build(prior_cls.Arch, config["arch"], prior_cls.name))
 
+    def reach_depth(self) -> int:
+        """The depth (its ``num_layers`` / ``num_blocks``) past which a deeper copy of this
+        architecture sees no more earlier positions; 0 when max(H, W) layers do, as for a
+        stack of 3×3 convolutions (``receptive_field.architecture_reach``)."""
+        return 0
+
     @property
     def num_augmentations(self) -> int:
         """Ids of ``cond["augment"]``: the product of ``spec.augmentations`` (``latentar.augmentations``),

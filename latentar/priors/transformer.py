@@ -65,7 +65,7 @@ from einops import rearrange
 from torch import nn
 
 from latentar.checks import DEPTH, DEPTH_OR_NONE, FRACTION, Bound, Checked, FieldError
-from latentar.nn.attention_patterns import FAMILIES, AttentionPattern, family_patterns, slot_field
+from latentar.nn.attention_patterns import FAMILIES, AttentionPattern, family_patterns, reach_depth, slot_field
 from latentar.nn.caches import StepCache
 from latentar.nn.conditioning import class_biases
 from latentar.nn.levels import LevelTable
@@ -129,9 +129,14 @@ class TransformerArch(Checked):
         check_pattern_fields(self)
 
     @property
+    def pattern_cycle(self) -> tuple[str, ...]:
+        """The layer patterns the layers cycle through (``layout``, or the attention's default)."""
+        return FAMILIES[self.attention] if self.layout is None else layout_names(self.layout)
+
+    @property
     def layer_patterns(self) -> tuple[str, ...]:
-        """The pattern of each layer's attention (``layout`` cycled, or the attention's default)."""
-        cycle = FAMILIES[self.attention] if self.layout is None else layout_names(self.layout)
+        """The pattern of each layer's attention (``pattern_cycle`` cycled over the layers)."""
+        cycle = self.pattern_cycle
         return tuple(cycle[i % len(cycle)] for i in range(self.num_layers))
 
 
@@ -381,6 +386,13 @@ class Transformer(Prior):
             return True
         N = self.num_slots
         return bool(slot_field(self.patterns, N).equal(torch.ones(N, N, dtype=torch.bool).tril()))
+
+    def reach_depth(self) -> int:
+        """The layers past which a deeper copy sees no more slots (``attention_patterns.reach_depth``
+        of the pattern cycle): a small local window needs about N / block of them."""
+        _, H, W = self.spec.shape
+        cycle = [layer_pattern(name, self.arch, (H, W * self.tokens_per_position)) for name in self.arch.pattern_cycle]
+        return reach_depth(cycle, self.num_slots)
 
     @property
     def slot_order(self) -> torch.Tensor | None:
