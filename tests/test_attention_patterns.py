@@ -9,8 +9,9 @@ import torch
 from prior_cases import every_grid, tiny_prior
 
 import latentar
+import latentar.nn.transformer as transformer_layers
 from latentar.checks import FieldError
-from latentar.nn.attention_patterns import AttentionPattern, pattern_mask, ring_rows, span
+from latentar.nn.attention_patterns import AttentionPattern, pattern_block_mask, pattern_mask, ring_rows, span
 from latentar.priors import Condition
 from latentar.priors.engine import Knobs, draw_grids
 from latentar.priors.orders import block_raster
@@ -293,3 +294,47 @@ def test_a_patterned_prior_saves_and_loads(tmp_path):
     assert loaded.arch.block == (2, 3) and torch.equal(loaded.orders, prior.orders)
     with torch.no_grad():
         assert torch.equal(loaded.log_prob(x), prior.log_prob(x))
+
+
+def test_the_block_mask_skips_exactly_the_tiles_a_pattern_never_reads():
+    n, tile = 512, 128
+    for pattern in (AttentionPattern("local_1d", block=128), AttentionPattern("strided", stride=64)):
+        dense = pattern_mask(pattern, n)
+        read = dense.view(n // tile, tile, n // tile, tile).any(dim=3).any(dim=1)  # (tiles, tiles): any slot read
+        assert torch.equal(pattern_block_mask(pattern, n).to_dense()[0, 0].bool(), read)
+    assert pattern_block_mask(AttentionPattern("local_1d", block=128), n).sparsity() > 0
+
+
+class FlexSpy:
+    """Counts the calls of the compiled FlexAttention kernel."""
+
+    def __init__(self, monkeypatch):
+        self.calls = 0
+        kernel = transformer_layers.compiled_flex_attention()
+
+        def counted(*args, **kwargs):
+            self.calls += 1
+            return kernel(*args, **kwargs)
+
+        monkeypatch.setattr(transformer_layers, "compiled_flex_attention", lambda: counted)
+
+
+def test_the_flex_kernel_scores_like_sdpa_and_trains_through_sdpa_on_the_cpu(monkeypatch):
+    arch = dict(width=16, heads=2, attention="strided", stride=16, tokens="subpixel")
+    dense = tiny_prior("transformer", (3, 8, 8), 8, **arch).eval()
+    sparse = tiny_prior("transformer", (3, 8, 8), 8, **arch).eval()
+    sparse.load_state_dict(dense.state_dict())
+    sparse.set_attention_kernel("flex")
+    assert sparse.arch.kernel == "flex"
+    with pytest.raises(FieldError, match="kernel"):
+        sparse.set_attention_kernel("dense")
+    x = torch.randint(0, 8, (2, 3, 8, 8), generator=torch.Generator().manual_seed(0))
+    spy = FlexSpy(monkeypatch)
+    with torch.no_grad():
+        torch.testing.assert_close(sparse.log_prob(x), dense.log_prob(x), rtol=1e-5, atol=1e-4)
+    assert spy.calls == sparse.arch.num_layers  # every layer's pass went through FlexAttention
+    sparse.loss(x).backward()  # torch has no CPU backward for it: the same mask through sdpa
+    dense.loss(x).backward()
+    assert spy.calls == sparse.arch.num_layers
+    for (name, a), b in zip(sparse.named_parameters(), dense.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, msg=name)

@@ -26,7 +26,9 @@ pattern over slots is a pattern over the positions they predict. The layer patte
     fixed           both halves in one layer
 
 A layer pattern is an ``AttentionPattern``; its mask is built once per (pattern, N) and kept per
-device (``pattern_mask``), so a forward pass only looks it up. ``span`` is how far back a query
+device (``pattern_mask``), so a forward pass only looks it up. ``scaled_dot_product_attention``
+computes every score and masks them; ``pattern_block_mask`` is the same mask as FlexAttention's
+block-sparse ``BlockMask``, whose kernel skips the 128×128 tiles a pattern never reads. ``span`` is how far back a query
 can reach: a step-by-step sampler keeps only the keys and values of the last ``span`` slots (or a
 few more), in a ring (``ring_rows`` is the mask over that ring), which is all a local pattern can
 still read.
@@ -39,6 +41,7 @@ import functools
 from dataclasses import dataclass
 
 import torch
+from torch.nn.attention.flex_attention import BlockMask, create_block_mask
 
 # the ``attention`` of a prior -> the layer patterns it cycles over its layers by default
 FAMILIES: dict[str, tuple[str, ...]] = {
@@ -119,6 +122,19 @@ def pattern_mask(pattern: AttentionPattern, n: int, device: torch.device | str =
     """The pattern over n slots -> bool (n, n) on ``device``, True where query i may attend to key j;
     built once per (pattern, n) and device."""
     return _cpu_mask(pattern, n).to(device)
+
+
+@functools.lru_cache(maxsize=32)
+def pattern_block_mask(pattern: AttentionPattern, n: int, device: torch.device | str = "cpu") -> BlockMask:
+    """The pattern over n slots as FlexAttention's ``BlockMask`` on ``device`` (its tiles that the
+    pattern never reads are skipped, the others masked by ``pattern_mask``); built once per
+    (pattern, n) and device."""
+    dense = pattern_mask(pattern, n, device)
+
+    def allowed(batch, head, query, key):
+        return dense[query, key]
+
+    return create_block_mask(allowed, None, None, n, n, device=device)
 
 
 @functools.lru_cache(maxsize=32)

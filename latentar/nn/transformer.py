@@ -1,6 +1,9 @@
 """Transformer layers over sequences (B, N, D): multi-head self-attention through
 ``torch.nn.functional.scaled_dot_product_attention`` (flash / memory-efficient kernels on
-GPUs), a GELU MLP, and the pre-LayerNorm block that joins them with residual dropout
+GPUs) or, for an attention pattern, FlexAttention's block-sparse kernel (``kernel = "flex"``:
+compiled once per shape; torch runs it on CUDA, and on the CPU without gradients only, so
+elsewhere the same mask goes through ``scaled_dot_product_attention``), a GELU MLP, and the
+pre-LayerNorm block that joins them with residual dropout
 (Radford et al. 2019's GPT-2 layout, as in Image GPT and the VQGAN prior).
 
 A block reads neighbouring positions only through its attention, and makes that call
@@ -12,14 +15,30 @@ a map known in full, such as a spatial context).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
+from torch.nn.attention.flex_attention import flex_attention
 
-from latentar.nn.attention_patterns import AttentionPattern, pattern_mask
+from latentar.nn.attention_patterns import AttentionPattern, pattern_block_mask, pattern_mask
+
+KERNELS = ("sdpa", "flex")  # how a patterned causal pass attends: a masked dense kernel, or a block-sparse one
+
+
+@functools.cache
+def compiled_flex_attention() -> Callable[..., torch.Tensor]:
+    """``flex_attention`` through ``torch.compile`` (its eager form materializes every score)."""
+    return torch.compile(flex_attention, dynamic=False)
+
+
+def flex_runs_here(q: torch.Tensor) -> bool:
+    """Whether torch has a FlexAttention kernel for queries ``q``: on CUDA, or on the CPU with no
+    gradient to carry (torch has no CPU backward for it)."""
+    return q.device.type == "cuda" or (q.device.type == "cpu" and not (torch.is_grad_enabled() and q.requires_grad))
 
 
 class SelfAttention(nn.Module):
@@ -35,6 +54,7 @@ class SelfAttention(nn.Module):
         self.out = nn.Linear(width, width)
         self.dropout = nn.Dropout(dropout)  # residual dropout of the output
         self.pattern: AttentionPattern | None = None  # set by a prior: the earlier slots a query sees; None: all
+        self.kernel = "sdpa"  # set by a prior: "flex" runs a pattern's whole causal pass block-sparse where it can
 
     def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x (B, N, D) -> queries, keys, values, each (B, heads, N, key_dim)."""
@@ -49,8 +69,14 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, causal: bool = True) -> torch.Tensor:
         """x (B, N, D) -> (B, N, D); a causal call attends through ``pattern`` when one is set."""
-        mask = pattern_mask(self.pattern, x.shape[1], x.device) if causal and self.pattern is not None else None
-        return self.combine(*self.project(x), causal=causal and mask is None, mask=mask)
+        q, k, v = self.project(x)
+        if not causal or self.pattern is None:
+            return self.combine(q, k, v, causal=causal)
+        if self.kernel == "flex" and flex_runs_here(q):
+            blocks = pattern_block_mask(self.pattern, x.shape[1], x.device)
+            out = compiled_flex_attention()(q, k, v, block_mask=blocks)  # (B, h, N, d)
+            return self.dropout(self.out(rearrange(out, "b h n d -> b n (h d)")))
+        return self.combine(q, k, v, causal=False, mask=pattern_mask(self.pattern, x.shape[1], x.device))
 
 
 def gelu2(x: torch.Tensor) -> torch.Tensor:

@@ -56,7 +56,7 @@ positions is the prior's one order (``orders``), in which it samples, scores and
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import cast
 
 import torch
@@ -70,7 +70,7 @@ from latentar.nn.caches import StepCache
 from latentar.nn.conditioning import class_biases
 from latentar.nn.levels import LevelTable
 from latentar.nn.passes import FullPass, StepPass
-from latentar.nn.transformer import ACTIVATIONS, NORMS, EncoderPass, TransformerBlock, init_weights, make_norm
+from latentar.nn.transformer import ACTIVATIONS, KERNELS, NORMS, EncoderPass, TransformerBlock, init_weights, make_norm
 from latentar.priors.base import Prior, register_prior
 from latentar.priors.condition import Condition
 from latentar.priors.engine import Stepper
@@ -86,7 +86,7 @@ class TransformerArch(Checked):
     label = "transformer"
     bounds = {"dropout": FRACTION, "context_layers": DEPTH_OR_NONE, "num_layers": DEPTH,
               "norm": tuple(NORMS), "activation": tuple(ACTIVATIONS), "attention": tuple(FAMILIES), "tokens": TOKENS,
-              "orders": ORDER_CHOICES, "num_orders": Bound(1, 8)}
+              "kernel": KERNELS, "orders": ORDER_CHOICES, "num_orders": Bound(1, 8)}
 
     width: int = 256  # D: the residual stream's width
     num_layers: int = 8  # Transformer blocks
@@ -107,6 +107,8 @@ class TransformerArch(Checked):
     summary: int | None = None  # fixed: c, the last c slots of every block of l, which later slots all see
     layout: str | None = None  # patterns cycled over the layers (the last cycle may stop part-way), e.g.
     #                           "strided_row,strided_column"; None: the attention's own cycle
+    kernel: str = "sdpa"  # a pattern's whole passes: "sdpa" (dense, masked) or "flex" (FlexAttention, block-sparse,
+    #                       compiled; on CUDA, and on the CPU without gradients; elsewhere sdpa); same weights
     # what a slot is, and the orders it is generated in
     tokens: str = "pixel"  # "pixel": a slot per position (the head couples its channels); "subpixel": per (h, w, c)
     order_embedding: bool = False  # any order: each slot also embeds the position it predicts (σ-GPT)
@@ -364,6 +366,7 @@ class Transformer(Prior):
         self.patterns = [layer_pattern(name, arch, (H, W * T)) for name in arch.layer_patterns]
         for layer, pattern in zip(self.blocks, self.patterns):
             cast(TransformerBlock, layer).attention.pattern = None if pattern.name == "full" else pattern
+        self.set_attention_kernel(arch.kernel)
         self.norm = make_norm(arch.norm, D)
         self.out = nn.Linear(D, self.head.num_params // T, bias=not arch.zero_head)  # one slot's params
         transformer_parts = [self.symbol_projection, self.levels, self.channel_embedding, self.rows, self.cols,
@@ -386,6 +389,13 @@ class Transformer(Prior):
             return True
         N = self.num_slots
         return bool(slot_field(self.patterns, N).equal(torch.ones(N, N, dtype=torch.bool).tril()))
+
+    def set_attention_kernel(self, kernel: str) -> None:
+        """Run the patterned layers' whole passes through ``kernel`` ("sdpa" or "flex"; see
+        ``TransformerArch.kernel``): the same numbers, so a loaded prior may switch; saved with it."""
+        self.arch = replace(self.arch, kernel=kernel)  # validated there
+        for layer in self.blocks:
+            cast(TransformerBlock, layer).attention.kernel = kernel
 
     def reach_depth(self) -> int:
         """The layers past which a deeper copy sees no more slots (``attention_patterns.reach_depth``
