@@ -198,7 +198,7 @@ def test_sub_pixel_rings_and_block_raster_order_count_slots():
     shape = (3, 2, 4)  # N = 24 sub-pixel slots
     local = tiny_prior("transformer", shape, 5, tokens="subpixel", attention="local_1d", block=3)
     _, stepper = draw_recorded(local)
-    assert [kv.keys.shape[2] for kv in stepper.cache.kv.values()] == [8, 8]  # span 6, plus C - 1 written early
+    assert [kv.keys.shape[2] for kv in stepper.cache.kv.values()] == [6, 6]  # this block of 3 slots and the previous
     plane = tiny_prior("transformer", shape, 5, tokens="subpixel", attention="local_2d", block=[1, 6])
     order = block_raster(2, 4, 1, 2)  # blocks of 1×6 sub-pixels: 1×2 pixels
     assert torch.equal(plane.orders[0], order)

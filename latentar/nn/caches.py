@@ -41,10 +41,8 @@ class StepCache:
     """What a generation persists between steps: conv parts, padded input maps, shared maps,
     and per attention module its ``KVCache`` plus the inputs of the position it last saw."""
 
-    def __init__(self, batch: int, sizes: list[tuple[int, int]], ahead: int = 0):
-        # ahead: how many slots past the one it reads a step may write (a sub-pixel Transformer runs a
-        # position's later channels early); a ring KV cache keeps that many more places
-        self.batch, self.sizes, self.ahead = batch, sizes, ahead
+    def __init__(self, batch: int, sizes: list[tuple[int, int]]):
+        self.batch, self.sizes = batch, sizes
         self.maps: dict[Any, Any] = {}
         self.convs: dict[nn.Module, ConvParts] = {}
         self.matrices: dict[nn.Module, tuple[torch.Tensor, torch.Tensor | None]] = {}

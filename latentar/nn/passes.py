@@ -192,7 +192,7 @@ class StepPass:
         """Inclusive causal attention at this position i: x (B, 1, D) -> (B, 1, D). Its key
         and value enter the KV cache at i, and its query attends to the cached positions <= i; under
         an attention pattern (``attention.pattern``) the cache is a ring of the positions the pattern
-        can still reach (``attention_patterns.span``, plus ``StepCache.ahead``), read through the
+        can still reach (``attention_patterns.span``), read through the
         pattern's row."""
         assert self.col is not None, "attention steps at positions"
         (H, W), pattern = self.cache.sizes[0], attention.pattern
@@ -202,7 +202,7 @@ class StepPass:
             q, keys[:, :, i:i + 1], values[:, :, i:i + 1] = attention.project(x)  # each (B, n, 1, d)
             return attention.combine(q, keys[:, :, :i + 1], values[:, :, :i + 1], causal=False)
         # an attention pattern: a ring of the last ``span`` slots, read through the pattern's row
-        size = span(pattern, H * W) + self.cache.ahead
+        size = span(pattern, H * W)
         keys, values = self.cache.keys_values(attention, x, size)
         place = i % size
         q, keys[:, :, place:place + 1], values[:, :, place:place + 1] = attention.project(x)

@@ -154,8 +154,9 @@ class Stepper:
         self.prior, self.x, self.cond, self.order = prior, x, cond, order
 
     def params(self, h: Any, w: Any, c: int | None) -> torch.Tensor:
-        """(n, P) head params at (h, w) (channel c of a channel-masked prior), equal up to float
-        reordering to ``prior.ordered_network(prior.input(x), cond, order)`` there."""
+        """(n, P) head params at (h, w), equal up to float reordering to
+        ``prior.ordered_network(prior.input(x), cond, order)`` there; for a channel-masked prior,
+        channel c's block (the c-th of C equal blocks of P) is, and the driver reads no other."""
         raise NotImplementedError
 
     def take(self, h: Any, w: Any) -> None:

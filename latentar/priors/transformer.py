@@ -228,34 +228,33 @@ class TransformerStepper(Stepper):
     ``StepPass(cache, t, 0)`` is slot t), and its query attends to slots <= t there (through
     its pattern, if any: then the cache is a ring of the slots the pattern can still reach).
 
-    Sub-pixel tokens: asked for channel c, it runs slots k = c..T-1 of the position, so that
-    the blocks of channels after c read x as it is now, as a whole pass does (their keys and
-    values are written again once those channels are drawn; a ring cache has T - 1 more places,
-    so that these early writes never cover a slot still read). Grids may each have their own
-    order (h, w long (n,)): every grid is at its own s-th position, so the slots line up."""
+    Sub-pixel tokens: asked for channel c, it runs slot c of the position alone, whose input
+    (channel c - 1, or the previous position's last) is final by then, so each slot runs once
+    and its key and value enter the cache once. Channel c's block of the params is fresh; the
+    other channels' blocks are those their slots last gave (the driver reads channel c's
+    only). Grids may each have their own order (h, w long (n,)): every grid is at its own
+    s-th position, so the slots line up."""
 
     prior: Transformer
 
     def __init__(self, prior: Transformer, x: torch.Tensor, cond: Condition, order: torch.Tensor | None):
         super().__init__(prior, x, cond, order)
         n = x.shape[0]
-        self.cache = StepCache(n, [(prior.num_slots, 1)], ahead=prior.tokens_per_position - 1)
+        self.cache = StepCache(n, [(prior.num_slots, 1)])
         self.start = prior.start_token(cond.labels, n, cond.augment)  # (n, 1, D)
         self.terms = prior.position_terms(cond.context).expand(n, -1, -1)  # (n, H·W, D), computed once
         self.biases = prior.class_bias(cond.labels)
         self.rows = torch.arange(n, device=x.device)
         self.walked = 0  # positions taken so far: the next one is the walked-th of every grid's order
         self.previous: torch.Tensor | None = None  # long (n,): each grid's last position taken
-        self.blocks: list[torch.Tensor] = []  # the head params (n, P / T) of this position's slots so far
+        self.blocks: list[torch.Tensor | None] = [None] * prior.tokens_per_position  # each slot's last params
 
     def params(self, h: int | torch.Tensor, w: int | torch.Tensor, c: int | None) -> torch.Tensor:
         W = self.x.shape[-1]
         p = torch.as_tensor(h * W + w, device=self.x.device).expand(len(self.x))  # (n,)
-        first = c or 0
-        del self.blocks[first:]
-        for k in range(first, self.prior.tokens_per_position):
-            self.blocks.append(self.slot(p, k))
-        return torch.cat(self.blocks, dim=1)  # (n, P)
+        k = c or 0
+        fresh = self.blocks[k] = self.slot(p, k)  # (n, P / T)
+        return torch.cat([fresh if block is None else block for block in self.blocks], dim=1)  # (n, P)
 
     def slot(self, p: torch.Tensor, k: int) -> torch.Tensor:
         """The head params (n, P / T) of token channel k at the positions p long (n,)."""
