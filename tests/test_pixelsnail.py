@@ -144,5 +144,5 @@ def test_bad_architecture_names_the_problem():
     with pytest.raises(ValueError, match=r"pixelsnail.num_blocks must be an integer in \[1, 1024\], got 0"):
         latentar.build_prior("pixelsnail", (1, 4, 4), 4, num_blocks=0)
     with pytest.raises(ValueError, match="does not take a spatial context"):
-        latentar.build_prior("gated_pixelcnn", (1, 4, 4), 4, symbols="codes", context_symbols=3,
+        latentar.build_prior("row_lstm", (1, 4, 4), 4, symbols="codes", context_symbols=3,
                              context_shape=(2, 2))
