@@ -126,9 +126,10 @@ def context_biases(symbols: int | None, channels: int, blocks: int,
     return ContextBiases(symbols, channels, blocks, sizes)
 
 
-def conditioned(run, x: torch.Tensor, bias: torch.Tensor | None, context: torch.Tensor | None) -> torch.Tensor:
-    """x (B, n, R, S) of a pass ``run`` (``latentar.nn.passes``) plus a class bias (B, n) and a
-    context bias map (B, n, H, W), read at x's region (``run.view``), each where given."""
+def conditioned(run, x: torch.Tensor, bias: torch.Tensor | None, context: torch.Tensor | None,
+                level: int = 0) -> torch.Tensor:
+    """x (B, n, R, S) of a pass ``run`` (``latentar.nn.passes``) at ``level`` plus a class bias (B, n)
+    and a context bias map (B, n, H, W) of that level, read at x's region (``run.view``), each where given."""
     if bias is not None:
         x = x + bias[:, :, None, None]
-    return x if context is None else x + run.view(context)
+    return x if context is None else x + run.view(context, level)
