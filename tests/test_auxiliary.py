@@ -176,8 +176,8 @@ def test_save_load_round_trip_with_separate_bases_and_stage_options(tmp_path):
 
 def test_bad_settings_and_requests_name_the_problem():
     with pytest.raises(ValueError, match=r"detail stage .* needs a base that takes a spatial context, one of "
-                                         r"\['gated_pixelcnn', 'pixelcnn', 'pixelcnn_pp', 'pixelsnail', 'transformer'\]; "
-                                         r"got 'row_lstm'"):
+                                         r"\['gated_pixelcnn', 'pixelcnn', 'pixelcnn_pp', 'pixelsnail', "
+                                         r"'transformer'\]; got 'row_lstm'"):
         latentar.build_prior("auxiliary", (1, 4, 4), 4, base="row_lstm", preset="tiny")
     with pytest.raises(ValueError, match="grayscale auxiliary needs ordinal pixels"):
         latentar.build_prior("auxiliary", (1, 4, 4), 4, aux="grayscale", symbols="codes", preset="tiny")
