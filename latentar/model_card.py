@@ -7,9 +7,10 @@
 The card's metadata says ``license: mit``, ``library_name: latentar``, the pipeline tag and tags
 (``datasets`` when the data is a named dataset, never a local folder); its text says what the model
 is, then how to use it (load it, sample it, score it: for a code prior, on the codes of the VQ-VAE
-it learned, named by fingerprint and, once known, by Hub repo), its architecture, the software
-that made it, its training and its test scores. The Use section is the last one: `point_card_at`
-rewrites it for the model's repo and keeps the rest. No local path is written into a card.
+or the tokens of the colour palette it learned, named by fingerprint and, once known, by Hub repo),
+its architecture, the software that made it, its training and its test scores. The Use section is
+the last one: `point_card_at` rewrites it for the model's repo and keeps the rest. No local path is
+written into a card.
 ``latentar.load`` never reads the card, and the sha256 in ``config.json`` covers only the weights.
 """
 
@@ -35,6 +36,10 @@ USE = "## Use\n"  # the heading of the card's last section
 SAMPLE_METRICS = "## Sample metrics\n"  # the heading of a recipe's [metrics] results, before Use
 HERE = "path/to/this/folder"  # where a card that names no Hub repo says the model is
 VQVAE_HERE = "path/to/vqvae"  # where it says the VQ-VAE of a code prior is, when no repo is known
+# what a card calls the model types that turn images into symbols: (name, its symbols, where it is, the
+# Python name of the loaded model), read from a code prior's codes_source.json ("vqvae" when it names none)
+TOKENIZERS = {"vqvae": ("VQ-VAE", "codes", VQVAE_HERE, "vqvae"),
+              "palette": ("colour palette", "palette tokens", "path/to/palette", "palette")}
 GENERATION = "unconditional-image-generation"  # a prior's pipeline tag
 ENCODING = "image-feature-extraction"  # a VQ-VAE's: it turns images into codes
 PIPELINE_TAGS = {"vqvae": ENCODING, "palette": ENCODING, "classifier": "image-classification"}  # the rest: GENERATION
@@ -99,7 +104,7 @@ def model_card(model: CardModel, *, dataset: str | None = None, training: dict |
                          pipeline_tag=PIPELINE_TAGS.get(kind, GENERATION),
                          datasets=[dataset] if dataset else None)
     parameters = sum(p.numel() for p in model.parameters())
-    sections = [f"# {title(kind, config)}\n\n{summary(model, dataset)}",
+    sections = [f"# {title(kind, config)}\n\n{summary(model, dataset, source)}",
                 "## Architecture\n\n" + f"{parameters:,} parameters.\n\n" + table(flatten(config)),
                 "## Software\n\n" + table({f"{name} version": v for name, v in versions().items()}),
                 "## Training\n\n" + (table(flatten(training)) if training else "Not recorded."),
@@ -125,9 +130,10 @@ def use_section(model_type: str, config: dict, *, dataset: str | None, source: d
                 "Measure a prior's samples in its features:\n\n"
                 f"```bash\nlatentar eval-samples --prior PRIOR --data {data} --features classifier:{where}\n```")
     if model_type in ("vqvae", "palette"):
-        return (f"{USE}\n```python\nimport latentar\n\nvqvae = latentar.load({json.dumps(where)})\n"
-                "codes = vqvae.encode(images)  # uint8 images (B, C, H, W) -> codes (B, h, w)\n"
-                "images = vqvae.decode_codes(codes)\n```\n\n"
+        _, symbols, _, name = TOKENIZERS[model_type]
+        return (f"{USE}\n```python\nimport latentar\n\n{name} = latentar.load({json.dumps(where)})\n"
+                f"codes = {name}.encode(images)  # uint8 images (B, C, H, W) -> {symbols} (B, h, w)\n"
+                f"images = {name}.decode_codes(codes)\n```\n\n"
                 "Encode a dataset into code grids, then train a prior on them:\n\n"
                 f"```bash\nlatentar encode --vqvae {where} --data {data} --out codes\n"
                 f"latentar train-prior --data codes --vqvae {where} --prior pixelcnn --out prior_run\n```")
@@ -136,30 +142,43 @@ def use_section(model_type: str, config: dict, *, dataset: str | None, source: d
         return (f"{USE}\n{load}\n\nDraw 64 images, and score the test split (bits per dimension):\n\n"
                 f"```bash\nlatentar sample --model {where} --out samples.png\n"
                 f"latentar eval --model {where} --data {data}\n```")
-    vqvae = f"hf://{vqvae_repo}" if vqvae_repo else VQVAE_HERE
+    tokenizer, symbols, here, name = TOKENIZERS[tokenizer_of(source)]
+    vqvae = f"hf://{vqvae_repo}" if vqvae_repo else here
     level = source["level"] if source else "codes"
     sample = {"codes": f"--model {where}", "top": f"--prior {where} --bottom-prior BOTTOM_PRIOR",
               "bottom": f"--prior TOP_PRIOR --bottom-prior {where}"}[level]
     scored_level = "" if level == "codes" else f" --data-option level={level}"
-    return (f"{USE}\n{load}\n\n{decoder(source, vqvae_repo)}\n\n"
-            "Draw 64 images (the prior draws codes, the VQ-VAE decodes them), and score the test split; a code "
-            "prior is scored on codes, so `latentar encode` first turns the test images into that VQ-VAE's codes:\n\n"
+    decode = "" if level != "codes" else (
+        f"\n\nIn Python, the {tokenizer} turns the prior's draws into images:\n\n```python\n"
+        f"{name} = latentar.load({json.dumps(vqvae)})\n"
+        f"images = {name}.decode_codes(prior.sample(64)[:, 0])  # {symbols} (64, h, w) -> uint8 images\n```")
+    palette = tokenizer_of(source) == "palette"
+    scored = " in nats per palette token, not comparable with 8-bit bits/dim" if palette else ""
+    return (f"{USE}\n{load}\n\n{decoder(source, vqvae_repo)}{decode}\n\n"
+            f"Draw 64 images (the prior draws {symbols}, the {tokenizer} decodes them), and score the test "
+            f"split{scored}; a code prior is scored on its symbols, so `latentar encode` first turns the test "
+            f"images into that {tokenizer}'s {symbols}{' (`--vqvae` takes the palette)' if palette else ''}:\n\n"
             f"```bash\nlatentar sample {sample} --vqvae {vqvae} --out samples.png\n"
             f"latentar encode --vqvae {vqvae} --data {data} --out codes\n"
             f"latentar eval --model {where} --data codes{scored_level}\n```")
 
 
+def tokenizer_of(source: dict | None) -> str:
+    """The model type that made a code prior's symbols (``TOKENIZERS``): its codes_source.json's, else "vqvae"."""
+    return (source or {}).get("tokenizer", "vqvae")
+
+
 def decoder(source: dict | None, vqvae_repo: str | None) -> str:
-    """Which VQ-VAE decodes a code prior: its fingerprint and, when known, its Hub repo."""
+    """Which VQ-VAE (or palette) decodes a code prior: its fingerprint and, when known, its Hub repo."""
     if source is None:
         return ("The VQ-VAE whose codes this prior learned was not recorded: decode with the VQ-VAE that "
                 "made its training codes.")
+    tokenizer, symbols, here, _ = TOKENIZERS[tokenizer_of(source)]
     where = f"It is published as `hf://{vqvae_repo}`." if vqvae_repo else (
-        f"Use the VQ-VAE of that fingerprint (`{VQVAE_HERE}` below); `latentar encode` prints a VQ-VAE's "
-        "fingerprint.")
-    return (f"Its symbols are the `{source['level']}` codes of the VQ-VAE with fingerprint "
-            f"`{source['vqvae_fingerprint']}`, and only that VQ-VAE decodes them (`latentar sample` refuses any "
-            f"other). {where}")
+        f"Use the {tokenizer} of that fingerprint (`{here}` below); `latentar encode` prints its fingerprint.")
+    what = symbols if tokenizer_of(source) == "palette" else f"`{source['level']}` codes"
+    return (f"Its symbols are the {what} of the {tokenizer} with fingerprint `{source['vqvae_fingerprint']}`, "
+            f"and only that {tokenizer} decodes them (`latentar sample` refuses any other). {where}")
 
 
 def tags(model_type: str, config: dict) -> list[str]:
@@ -183,7 +202,7 @@ def title(model_type: str, config: dict) -> str:
     return f"{config['name']} prior over {'×'.join(map(str, spec['shape']))} {spec['symbols']}"
 
 
-def summary(model: CardModel, dataset: str | None) -> str:
+def summary(model: CardModel, dataset: str | None, source: dict | None = None) -> str:
     config = model.config_dict()
     trained = f" trained on `{dataset}`" if dataset else ""
     if model.model_type == "classifier":
@@ -204,7 +223,8 @@ def summary(model: CardModel, dataset: str | None) -> str:
                 f"with 8-bit bits/dim. Its fingerprint is `{getattr(model, 'fingerprint')()}`. Made with latentar.")
     spec = config["spec"]
     if dataset and spec["symbols"] == "codes":
-        trained = f" trained on the VQ-VAE codes of `{dataset}`"
+        symbols = "palette tokens" if tokenizer_of(source) == "palette" else "VQ-VAE codes"
+        trained = f" trained on the {symbols} of `{dataset}`"
     conditional = f", conditioned on {spec['num_classes']} classes" if spec["num_classes"] else ""
     return (f"An exact autoregressive prior{trained}: `log_prob` is the true log-likelihood of a grid of "
             f"{spec['num_symbols']} symbols per position, drawn in raster order with the `{spec['head']}` "

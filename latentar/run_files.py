@@ -65,7 +65,8 @@ def read_done(folder: str | Path) -> dict | None:
 
 def read_codes_source(model_folder: str | os.PathLike) -> dict | None:
     """What a code prior's model folder records of its codes, or None (a pixel prior, or none recorded):
-    {"vqvae_fingerprint": the VQ-VAE that made them, "level": "codes", "top" or "bottom"}."""
+    {"vqvae_fingerprint": the VQ-VAE (or palette) that made them, "level": "codes", "top" or "bottom",
+    "tokenizer": "vqvae" or "palette" (absent from older folders: "vqvae")}."""
     return read_if_present(Path(model_folder) / CODES_SOURCE_FILE)
 
 

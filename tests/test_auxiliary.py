@@ -26,6 +26,9 @@ EXACT = {
     "pyramid-2-levels": (dict(aux="pyramid", levels=2), (1, 3, 3), 2),
     "grayscale-C1": (dict(aux="grayscale", gray_levels=2), (1, 2, 2), 3),
     "grayscale-C3": (dict(aux="grayscale", gray_levels=3), (3, 1, 1), 4),
+    # channel-masked detail stages, their context entering every block / gate
+    "pyramid-pixelcnn-C3": (dict(aux="pyramid", base="pixelcnn"), (3, 1, 2), 2),
+    "grayscale-gated_pixelcnn-C3": (dict(aux="grayscale", gray_levels=3, base="gated_pixelcnn"), (3, 1, 1), 4),
 }
 
 
@@ -109,9 +112,11 @@ def traced(prior: latentar.Prior, sampler: str, n: int, cond, seed: int, **knobs
 @pytest.mark.parametrize("options,C", [(dict(aux="pyramid", levels=2), 1), (dict(aux="pyramid"), 3),
                                        (dict(aux="grayscale", gray_levels=4), 1),
                                        (dict(aux="grayscale", gray_levels=4), 3),
-                                       (dict(aux="pyramid", base_aux="pixelcnn", base_detail="transformer"), 3)],
+                                       (dict(aux="pyramid", base_aux="pixelcnn", base_detail="transformer"), 3),
+                                       (dict(aux="pyramid", levels=2, base="pixelcnn"), 3),
+                                       (dict(aux="grayscale", gray_levels=4, base="gated_pixelcnn"), 3)],
                          ids=["pyramid-2-levels", "pyramid-C3", "grayscale-C1", "grayscale-C3",
-                              "pixelcnn-then-transformer-C3"])
+                              "pixelcnn-then-transformer-C3", "pixelcnn-pyramid-C3", "gated_pixelcnn-grayscale-C3"])
 def test_fast_sampling_matches_naive_through_every_stage(options, C):
     prior = auxiliary(options, (C, 3, 4), 6, num_classes=3, class_dropout=0.1)
     labels = torch.tensor([0, 2, 1])
@@ -171,8 +176,9 @@ def test_save_load_round_trip_with_separate_bases_and_stage_options(tmp_path):
 
 def test_bad_settings_and_requests_name_the_problem():
     with pytest.raises(ValueError, match=r"detail stage .* needs a base that takes a spatial context, one of "
-                                         r"\['pixelsnail', 'transformer'\]; got 'pixelcnn'"):
-        latentar.build_prior("auxiliary", (1, 4, 4), 4, base="pixelcnn", preset="tiny")
+                                         r"\['gated_pixelcnn', 'pixelcnn', 'pixelcnn_pp', 'pixelsnail', "
+                                         r"'transformer'\]; got 'row_lstm'"):
+        latentar.build_prior("auxiliary", (1, 4, 4), 4, base="row_lstm", preset="tiny")
     with pytest.raises(ValueError, match="grayscale auxiliary needs ordinal pixels"):
         latentar.build_prior("auxiliary", (1, 4, 4), 4, aux="grayscale", symbols="codes", preset="tiny")
     with pytest.raises(ValueError, match=r"gray_levels \(16\) must be at most the symbols K \(4\)"):
@@ -194,6 +200,37 @@ def test_bad_settings_and_requests_name_the_problem():
     assert prior.redraw(x, 0, generator=generator("cpu", 0)).shape == x.shape  # an empty region: new grids
 
 
+def test_checkpointing_reaches_the_stages_that_support_it():
+    """``set_activation_checkpointing`` is passed to every stage whose base supports it (the same loss and
+    gradients, its blocks run again in backward); refused, named, when no stage's base does."""
+    prior = auxiliary(dict(aux="pyramid", base_aux="pixelcnn", base_detail="pixelsnail"), (1, 4, 4), 4).train()
+    x = torch.randint(0, 4, (3, 1, 4, 4), generator=generator("cpu", 0))
+    calls = []
+    for block in prior.stages[1].modules():
+        if type(block).__name__ == "SnailBlock":
+            block.register_forward_pre_hook(lambda *_: calls.append(1))
+
+    def loss_and_grads():
+        prior.zero_grad(set_to_none=True)
+        loss = prior.loss(x)
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in prior.parameters()]
+
+    plain_loss, plain = loss_and_grads()
+    plain_calls, calls[:] = len(calls), []
+    prior.set_activation_checkpointing(True)
+    assert [stage.checkpoint_activations for stage in prior.stages] == [False, True] and prior.checkpoint_activations
+    checkpointed_loss, checkpointed = loss_and_grads()
+    assert len(calls) > plain_calls and torch.equal(plain_loss, checkpointed_loss)
+    for a, b in zip(plain, checkpointed):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+    prior.set_activation_checkpointing(False)
+    assert not any(stage.checkpoint_activations for stage in prior.stages)
+    with pytest.raises(ValueError, match=r"'auxiliary' does not support checkpoint_activations with the stages "
+                                         r"\['pixelcnn', 'pixelcnn'\]"):
+        auxiliary(dict(aux="pyramid", base="pixelcnn"), (1, 4, 4), 4).set_activation_checkpointing(True)
+
+
 def test_the_command_line_builds_it_from_arch_flags(capsys):
     """``--arch`` sets the composite's fields and, past them, every stage's (``width``); a detail base
     without a spatial context is refused, named."""
@@ -203,7 +240,7 @@ def test_the_command_line_builds_it_from_arch_flags(capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["prior"] == "auxiliary" and math.isfinite(out["loss_nats_per_dim"])
     assert main(["bench", "train", "--prior", "auxiliary", "--preset", "tiny", "--shape", "1,4,4",
-                 "--arch", "base=pixelcnn"]) == 2
+                 "--arch", "base=row_lstm"]) == 2
     assert "needs a base that takes a spatial context" in capsys.readouterr().err
 
 

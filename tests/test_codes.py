@@ -162,7 +162,7 @@ def test_command_line_chain(tmp_path, capsys):
                  "--out", str(prior), "--steps", "1", "--batch-size", "4"]) == 0
     assert "bits_per_code" in json.loads(capsys.readouterr().out)
     source = json.loads((prior / "model" / "codes_source.json").read_text())
-    assert source == {"vqvae_fingerprint": summary["fingerprint"], "level": "codes"}
+    assert source == {"vqvae_fingerprint": summary["fingerprint"], "level": "codes", "tokenizer": "vqvae"}
     card = (prior / "model" / "README.md").read_text()  # names the VQ-VAE, never the local code folder
     assert f"fingerprint `{summary['fingerprint']}`" in card and str(tmp_path) not in card
     assert "latentar eval --model path/to/this/folder --data codes" in card

@@ -145,8 +145,8 @@ def test_validation_of_a_hierarchical_recipe(tmp_path, image_folder):
     top, bottom = validate(recipe).stages
     assert top.build["shape"] == (1, 2, 2) and bottom.build["shape"] == (1, 4, 4)
     assert bottom.build["context_shape"] == (2, 2) and bottom.build["context_symbols"] == 8
-    recipe.bottom_prior.name = "pixelcnn"
-    with pytest.raises(RecipeError, match="bottom_prior: prior 'pixelcnn' does not take a spatial context"):
+    recipe.bottom_prior.name = "row_lstm"
+    with pytest.raises(RecipeError, match="bottom_prior: prior 'row_lstm' does not take a spatial context"):
         validate(recipe)
     recipe.vqvae.hierarchical = False
     with pytest.raises(RecipeError, match="bottom_prior: a hierarchical VQ-VAE"):

@@ -9,6 +9,7 @@ import yaml
 from torch.utils.data import TensorDataset
 
 import latentar
+from latentar.data.codes import write_codes_source
 from latentar.evaluation import evaluate_prior
 from latentar.model_card import CARD_FILE, write_model_card
 from latentar.saving import NotAModelError
@@ -79,3 +80,40 @@ def test_a_vqvae_card_names_its_codebook(tmp_path):
     assert f"codebook of {vqvae.config.codebook_size}" in text and "| psnr | 20.5 |" in text
     assert "## Training\n\nNot recorded." in text
     assert isinstance(latentar.load(tmp_path), latentar.VQVAE)
+
+
+@pytest.mark.parametrize("tokenizer", ["palette", "vqvae"])
+def test_a_code_priors_card_names_the_tokenizer_that_decodes_it_and_its_decoding_runs(tokenizer, tmp_path):
+    """A prior over palette tokens: its card speaks of the palette (never a VQ-VAE) and of nats per
+    palette token; over VQ-VAE codes, of the VQ-VAE. The card's Python decoding runs as written, once
+    it is pointed at the tokenizer's folder."""
+    if tokenizer == "palette":
+        colours = torch.tensor([[0, 0, 0], [90, 20, 200], [250, 240, 10]], dtype=torch.uint8)
+        images = colours[torch.arange(48) % 3].view(3, 4, 4, 3).permute(0, 3, 1, 2).contiguous()  # (3, 3, 4, 4)
+        made = latentar.Palette(num_colors=3).fit(images)
+        grid, K = (1, 4, 4), 3
+    else:
+        made = latentar.VQVAE((1, 8, 8), preset="tiny")
+        grid, K = (1, *made.grid_shapes["codes"]), made.codebook_sizes["codes"]
+    made.save(tmp_path / "tokenizer")
+    prior = latentar.build_prior("pixelcnn", grid, K, symbols="codes", preset="tiny").eval()
+    prior.save(tmp_path / "prior")
+    write_codes_source(tmp_path / "prior", made.fingerprint(), "codes", made.model_type)
+    write_model_card(tmp_path / "prior", prior, dataset="cifar10")
+    text = (tmp_path / "prior" / CARD_FILE).read_text()
+    use = text.partition("## Use\n")[2]
+    if tokenizer == "palette":
+        assert "trained on the palette tokens of `cifar10`" in text and "VQ-VAE" not in use
+        assert f"the palette tokens of the colour palette with fingerprint `{made.fingerprint()}`" in use
+        assert "nats per palette token, not comparable with 8-bit bits/dim" in use
+        assert "latentar sample --model path/to/this/folder --vqvae path/to/palette" in use
+    else:
+        assert "trained on the VQ-VAE codes of `cifar10`" in text and "palette" not in use
+        assert "latentar sample --model path/to/this/folder --vqvae path/to/vqvae" in use
+    snippets = [block.partition("\n")[2] for block in use.split("```")[1::2] if block.startswith("python")]
+    here = {"palette": "path/to/palette", "vqvae": "path/to/vqvae"}[tokenizer]
+    code = "\n".join(snippets).replace("path/to/this/folder", str(tmp_path / "prior")).replace(
+        here, str(tmp_path / "tokenizer"))
+    namespace: dict = {}
+    exec(code, namespace)
+    assert namespace["images"].dtype == torch.uint8 and namespace["images"].shape == (64, *made.image_shape)

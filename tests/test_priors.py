@@ -222,7 +222,10 @@ def test_conditional_normalization(name, device):
             assert abs(total - 1.0) < 1e-5
 
 
-@pytest.mark.parametrize("name", [n for n in CASE_NAMES if prior_class(n).supports_context])
+CONTEXT_NAMES = [n for n in CASE_NAMES if prior_class(n).supports_context]
+
+
+@pytest.mark.parametrize("name", CONTEXT_NAMES)
 def test_spatial_context_normalization_and_effect(name, device):
     shape, K = (1, 2, 2), 3
     prior = tiny_prior(name, shape, K, symbols="codes", embed_dim=4, context_symbols=5,
@@ -234,6 +237,35 @@ def test_spatial_context_normalization_and_effect(name, device):
     for lp in lps:
         assert abs(lp.exp().sum().item() - 1.0) < 1e-5
     assert not torch.allclose(lps[0], lps[1])
+
+
+@pytest.mark.parametrize("case", [(n, C) for n in CONTEXT_NAMES for head, C in head_cases(n) if head == "categorical"],
+                         ids=case_id)
+def test_a_context_is_seen_in_full_and_keeps_x_causal(case, device):
+    """With a spatial context, every symbol still sees only its past in x (gradients); the context
+    is known in full: a code covering the last positions changes the first symbol's conditional."""
+    name, C = case
+    prior = tiny_prior(name, (C, 4, 4), 8, context_symbols=3, context_shape=(2, 2), device=device)
+    g = generator("cpu", 1)
+    x = torch.randint(0, 8, (8, C, 4, 4), generator=g).to(device)
+    context = torch.randint(0, 2, (8, 2, 2), generator=g).to(device)
+    assert_causal(prior, x, Condition(context=context))
+    changed = context.clone()
+    changed[:, 1, 1] = 2
+    with torch.no_grad():
+        first = [prior.log_prob_per_symbol(x, {"context": c})[:, 0, 0, 0] for c in (context, changed)]
+    assert not torch.allclose(*first), "the context below and right of a symbol is not seen"
+
+
+@pytest.mark.parametrize("name", CONTEXT_NAMES)
+def test_save_load_round_trip_with_a_context(name, tmp_path):
+    prior = tiny_prior(name, (1, 4, 4), 5, symbols="codes", embed_dim=4, context_symbols=3, context_shape=(2, 2))
+    x, cond = torch.randint(0, 5, (3, 1, 4, 4)), {"context": torch.randint(0, 3, (3, 2, 2))}
+    prior.save(tmp_path / "m")
+    loaded = latentar.load(tmp_path / "m").eval()
+    assert loaded.spec.context_shape == (2, 2) and loaded.spec.context_symbols == 3
+    with torch.no_grad():
+        assert torch.equal(prior.log_prob(x, cond), loaded.log_prob(x, cond))
 
 
 # ---- distribution augmentation (latentar.augmentations) ----------------------------------------

@@ -73,11 +73,13 @@ def check_codes_match(vqvae: Any, manifest: dict) -> None:
                                  f"{found}: decode (and encode) them with the VQ-VAE that made them")
 
 
-def write_codes_source(prior_folder: str | os.PathLike, vqvae_fingerprint: str, level: str) -> None:
-    """Record in a code prior's model folder which VQ-VAE (its fingerprint) and level its codes
-    came from, so that sampling can refuse a VQ-VAE that did not make them."""
+def write_codes_source(prior_folder: str | os.PathLike, vqvae_fingerprint: str, level: str,
+                       tokenizer: str = "vqvae") -> None:
+    """Record in a code prior's model folder which VQ-VAE or palette (``tokenizer``: its model type; its
+    fingerprint) and level its codes came from, so that sampling can refuse a tokenizer that did not
+    make them and its model card can name it."""
     atomic_write_json(Path(prior_folder) / CODES_SOURCE_FILE, {"vqvae_fingerprint": vqvae_fingerprint,
-                                                                "level": level})
+                                                                "level": level, "tokenizer": tokenizer})
 
 
 def check_codes_source(prior_folder: str | os.PathLike, vqvae: Any) -> None:
@@ -278,7 +280,8 @@ class CodeDataset(Dataset):
         self.split, self.level, self.context_level = split, level, context
         self.fingerprint = self.manifest["vqvae_fingerprint"]
         self.num_classes = self.manifest.get("num_classes")
-        self.tokens = PALETTE_TOKENS if self.manifest.get("tokenizer") == "palette" else None  # a scores' note
+        self.tokenizer = self.manifest.get("tokenizer", "vqvae")  # the model type that made the codes
+        self.tokens = PALETTE_TOKENS if self.tokenizer == "palette" else None  # a scores' note
         self.same_as_training = entry.get("same_as_training")  # why these are the training images' codes, or None
         self.num_symbols = grids[level]["num_symbols"]
         self.shape = (1, *grids[level]["shape"])  # (1, h, w)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from latentar.nn.conditioning import conditioned
 from latentar.nn.masked import MaskedConv2d
 from latentar.nn.shifted import down_shifted_conv
 
@@ -74,21 +75,19 @@ class GatedStackLayer(nn.Module):
         """The first layer's convs read the whole image z (B, C·E, H, W); the others a feature map."""
         return run.conv_input(conv, x) if self.first else run.conv(conv, x)
 
-    def vertical(self, run, v: torch.Tensor, bias: torch.Tensor | None):
+    def vertical(self, run, v: torch.Tensor, bias: torch.Tensor | None, context: torch.Tensor | None = None):
         """v (B, c, R, W) -> (v' (B, p, R, W), link (B, 2p, R, W)); R is H for a whole map,
-        1 in a row step (the first layer takes the whole image z)."""
+        1 in a row step (the first layer takes the whole image z). The gate adds a class bias
+        (B, 2p) and a context bias map (B, 2p, H, W) where given (``conditioning.conditioned``)."""
         pre = self.spatial(run, self.vconv, v)
         link = run.pointwise(self.link, pre)
-        if bias is not None:
-            pre = pre + bias[:, :, None, None]
-        return gate_tanh_sigmoid(pre), link
+        return gate_tanh_sigmoid(conditioned(run, pre, bias, context)), link
 
-    def horizontal(self, run, h: torch.Tensor, link: torch.Tensor, bias: torch.Tensor | None):
+    def horizontal(self, run, h: torch.Tensor, link: torch.Tensor, bias: torch.Tensor | None,
+                   context: torch.Tensor | None = None):
         """h (B, c, R, S), link (B, 2p, R, S) -> (h' (B, p, R, S), skip (B, p, R, S)); the first
-        layer takes the whole image z as h."""
-        pre = self.spatial(run, self.hconv, h) + link  # (B, 2p, R, S)
-        if bias is not None:
-            pre = pre + bias[:, :, None, None]
+        layer takes the whole image z as h. Class bias and context map as in ``vertical``."""
+        pre = conditioned(run, self.spatial(run, self.hconv, h) + link, bias, context)  # (B, 2p, R, S)
         gated = gate_tanh_sigmoid(pre, self.groups)  # (B, p, R, S)
         out = gated if self.residual is None else h + run.pointwise(self.residual, gated)
         return out, run.pointwise(self.skip, gated)

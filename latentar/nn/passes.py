@@ -20,8 +20,8 @@ neighbouring positions through a *pass* object, by convention the parameter ``ru
 - ``run.self_attend(attention, x)``: inclusive causal self-attention of a sequence
   x (B, N, D) over raster positions (a ``latentar.nn.transformer.SelfAttention``);
   position i sees positions j <= i, whose inputs are known when i is computed;
-- ``run.view(t)``: a map known in full (context, positional channels) at what the
-  pass computes; ``run.share`` / ``run.shared``: hand a row pass's result to the
+- ``run.view(t, level=0)``: a map of a level known in full (context, positional channels)
+  at what the pass computes there; ``run.share`` / ``run.shared``: hand a row pass's result to the
   position passes; ``run.due(level)``: whether the pass computes anything at a level.
 
 ``FullPass`` applies every call to whole maps (training, ``log_prob``). ``StepPass``
@@ -94,7 +94,7 @@ class FullPass:
         """x (B, N, D) -> (B, N, D), position i attending to positions j <= i."""
         return attention(x, causal=True)
 
-    def view(self, t: torch.Tensor) -> torch.Tensor:
+    def view(self, t: torch.Tensor, level: int = 0) -> torch.Tensor:
         return t
 
     def share(self, key: Any, x: torch.Tensor, level: int = 0) -> None:
@@ -209,9 +209,9 @@ class StepPass:
         rows = ring_rows(pattern, H * W, size, x.device)
         return attention.combine(q, keys, values, causal=False, mask=rows[i:i + 1])
 
-    def view(self, t: torch.Tensor) -> torch.Tensor:
-        """A whole map (B, c, H, W) at this row (B, c, 1, W) or position (B, c, 1, 1)."""
-        i, j = self.region(0)
+    def view(self, t: torch.Tensor, level: int = 0) -> torch.Tensor:
+        """A whole map (B, c, H, W) of ``level`` at this row (B, c, 1, W) or position (B, c, 1, 1) there."""
+        i, j = self.region(level)
         return t[:, :, i:i + 1] if j is None else t[:, :, i:i + 1, j:j + 1]
 
     def share(self, key: Any, x: torch.Tensor, level: int = 0) -> None:

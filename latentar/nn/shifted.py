@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from latentar.nn.conditioning import conditioned
 from latentar.nn.stepping import WINDOWS, ConvParts, window_parts
 
 
@@ -113,7 +114,8 @@ def concat_elu(x: torch.Tensor) -> torch.Tensor:
 class GatedResBlock(nn.Module):
     """PixelCNN++'s gated residual block: x + a·σ(b) with [a, b] from two shifted convs.
 
-    x (B, F, H, W), aux (B, A, H, W) or None, bias (B, 2F) or None -> (B, F, H, W).
+    x (B, F, H, W), aux (B, A, H, W) or None, bias (B, 2F) or None, context a bias map (B, 2F, H, W)
+    of ``level`` or None (``conditioning.conditioned``) -> (B, F, H, W).
     ``conv`` builds the (2F → F) and (2F → 2F) shifted convs; ``run`` (a pass of
     ``latentar.nn.passes``) evaluates them at ``level``: on whole maps, or at the
     one row or position of a generation step. Every other operation is pointwise, so
@@ -129,13 +131,11 @@ class GatedResBlock(nn.Module):
         self.conv_out = conv(2 * channels, 2 * channels)
 
     def forward(self, run, x: torch.Tensor, aux: torch.Tensor | None = None, bias: torch.Tensor | None = None,
-                level: int = 0) -> torch.Tensor:
+                level: int = 0, context: torch.Tensor | None = None) -> torch.Tensor:
         h = run.conv(self.conv_in, concat_elu(x), level)  # (B, F, ...)
         if self.aux is not None:
             assert aux is not None, "a block built with aux_channels needs aux"
             h = h + self.aux(concat_elu(aux))
-        h = run.conv(self.conv_out, self.dropout(concat_elu(h)), level)  # (B, 2F, ...)
-        if bias is not None:
-            h = h + bias[:, :, None, None]
+        h = conditioned(run, run.conv(self.conv_out, self.dropout(concat_elu(h)), level), bias, context, level)
         a, b = h.chunk(2, dim=1)
         return x + a * torch.sigmoid(b)

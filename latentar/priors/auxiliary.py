@@ -135,6 +135,7 @@ class Auxiliary(Prior):
     }
     Stepper = RestrictedStepper  # each stage through its own fast stepper, restricted (``draw_new``)
     composite = True
+    checkpointable = True  # passed on to the stages whose base supports it (``set_activation_checkpointing``)
 
     def __init__(self, spec: PriorSpec, arch: AuxiliaryArch):
         nn.Module.__init__(self)
@@ -305,6 +306,16 @@ class Auxiliary(Prior):
         if known_masks(known, batch, H, W).any():
             raise ValueError("prior 'auxiliary' draws its auxiliary a = f(x) first, so it has no exact conditional "
                              "given a known region of x; it takes only an empty region")
+
+    def set_activation_checkpointing(self, on: bool) -> None:
+        """Checkpointing in every stage whose base supports it; refused, named, when none does."""
+        able = [stage for stage in self.stage_priors if stage.checkpointable]
+        if on and not able:
+            raise ValueError(f"prior 'auxiliary' does not support checkpoint_activations with the stages "
+                             f"{[stage.name for stage in self.stage_priors]}: none of them does")
+        for stage in able:
+            stage.set_activation_checkpointing(on)
+        self.checkpoint_activations = bool(on)
 
     def set_channels_last(self, on: bool) -> None:
         super().set_channels_last(on)

@@ -12,11 +12,16 @@ pass of ``stages`` resolutions (stride-2 downsampling between them) stores every
 block's output; a down pass (stride-2 transposed convs between resolutions) feeds
 them back as short-cut connections. Whole pixels are the unit of conditioning: the
 head couples the channels of a pixel. Class conditioning adds a learned per-class
-bias inside every gated block.
+bias inside every gated block; a spatial context (codes known in full, ``supports_context``)
+goes through a non-causal ``ContextNet`` to features at the grid's size, and a 1×1
+convolution of them enters every gated block in the same place
+(``latentar.nn.conditioning.context_biases``), read at the positions attached to the
+block's stage (every 2^s-th row and column).
 
 Fast sampling (``PassStepper``) is incremental (``latentar.nn.passes``): the u stream
 once per row (``rows_above``), the ul stream once per position (``at_position``), each
-level only at the positions attached to it, every conv evaluated from cached input maps.
+level only at the positions attached to it, every conv evaluated from cached input maps;
+the context bias maps are computed once per generation and read at the stepped position.
 """
 
 from __future__ import annotations
@@ -29,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from latentar.checks import DEPTH, FRACTION, Checked
-from latentar.nn.conditioning import class_biases
+from latentar.checks import DEPTH, DEPTH_OR_NONE, FRACTION, Checked
+from latentar.nn.conditioning import class_biases, context_biases
 from latentar.nn.shifted import (
     GatedResBlock,
     Nin,
@@ -48,12 +53,14 @@ from latentar.priors.spec import PriorSpec
 @dataclass
 class PixelCNNppArch(Checked):
     label = "pixelcnn_pp"
-    bounds = {"dropout": FRACTION, "num_blocks": DEPTH}
+    bounds = {"dropout": FRACTION, "num_blocks": DEPTH, "context_blocks": DEPTH_OR_NONE}
 
     filters: int = 64  # F: features of both streams (paper: 160)
     num_blocks: int = 3  # gated residual blocks per stage in the up pass (paper: 5)
     stages: int = 3  # resolutions; stage s runs at stride 2^s (paper: 3)
     dropout: float = 0.5  # inside every gated block (paper: 0.5)
+    context_hidden: int = 64  # width of the context network (spatial context only)
+    context_blocks: int = 2  # non-causal residual blocks of the context network
 
 
 class Stream(nn.Module):
@@ -82,12 +89,13 @@ class Stream(nn.Module):
 class PixelCNNpp(PassPrior):
     Arch = PixelCNNppArch
     presets = {
-        "tiny": dict(filters=4, num_blocks=1, stages=2, dropout=0.0),
-        "small": dict(filters=32, num_blocks=2, stages=3, dropout=0.1),
+        "tiny": dict(filters=4, num_blocks=1, stages=2, dropout=0.0, context_hidden=4, context_blocks=1),
+        "small": dict(filters=32, num_blocks=2, stages=3, dropout=0.1, context_hidden=32),
         "default": {},
-        "paper": dict(filters=160, num_blocks=5, stages=3, dropout=0.5),
+        "paper": dict(filters=160, num_blocks=5, stages=3, dropout=0.5, context_hidden=128),
     }
     channel_masked = False
+    supports_context = True
     full_context = True  # down- and down-right-shifted streams cover the whole past
     Stepper = PassStepper
     checkpointable = True  # every gated block goes through ``checkpointed``
@@ -104,9 +112,13 @@ class PixelCNNpp(PassPrior):
                         down_shifted_deconv, aux_up=0, aux_down=F_)
         self.ul = Stream(arch, partial(down_right_shifted_conv, kernel=(2, 2)), down_right_shifted_conv,
                          down_right_shifted_deconv, aux_up=F_, aux_down=2 * F_)
-        self.gated = [block for stream in (self.u, self.ul)  # every gated block, in a fixed order
-                      for stage in (*stream.up_blocks, *stream.down_blocks) for block in stage]
-        self.class_bias = class_biases(spec.label_rows, [2 * F_] * len(self.gated), spec.augment_sizes)
+        # every gated block, in a fixed order, and the stage it runs at
+        placed = [(block, s) for stream in (self.u, self.ul) for stages in (stream.up_blocks, stream.down_blocks)
+                  for s, stage in enumerate(stages) for block in stage]
+        self.gated, self.gated_stages = [block for block, _ in placed], [s for _, s in placed]
+        sizes = [2 * F_] * len(self.gated)
+        self.class_bias = class_biases(spec.label_rows, sizes, spec.augment_sizes)
+        self.context_bias = context_biases(spec.context_symbols, arch.context_hidden, arch.context_blocks, sizes)
         self.out = Nin(F_, self.head.num_params)
 
     # ---- the network, written once for whole maps and for generation steps ----------
@@ -120,8 +132,12 @@ class PixelCNNpp(PassPrior):
         return torch.cat([z, torch.ones_like(z[:, :1])], dim=1)
 
     def given(self, cond: Condition, size: tuple[int, int]) -> dict:
-        """Class bias (B, 2F) or None of each gated block."""
-        return dict(zip(self.gated, self.class_bias(cond.labels, cond.augment)))
+        """Per gated block: (class bias (B, 2F), its stage s, context bias map (B, 2F, ⌈H/2^s⌉, ⌈W/2^s⌉):
+        the grid's map at the positions attached to stage s), a bias or map None where not given."""
+        biases = self.class_bias(cond.labels, cond.augment)
+        maps = self.context_bias(cond.context, size)
+        return {block: (bias, s, None if grid is None else grid[:, :, ::2 ** s, ::2 ** s])
+                for block, s, bias, grid in zip(self.gated, self.gated_stages, biases, maps)}
 
     def rows_above(self, run, z: torch.Tensor, biases: dict) -> None:
         """The u stream (rows above); its block outputs are shared with the ul stream through ``run``."""
@@ -135,14 +151,14 @@ class PixelCNNpp(PassPrior):
                     break
                 skips.append(u)
             for r, block in enumerate(stream.up_blocks[s]):
-                u = self.checkpointed(block, run, u, None, biases[block], s)
+                u = self.checkpointed(block, run, u, None, *biases[block])
                 run.share(("up", s, r), u, s)
                 skips.append(u)
         u = skips.pop() if run.due(S - 1) else None
         for s in reversed(range(S)):
             if run.due(s):
                 for r, block in enumerate(stream.down_blocks[s]):
-                    u = self.checkpointed(block, run, u, skips.pop(), biases[block], s)
+                    u = self.checkpointed(block, run, u, skips.pop(), *biases[block])
                     run.share(("down", s, r), u, s)
             if s:
                 u = run.up(stream.upsample[s - 1], u, s - 1)
@@ -159,14 +175,14 @@ class PixelCNNpp(PassPrior):
                     break
                 skips.append(ul)
             for r, block in enumerate(stream.up_blocks[s]):
-                ul = self.checkpointed(block, run, ul, run.shared(("up", s, r), s), biases[block], s)
+                ul = self.checkpointed(block, run, ul, run.shared(("up", s, r), s), *biases[block])
                 skips.append(ul)
         ul = skips.pop() if run.due(S - 1) else None
         for s in reversed(range(S)):
             if run.due(s):
                 for r, block in enumerate(stream.down_blocks[s]):
                     aux = torch.cat([run.shared(("down", s, r), s), skips.pop()], dim=1)  # (B, 2F, ...)
-                    ul = self.checkpointed(block, run, ul, aux, biases[block], s)
+                    ul = self.checkpointed(block, run, ul, aux, *biases[block])
             if s:
                 ul = run.up(stream.upsample[s - 1], ul, s - 1)
         return self.out(F.elu(ul))  # (B, P, ...)

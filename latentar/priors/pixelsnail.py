@@ -27,12 +27,11 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch import nn
 
 from latentar.checks import DEPTH, DEPTH_OR_NONE, FRACTION, Checked
 from latentar.nn.attention import CausalSelfAttention
-from latentar.nn.conditioning import class_biases
+from latentar.nn.conditioning import ContextNet, class_biases
 from latentar.nn.shifted import GatedResBlock, Nin, down_right_shifted_conv, down_shifted_conv
 from latentar.priors.base import register_prior
 from latentar.priors.condition import Condition
@@ -71,24 +70,6 @@ def causal_conv(in_channels: int, out_channels: int) -> nn.Module:
 
 def pointwise_conv(in_channels: int, out_channels: int) -> nn.Module:
     return Nin(in_channels, out_channels)
-
-
-class ContextNet(nn.Module):
-    """Context codes long (B, h, w) -> features (B, F_c, H, W), non-causal."""
-
-    def __init__(self, symbols: int, channels: int, blocks: int):
-        super().__init__()
-        self.embed = nn.Embedding(symbols, channels)
-        self.blocks = nn.ModuleList(
-            nn.Sequential(nn.ELU(), nn.Conv2d(channels, channels, 3, padding=1),
-                          nn.ELU(), nn.Conv2d(channels, channels, 3, padding=1))
-            for _ in range(blocks))
-
-    def forward(self, context: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        c = rearrange(self.embed(context), "b h w f -> b f h w")  # (B, F_c, h, w)
-        for block in self.blocks:
-            c = c + block(c)
-        return F.interpolate(c, size=size, mode="nearest")  # (B, F_c, H, W)
 
 
 def join(*maps: torch.Tensor | None) -> torch.Tensor:

@@ -101,7 +101,8 @@ def run_stages(recipe: Recipe, plan: Plan, out: Path, state: PartialState, image
     for stage, level in zip(plan.stages, vqvae.code_levels if vqvae is not None else [None]):
         priors[stage.name], summary[stage.name] = prior_stage(
             out / stage.name, symbols[stage.name], stage.config, stage.build, stage.train, vqvae=vqvae,
-            source=None if vqvae is None or level is None else (vqvae.fingerprint(), level), rerun=RECIPE_RERUN,
+            source=None if vqvae is None or level is None else (vqvae.fingerprint(), level, vqvae.model_type),
+            rerun=RECIPE_RERUN,
             top_prior=priors["prior"] if level == "bottom" else None)
     tic = time.perf_counter()
     classifier = classifier_stage(recipe, out, dataset_size(images.train))  # every process trains it

@@ -60,7 +60,7 @@ def train_prior(data: DataConfig, prior: PriorConfig, out_dir: str | Path, confi
     train, test = open_splits(data, level)
     build = prior.build_arguments(symbol_grid(train), train.num_classes, config.prior_augmentations)
     decoder = preview_decoder(build, train, vqvae) if config.sample_every else None
-    source = (train.fingerprint, train.level) if isinstance(train, CodeDataset) else None
+    source = (train.fingerprint, train.level, train.tokenizer) if isinstance(train, CodeDataset) else None
     _, record = prior_stage(Path(out_dir), Splits(data.name, first_items(train, subset), test), prior, build, config,
                             vqvae=decoder, source=source, rerun=rerun, eval_batch_size=eval_batch_size)
     return record

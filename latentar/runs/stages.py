@@ -159,12 +159,12 @@ def codes_stage(vqvae: Tokenizer, splits: Mapping[str, Dataset], folder: Path, s
 
 
 def prior_stage(folder: Path, data: Splits, config: PriorConfig, build: dict, train: TrainConfig, *,
-                vqvae: Tokenizer | None = None, source: tuple[str, str] | None = None, top_prior: Prior | None = None,
-                rerun: Rerun, eval_batch_size: int = 256) -> tuple[Prior, dict]:
+                vqvae: Tokenizer | None = None, source: tuple[str, str, str] | None = None,
+                top_prior: Prior | None = None, rerun: Rerun, eval_batch_size: int = 256) -> tuple[Prior, dict]:
     """The prior ``build_prior(**build)`` (``config``'s `PriorConfig.build_arguments`) on ``data``
     -> (it, its record). A code prior's previews decode with ``vqvae`` (a VQ-VAE-2's bottom prior
-    draws under ``top_prior``'s codes), and its model folder records ``source``: the fingerprint
-    and level of the VQ-VAE codes it learned."""
+    draws under ``top_prior``'s codes), and its model folder records ``source``: the fingerprint,
+    level and model type of the VQ-VAE (or palette) whose codes it learned."""
     def evaluate(model, accelerator):
         return evaluate_prior(model, data.test, accelerator, batch_size=eval_batch_size)
 
