@@ -498,7 +498,9 @@ class Transformer(Prior):
         its position. Under ``permute_positions`` grid b's position q takes the embeddings of
         σ_a(q), a = cond.augment[b]: the position of the unaugmented grid whose symbols q holds."""
         _, H, W = self.spec.shape
-        moves = None if self.augment_orders is None else self.augment_orders[cond.augment]  # (B, H·W)
+        moves = None  # (B, H·W): σ of each grid's id; none given is the identity, σ_0 = raster
+        if self.augment_orders is not None and cond.augment is not None:
+            moves = self.augment_orders[cond.augment]
         terms = permuted(grid_positions(self.rows, self.cols), moves)  # (1 or B, H·W, D)
         held = None
         if self.given_rows is not None and self.given_cols is not None:
