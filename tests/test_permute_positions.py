@@ -130,7 +130,7 @@ def test_known_regions_stay_exact():
     (PERMUTED, dict(augmentations=("flip", "channels")), "cannot go with the augmentation 'channels'"),
     (dict(permute_positions=True), dict(augmentations=D4), "needs transformer.order_embedding = true"),
     ({**PERMUTED, "attention": "local_2d", "block": 2}, dict(augmentations=D4),
-     "cannot go with attention = 'local_2d'"),
+     "permute_positions = true cannot go with attention = 'local_2d'"),
     ({**PERMUTED, "orders": "s_curve"}, dict(augmentations=D4), "σ_a replaces the listed orders"),
 ])
 def test_refusals(settings, build, message):

@@ -133,6 +133,8 @@ class TransformerArch(Checked):
         if self.width % self.heads:
             raise FieldError(f"transformer.width ({self.width}) must be a multiple of "
                              f"transformer.heads ({self.heads})")
+        if self.permute_positions:
+            check_permute_positions(self)
         if self.orders != "raster" and not self.order_embedding:
             raise FieldError(f"transformer.orders = {self.orders!r} needs transformer.order_embedding = true "
                              f"(without it the Transformer generates in raster order only)")
@@ -140,8 +142,6 @@ class TransformerArch(Checked):
             raise FieldError("transformer.order_embedding = true cannot go with attention = 'local_2d': local 2-D "
                              "attention fixes its own order (block-raster); local_1d, strided and fixed apply "
                              "in any order")
-        if self.permute_positions:
-            check_permute_positions(self)
         check_pattern_fields(self)
 
     @property
