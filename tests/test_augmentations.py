@@ -13,6 +13,7 @@ import latentar
 from latentar import cli
 from latentar.augmentations import AUGMENTATIONS, SIZES, num_augmentations
 from latentar.config import RecipeError, recipe_from_dict
+from latentar.run_files import RUN_FILE
 from latentar.training import TrainConfig
 from latentar.training.objectives import augmented_prior_objective
 
@@ -195,3 +196,22 @@ def test_augmentation_without_conditioning_builds_a_plain_prior(capsys, tmp_path
     assert latentar.load(out / "model").spec.augmentations == ()
     code, _, err = run(capsys, "eval", "--model", out / "model", *common, "--augment", 0)
     assert code == 2 and "built without augmentations" in err
+
+
+def test_resuming_a_run_from_before_augmentations(capsys, tmp_path, image_folder):
+    """A run.json written before augmentations existed lacks the spec's ``augmentations``: it
+    reads as their default (none), so the run resumes."""
+    out = tmp_path / "run"
+    train = ["train-prior", "--data", "image_folder", "--data-root", image_folder, "--prior", "pixelcnn",
+             "--preset", "tiny", "--batch-size", 4, "--subset", 8, "--out", out]
+    code, _, err = run(capsys, *train, "--steps", 1, "--save-every", 1)
+    assert code == 0, err
+    path = out / RUN_FILE
+    recorded = json.loads(path.read_text())
+    del recorded["model"]["spec"]["augmentations"]
+    path.write_text(json.dumps(recorded))
+    code, _, err = run(capsys, *train, "--steps", 2, "--resume")
+    assert code == 0, err
+    assert latentar.load(out / "model").spec.augmentations == ()
+    code, _, err = run(capsys, *train, "--steps", 3, "--resume", "--augment", "flip")  # a different run
+    assert code != 0 and "model.spec.augmentations is [] there, you asked for ['flip']" in err

@@ -7,6 +7,7 @@ them in the order they are generated (the channels of one position stay c = 0..C
     s_curve(2, 3)                   # tensor([0, 1, 2, 5, 4, 3])
     block_raster(2, 4, 2, 2)        # tensor([0, 1, 4, 5, 2, 3, 6, 7]): 2×2 blocks in raster order
     named_orders("s_curve", 8, H, W)  # (8, H·W): s_curve and 7 of its images under D4
+    augmentation_orders(("rot90", "transpose"), H, W)  # (8, H·W): σ_a, the positions augment(x, a) holds
     known_first(order, known)       # the known positions first (completion of any region)
 
 Raster priors have one order, ``raster(H, W)``; priors that can generate in any order
@@ -19,6 +20,7 @@ from typing import Any, Callable
 
 import torch
 
+from latentar.augmentations import augment, num_augmentations
 from latentar.nn.attention_patterns import block_raster as _block_raster
 from latentar.priors.checks import is_integer
 
@@ -88,6 +90,18 @@ def named_orders(name: str, num: int, H: int, W: int) -> torch.Tensor:
         raise ValueError(f"num_orders must be an integer in [1, {len(distinct)}] for {name!r} on a "
                          f"{H}×{W} grid ({len(distinct)} distinct symmetric variants), got {num!r}")
     return distinct[:num]
+
+
+def augmentation_orders(augmentations: tuple[str, ...], H: int, W: int) -> torch.Tensor:
+    """σ_a for every id a of the spatial ``augmentations`` (``latentar.augmentations``; not
+    "channels") -> long (num_augmentations, H·W) on the CPU: row a lists, slot by raster slot,
+    the position of the original grid that augment(x, a) holds there, so generating
+    augment(x, a) in raster order generates x in the order σ_a (row 0: raster)."""
+    if "channels" in augmentations:
+        raise ValueError("augmentation 'channels' permutes channels, not positions: it has no order of positions")
+    count = num_augmentations(augmentations)
+    positions = raster(H, W).view(1, 1, H, W).expand(count, 1, H, W)
+    return augment(positions, torch.arange(count), augmentations).flatten(1)
 
 
 def _distinct_rows(rows: torch.Tensor) -> torch.Tensor:

@@ -23,6 +23,17 @@ listed orders (``orders``, ``num_orders``), trained on one of them per batch, or
 random permutation per batch (``orders = "random"``, listed as raster's variants). With
 sub-pixel tokens the slot order is the position order × the channels.
 
+Distribution augmentation with the positions following the pixels (``permute_positions = true``,
+openai/distribution_augmentation's default ``permute_embeddings``; needs ``order_embedding`` and a
+prior built with spatial ``augmentations``): augmentation id a's grid y = augment(x, a) holds at
+raster position q the position σ_a(q) of x (``orders.augmentation_orders``), and position q of y
+takes the row + column embeddings of σ_a(q), so p(y | a) is the any-order Transformer generating
+x in the order σ_a, told a by the start token: the 8 symmetric orders under rot90 × transpose.
+Nothing is moved but the embedding tables: the network is causal in y's own orders as before (the
+listed order is raster, and any order of y is σ_a after it), so training, scoring, sampling,
+completion and the fast stepper need nothing else. "channels" (not a move of positions) is refused,
+as are local_2d attention and the listed orders of ``orders``, which σ_a replaces.
+
 Positions are learned row + column embeddings: the grid is fixed, so absolute
 positions cost nothing at sampling time (a cached key never changes), and the sum keeps
 the 2-D layout (the position above is one row embedding away, not W slots) at H + W
@@ -74,7 +85,7 @@ from latentar.nn.transformer import ACTIVATIONS, KERNELS, NORMS, EncoderPass, Tr
 from latentar.priors.base import Prior, register_prior
 from latentar.priors.condition import Condition
 from latentar.priors.engine import Stepper
-from latentar.priors.orders import ORDER_NAMES, block_raster, named_orders
+from latentar.priors.orders import ORDER_NAMES, augmentation_orders, block_raster, named_orders
 from latentar.priors.spec import PriorSpec
 
 TOKENS = ("pixel", "subpixel")
@@ -115,12 +126,17 @@ class TransformerArch(Checked):
     orders: str = "raster"  # with order_embedding: the mixture's orders, variants of "raster" or "s_curve";
     #                         "random": trained on a fresh random permutation per batch, listed as "raster"
     num_orders: int = 8  # with order_embedding: how many variants (8 on a square grid, 4 otherwise) it mixes
+    permute_positions: bool = False  # distribution augmentation: the position embeddings follow the pixels, so
+    #                                  augmentation id a generates the unaugmented grid in its order σ_a (needs
+    #                                  order_embedding; σ_a replaces the listed orders, num_orders unused)
 
     def __post_init__(self):
         super().__post_init__()
         if self.width % self.heads:
             raise FieldError(f"transformer.width ({self.width}) must be a multiple of "
                              f"transformer.heads ({self.heads})")
+        if self.permute_positions:
+            check_permute_positions(self)
         if self.orders != "raster" and not self.order_embedding:
             raise FieldError(f"transformer.orders = {self.orders!r} needs transformer.order_embedding = true "
                              f"(without it the Transformer generates in raster order only)")
@@ -140,6 +156,19 @@ class TransformerArch(Checked):
         """The pattern of each layer's attention (``pattern_cycle`` cycled over the layers)."""
         cycle = self.pattern_cycle
         return tuple(cycle[i % len(cycle)] for i in range(self.num_layers))
+
+
+def check_permute_positions(arch: TransformerArch) -> None:
+    """The fields that ``permute_positions`` needs or replaces."""
+    if arch.attention == "local_2d":
+        raise FieldError("transformer.permute_positions = true cannot go with attention = 'local_2d': local 2-D "
+                         "attention fixes its own order (block-raster), and the augmentations' orders are others")
+    if not arch.order_embedding:
+        raise FieldError("transformer.permute_positions = true needs transformer.order_embedding = true: each slot "
+                         "embeds the position it predicts, which the augmentation moves")
+    if arch.orders != "raster":
+        raise FieldError(f"transformer.orders = {arch.orders!r} cannot go with permute_positions = true: the "
+                         f"augmentation id's order σ_a replaces the listed orders (leave orders = 'raster')")
 
 
 def check_pattern_fields(arch: TransformerArch) -> None:
@@ -200,6 +229,25 @@ def grid_positions(rows: nn.Embedding, cols: nn.Embedding) -> torch.Tensor:
     return rearrange(rows.weight[:, None] + cols.weight[None], "h w d -> (h w) d")
 
 
+def permuted_positions(spec: PriorSpec) -> torch.Tensor:
+    """σ_a of every augmentation id of ``spec`` (``orders.augmentation_orders``) -> long
+    (num_augmentations, H·W); a clear error where ``permute_positions`` cannot apply."""
+    _, H, W = spec.shape
+    if not spec.augmentations:
+        raise FieldError("transformer.permute_positions = true needs a prior built with augmentations (e.g. "
+                         "augmentations=('rot90', 'transpose'), train-prior --augment): the positions follow them")
+    if "channels" in spec.augmentations:
+        raise FieldError("transformer.permute_positions = true cannot go with the augmentation 'channels': it "
+                         "permutes channels, not positions; leave it out, or train it without permute_positions")
+    return augmentation_orders(spec.augmentations, H, W)
+
+
+def permuted(table: torch.Tensor, moves: torch.Tensor | None) -> torch.Tensor:
+    """A table of the positions (H·W, D) -> (1, H·W, D); with ``moves`` long (B, H·W), grid b's row q
+    is row moves[b, q] of it -> (B, H·W, D)."""
+    return table[None] if moves is None else table[moves]
+
+
 class ContextEncoder(nn.Module):
     """Context codes long (B, h, w) -> (B, H·W, D) for a grid of (H, W): embedded, with
     their own row + column positions, through non-causal blocks, upsampled (nearest)."""
@@ -242,7 +290,7 @@ class TransformerStepper(Stepper):
         n = x.shape[0]
         self.cache = StepCache(n, [(prior.num_slots, 1)])
         self.start = prior.start_token(cond.labels, n, cond.augment)  # (n, 1, D)
-        self.terms = prior.position_terms(cond.context).expand(n, -1, -1)  # (n, H·W, D), computed once
+        self.terms = prior.position_terms(cond)  # (1 or n, H·W, D) each, computed once
         self.biases = prior.class_bias(cond.labels)
         self.rows = torch.arange(n, device=x.device)
         self.walked = 0  # positions taken so far: the next one is the walked-th of every grid's order
@@ -317,6 +365,7 @@ class Transformer(Prior):
     Stepper = TransformerStepper
 
     order_table: torch.Tensor | None  # (n, H·W) long, a buffer: ``orders`` of an any-order prior
+    augment_orders: torch.Tensor | None  # (num_augmentations, H·W) long, a buffer: σ_a under permute_positions
 
     @classmethod
     def masks_channels(cls, arch: TransformerArch) -> bool:
@@ -342,11 +391,14 @@ class Transformer(Prior):
         self.rows, self.cols = nn.Embedding(H, D), nn.Embedding(W, D)
         if arch.order_embedding:  # where the symbols a slot holds sit (its target's rows and cols are above)
             self.given_rows, self.given_cols = nn.Embedding(H, D), nn.Embedding(W, D)
-        table = None
-        if arch.order_embedding:
-            with torch.device("cpu"):  # also when the model is built on the meta device (``saving.meta_model``)
+        table = moves = None
+        with torch.device("cpu"):  # also when the model is built on the meta device (``saving.meta_model``)
+            if arch.permute_positions:
+                moves = permuted_positions(spec)
+            elif arch.order_embedding:
                 table = named_orders("raster" if arch.orders == "random" else arch.orders, arch.num_orders, H, W)
         self.register_buffer("order_table", table, persistent=False)
+        self.register_buffer("augment_orders", moves, persistent=False)
         # slot 0: a learned start token, or the class embedding (every parameter is used, as DDP needs)
         self.start = nn.Parameter(torch.zeros(1, 1, D)) if spec.label_rows is None else None
         self.class_embedding = None if spec.label_rows is None else nn.Embedding(spec.label_rows, D)
@@ -460,28 +512,39 @@ class Transformer(Prior):
         return start if augmentation is None else start + augmentation[:, None]
 
 
-    def position_terms(self, context: torch.Tensor | None) -> torch.Tensor:
-        """What every position adds to the slots that predict it -> (1 or B, H·W, D): its row +
-        column embedding, plus the encoded context at its position."""
+    def position_terms(self, cond: Condition) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """What every position adds to the slots that predict it and, with ``order_embedding``, to
+        the slot that holds its symbols -> (1 or B, H·W, D) each (the second None without it): its
+        row + column embeddings (the predicted and the given ones), plus the encoded context at
+        its position. Under ``permute_positions`` grid b's position q takes the embeddings of
+        σ_a(q), a = cond.augment[b]: the position of the unaugmented grid whose symbols q holds."""
         _, H, W = self.spec.shape
-        terms = grid_positions(self.rows, self.cols)[None]  # (1, H·W, D)
-        return terms if self.context is None else terms + self.context(context, (H, W))
+        moves = None  # (B, H·W): σ of each grid's id; none given is the identity, σ_0 = raster
+        if self.augment_orders is not None and cond.augment is not None:
+            moves = self.augment_orders[cond.augment]
+        terms = permuted(grid_positions(self.rows, self.cols), moves)  # (1 or B, H·W, D)
+        held = None
+        if self.given_rows is not None and self.given_cols is not None:
+            held = permuted(grid_positions(self.given_rows, self.given_cols), moves)
+        return terms if self.context is None else terms + self.context(cond.context, (H, W)), held
 
-    def slot_terms(self, terms: torch.Tensor, given: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """What slots add to the symbols they hold -> (B', S, D): ``terms`` (1 or B, H·W, D)
-        (``position_terms``) at the position each slot predicts, its channel's embedding
-        (sub-pixel tokens) and, with ``order_embedding``, the embedding of the position whose
-        symbol it holds. given, target long (1 or B, S): the keys (position · T + channel) of the
-        symbol each slot holds (-1: the start token) and of the one it predicts."""
+    def slot_terms(self, terms: tuple[torch.Tensor, torch.Tensor | None], given: torch.Tensor,
+                   target: torch.Tensor) -> torch.Tensor:
+        """What slots add to the symbols they hold -> (B', S, D): of ``terms`` (``position_terms``),
+        the first at the position each slot predicts and the second (with ``order_embedding``) at
+        the position whose symbol it holds, and its channel's embedding (sub-pixel tokens).
+        given, target long (1 or B, S): the keys (position · T + channel) of the symbol each slot
+        holds (-1: the start token) and of the one it predicts."""
         T = self.tokens_per_position
-        batch = max(len(terms), len(target))
-        at = (target // T)[..., None].expand(batch, -1, terms.shape[-1])  # (B', S, D)
-        out = terms.expand(batch, -1, -1).gather(1, at)
+        predicted, held = terms
+        batch = max(len(predicted), len(target), 0 if held is None else len(held))
+        at = (target // T)[..., None].expand(batch, -1, predicted.shape[-1])  # (B', S, D)
+        out = predicted.expand(batch, -1, -1).gather(1, at)
         if self.channel_embedding is not None:
             out = out + self.channel_embedding(target % T)
-        if self.given_rows is not None and self.given_cols is not None:
-            held = grid_positions(self.given_rows, self.given_cols)[given.clamp(min=0) // T]  # (1 or B, S, D)
-            out = out + held * (given >= 0)[..., None]
+        if held is not None:
+            at = (given.clamp(min=0) // T)[..., None].expand(batch, -1, held.shape[-1])  # (B', S, D)
+            out = out + held.expand(batch, -1, -1).gather(1, at) * (given >= 0)[..., None]
         return out
 
     def slot_keys(self, order: torch.Tensor | None, device: torch.device) -> torch.Tensor:
@@ -502,7 +565,7 @@ class Transformer(Prior):
         given = F.pad(keys[:-1], (1, 0), value=-1)  # (N,): slot t holds the symbol of slot t - 1
         start = self.start_token(cond.labels, B, cond.augment)
         held = torch.cat([start, self.embed_symbols(z)[:, keys[:-1]]], dim=1)  # (B, N, D)
-        slots = held + self.slot_terms(self.position_terms(cond.context), given[None], keys[None])
+        slots = held + self.slot_terms(self.position_terms(cond), given[None], keys[None])
         params = self.body(FullPass(), slots, self.class_bias(cond.labels))  # (B, N, P / T)
         params = torch.empty_like(params).index_copy_(1, keys, params)  # slot order -> key order
         return rearrange(params, "b (h w t) p -> b (t p) h w", h=H, w=W)

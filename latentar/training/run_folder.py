@@ -16,7 +16,7 @@ Two files in the folder carry the ownership::
                blocks anyone: only the lock on it counts.
     run.json   what trains there: the model's config and the training settings that define
                the run (``run_record``); a resume must ask for the same. A setting that a
-               recorded run predates reads as its default.
+               recorded run predates (of the training or of the model) reads as its default.
 
 A folder that already holds outputs of a run is taken over only when asked: ``resume``
 continues the recorded run (the same record), ``overwrite`` removes those outputs (the
@@ -37,7 +37,7 @@ import sys
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 import torch
 from accelerate.utils import broadcast
@@ -51,7 +51,9 @@ from latentar.files import (
     read_json,
     remove_stale_temporaries,
 )
+from latentar.registry import MODELS
 from latentar.run_files import LOCK_FILE, RUN_FILE
+from latentar.saving import meta_model
 from latentar.training.config import TrainConfig
 
 # TrainConfig fields a resumed run may change: how long it trains, how often and where it
@@ -218,11 +220,25 @@ def train_record(config: TrainConfig) -> dict:
 
 
 def with_defaults(recorded: dict) -> dict:
-    """A run.json as read, each training setting it predates (a newer latentar's) read as its default."""
+    """A run.json as read, each setting it predates (a newer latentar's: a training setting, or a
+    field of the model's config such as a prior's augmentations) read as its default."""
     train = recorded.get("train")
-    if not isinstance(train, dict):
-        return recorded
-    return {**recorded, "train": {**json.loads(json.dumps(train_record(TrainConfig()))), **train}}
+    if isinstance(train, dict):
+        recorded = {**recorded, "train": {**json.loads(json.dumps(train_record(TrainConfig()))), **train}}
+    return {**recorded, "model": model_with_defaults(recorded)} if "model" in recorded else recorded
+
+
+def model_with_defaults(recorded: dict) -> Any:
+    """The model config of a run.json with the fields it predates at their defaults: the model
+    rebuilt from it on the meta device (no memory, no work) and described again; as recorded when
+    it cannot be rebuilt (an unknown model, a damaged record), so that the comparison names what
+    differs."""
+    config = recorded["model"]
+    try:
+        model = meta_model(lambda: MODELS.get(recorded["model_type"]).from_config(config), "the recorded model")
+    except (LookupError, TypeError, ValueError):  # no model_type: a KeyError; FieldError: a ValueError
+        return config
+    return json.loads(json.dumps(model.config_dict()))
 
 
 def claim_run(folder: str | Path, record: dict, processes: Processes, *, outputs: tuple[str, ...],
