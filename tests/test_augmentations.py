@@ -8,9 +8,9 @@ import json
 
 import pytest
 import torch
+from cli_run import run
 
 import latentar
-from latentar import cli
 from latentar.augmentations import AUGMENTATIONS, SIZES, num_augmentations
 from latentar.config import RecipeError, recipe_from_dict
 from latentar.run_files import RUN_FILE
@@ -151,11 +151,6 @@ def test_the_objective_trains_on_augmented_grids(monkeypatch, rate, conditioned)
     else:
         assert seen["cond"].augment is None
 
-
-def run(capsys, *argv) -> tuple[int, str, str]:
-    code = cli.main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_train_prior_with_augmentation_then_eval_per_id(capsys, tmp_path, image_folder):

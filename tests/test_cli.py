@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 
 import pytest
 import torch
+from cli_run import run
 
 import latentar
 from latentar import cli
@@ -17,12 +18,6 @@ from latentar.commands import data as data_command
 from latentar.commands.options import add_settings, parse_assignments, settings
 from latentar.config import field_comments
 from latentar.training import TrainConfig
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = cli.main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_unknown_prior_exits_2_naming_the_known_priors(capsys, tmp_path):

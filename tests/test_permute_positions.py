@@ -9,10 +9,10 @@ import math
 
 import pytest
 import torch
+from cli_run import run
 from prior_cases import every_grid, generator, tiny_prior
 
 import latentar
-from latentar import cli
 from latentar.checks import FieldError
 from latentar.priors.orders import known_first
 
@@ -155,11 +155,6 @@ def test_the_tables_are_rebuilt_not_saved(tmp_path):
     with torch.no_grad():
         assert torch.equal(loaded.log_prob(y, cond), prior.log_prob(y, cond))
 
-
-def run(capsys, *argv) -> tuple[int, str, str]:
-    code = cli.main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_train_prior_with_permuted_positions_then_load_and_score(capsys, tmp_path, image_folder):
