@@ -158,6 +158,12 @@ def ring_rows(pattern: AttentionPattern, n: int, size: int, device: torch.device
     return ((j >= 0) & mask.gather(1, j.clamp(min=0))).to(device)
 
 
+def through(pattern: AttentionPattern, field: torch.Tensor) -> torch.Tensor:
+    """What each slot reads after one more layer of ``pattern`` on top of ``field`` bool (n, n)
+    (True where slot i's output reads slot j's input) -> bool (n, n)."""
+    return (_cpu_mask(pattern, len(field)).float() @ field.float()) > 0
+
+
 def reach_depth(cycle: list[AttentionPattern], n: int) -> int:
     """How many layers, ``cycle`` repeated, it takes until a deeper stack would see no more
     (``slot_field`` stops growing over a whole cycle): the depth at which a stack of these
@@ -165,7 +171,7 @@ def reach_depth(cycle: list[AttentionPattern], n: int) -> int:
     field = torch.eye(n, dtype=torch.bool)
     depth, unchanged = 0, 0
     while unchanged < len(cycle):
-        grown = (_cpu_mask(cycle[depth % len(cycle)], n).float() @ field.float()) > 0
+        grown = through(cycle[depth % len(cycle)], field)
         unchanged = unchanged + 1 if torch.equal(grown, field) else 0
         field, depth = grown, depth + 1
     return depth - len(cycle)
@@ -180,5 +186,5 @@ def slot_field(patterns: list[AttentionPattern], n: int) -> torch.Tensor:
     for pattern in patterns:
         if torch.equal(field, causal):
             break
-        field = (_cpu_mask(pattern, n).float() @ field.float()) > 0
+        field = through(pattern, field)
     return field

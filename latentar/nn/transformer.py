@@ -64,8 +64,11 @@ class SelfAttention(nn.Module):
                 mask: torch.Tensor | None = None) -> torch.Tensor:
         """Queries (B, h, Nq, d) over keys and values (B, h, Nk, d) -> (B, Nq, D); ``causal``
         (Nq = Nk): query i sees keys j <= i only; ``mask`` bool (Nq, Nk): True where it may attend."""
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)  # (B, h, Nq, d)
-        return self.dropout(self.out(rearrange(out, "b h n d -> b n (h d)")))
+        return self.merge(F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal))
+
+    def merge(self, heads: torch.Tensor) -> torch.Tensor:
+        """The heads' outputs (B, h, N, d) -> (B, N, D): joined, projected, residual dropout."""
+        return self.dropout(self.out(rearrange(heads, "b h n d -> b n (h d)")))
 
     def forward(self, x: torch.Tensor, causal: bool = True) -> torch.Tensor:
         """x (B, N, D) -> (B, N, D); a causal call attends through ``pattern`` when one is set."""
@@ -74,8 +77,7 @@ class SelfAttention(nn.Module):
             return self.combine(q, k, v, causal=causal)
         if self.kernel == "flex" and flex_runs_here(q):
             blocks = pattern_block_mask(self.pattern, x.shape[1], x.device)
-            out = compiled_flex_attention()(q, k, v, block_mask=blocks)  # (B, h, N, d)
-            return self.dropout(self.out(rearrange(out, "b h n d -> b n (h d)")))
+            return self.merge(compiled_flex_attention()(q, k, v, block_mask=blocks))
         return self.combine(q, k, v, causal=False, mask=pattern_mask(self.pattern, x.shape[1], x.device))
 
 
